@@ -1,0 +1,54 @@
+"""The one `kvmount` entry point: each subcommand lives in its component.
+
+A component's command module defines ``add_arguments(parser)`` and
+``run(args) -> int``. Only the module of the chosen subcommand is imported,
+because kubelet execs the FlexVolume driver for every operation and start-up
+time is paid each time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from kvmount import __version__
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "provider": ("kvmount.provider.command", "serve the Azure Key Vault provider over gRPC"),
+    "driver": ("kvmount.driver.command", "serve the Secrets Store CSI node driver"),
+    "mount": ("kvmount.mount_command", "mount a SecretProviderClass into a directory"),
+    "flexvolume": ("kvmount.flexvolume.command", "FlexVolume driver (kubelet exec interface)"),
+    "kms": ("kvmount.kms.command", "Ceph-CSI compatible passphrase store in Key Vault"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: kvmount COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<11} {desc}" for name, (_, desc) in COMMANDS.items()]
+    lines += ["", "kvmount COMMAND --help shows a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if args else 2
+    if args[0] == "--version":
+        print(f"kvmount {__version__}")
+        return 0
+    name = args[0]
+    if name not in COMMANDS:
+        print(f"kvmount: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"kvmount {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    code: int = module.run(parser.parse_args(args[1:]))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -78,9 +78,7 @@ class _HealthHandler(BaseHTTPRequestHandler):
         pass
 
 
-def serve_http(
-    address: str, routes: dict[str, Callable[[], tuple[int, bytes, str]]]
-) -> ThreadingHTTPServer:
+def serve_http(address: str, routes: dict[str, Callable[[], tuple[int, bytes, str]]]) -> ThreadingHTTPServer:
     """Serve small GET routes (health, metrics) on ``host:port`` or ``:port`` in a thread."""
     host, _, port = address.rpartition(":")
     handler = type("Handler", (_HealthHandler,), {"routes": routes})

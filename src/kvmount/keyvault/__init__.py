@@ -1,0 +1,1 @@
+"""Everything that talks to Azure Key Vault: specs, identities, fetching, content."""

@@ -1,0 +1,238 @@
+"""Fetching objects and their versions from Key Vault, concurrently.
+
+One mount's objects (and the versions of an object's history) are fetched in
+parallel with a bound. SDK clients are cached per vault and identity, so their
+connections and the credential's tokens are reused across mounts.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.identity import CredentialUnavailableError
+from azure.keyvault.certificates import CertificateClient
+from azure.keyvault.keys import KeyClient
+from azure.keyvault.secrets import SecretClient
+
+from kvmount.keyvault.content import JsonWebKey
+from kvmount.keyvault.errors import Category, KeyVaultError
+from kvmount.keyvault.objects import ObjectSpec, ObjectType
+
+T = TypeVar("T")
+# Retries inside one call stay short: the driver retries the whole mount.
+_CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 2, "connection_timeout": 10, "read_timeout": 30}
+_AADSTS = re.compile(r"AADSTS\d+")
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One object version as Key Vault returned it."""
+
+    spec: ObjectSpec
+    version: str
+    secret_value: str | None = None
+    content_type: str | None = None
+    key: JsonWebKey | None = None
+    certificate_der: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Clients:
+    secrets: SecretClient
+    keys: KeyClient
+    certificates: CertificateClient
+
+
+def _observe(object_type: str, category: str, seconds: float) -> None:
+    """Replaced by the provider with its metrics hook."""
+
+
+observe_request: Callable[[str, str, float], None] = _observe
+
+
+def classify(err: Exception) -> Category:
+    if isinstance(err, KeyVaultError):
+        return err.category
+    if isinstance(err, ResourceNotFoundError):
+        return Category.NOT_FOUND
+    if isinstance(err, CredentialUnavailableError):
+        return Category.UNAVAILABLE
+    if isinstance(err, ClientAuthenticationError):
+        return Category.FORBIDDEN if err.status_code == 403 else Category.UNAUTHENTICATED
+    if isinstance(err, ServiceRequestError | ServiceResponseError):
+        return Category.UNAVAILABLE
+    if isinstance(err, HttpResponseError):
+        status = err.status_code or 0
+        if status == 403:
+            return Category.FORBIDDEN
+        if status == 401:
+            return Category.UNAUTHENTICATED
+        if status == 429 or status >= 500:
+            return Category.UNAVAILABLE
+    return Category.INTERNAL
+
+
+_ADVICE = {
+    Category.NOT_FOUND: "not found; check objectName, objectVersion and keyvaultName",
+    Category.FORBIDDEN: "access denied or the version is disabled; grant the identity get permission "
+    "on this object type, or enable the version",
+    Category.UNAUTHENTICATED: "no token could be had for the mount's identity; check tenantID, the "
+    "client id and its credential",
+    Category.UNAVAILABLE: "Key Vault or the identity endpoint is unreachable or failing; retry later",
+    Category.INTERNAL: "unexpected failure",
+}
+
+
+def describe_failure(vault: str, spec: ObjectSpec, err: Exception) -> KeyVaultError:
+    """An error naming the vault and object, safe to show: no response bodies."""
+    category = classify(err)
+    if isinstance(err, KeyVaultError):
+        return KeyVaultError(f"keyvault {vault!r}: {err}", category)
+    detail = _ADVICE[category]
+    status = getattr(err, "status_code", None)
+    if status:
+        detail += f" (HTTP {status})"
+    code = _AADSTS.search(str(err))
+    if code:
+        detail += f" ({code.group(0)})"
+    return KeyVaultError(f"keyvault {vault!r}: {spec.describe()}: {detail}", category)
+
+
+class ClientCache:
+    """SDK clients by (vault URL, identity key); least recently used evicted."""
+
+    def __init__(self, max_entries: int = 256) -> None:
+        self._entries: OrderedDict[tuple[str, str], Clients] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max = max_entries
+
+    def get(self, vault_url: str, identity: str, credential: TokenCredential) -> Clients:
+        key = (vault_url, identity)
+        with self._lock:
+            clients = self._entries.get(key)
+            if clients is None:
+                clients = Clients(
+                    SecretClient(vault_url, credential, **_CLIENT_OPTIONS),
+                    KeyClient(vault_url, credential, **_CLIENT_OPTIONS),
+                    CertificateClient(vault_url, credential, **_CLIENT_OPTIONS),
+                )
+                self._entries[key] = clients
+                while len(self._entries) > self._max:
+                    self._entries.popitem(last=False)[1].secrets.close()
+            self._entries.move_to_end(key)
+            return clients
+
+
+def _timed(object_type: str, call: Callable[[], T]) -> T:
+    start = time.perf_counter()
+    try:
+        result = call()
+    except Exception as err:
+        observe_request(object_type, classify(err).value, time.perf_counter() - start)
+        raise
+    observe_request(object_type, "", time.perf_counter() - start)
+    return result
+
+
+def _created(props: Any) -> datetime:
+    return props.created_on or datetime.min.replace(tzinfo=UTC)
+
+
+def history_versions(clients: Clients, spec: ObjectSpec) -> list[str]:
+    """The newest ``version_history`` enabled versions, newest first; starting at
+    objectVersion when one is set."""
+
+    def listing() -> list[Any]:
+        if spec.type is ObjectType.SECRET:
+            return list(clients.secrets.list_properties_of_secret_versions(spec.name))
+        if spec.type is ObjectType.KEY:
+            return list(clients.keys.list_properties_of_key_versions(spec.name))
+        return list(clients.certificates.list_properties_of_certificate_versions(spec.name))
+
+    props = sorted(_timed(spec.type.value, listing), key=_created, reverse=True)
+    versions = [p.version for p in props if p.enabled is not False]
+    if spec.version:
+        if spec.version not in versions:
+            raise ResourceNotFoundError(f"version {spec.version} is not an enabled version")
+        versions = versions[versions.index(spec.version) :]
+    return versions[: spec.version_history]
+
+
+def fetch_version(clients: Clients, spec: ObjectSpec, version: str) -> Fetched:
+    if spec.type is ObjectType.SECRET:
+        secret = _timed("secret", lambda: clients.secrets.get_secret(spec.name, version or None))
+        return Fetched(spec, secret.properties.version or "", secret.value, secret.properties.content_type)
+    if spec.type is ObjectType.KEY:
+        key = _timed("key", lambda: clients.keys.get_key(spec.name, version or None))
+        jwk: Any = key.key  # the SDK's JsonWebKey sets its fields dynamically
+        kty = str(getattr(jwk.kty, "value", jwk.kty))
+        crv = None if jwk.crv is None else str(getattr(jwk.crv, "value", jwk.crv))
+        return Fetched(
+            spec, key.properties.version or "", key=JsonWebKey(kty, jwk.n, jwk.e, crv, jwk.x, jwk.y)
+        )
+    if version:
+        cert = _timed("cert", lambda: clients.certificates.get_certificate_version(spec.name, version))
+    else:
+        cert = _timed("cert", lambda: clients.certificates.get_certificate(spec.name))
+    got = (cert.properties.version if cert.properties else None) or ""
+    return Fetched(spec, got, certificate_der=bytes(cert.cer or b""))
+
+
+class Fetcher:
+    """Runs a mount's fetches on a shared, bounded pool."""
+
+    def __init__(self, max_concurrency: int = 8) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="kvfetch")
+
+    def map(self, func: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
+        """Apply func to every item in parallel; the first failure (in item order) is raised."""
+        futures = [self._pool.submit(func, item) for item in items]
+        errors = [f.exception() for f in futures]
+        for err in errors:
+            if err is not None:
+                raise err
+        return [f.result() for f in futures]
+
+    def fetch_all(self, vault: str, clients: Clients, specs: Iterable[ObjectSpec]) -> list[list[Fetched]]:
+        """For each spec, its fetched versions: one, or its history newest first."""
+        specs = list(specs)
+
+        def guarded(spec: ObjectSpec, call: Callable[[], T]) -> T:
+            try:
+                return call()
+            except Exception as err:
+                raise describe_failure(vault, spec, err) from None
+
+        def versions_of(spec: ObjectSpec) -> list[str]:
+            if spec.version_history == 0:
+                return [spec.version]
+            return guarded(spec, lambda: history_versions(clients, spec))
+
+        needs_listing = any(s.version_history for s in specs)
+        plans = self.map(versions_of, specs) if needs_listing else [[s.version] for s in specs]
+        jobs = [(spec, version) for spec, versions in zip(specs, plans, strict=True) for version in versions]
+        results = self.map(lambda job: guarded(job[0], lambda: fetch_version(clients, *job)), jobs)
+        grouped: list[list[Fetched]] = [[] for _ in specs]
+        index = {id(spec): i for i, spec in enumerate(specs)}
+        for (spec, _), fetched in zip(jobs, results, strict=True):
+            grouped[index[id(spec)]].append(fetched)
+        return grouped
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,148 @@
+"""Choosing a credential from a mount's parameters, and reusing it safely.
+
+Credentials (and the tokens they cache) are reused across mounts, keyed by
+the whole identity: the mode, the cloud's authority, the tenant, the client,
+and a digest of what proves it (the service account token, the client secret,
+or the pod). Two pods therefore share a token only when they would get the
+same one anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import OrderedDict
+from typing import Any
+
+from azure.core.credentials import AccessToken, TokenCredential
+from azure.identity import (
+    ClientAssertionCredential,
+    ClientSecretCredential,
+    ManagedIdentityCredential,
+)
+
+from kvmount.keyvault.clouds import Cloud
+from kvmount.keyvault.errors import Category, KeyVaultError
+from kvmount.keyvault.objects import IdentityMode, MountParams
+
+NMI_PORT = 2579  # aad-pod-identity's NMI listens here on the node
+
+
+class PodIdentityCredential:
+    """A token from aad-pod-identity's NMI, which knows the pod's identity by its name."""
+
+    def __init__(self, pod_namespace: str, pod_name: str, port: int = NMI_PORT, timeout: float = 30) -> None:
+        self._namespace = pod_namespace
+        self._name = pod_name
+        self._url = f"http://localhost:{port}/host/token/"
+        self._timeout = timeout
+
+    def get_token(self, *scopes: str, **_kwargs: Any) -> AccessToken:
+        resource = scopes[0].removesuffix("/.default") if scopes else ""
+        query = urllib.parse.urlencode({"resource": resource})
+        request = urllib.request.Request(
+            f"{self._url}?{query}", headers={"podns": self._namespace, "podname": self._name}
+        )
+        pod = f"pod {self._namespace}/{self._name}"
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                doc = json.load(response)
+        except urllib.error.HTTPError as err:
+            category = Category.FORBIDDEN if err.code in (401, 403, 404) else Category.UNAUTHENTICATED
+            raise KeyVaultError(
+                f"pod identity (NMI) refused a token for {pod}: HTTP {err.code}", category
+            ) from None
+        except (urllib.error.URLError, OSError):
+            raise KeyVaultError(
+                f"pod identity (NMI) at {self._url} is unreachable for {pod}; is aad-pod-identity running?",
+                Category.UNAVAILABLE,
+            ) from None
+        except ValueError:
+            raise KeyVaultError(f"pod identity (NMI) answered with invalid JSON for {pod}") from None
+        try:
+            token = doc["token"]
+            return AccessToken(token["access_token"], int(token["expires_on"]))
+        except (KeyError, TypeError, ValueError):
+            raise KeyVaultError(f"pod identity (NMI) answered without a token for {pod}") from None
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def identity_key(params: MountParams, cloud: Cloud) -> str:
+    """Everything that decides which token a mount gets, as one opaque key."""
+    mode = params.identity
+    if mode is IdentityMode.WORKLOAD:
+        proof = params.service_account_token
+        client = params.client_id
+    elif mode is IdentityMode.SERVICE_PRINCIPAL:
+        proof = params.sp_client_secret
+        client = params.sp_client_id
+    elif mode is IdentityMode.POD:
+        proof = f"{params.pod_namespace}/{params.pod_name}"
+        client = ""
+    else:
+        proof = ""
+        client = params.client_id
+    return _digest(mode.value, cloud.aad_endpoint, params.tenant_id, client, proof)
+
+
+def _authority(cloud: Cloud) -> dict[str, Any]:
+    return {"authority": cloud.aad_endpoint, "disable_instance_discovery": cloud.custom}
+
+
+def build_credential(params: MountParams, cloud: Cloud, nmi_port: int = NMI_PORT) -> TokenCredential:
+    mode = params.identity
+    if mode is IdentityMode.WORKLOAD:
+        token = params.service_account_token
+        return ClientAssertionCredential(
+            params.tenant_id, params.client_id, lambda: token, **_authority(cloud)
+        )
+    if mode is IdentityMode.SERVICE_PRINCIPAL:
+        return ClientSecretCredential(
+            params.tenant_id, params.sp_client_id, params.sp_client_secret, **_authority(cloud)
+        )
+    if mode is IdentityMode.POD:
+        return PodIdentityCredential(params.pod_namespace, params.pod_name, nmi_port)
+    return ManagedIdentityCredential(client_id=params.client_id or None)
+
+
+class CredentialCache:
+    """Credentials by identity key, least recently used evicted, idle ones expired."""
+
+    def __init__(self, max_entries: int = 512, idle_seconds: float = 3600, nmi_port: int = NMI_PORT) -> None:
+        self._entries: OrderedDict[str, tuple[TokenCredential, float]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max = max_entries
+        self._idle = idle_seconds
+        self._nmi_port = nmi_port
+
+    def get(self, params: MountParams, cloud: Cloud) -> tuple[str, TokenCredential]:
+        key = identity_key(params, cloud)
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and now - entry[1] < self._idle:
+                self._entries[key] = (entry[0], now)
+                self._entries.move_to_end(key)
+                return key, entry[0]
+            credential = build_credential(params, cloud, self._nmi_port)
+            self._entries[key] = (credential, now)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+            return key, credential
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)

@@ -1,0 +1,1 @@
+"""The v1alpha1 provider gRPC server: MountRequest -> Key Vault -> files."""

@@ -1,0 +1,85 @@
+"""`kvmount provider`: flags (upstream's names and defaults) and wiring."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import grpc
+
+from kvmount import unix_grpc
+from kvmount.flags import add_bool
+from kvmount.keyvault import fetch
+from kvmount.keyvault.content import ContentOptions
+from kvmount.keyvault.identity import NMI_PORT
+from kvmount.keyvault.mount import KeyVaultMounter, Settings
+from kvmount.observability import metrics_route, serve_http, setup_logging
+from kvmount.proto import v1alpha1_pb2 as pb
+from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
+from kvmount.provider import metrics, server
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint", default="unix:///tmp/azure.sock", help="gRPC unix socket to serve")
+    add_bool(parser, "--log-format-json", False, "log as JSON lines")
+    add_bool(parser, "--construct-pem-chain", True, "order certificate chains leaf -> root")
+    add_bool(
+        parser,
+        "--write-cert-and-key-in-separate-files",
+        False,
+        "also write <file>.crt and <file>.key for certificate-backed secrets",
+    )
+    parser.add_argument("--cloud-name", default="", help="default cloud when a class sets no cloudName")
+    parser.add_argument("--healthz-port", type=int, default=8989, help="port of the health endpoint")
+    parser.add_argument("--healthz-path", default="/healthz", help="path of the health endpoint")
+    parser.add_argument("--healthz-timeout", type=float, default=5.0, help="seconds a health check may take")
+    parser.add_argument("--prometheus-port", type=int, default=8898, help="port of /metrics")
+    parser.add_argument(
+        "--max-concurrent-fetches", type=int, default=8, help="Key Vault requests in flight at once"
+    )
+    parser.add_argument("--nmi-port", type=int, default=NMI_PORT, help="aad-pod-identity NMI port")
+
+
+def _health(endpoint: str, timeout: float) -> tuple[int, bytes, str]:
+    """Healthy when the provider answers Version over its own socket."""
+    try:
+        with unix_grpc.dial(endpoint) as channel:
+            pb_grpc.CSIDriverProviderStub(channel).Version(
+                pb.VersionRequest(version="v1alpha1"), timeout=timeout
+            )
+    except grpc.RpcError as err:
+        return 503, f"unhealthy: {err.code().name}\n".encode(), "text/plain"
+    return 200, b"ok\n", "text/plain"
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(json_format=args.log_format_json)
+    settings = Settings(
+        content=ContentOptions(args.construct_pem_chain, args.write_cert_and_key_in_separate_files),
+        default_cloud=args.cloud_name,
+        max_concurrency=max(1, args.max_concurrent_fetches),
+        nmi_port=args.nmi_port,
+    )
+    fetch.observe_request = metrics.observe_keyvault
+    mounter = KeyVaultMounter(settings)
+    try:
+        grpc_server = unix_grpc.serve(args.endpoint, lambda s: server.register(s, mounter))
+    except (OSError, ValueError, RuntimeError) as err:
+        log.error("cannot serve", extra={"endpoint": args.endpoint, "error": str(err)})
+        return 1
+    http = []
+    if args.healthz_port > 0:
+        routes = {args.healthz_path: lambda: _health(args.endpoint, args.healthz_timeout)}
+        http.append(serve_http(f":{args.healthz_port}", routes))
+    if args.prometheus_port > 0:
+        http.append(serve_http(f":{args.prometheus_port}", {"/metrics": metrics_route()}))
+
+    def stop_http() -> None:
+        for h in http:
+            h.shutdown()
+
+    unix_grpc.run_until_signalled(grpc_server, on_stop=stop_http)
+    mounter.close()
+    return 0

@@ -1,0 +1,37 @@
+"""The provider's Prometheus metrics, named as upstream's, with bounded labels."""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import Histogram
+
+from kvmount.keyvault.errors import Category
+from kvmount.observability import bounded
+
+OS_TYPE = platform.system().lower()
+_ERRORS = {"", *(c.value for c in Category)}
+_OBJECT_TYPES = {"secret", "key", "cert"}
+_METHODS = {"Mount", "Version"}
+
+KEYVAULT_REQUEST = Histogram(
+    "keyvault_request",
+    "Seconds one Key Vault request took, by object type and error category",
+    ["os_type", "object_type", "error"],
+)
+GRPC_REQUEST = Histogram(
+    "grpc_request",
+    "Seconds one provider gRPC call took, by method and status code",
+    ["os_type", "grpc_method", "grpc_code"],
+)
+
+
+def observe_keyvault(object_type: str, error: str, seconds: float) -> None:
+    KEYVAULT_REQUEST.labels(OS_TYPE, bounded(object_type, _OBJECT_TYPES), bounded(error, _ERRORS)).observe(
+        seconds
+    )
+
+
+def observe_grpc(method: str, code: str, seconds: float) -> None:
+    # Status code names are a closed set already (grpc.StatusCode).
+    GRPC_REQUEST.labels(OS_TYPE, bounded(method, _METHODS), code).observe(seconds)

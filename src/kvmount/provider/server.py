@@ -1,0 +1,122 @@
+"""The CSIDriverProvider service: checks a MountRequest, mounts, answers files.
+
+Every failure is a gRPC status whose message names the field or object; no
+secret value, token or key ever reaches a message or a log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+
+import grpc
+
+from kvmount import __version__
+from kvmount.keyvault.errors import Category, KeyVaultError
+from kvmount.keyvault.mount import KeyVaultMounter
+from kvmount.keyvault.objects import POD_NAME, POD_NAMESPACE
+from kvmount.proto import v1alpha1_pb2 as pb
+from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
+from kvmount.provider.metrics import observe_grpc
+
+log = logging.getLogger(__name__)
+
+RUNTIME_NAME = "kvmount-azure-provider"
+DEFAULT_MODE = 0o644
+STATUS = {
+    Category.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    Category.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Category.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
+    Category.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Category.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Category.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+
+class RequestError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _json_map(field: str, raw: str, *, allow_null: bool) -> dict[str, str] | None:
+    if allow_null and raw.strip() in ("", "null"):
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: not valid JSON") from None
+    if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"{field}: must be a JSON object of string values"
+        )
+    return doc
+
+
+def _permission(raw: str) -> int:
+    """The default file mode: a JSON decimal (the driver sends "420" for 0644)."""
+    if not raw.strip():
+        return DEFAULT_MODE
+    try:
+        mode = json.loads(raw)
+    except ValueError:
+        mode = None
+    if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f'permission: {raw[:16]!r} is not a decimal file mode from 0 to 511 ("420" is 0644)',
+        )
+    return mode
+
+
+def _pod(attributes: Mapping[str, str]) -> str:
+    return f"{attributes.get(POD_NAMESPACE, '')}/{attributes.get(POD_NAME, '')}"
+
+
+class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
+    def __init__(self, mounter: KeyVaultMounter) -> None:
+        self.mounter = mounter
+
+    def Version(self, request: pb.VersionRequest, context: grpc.ServicerContext) -> pb.VersionResponse:
+        observe_grpc("Version", grpc.StatusCode.OK.name, 0.0)
+        return pb.VersionResponse(version="v1alpha1", runtime_name=RUNTIME_NAME, runtime_version=__version__)
+
+    def Mount(self, request: pb.MountRequest, context: grpc.ServicerContext) -> pb.MountResponse:
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        pod = "/"
+        try:
+            attributes = _json_map("attributes", request.attributes, allow_null=False) or {}
+            pod = _pod(attributes)
+            secrets = _json_map("secrets", request.secrets, allow_null=True)
+            mode = _permission(request.permission)
+            result = self.mounter.mount_attributes(attributes, secrets, mode)
+        except RequestError as err:
+            code, message = err.code, str(err)
+        except KeyVaultError as err:
+            code, message = STATUS[err.category], str(err)
+        except Exception as err:  # a bug, not bad input: say so without details that might leak
+            code, message = (
+                grpc.StatusCode.INTERNAL,
+                f"internal error ({type(err).__name__}); see provider logs",
+            )
+            log.error("mount failed unexpectedly", extra={"pod": pod, "error_type": type(err).__name__})
+        seconds = time.perf_counter() - start
+        observe_grpc("Mount", code.name, seconds)
+        if code is not grpc.StatusCode.OK:
+            log.warning("mount failed", extra={"pod": pod, "code": code.name, "error": message})
+            context.abort(code, message)
+        log.info(
+            "mounted",
+            extra={"pod": pod, "files": len(result.files), "seconds": round(seconds, 3)},
+        )
+        return pb.MountResponse(
+            object_version=[pb.ObjectVersion(id=i, version=v) for i, v in result.versions],
+            files=[pb.File(path=f.path, mode=f.mode, contents=f.contents) for f in result.files],
+        )
+
+
+def register(server: grpc.Server, mounter: KeyVaultMounter) -> None:
+    pb_grpc.add_CSIDriverProviderServicer_to_server(ProviderServicer(mounter), server)

@@ -1,0 +1,74 @@
+"""Test certificates made on the fly: a CA -> intermediate -> leaf chain."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
+
+
+@dataclass(frozen=True)
+class Chain:
+    leaf_key: rsa.RSAPrivateKey
+    leaf: x509.Certificate
+    intermediate: x509.Certificate
+    root: x509.Certificate
+
+    def pfx(self, order: tuple[str, ...] = ("intermediate", "root"), password: bytes | None = None) -> bytes:
+        extra = [getattr(self, name) for name in order]
+        encryption = (
+            serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+        )
+        return pkcs12.serialize_key_and_certificates(b"leaf", self.leaf_key, self.leaf, extra, encryption)
+
+    def pfx_b64(self, order: tuple[str, ...] = ("intermediate", "root")) -> str:
+        return base64.b64encode(self.pfx(order)).decode()
+
+    def key_pem(self) -> bytes:
+        return self.leaf_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    def pem(self, *names: str) -> bytes:
+        return b"".join(getattr(self, n).public_bytes(serialization.Encoding.PEM) for n in names)
+
+
+def _cert(
+    subject: str,
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+    issuer: str,
+    issuer_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+    ca: bool,
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+        )
+    )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def make_chain(cn: str = "leaf.example") -> Chain:
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    mid_key = ec.generate_private_key(ec.SECP256R1())
+    leaf_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    root = _cert("Test Root", root_key, "Test Root", root_key, ca=True)
+    mid = _cert("Test Intermediate", mid_key, "Test Root", root_key, ca=True)
+    leaf = _cert(cn, leaf_key, "Test Intermediate", mid_key, ca=False)
+    return Chain(leaf_key, leaf, mid, root)

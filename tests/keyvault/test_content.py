@@ -1,0 +1,155 @@
+"""Conversion of Key Vault objects to file bytes."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from kvmount.keyvault.content import (
+    PEM_FILE,
+    PKCS12,
+    ContentOptions,
+    JsonWebKey,
+    certificate_pem,
+    order_chain,
+    public_key_pem,
+    secret_files,
+)
+from kvmount.keyvault.errors import KeyVaultError
+from kvmount.keyvault.objects import Encoding, Format, ObjectSpec, ObjectType
+from tests.certs import make_chain
+
+SECRET = ObjectSpec("s", ObjectType.SECRET)
+
+
+def spec(**kw: object) -> ObjectSpec:
+    return ObjectSpec("s", ObjectType.SECRET, **kw)  # type: ignore[arg-type]
+
+
+def subjects(pem: bytes) -> list[str]:
+    return [c.subject.rfc4514_string() for c in x509.load_pem_x509_certificates(pem)]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "stored", "written"),
+    [
+        (Encoding.UTF8, "héllo", "héllo".encode()),
+        (Encoding.HEX, "00ff10", b"\x00\xff\x10"),
+        (Encoding.BASE64, base64.b64encode(b"\x00bin").decode(), b"\x00bin"),
+    ],
+)
+def test_secret_encodings(encoding: Encoding, stored: str, written: bytes) -> None:
+    assert secret_files(spec(encoding=encoding), "f", stored, None, ContentOptions()) == [("f", written)]
+
+
+def test_bad_encoding_names_the_object_not_the_value() -> None:
+    with pytest.raises(KeyVaultError) as info:
+        secret_files(spec(encoding=Encoding.HEX), "f", "zz-top-secret", None, ContentOptions())
+    assert "secret 's'" in str(info.value) and "zz-top-secret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "stored_order", [("intermediate", "root"), ("root", "intermediate")], ids=["ordered", "shuffled"]
+)
+def test_pfx_secret_becomes_key_then_chain_leaf_to_root(stored_order: tuple[str, ...]) -> None:
+    chain = make_chain()
+    [(path, data)] = secret_files(SECRET, "tls", chain.pfx_b64(stored_order), PKCS12, ContentOptions())
+    assert path == "tls"
+    assert data.startswith(b"-----BEGIN PRIVATE KEY-----")
+    key = serialization.load_pem_private_key(data, None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    assert key.public_key().public_numbers() == chain.leaf_key.public_key().public_numbers()
+    assert subjects(data) == ["CN=leaf.example", "CN=Test Intermediate", "CN=Test Root"]
+
+
+def test_incomplete_chain_keeps_stored_order() -> None:
+    a, b = make_chain("a.example"), make_chain("b.example")
+    certs = [b.root, a.leaf, a.root]  # a's intermediate is missing: no single chain
+    assert order_chain(certs) == certs
+    assert order_chain([a.root, a.leaf, a.intermediate]) == [a.leaf, a.intermediate, a.root]
+
+
+def test_chain_construction_can_be_turned_off() -> None:
+    chain = make_chain()
+    [(_, data)] = secret_files(
+        SECRET,
+        "tls",
+        chain.pfx_b64(("root", "intermediate")),
+        PKCS12,
+        ContentOptions(construct_pem_chain=False),
+    )
+    assert subjects(data) == ["CN=leaf.example", "CN=Test Root", "CN=Test Intermediate"]
+
+
+def test_pfx_format_keeps_the_pfx() -> None:
+    chain = make_chain()
+    b64 = chain.pfx_b64()
+    assert secret_files(spec(format=Format.PFX), "p", b64, PKCS12, ContentOptions()) == [("p", b64.encode())]
+    [(_, raw)] = secret_files(
+        spec(format=Format.PFX, encoding=Encoding.BASE64), "p", b64, PKCS12, ContentOptions()
+    )
+    assert raw == base64.b64decode(b64)
+
+
+def test_separate_cert_and_key_files() -> None:
+    chain = make_chain()
+    files = dict(
+        secret_files(SECRET, "tls", chain.pfx_b64(), PKCS12, ContentOptions(separate_cert_and_key=True))
+    )
+    assert set(files) == {"tls", "tls.crt", "tls.key"}
+    assert files["tls"] == files["tls.key"] + files["tls.crt"]
+    assert subjects(files["tls.crt"])[0] == "CN=leaf.example"
+    assert b"CERTIFICATE" not in files["tls.key"]
+
+
+def test_pem_file_secret_passes_through_and_splits() -> None:
+    chain = make_chain()
+    pem = (chain.key_pem() + chain.pem("leaf", "intermediate")).decode()
+    assert secret_files(SECRET, "t", pem, PEM_FILE, ContentOptions()) == [("t", pem.encode())]
+    files = dict(secret_files(SECRET, "t", pem, PEM_FILE, ContentOptions(separate_cert_and_key=True)))
+    assert files["t.key"] == chain.key_pem()
+    assert files["t.crt"] == chain.pem("leaf", "intermediate")
+
+
+def _jwk_rsa(key: rsa.RSAPrivateKey, kty: str = "RSA") -> JsonWebKey:
+    n = key.public_key().public_numbers()
+    return JsonWebKey(kty, n=n.n.to_bytes(256, "big"), e=n.e.to_bytes(3, "big"))
+
+
+@pytest.mark.parametrize("kty", ["RSA", "RSA-HSM"])
+def test_rsa_key_becomes_pkix_pem(kty: str) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = public_key_pem(ObjectSpec("k", ObjectType.KEY), _jwk_rsa(key, kty))
+    assert pem.startswith(b"-----BEGIN PUBLIC KEY-----")
+    assert serialization.load_pem_public_key(pem).public_numbers() == key.public_key().public_numbers()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("crv", "curve", "size"),
+    [("P-256", ec.SECP256R1(), 32), ("P-384", ec.SECP384R1(), 48), ("P-521", ec.SECP521R1(), 66)],
+)
+def test_ec_key_becomes_pkix_pem(crv: str, curve: ec.EllipticCurve, size: int) -> None:
+    key = ec.generate_private_key(curve)
+    nums = key.public_key().public_numbers()
+    jwk = JsonWebKey("EC-HSM", crv=crv, x=nums.x.to_bytes(size, "big"), y=nums.y.to_bytes(size, "big"))
+    loaded = serialization.load_pem_public_key(public_key_pem(ObjectSpec("k", ObjectType.KEY), jwk))
+    assert isinstance(loaded, ec.EllipticCurvePublicKey) and loaded.public_numbers() == nums
+
+
+@pytest.mark.parametrize(
+    ("jwk", "words"),
+    [(JsonWebKey("oct"), "'oct'"), (JsonWebKey("EC", crv="P-256K", x=b"1", y=b"2"), "P-256K")],
+)
+def test_unsupported_keys_are_clear_errors(jwk: JsonWebKey, words: str) -> None:
+    with pytest.raises(KeyVaultError, match=words):
+        public_key_pem(ObjectSpec("k", ObjectType.KEY), jwk)
+
+
+def test_certificate_becomes_leaf_pem() -> None:
+    chain = make_chain()
+    der = chain.leaf.public_bytes(serialization.Encoding.DER)
+    assert certificate_pem(ObjectSpec("c", ObjectType.CERT), der) == chain.pem("leaf")

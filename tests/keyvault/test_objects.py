@@ -1,0 +1,203 @@
+"""Validation of a mount's parameters: every bad input is refused with a clear message."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kvmount.keyvault.errors import InvalidSpec
+from kvmount.keyvault.objects import (
+    SERVICE_ACCOUNT_TOKENS,
+    Encoding,
+    Format,
+    IdentityMode,
+    ObjectType,
+    parse_mount,
+)
+
+SP = {"clientid": "app", "clientsecret": "s3cret-value"}
+
+
+def objects(*items: str) -> str:
+    body = "\n".join("  - |\n" + "\n".join(f"    {line}" for line in item.splitlines()) for item in items)
+    return f"array:\n{body}\n"
+
+
+def attrs(**extra: str) -> dict[str, str]:
+    base = {
+        "keyvaultName": "kvtest",
+        "tenantID": "tenant",
+        "objects": objects("objectName: a\nobjectType: secret"),
+    }
+    base.update(extra)
+    return base
+
+
+def test_full_object_spec_is_parsed() -> None:
+    params = parse_mount(
+        attrs(
+            objects=objects(
+                "objectName: tls\nobjectType: secret\nobjectAlias: tls.pfx\nobjectFormat: pfx\n"
+                "objectEncoding: base64\nfilePermission: '0600'",
+                "objectName: k\nobjectType: key\nobjectVersion: abc",
+                "objectName: c\nobjectType: cert\nobjectVersionHistory: 3",
+            )
+        ),
+        SP,
+    )
+    tls, key, cert = params.objects
+    assert (tls.file_name, tls.format, tls.encoding, tls.file_permission) == (
+        "tls.pfx",
+        Format.PFX,
+        Encoding.BASE64,
+        0o600,
+    )
+    assert (key.type, key.version, key.id) == (ObjectType.KEY, "abc", "key/k")
+    assert cert.version_history == 3
+    assert params.identity is IdentityMode.SERVICE_PRINCIPAL
+    assert params.sp_client_secret == "s3cret-value"
+    assert "s3cret-value" not in repr(params)
+
+
+def test_tenant_id_spellings_and_case_insensitive_secret_keys() -> None:
+    params = parse_mount(
+        {"keyvaultName": "kvtest", "tenantId": "t2", "objects": ""}, {"ClientID": "a", "ClientSecret": "b"}
+    )
+    assert (params.tenant_id, params.sp_client_id, params.sp_client_secret) == ("t2", "a", "b")
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "words"),
+    [
+        ({"keyvaultName": "kv"}, "keyvaultName", "3 to 24"),
+        ({"keyvaultName": "kv_bad!"}, "keyvaultName", "3 to 24"),
+        ({"keyvaultName": "k" * 25}, "keyvaultName", "3 to 24"),
+        (
+            {"objects": objects("objectName: a\nobjectType: secret\nobjectVerison: 1")},
+            "objects[0]",
+            "objectVerison",
+        ),
+        (
+            {"objects": objects("objectName: a\nobjectType: secret", "objectName: a\nobjectType: key")},
+            "object 'a'",
+            "distinct objectAlias",
+        ),
+        (
+            {"objects": objects("objectName: a\nobjectType: secret\nobjectAlias: /etc/passwd")},
+            "objectAlias",
+            "absolute",
+        ),
+        ({"objects": objects("objectName: a\nobjectType: secret\nobjectAlias: ../x")}, "objectAlias", ".."),
+        (
+            {"objects": objects("objectName: a\nobjectType: secret\nobjectAlias: x/../../y")},
+            "objectAlias",
+            "..",
+        ),
+        (
+            {"objects": objects("objectName: a\nobjectType: secret\nfilePermission: '0999'")},
+            "filePermission",
+            "octal",
+        ),
+        (
+            {"objects": objects("objectName: a\nobjectType: secret\nfilePermission: rw")},
+            "filePermission",
+            "octal",
+        ),
+        (
+            {"objects": objects("objectName: a\nobjectType: secret\nfilePermission: '01777'")},
+            "filePermission",
+            "octal",
+        ),
+        (
+            {"objects": objects("objectName: a\nobjectType: secret\nobjectVersionHistory: -1")},
+            "objectVersionHistory",
+            "negative",
+        ),
+        ({"objects": objects("objectName: a\nobjectType: blob")}, "objectType", "secret, key, cert"),
+        (
+            {"objects": objects("objectName: a\nobjectType: key\nobjectFormat: pfx")},
+            "objectFormat",
+            "secrets only",
+        ),
+        (
+            {"objects": objects("objectName: a\nobjectType: secret\nobjectFormat: der")},
+            "objectFormat",
+            "pem, pfx",
+        ),
+        (
+            {"objects": objects("objectName: a\nobjectType: secret\nobjectEncoding: utf-16")},
+            "objectEncoding",
+            "utf-8, hex, base64",
+        ),
+        (
+            {"objects": objects("objectName: a\nobjectType: cert\nobjectEncoding: hex")},
+            "objectEncoding",
+            "secrets only",
+        ),
+        ({"objects": objects("objectType: secret")}, "objectName", "required"),
+        ({"objects": "array: [unclosed"}, "objects", "YAML"),
+        ({"objects": "- a\n- b"}, "objects", "'array'"),
+        (
+            {"usePodIdentity": "true", "useVMManagedIdentity": "true"},
+            "usePodIdentity and useVMManagedIdentity",
+            "one identity",
+        ),
+        (
+            {"clientID": "c", "useVMManagedIdentity": "true"},
+            "useVMManagedIdentity and clientID",
+            "one identity",
+        ),
+        ({"usePodIdentity": "maybe"}, "usePodIdentity", "boolean"),
+        ({"userAssignedIdentityID": "x"}, "userAssignedIdentityID", "useVMManagedIdentity"),
+        ({"clientID": "c"}, SERVICE_ACCOUNT_TOKENS, "api://AzureADTokenExchange"),
+        (
+            {"clientID": "c", SERVICE_ACCOUNT_TOKENS: '{"other": {"token": "t"}}'},
+            SERVICE_ACCOUNT_TOKENS,
+            "audience",
+        ),
+        ({"tenantID": ""}, "tenantID", "required"),
+        ({"usePodIdentity": "true"}, "pod.name", "required"),
+    ],
+)
+def test_bad_input_is_refused_naming_the_field(extra: dict[str, str], field: str, words: str) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        parse_mount(attrs(**extra), SP)
+    message = str(info.value)
+    assert field in message
+    assert words in message
+    assert "s3cret-value" not in message
+
+
+def test_service_principal_needs_the_node_publish_secret() -> None:
+    with pytest.raises(InvalidSpec, match="nodePublishSecretRef"):
+        parse_mount(attrs(), None)
+
+
+def test_history_files_may_not_collide_with_another_object() -> None:
+    with pytest.raises(InvalidSpec, match="a/1"):
+        parse_mount(
+            attrs(
+                objects=objects(
+                    "objectName: a\nobjectType: secret\nobjectVersionHistory: 2",
+                    "objectName: b\nobjectType: secret\nobjectAlias: a/1",
+                )
+            ),
+            SP,
+        )
+
+
+def test_identity_modes() -> None:
+    tokens = json.dumps({"api://AzureADTokenExchange": {"token": "sa-jwt", "expirationTimestamp": "x"}})
+    wi = parse_mount(attrs(clientID="cid", **{SERVICE_ACCOUNT_TOKENS: tokens}), None)
+    assert (wi.identity, wi.client_id, wi.service_account_token) == (IdentityMode.WORKLOAD, "cid", "sa-jwt")
+    mi = parse_mount(attrs(useVMManagedIdentity="true", userAssignedIdentityID="uid", tenantID=""), None)
+    assert (mi.identity, mi.client_id) == (IdentityMode.MANAGED, "uid")
+    pod = parse_mount(
+        attrs(
+            usePodIdentity="True",
+            **{"csi.storage.k8s.io/pod.name": "p", "csi.storage.k8s.io/pod.namespace": "ns"},
+        ),
+        None,
+    )
+    assert (pod.identity, pod.pod_name, pod.pod_namespace) == (IdentityMode.POD, "p", "ns")

@@ -165,7 +165,9 @@ def history_versions(clients: Clients, spec: ObjectSpec) -> list[str]:
             return list(clients.keys.list_properties_of_key_versions(spec.name))
         return list(clients.certificates.list_properties_of_certificate_versions(spec.name))
 
-    props = sorted(_timed(spec.type.value, listing), key=_created, reverse=True)
+    # Creation times have one-second resolution; on a tie, the later-listed is taken as newer.
+    listed = list(enumerate(_timed(spec.type.value, listing)))
+    props = [p for _, p in sorted(listed, key=lambda ip: (_created(ip[1]), ip[0]), reverse=True)]
     versions = [p.version for p in props if p.enabled is not False]
     if spec.version:
         if spec.version not in versions:

@@ -1,0 +1,1 @@
+"""The FlexVolume driver azure/kv: kubelet execs it once per volume operation."""

@@ -1,0 +1,79 @@
+"""`kvmount flexvolume <operation> ...`: kubelet's FlexVolume exec interface.
+
+    init                      -> {"status": "Success", "capabilities": {"attach": false}}
+    mount <dir> <json opts>   -> a tmpfs at <dir> holding the Key Vault objects
+    unmount <dir>             -> the tmpfs at <dir> unmounted (success if none)
+    install [--plugin-dir D]  -> <D>/azure~kv/kv, the launcher kubelet execs
+    anything else             -> {"status": "Not supported"}
+
+Every call writes exactly one JSON document to stdout (see ``reply``); logs
+go to stderr, which the installed launcher sends to a log file. Only the
+standard library is imported at module level, so that whatever fails to
+import later still ends in a Failure document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from kvmount.flexvolume import reply
+
+log = logging.getLogger(__name__)
+
+_USAGE = "usage: kv init | kv mount <dir> <json options> | kv unmount <dir>"
+# Operation -> number of operands it takes.
+_ARITY = {"init": 0, "mount": 2, "unmount": 1}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # cli calls this first for the chosen command, before argparse may print usage or help.
+    reply.claim_stdout()
+    parser.add_argument("operation", nargs="?", default="", help="init, mount, unmount or install")
+    parser.add_argument("operands", nargs=argparse.REMAINDER, help="the operation's arguments")
+
+
+def _call(operation: str, operands: list[str]) -> dict[str, Any]:
+    if operation == "install":
+        from kvmount.flexvolume import install
+
+        try:
+            path = install.run(operands)
+        except SystemExit:  # argparse has written the problem to stderr
+            return reply.failure("invalid install arguments; see kvmount flexvolume install --help")
+        return {"status": reply.SUCCESS, "message": f"installed {path}"}
+    if operation not in _ARITY:
+        return {"status": reply.NOT_SUPPORTED} if operation else reply.failure(_USAGE)
+    if len(operands) != _ARITY[operation]:
+        wanted = _ARITY[operation]
+        return reply.failure(f"{operation} takes {wanted} arguments, got {len(operands)}; {_USAGE}")
+    if operation == "init":
+        return {"status": reply.SUCCESS, "capabilities": {"attach": False}}
+    from kvmount.flexvolume import volume
+
+    if operation == "mount":
+        volume.mount(operands[0], operands[1])
+    else:
+        volume.unmount(operands[0])
+    return {"status": reply.SUCCESS}
+
+
+def run(args: argparse.Namespace) -> int:
+    reply.claim_stdout()
+    try:
+        from kvmount.keyvault.errors import KeyVaultError
+        from kvmount.observability import setup_logging
+
+        setup_logging()
+        try:
+            doc = _call(args.operation, args.operands)
+        except (KeyVaultError, OSError, ValueError) as err:
+            # These messages name the object, option or path, never a secret value.
+            log.error("%s failed", args.operation, extra={"error": str(err)})
+            doc = reply.failure(str(err))
+    except Exception as err:
+        log.exception("%s failed unexpectedly", args.operation)
+        doc = reply.failure(f"internal error ({type(err).__name__}); see the driver log")
+    reply.send(doc)
+    return 1 if doc["status"] == reply.FAILURE else 0

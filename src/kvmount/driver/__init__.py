@@ -1,0 +1,1 @@
+"""The Secrets Store CSI node driver."""

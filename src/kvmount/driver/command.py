@@ -1,0 +1,143 @@
+"""`kvmount driver`: flags (upstream's names and defaults) and wiring."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import threading
+
+from kvmount import __version__, unix_grpc
+from kvmount.driver import csi
+from kvmount.driver.kube import FileStore, KubeStore, Store
+from kvmount.driver.providers import ProviderClients
+from kvmount.driver.publish import Publisher
+from kvmount.driver.volumes import VolumeRegistry
+from kvmount.flags import add_bool, go_duration
+from kvmount.observability import metrics_route, ok_route, serve_http, setup_logging
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ADDITIONAL_PROVIDER_PATHS = ["/etc/kubernetes/secrets-store-csi-providers"]
+# Headroom over two full provider responses (old and new version side by side
+# during a rewrite) for tmpfs page rounding of small files.
+_TMPFS_HEADROOM = 4 << 20
+
+
+def _paths(value: str) -> list[str]:
+    return [p for p in value.split(",") if p]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint", default="unix:///tmp/csi.sock", help="CSI endpoint (unix socket)")
+    parser.add_argument("--drivername", default="secrets-store.csi.k8s.io", help="name of the driver")
+    parser.add_argument("--nodeid", default="", help="node id (defaults to the host name)")
+    add_bool(parser, "--log-format-json", False, "log as JSON lines")
+    parser.add_argument(
+        "--provider-volume",
+        default="/var/run/secrets-store-csi-providers",
+        help="directory where providers serve <name>.sock",
+    )
+    parser.add_argument(
+        "--additional-provider-volume-paths",
+        type=_paths,
+        action="extend",
+        default=None,
+        help="more provider socket directories, comma-separated "
+        f"(default {DEFAULT_ADDITIONAL_PROVIDER_PATHS[0]})",
+    )
+    parser.add_argument("--metrics-addr", default=":8095", help="address of /metrics and /healthz")
+    add_bool(parser, "--enable-secret-rotation", False, "re-fetch mounted content periodically")
+    parser.add_argument(
+        "--rotation-poll-interval", type=go_duration, default=120.0, help="rotation period (default 2m)"
+    )
+    parser.add_argument(
+        "--max-call-recv-msg-size",
+        type=int,
+        default=4 << 20,
+        help="largest provider response accepted, in bytes",
+    )
+    add_bool(parser, "--provider-health-check", False, "call Version on the providers periodically")
+    parser.add_argument(
+        "--provider-health-check-interval",
+        type=go_duration,
+        default=120.0,
+        help="provider health check period (default 2m)",
+    )
+    parser.add_argument(
+        "--kubeconfig", default="", help="kubeconfig file (default: in-cluster, or $KUBECONFIG)"
+    )
+    parser.add_argument(
+        "--standalone-classes-dir",
+        default="",
+        help="standalone mode (no Kubernetes): read SecretProviderClasses from the YAML files in this "
+        "directory and keep pod statuses as files under --state-dir",
+    )
+    parser.add_argument(
+        "--state-dir",
+        default="/run/kvmount/driver",
+        help="per-volume state (no secrets), and pod statuses in standalone mode",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.version:
+        print(f"kvmount driver {__version__}")
+        return 0
+    setup_logging(json_format=args.log_format_json)
+    node_id = args.nodeid or socket.gethostname()
+    if not args.nodeid:
+        log.info("--nodeid not set, using the host name", extra={"node_id": node_id})
+    if args.enable_secret_rotation:
+        log.warning("--enable-secret-rotation is accepted but rotation is not implemented in this version")
+    store: Store = (
+        FileStore(args.standalone_classes_dir, args.state_dir)
+        if args.standalone_classes_dir
+        else KubeStore(args.kubeconfig)
+    )
+    additional = (
+        DEFAULT_ADDITIONAL_PROVIDER_PATHS
+        if args.additional_provider_volume_paths is None
+        else args.additional_provider_volume_paths
+    )
+    providers = ProviderClients([args.provider_volume, *additional], args.max_call_recv_msg_size)
+    publisher = Publisher(
+        store,
+        providers,
+        VolumeRegistry(args.state_dir),
+        node_id,
+        tmpfs_size=2 * args.max_call_recv_msg_size + _TMPFS_HEADROOM,
+    )
+    served = publisher.served_volumes()
+    log.info(
+        "starting",
+        extra={
+            "driver": args.drivername,
+            "node_id": node_id,
+            "mode": "standalone" if args.standalone_classes_dir else "kubernetes",
+            "volumes": len(served),
+        },
+    )
+    try:
+        server = unix_grpc.serve(
+            args.endpoint, lambda s: csi.register(s, args.drivername, publisher, node_id)
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        log.error("cannot serve", extra={"endpoint": args.endpoint, "error": str(err)})
+        return 1
+    http = None
+    if args.metrics_addr:
+        http = serve_http(args.metrics_addr, {"/metrics": metrics_route(), "/healthz": ok_route()})
+    stop = threading.Event()
+    if args.provider_health_check:
+        providers.run_health_checks(args.provider_health_check_interval, stop)
+
+    def on_stop() -> None:
+        stop.set()
+        if http is not None:
+            http.shutdown()
+
+    unix_grpc.run_until_signalled(server, on_stop=on_stop)
+    providers.close()
+    return 0

@@ -1,0 +1,392 @@
+"""The publish and unpublish flow of one volume.
+
+publish: pod info -> SecretProviderClass -> provider socket -> tmpfs ->
+provider Mount -> atomic write -> SecretProviderClassPodStatus -> volume state.
+A failure on a volume that had no content unmounts it and removes what the
+driver created, so kubelet's retry starts from nothing. Calls on one target
+path are serialised; calls on different paths run concurrently.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import grpc
+
+from kvmount.driver import metrics, mounts
+from kvmount.driver.atomic_writer import DATA_LINK, AtomicWriter, Payload, PayloadError
+from kvmount.driver.kube import PodStatus, SecretProviderClass, Store, StoreError
+from kvmount.driver.providers import ProviderClients, ProviderError
+from kvmount.driver.volumes import SA_TOKENS, VolumeRegistry, VolumeState
+from kvmount.proto import v1alpha1_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+POD_NAME = "csi.storage.k8s.io/pod.name"
+POD_NAMESPACE = "csi.storage.k8s.io/pod.namespace"
+POD_UID = "csi.storage.k8s.io/pod.uid"
+SA_NAME = "csi.storage.k8s.io/serviceAccount.name"
+CLASS_KEY = "secretProviderClass"
+# The default file mode sent to providers, as a JSON decimal (0644).
+PERMISSION = "420"
+# kubelet gives a CSI call two minutes; without a deadline the driver assumes the same.
+DEFAULT_TIMEOUT = 120.0
+
+_STORE_CODES = {
+    "SecretProviderClassNotFound": grpc.StatusCode.NOT_FOUND,
+    "InvalidSecretProviderClass": grpc.StatusCode.FAILED_PRECONDITION,
+    "APIServerForbidden": grpc.StatusCode.PERMISSION_DENIED,
+}
+
+
+class PublishError(Exception):
+    """A failed call: a gRPC code, a closed-set reason for metrics, and a message for the user."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class VolumeRequest:
+    """A checked NodePublishVolume request."""
+
+    volume_id: str
+    target_path: str
+    volume_context: Mapping[str, str]
+    secrets: Mapping[str, str] = field(repr=False)
+    volume_mount_group: str = ""
+
+
+@dataclass
+class _Pod:
+    name: str
+    namespace: str
+    uid: str
+    service_account: str
+
+
+class KeyedLocks:
+    """One lock per key, dropped when no one holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+
+def _pod(context: Mapping[str, str]) -> _Pod:
+    missing = [k for k in (POD_NAME, POD_NAMESPACE, POD_UID) if not context.get(k)]
+    if missing:
+        raise PublishError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "InvalidRequest",
+            f"volume_context lacks {', '.join(missing)}: set podInfoOnMount: true in the CSIDriver object",
+        )
+    return _Pod(context[POD_NAME], context[POD_NAMESPACE], context[POD_UID], context.get(SA_NAME, ""))
+
+
+def _gid(group: str) -> int | None:
+    if not group:
+        return None
+    if not group.isdigit():
+        raise PublishError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "InvalidRequest",
+            f"volume_capability.mount.volume_mount_group {group[:32]!r} is not a numeric group id",
+        )
+    return int(group)
+
+
+def _has_content(target: str) -> bool:
+    return os.path.lexists(os.path.join(target, DATA_LINK)) or bool(os.listdir(target))
+
+
+def provider_payload(spc: SecretProviderClass, req: VolumeRequest) -> tuple[dict[str, str], dict[str, str]]:
+    """The attributes and secrets a provider gets.
+
+    Attributes: the class parameters overlaid with every volume attribute
+    kubelet sent (pod info included), plus the service account tokens, which
+    kubelet puts in the request's secrets (serviceAccountTokenInSecrets) or
+    else in the volume context. Secrets: the node-publish secret alone.
+    """
+    attributes = dict(spc.parameters)
+    attributes.update(req.volume_context)
+    secrets = dict(req.secrets)
+    tokens = secrets.pop(SA_TOKENS, None) or req.volume_context.get(SA_TOKENS)
+    if tokens:
+        attributes[SA_TOKENS] = tokens
+    return attributes, secrets
+
+
+class Publisher:
+    def __init__(
+        self,
+        store: Store,
+        providers: ProviderClients,
+        registry: VolumeRegistry,
+        node_id: str,
+        tmpfs_size: int,
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.registry = registry
+        self.node_id = node_id
+        self.tmpfs_size = tmpfs_size
+        self._locks = KeyedLocks()
+
+    def publish(self, req: VolumeRequest, deadline: float | None = None, refresh: bool = False) -> None:
+        """Publish ``req``; with ``refresh``, fetch and rewrite a live volume again (rotation)."""
+        start = time.monotonic()
+        label = ["unknown"]
+        try:
+            with self._locks.hold(req.target_path):
+                self._publish(req, deadline, refresh, label)
+        except PublishError as err:
+            metrics.publish_done(label[0], err.reason)
+            log.warning(
+                "publish failed",
+                extra={"target_path": req.target_path, "code": err.code.name, "error": str(err)},
+            )
+            raise
+        except Exception:
+            metrics.publish_done(label[0], "Internal")
+            raise
+        metrics.publish_done(label[0], None)
+        log.info(
+            "published",
+            extra={"target_path": req.target_path, "seconds": round(time.monotonic() - start, 3)},
+        )
+
+    def _publish(self, req: VolumeRequest, deadline: float | None, refresh: bool, label: list[str]) -> None:
+        pod = _pod(req.volume_context)
+        class_name = req.volume_context.get(CLASS_KEY, "")
+        if not class_name:
+            raise PublishError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "InvalidRequest",
+                f"volume_context lacks {CLASS_KEY}: set volumeAttributes.{CLASS_KEY} in the pod's csi volume",
+            )
+        gid = _gid(req.volume_mount_group)
+        target = req.target_path
+        created = self._ensure_dir(target)
+        was_mounted = mounts.is_mounted(target)
+        if was_mounted and not refresh and _has_content(target):
+            log.info("already published", extra={"target_path": target})
+            return
+        where = f"SecretProviderClass {pod.namespace}/{class_name} for pod {pod.namespace}/{pod.name}"
+        keep_mount = was_mounted and _has_content(target)
+        mounted = was_mounted
+        try:
+            spc = self._get_class(pod.namespace, class_name)
+            try:
+                self.providers.socket_for(spc.provider)
+            except ProviderError as err:
+                raise PublishError(err.code, err.reason, f"{where}: {err}") from None
+            label[0] = spc.provider
+            if not mounted:
+                self._mount(target)
+                mounted = True
+            previous = self.registry.load(target) if was_mounted else None
+            objects = self._fetch_and_write(spc, req, gid, previous, deadline, where)
+            status = PodStatus(pod.name, pod.namespace, pod.uid, class_name, target, self.node_id, objects)
+            try:
+                self.store.put_pod_status(status)
+            except StoreError as err:
+                raise _store_error(err, where) from None
+            self.registry.save(
+                VolumeState(
+                    volume_id=req.volume_id,
+                    target_path=target,
+                    pod_name=pod.name,
+                    pod_namespace=pod.namespace,
+                    pod_uid=pod.uid,
+                    service_account=pod.service_account,
+                    class_name=class_name,
+                    provider=spc.provider,
+                    volume_context=dict(req.volume_context),
+                    volume_mount_group=req.volume_mount_group,
+                    object_versions=objects,
+                )
+            )
+        except BaseException:
+            if not keep_mount:
+                self._clean(target, mounted, created)
+            raise
+
+    def _ensure_dir(self, target: str) -> bool:
+        """Create the target directory if needed (CSI makes that the plugin's job); True if created."""
+        if os.path.isdir(target):
+            return False
+        if os.path.lexists(target):
+            raise PublishError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "FailedToMount",
+                f"target_path {target} exists and is not a directory",
+            )
+        try:
+            os.makedirs(target, mode=0o750)
+        except OSError as err:
+            raise PublishError(
+                grpc.StatusCode.INTERNAL,
+                "FailedToMount",
+                f"cannot create target_path {target}: {err.strerror}",
+            ) from None
+        return True
+
+    def _mount(self, target: str) -> None:
+        try:
+            mounts.mount_tmpfs(target, self.tmpfs_size)
+        except OSError as err:
+            raise PublishError(
+                grpc.StatusCode.INTERNAL, "FailedToMount", f"cannot mount tmpfs at {target}: {err.strerror}"
+            ) from None
+
+    def _get_class(self, namespace: str, name: str) -> SecretProviderClass:
+        try:
+            return self.store.get_class(namespace, name)
+        except StoreError as err:
+            raise _store_error(err, None) from None
+
+    def _fetch_and_write(
+        self,
+        spc: SecretProviderClass,
+        req: VolumeRequest,
+        gid: int | None,
+        previous: VolumeState | None,
+        deadline: float | None,
+        where: str,
+    ) -> list[tuple[str, str]]:
+        attributes, secrets = provider_payload(spc, req)
+        request = pb.MountRequest(
+            attributes=json.dumps(attributes),
+            # Go marshals kubelet's empty secrets map as null; providers expect the same.
+            secrets=json.dumps(secrets) if secrets else "null",
+            target_path=req.target_path,
+            permission=PERMISSION,
+            current_object_version=[
+                pb.ObjectVersion(id=i, version=v) for i, v in (previous.object_versions if previous else [])
+            ],
+        )
+        timeout = DEFAULT_TIMEOUT if deadline is None else max(1.0, deadline - time.monotonic() - 1.0)
+        try:
+            response = self.providers.mount(spc.provider, request, timeout)
+        except ProviderError as err:
+            raise PublishError(err.code, err.reason, f"{where}: {err}") from None
+        files = [Payload(f.path, f.mode, f.contents) for f in response.files]
+        # No files: the provider wrote into the target path itself (older providers).
+        if files:
+            try:
+                AtomicWriter(req.target_path, gid).write(files)
+            except PayloadError as err:
+                raise PublishError(
+                    grpc.StatusCode.INTERNAL,
+                    "InvalidProviderFiles",
+                    f"{where}: provider {spc.provider!r} returned an unusable file list: {err}",
+                ) from None
+            except OSError as err:
+                code = (
+                    grpc.StatusCode.RESOURCE_EXHAUSTED
+                    if err.errno == errno.ENOSPC
+                    else grpc.StatusCode.INTERNAL
+                )
+                raise PublishError(
+                    code,
+                    "FileWriteError",
+                    f"{where}: cannot write the provider's files into {req.target_path}: {err.strerror}",
+                ) from None
+        return [(o.id, o.version) for o in response.object_version]
+
+    def _clean(self, target: str, mounted: bool, created: bool) -> None:
+        try:
+            if mounted:
+                mounts.unmount(target)
+            if created:
+                os.rmdir(target)
+        except OSError as err:
+            log.error(
+                "cleanup after a failed publish failed", extra={"target_path": target, "error": str(err)}
+            )
+
+    def unpublish(self, volume_id: str, target_path: str) -> None:
+        """Unmount and remove ``target_path``; succeeds when it is already gone."""
+        try:
+            with self._locks.hold(target_path):
+                self._unpublish(target_path)
+        except PublishError as err:
+            metrics.unpublish_done(False)
+            log.warning("unpublish failed", extra={"target_path": target_path, "error": str(err)})
+            raise
+        metrics.unpublish_done(True)
+        log.info("unpublished", extra={"volume_id": volume_id, "target_path": target_path})
+
+    def _unpublish(self, target: str) -> None:
+        state = self.registry.load(target)
+        try:
+            # A path mounted more than once (a crash between two publishes) needs one unmount each.
+            for _ in range(16):
+                if not mounts.unmount(target):
+                    break
+            if os.path.isdir(target) and not os.path.islink(target):
+                try:
+                    os.rmdir(target)
+                except OSError as err:
+                    if err.errno != errno.ENOTEMPTY:
+                        raise
+                    # Files a provider wrote without a mount (a failed publish of an older driver).
+                    shutil.rmtree(target)
+            elif os.path.lexists(target):
+                os.unlink(target)
+        except OSError as err:
+            code = grpc.StatusCode.UNAVAILABLE if err.errno == errno.EBUSY else grpc.StatusCode.INTERNAL
+            raise PublishError(
+                code, "Internal", f"cannot remove target_path {target}: {err.strerror}"
+            ) from None
+        self.registry.remove(target)
+        if state is not None:
+            status_name = f"{state.pod_name}-{state.pod_namespace}-{state.class_name}"
+            try:
+                self.store.delete_pod_status(state.pod_namespace, status_name)
+            except (StoreError, OSError) as err:
+                log.warning("cannot delete pod status", extra={"name": status_name, "error": str(err)})
+
+    def served_volumes(self) -> list[VolumeState]:
+        """The volumes still mounted, after dropping the state of any that are not (e.g. after a reboot)."""
+        live = []
+        for state in self.registry.all():
+            if mounts.is_mounted(state.target_path):
+                live.append(state)
+            else:
+                log.info("forgetting unmounted volume", extra={"target_path": state.target_path})
+                self.registry.remove(state.target_path)
+        return live
+
+
+def _store_error(err: StoreError, where: str | None) -> PublishError:
+    code = _STORE_CODES.get(err.reason, grpc.StatusCode.UNAVAILABLE)
+    return PublishError(code, err.reason, f"{where}: {err}" if where else str(err))

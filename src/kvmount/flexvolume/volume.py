@@ -1,0 +1,58 @@
+"""mount and unmount of one volume: a tmpfs holding the Key Vault objects as files.
+
+Everything is fetched before anything is mounted, so a bad option or a Key
+Vault error leaves the target untouched; a failure after the tmpfs is mounted
+unmounts it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from kvmount.driver import mounts
+from kvmount.driver.atomic_writer import AtomicWriter, Payload
+from kvmount.flexvolume.options import parse_json, translate
+from kvmount.keyvault.mount import KeyVaultMounter, Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODE = 0o644
+# Key Vault objects are small (a secret is at most 25 KiB); unused tmpfs space costs nothing.
+TMPFS_SIZE = 32 * 1024 * 1024
+
+
+def mount(target: str, raw_options: str) -> None:
+    flex = translate(parse_json(raw_options))
+    if mounts.is_mounted(target):
+        # kubelet retries a mount it thinks failed; the first one's content stays.
+        log.info("already mounted", extra={"target": target})
+        return
+    # One process serves one call, so the mounter (and its NMI port) is per volume.
+    mounter = KeyVaultMounter(Settings(nmi_port=flex.nmi_port))
+    try:
+        result = mounter.mount_attributes(flex.attributes, flex.secrets, DEFAULT_MODE)
+    finally:
+        mounter.close()
+    os.makedirs(target, exist_ok=True)
+    mounts.mount_tmpfs(target, TMPFS_SIZE)
+    try:
+        AtomicWriter(target).write(Payload(f.path, f.mode, f.contents) for f in result.files)
+    except BaseException:
+        mounts.unmount(target)
+        raise
+    log.info(
+        "mounted",
+        extra={
+            "target": target,
+            "vault": flex.attributes["keyvaultName"],
+            "objects": [f"{object_id}@{version}" for object_id, version in result.versions],
+        },
+    )
+
+
+def unmount(target: str) -> None:
+    if mounts.unmount(target):
+        log.info("unmounted", extra={"target": target})
+    else:
+        log.info("not mounted", extra={"target": target})

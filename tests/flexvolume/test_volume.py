@@ -1,0 +1,75 @@
+"""The tmpfs side of mount and unmount, with Key Vault replaced by fixed files."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Mapping
+from typing import ClassVar
+
+import pytest
+
+from kvmount.driver import mounts
+from kvmount.flexvolume import volume
+from kvmount.keyvault.mount import File, MountResult, Settings
+
+OPTIONS = json.dumps({"keyvaultname": "kv1", "keyvaultobjectnames": "a", "keyvaultobjecttypes": "secret"})
+
+
+class FixedMounter:
+    files: ClassVar[list[File]] = [File("a", 0o644, b"value"), File("dir/b", 0o600, b"other")]
+    settings: ClassVar[list[Settings]] = []
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings.append(settings)
+
+    def mount_attributes(
+        self, attributes: Mapping[str, str], secrets: Mapping[str, str] | None, default_mode: int
+    ) -> MountResult:
+        assert default_mode == 0o644
+        return MountResult(list(self.files), [("secret/a", "v1")])
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def fixed_keyvault(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(volume, "KeyVaultMounter", FixedMounter)
+
+
+def read(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def test_mount_writes_the_files_on_a_fresh_tmpfs(target: str) -> None:
+    volume.mount(target, OPTIONS)
+    assert mounts.is_mounted(target)
+    assert read(os.path.join(target, "a")) == b"value"
+    assert stat.S_IMODE(os.stat(os.path.join(target, "dir", "b")).st_mode) == 0o600
+    assert FixedMounter.settings[-1].nmi_port == 2579
+
+
+def test_mount_again_keeps_the_first_content(target: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    volume.mount(target, OPTIONS)
+    monkeypatch.setattr(FixedMounter, "files", [File("a", 0o644, b"changed")])
+    volume.mount(target, OPTIONS)
+    assert read(os.path.join(target, "a")) == b"value"
+    volume.unmount(target)
+    assert not mounts.is_mounted(target)
+    volume.unmount(target)
+
+
+def test_a_write_failure_unmounts_the_tmpfs(target: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(volume, "TMPFS_SIZE", 8192)
+    monkeypatch.setattr(FixedMounter, "files", [File("big", 0o644, b"x" * 65536)])
+    with pytest.raises(OSError):
+        volume.mount(target, OPTIONS)
+    assert not mounts.is_mounted(target)
+
+
+def test_the_nmi_port_option_reaches_the_mounter(target: str) -> None:
+    volume.mount(target, json.dumps({**json.loads(OPTIONS), "nmiport": "30579"}))
+    assert FixedMounter.settings[-1].nmi_port == 30579

@@ -96,11 +96,10 @@ def provider(_provider: ProviderDouble) -> ProviderDouble:
     return _provider
 
 
-@pytest.fixture(scope="session")
-def driver(tmp_path_factory: pytest.TempPathFactory, provider_dir: Path) -> Iterator[Driver]:
-    base = tmp_path_factory.mktemp("driver")
+def start_driver(base: Path, provider_dir: Path, *extra: str) -> Driver:
+    """`kvmount driver` in standalone mode with its directories under ``base``."""
     classes, state = base / "classes", base / "state"
-    classes.mkdir()
+    classes.mkdir(exist_ok=True)
     sock = base / "csi.sock"
     log = base / "driver.log"
     cmd = [
@@ -112,17 +111,32 @@ def driver(tmp_path_factory: pytest.TempPathFactory, provider_dir: Path) -> Iter
         f"--provider-volume={provider_dir}",
         f"--additional-provider-volume-paths={base / 'more-providers'}",
         "--metrics-addr=127.0.0.1:0",
+        *extra,
     ]  # fmt: skip
-    with open(log, "wb") as out:
+    if sock.exists():
+        sock.unlink()  # so the wait below sees the new server's socket, not the old one's
+    with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for_socket(sock, proc, log)
-        channel = grpc.insecure_channel(f"unix://{sock}")
-        yield Driver(f"unix://{sock}", classes, state, provider_dir, log, proc, channel)
-        channel.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=40)
+    except BaseException:
+        proc.kill()
+        raise
+    channel = grpc.insecure_channel(f"unix://{sock}")
+    return Driver(f"unix://{sock}", classes, state, provider_dir, log, proc, channel)
+
+
+def stop_driver(driver: Driver) -> None:
+    driver.channel.close()
+    driver.proc.terminate()
+    driver.proc.wait(timeout=40)
+
+
+@pytest.fixture(scope="session")
+def driver(tmp_path_factory: pytest.TempPathFactory, provider_dir: Path) -> Iterator[Driver]:
+    started = start_driver(tmp_path_factory.mktemp("driver"), provider_dir)
+    yield started
+    stop_driver(started)
 
 
 @pytest.fixture

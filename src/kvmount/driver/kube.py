@@ -157,15 +157,19 @@ class KubeStore:
                 from kubernetes import config as kube_config
 
                 config: Any = kube_config
+                settings = client.Configuration()
                 try:
                     if self.kubeconfig or os.environ.get("KUBECONFIG"):
-                        api_client = config.new_client_from_config(config_file=self.kubeconfig or None)
+                        config.load_kube_config(
+                            config_file=self.kubeconfig or None, client_configuration=settings
+                        )
                     else:
-                        config.load_incluster_config()
-                        api_client = client.ApiClient()
+                        config.load_incluster_config(client_configuration=settings)
                 except (config.ConfigException, OSError, TypeError, ValueError) as err:
                     raise StoreUnavailable(f"cannot configure the Kubernetes API client: {err}") from None
-                api_client.configuration.retries = 1
+                # Fail fast: kubelet retries the whole publish anyway.
+                settings.retries = 1
+                api_client = client.ApiClient(settings)
                 self._api = client.CustomObjectsApi(api_client)
             return self._api
 

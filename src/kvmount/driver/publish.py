@@ -163,7 +163,7 @@ class Publisher:
     def publish(self, req: VolumeRequest, deadline: float | None = None, refresh: bool = False) -> None:
         """Publish ``req``; with ``refresh``, fetch and rewrite a live volume again (rotation)."""
         start = time.monotonic()
-        label = ["unknown"]
+        label = ["unknown"]  # the metric's provider label, set once the class names a provider
         try:
             with self._locks.hold(req.target_path):
                 self._publish(req, deadline, refresh, label)
@@ -195,14 +195,15 @@ class Publisher:
         gid = _gid(req.volume_mount_group)
         target = req.target_path
         created = self._ensure_dir(target)
-        was_mounted = mounts.is_mounted(target)
-        if was_mounted and not refresh and _has_content(target):
-            log.info("already published", extra={"target_path": target})
-            return
+        mounted = keep_mount = False
         where = f"SecretProviderClass {pod.namespace}/{class_name} for pod {pod.namespace}/{pod.name}"
-        keep_mount = was_mounted and _has_content(target)
-        mounted = was_mounted
         try:
+            was_mounted = mounted = mounts.is_mounted(target)
+            # A live volume keeps its content whatever happens to a refresh of it.
+            keep_mount = was_mounted and _has_content(target)
+            if keep_mount and not refresh:
+                log.info("already published", extra={"target_path": target})
+                return
             spc = self._get_class(pod.namespace, class_name)
             try:
                 self.providers.socket_for(spc.provider)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -51,6 +52,7 @@ class Driver:
     log: Path
     proc: subprocess.Popen[bytes]
     channel: grpc.Channel
+    metrics_port: int
 
     @property
     def node(self) -> csi_grpc.NodeStub:
@@ -96,12 +98,20 @@ def provider(_provider: ProviderDouble) -> ProviderDouble:
     return _provider
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def start_driver(base: Path, provider_dir: Path, *extra: str) -> Driver:
     """`kvmount driver` in standalone mode with its directories under ``base``."""
     classes, state = base / "classes", base / "state"
     classes.mkdir(exist_ok=True)
     sock = base / "csi.sock"
     log = base / "driver.log"
+    port = free_port()
     cmd = [
         sys.executable, "-m", "kvmount.cli", "driver",
         f"--endpoint=unix://{sock}",
@@ -110,7 +120,7 @@ def start_driver(base: Path, provider_dir: Path, *extra: str) -> Driver:
         f"--state-dir={state}",
         f"--provider-volume={provider_dir}",
         f"--additional-provider-volume-paths={base / 'more-providers'}",
-        "--metrics-addr=127.0.0.1:0",
+        f"--metrics-addr=127.0.0.1:{port}",
         *extra,
     ]  # fmt: skip
     if sock.exists():
@@ -123,7 +133,7 @@ def start_driver(base: Path, provider_dir: Path, *extra: str) -> Driver:
         proc.kill()
         raise
     channel = grpc.insecure_channel(f"unix://{sock}")
-    return Driver(f"unix://{sock}", classes, state, provider_dir, log, proc, channel)
+    return Driver(f"unix://{sock}", classes, state, provider_dir, log, proc, channel, port)
 
 
 def stop_driver(driver: Driver) -> None:

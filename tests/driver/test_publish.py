@@ -5,7 +5,9 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import re
 import stat
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,3 +281,41 @@ def test_concurrent_publish_and_unpublish(
     with concurrent.futures.ThreadPoolExecutor(len(pods)) as pool:
         list(pool.map(cycle, range(len(pods))))
     assert not [p for p in mounts.mount_points() if p.startswith(str(kubelet_dir))]
+
+
+def test_volume_mount_group(driver: Driver, provider: ProviderDouble, kubelet_dir: Path) -> None:
+    driver.write_class("grouped", {"file.a": "1", "file.d/b": "2"})
+    pod = make_pod(kubelet_dir)
+    request = pod.publish_request("grouped")
+    request.volume_capability.mount.volume_mount_group = "2345"
+    driver.node.NodePublishVolume(request, timeout=30)
+    assert os.stat(pod.target / "a").st_gid == 2345
+    assert os.stat(pod.target / "d" / "b").st_gid == 2345
+    driver.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=30)
+
+    request.volume_capability.mount.volume_mount_group = "staff"
+    err = publish_fails(driver, request)
+    assert err.code is grpc.StatusCode.INVALID_ARGUMENT and "volume_mount_group" in err.details
+    assert_clean(pod.target)
+
+
+def test_metrics_and_health(driver: Driver, provider: ProviderDouble, kubelet_dir: Path) -> None:
+    driver.write_class("counted", {"file.a": SECRET})
+    pod = make_pod(kubelet_dir)
+    driver.node.NodePublishVolume(pod.publish_request("counted", secrets={"k": SECRET}), timeout=30)
+    driver.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=30)
+    publish_fails(driver, make_pod(kubelet_dir).publish_request("no-such-class"))
+    base = f"http://127.0.0.1:{driver.metrics_port}"
+    with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:
+        assert response.status == 200
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert re.search(r'total_node_publish_total\{os_type="linux",provider="double"\} [1-9]', text)
+    assert re.search(
+        r'total_node_publish_error_total\{error_type="SecretProviderClassNotFound",os_type="linux",'
+        r'provider="unknown"\} [1-9]',
+        text,
+    )
+    assert re.search(r'total_node_unpublish_total\{os_type="linux"\} [1-9]', text)
+    assert 'csi_operations_seconds_count{grpc_code="OK",method="NodePublishVolume"}' in text
+    assert SECRET not in text

@@ -1,0 +1,63 @@
+"""The credential of a KMS entry: a client certificate, or workload identity."""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+from azure.core.credentials import TokenCredential
+from azure.identity import AzureAuthorityHosts, CertificateCredential, ClientAssertionCredential
+
+from kvmount.keyvault.errors import Category, InvalidSpec, KeyVaultError
+from kvmount.kms.config import CLIENT_CERT, AuthMethod, KMSConfig
+
+# Authorities outside Microsoft's instance discovery (Azure Stack, test doubles)
+# must skip it, or MSAL refuses them as unknown.
+_MICROSOFT_HOSTS = {
+    AzureAuthorityHosts.AZURE_PUBLIC_CLOUD,
+    AzureAuthorityHosts.AZURE_CHINA,
+    AzureAuthorityHosts.AZURE_GOVERNMENT,
+}
+
+
+def _federated_token(path: str) -> str:
+    # Read on every assertion: kubelet replaces the projected token before it expires.
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.read().strip()
+    except OSError as err:
+        raise KeyVaultError(
+            f"workload identity: cannot read the federated token file {path!r}: {err.strerror}",
+            Category.UNAUTHENTICATED,
+        ) from None
+    if not token:
+        raise KeyVaultError(
+            f"workload identity: the federated token file {path!r} is empty", Category.UNAUTHENTICATED
+        )
+    return token
+
+
+def build_credential(config: KMSConfig, client_cert: bytes | None) -> TokenCredential:
+    """The entry's credential; client_cert is CLIENT_CERT for client-certificate auth."""
+    host = urllib.parse.urlsplit(config.authority).netloc
+    options: dict[str, Any] = {
+        "authority": config.authority,
+        "disable_instance_discovery": host not in _MICROSOFT_HOSTS,
+    }
+    if config.auth_method is AuthMethod.WORKLOAD_IDENTITY:
+        path = config.federated_token_file
+        return ClientAssertionCredential(
+            config.tenant_id, config.client_id, lambda: _federated_token(path), **options
+        )
+    if not client_cert:
+        raise InvalidSpec(
+            CLIENT_CERT, f"is required for client-certificate auth (Secret {config.cert_secret_name!r})"
+        )
+    try:
+        return CertificateCredential(
+            config.tenant_id, config.client_id, certificate_data=client_cert, **options
+        )
+    except ValueError:
+        raise InvalidSpec(
+            CLIENT_CERT, "must be a PEM or an unencrypted PKCS#12 holding the certificate and its private key"
+        ) from None

@@ -3,17 +3,8 @@
 The passphrase is written to stdout as it is, with no newline, because
 ``cryptsetup --key-file -`` takes every byte it reads as key material. Nothing
 else ever goes to stdout: messages and errors go to stderr, and no log record
-carries a passphrase.
-
-Re-keying a LUKS volume::
-
-    kvmount kms rotate ... > new.key            # new version, old one kept
-    kvmount kms fetch --previous ... > old.key
-    cryptsetup luksChangeKey DEV --key-file old.key new.key
-    kvmount kms rotate --confirm ...            # disables the old version
-
-Exit status: 0 done, 2 invalid input or configuration, 3 no such passphrase
-(or no pending rotation), 1 any other failure.
+carries a passphrase. The re-keying steps and exit statuses are in ``_EPILOG``,
+which ``--help`` shows.
 """
 
 from __future__ import annotations
@@ -31,6 +22,19 @@ from kvmount.observability import setup_logging
 log = logging.getLogger(__name__)
 
 _EXIT = {Category.INVALID: 2, Category.NOT_FOUND: 3}
+_EPILOG = """\
+The passphrase goes to stdout without a newline, for cryptsetup --key-file -.
+
+re-keying a LUKS volume:
+  kvmount kms rotate ... > new.key             # a new version; the old one is kept
+  kvmount kms fetch --previous ... > old.key
+  cryptsetup luksChangeKey DEV --key-file old.key new.key
+  kvmount kms rotate --confirm ...             # disables the old version
+  (rotate again before --confirm prints the same new passphrase)
+
+exit status: 0 done, 2 invalid input or configuration, 3 no such passphrase
+(or no rotation pending), 1 any other failure.
+"""
 
 
 def _add_kind(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +44,8 @@ def _add_kind(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = _EPILOG
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",

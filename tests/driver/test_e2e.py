@@ -1,0 +1,107 @@
+"""The whole node path on one machine: kubelet-style publish -> `kvmount driver` ->
+`kvmount provider` -> the Key Vault double -> files on tmpfs."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+
+from tests.driver.conftest import Driver, make_pod, start_driver, stop_driver, wait_for_socket
+
+VAULT = "kvtest"
+
+
+@pytest.fixture(scope="module")
+def kv(request: pytest.FixtureRequest) -> Any:
+    try:
+        return request.getfixturevalue("keyvault")
+    except pytest.FixtureLookupError:
+        pytest.skip("no keyvault fixture in tests/conftest.py yet")
+
+
+@pytest.fixture(scope="module")
+def azure_driver(kv: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
+    base = tmp_path_factory.mktemp("e2e")
+    providers = base / "providers"
+    providers.mkdir()
+    sock, log = providers / "azure.sock", base / "provider.log"
+    env = {**os.environ, **kv.env()}
+    cmd = [
+        sys.executable, "-m", "kvmount.cli", "provider", f"--endpoint=unix://{sock}",
+        "--healthz-port=0", "--prometheus-port=0",
+    ]  # fmt: skip
+    with open(log, "wb") as out:
+        provider = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_for_socket(sock, provider, log)
+        driver = start_driver(base, providers)
+        yield driver
+        stop_driver(driver)
+    finally:
+        provider.terminate()
+        provider.wait(timeout=40)
+
+
+def write_azure_class(driver: Driver, kv: Any, name: str, objects: list[dict[str, str]]) -> None:
+    env_file = driver.classes_dir.parent / "azurestack.json"
+    env_file.write_text(
+        json.dumps(
+            {
+                "name": "AzureStackCloud",
+                "activeDirectoryEndpoint": f"{kv.authority}/",
+                "keyVaultDNSSuffix": f"vault.localhost:{kv.port}",
+            }
+        )
+    )
+    driver.write_class(
+        name,
+        {
+            "keyvaultName": VAULT,
+            "tenantId": kv.tenant,
+            "cloudName": "AzureStackCloud",
+            "cloudEnvFileName": str(env_file),
+            "objects": yaml.safe_dump({"array": [yaml.safe_dump(o) for o in objects]}),
+        },
+        provider="azure",
+    )
+
+
+def test_secret_from_key_vault_through_driver_and_provider(
+    azure_driver: Driver, kv: Any, kubelet_dir: Path
+) -> None:
+    name = f"e2e-{secrets.token_hex(4)}"
+    kv.put_secret(VAULT, name, "first value")
+    client_secret = f"sp-{secrets.token_hex(12)}"
+    kv.register_aad_client("e2e-app", secret=client_secret)
+    write_azure_class(
+        azure_driver, kv, "kv", [{"objectName": name, "objectType": "secret", "objectAlias": "db"}]
+    )
+    pod = make_pod(kubelet_dir)
+    node_secret = {"clientid": "e2e-app", "clientsecret": client_secret}
+    azure_driver.node.NodePublishVolume(pod.publish_request("kv", secrets=node_secret), timeout=60)
+    assert (pod.target / "db").read_text() == "first value"
+    status_file = azure_driver.state_dir / "podstatuses" / "default" / "web-default-kv.json"
+    (obj,) = json.loads(status_file.read_text())["status"]["objects"]
+    assert obj["id"] == f"secret/{name}" and obj["version"]
+    assert client_secret not in azure_driver.log.read_text()
+    azure_driver.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=60)
+    assert not pod.target.exists()
+
+    # A Key Vault refusal reaches kubelet as a status naming the class and provider; nothing is left.
+    missing = make_pod(kubelet_dir)
+    write_azure_class(azure_driver, kv, "gone", [{"objectName": "no-such-secret", "objectType": "secret"}])
+    with pytest.raises(grpc.RpcError) as info:
+        azure_driver.node.NodePublishVolume(missing.publish_request("gone", secrets=node_secret), timeout=60)
+    assert "SecretProviderClass default/gone" in str(info.value.details())
+    assert "provider 'azure'" in str(info.value.details())
+    assert not missing.target.exists()

@@ -43,3 +43,17 @@ def test_demo_script(tmp_path: Path) -> None:
     assert '"secretProviderClassName": "sample"' in result.stdout
     assert "target path removed" in result.stdout
     assert not [p for p in mounts.mount_points() if p.startswith(str(demo))]
+
+
+def test_demo_script_default_path(tmp_path: Path) -> None:
+    """The default: `kvmount provider` against the Key Vault double."""
+    demo = tmp_path / "demo"
+    env = {**os.environ, "PYTHON": sys.executable, "DEMO_DIR": str(demo)}
+    result = subprocess.run(
+        [str(REPO / "scripts" / "demo-driver")], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "./db-password  28 bytes, mode 644" in result.stdout
+    assert "correct horse" not in result.stdout, "contents are shown only with SHOW_CONTENT=1"
+    assert "target path removed" in result.stdout
+    assert not [p for p in mounts.mount_points() if p.startswith(str(demo))]

@@ -1,0 +1,132 @@
+"""`kvmount provider` as a real process on a unix socket, in front of the Key Vault double."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+
+from kvmount.proto import v1alpha1_pb2 as pb
+from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
+from tests.peers.keyvault_double import KeyVaultDouble
+
+VAULT = "kvtest"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Provider:
+    process: subprocess.Popen[bytes]
+    socket: Path
+    log: Path
+    metrics_port: int
+    healthz_port: int
+    stub: pb_grpc.CSIDriverProviderStub
+    channel: grpc.Channel
+    kv: KeyVaultDouble
+    cloud_env: Path
+
+    def attributes(self, objects: list[dict[str, Any]], **extra: str) -> dict[str, str]:
+        attrs = {
+            "keyvaultName": VAULT,
+            "tenantID": self.kv.tenant,
+            "cloudName": "AzureStackCloud",
+            "cloudEnvFileName": str(self.cloud_env),
+            "objects": yaml.safe_dump({"array": [yaml.safe_dump(o) for o in objects]}),
+        }
+        attrs.update(extra)
+        return attrs
+
+    def mount(
+        self, attributes: dict[str, str], secrets: dict[str, str] | None = None, permission: str = "420"
+    ) -> pb.MountResponse:
+        request = pb.MountRequest(
+            attributes=json.dumps(attributes),
+            secrets=json.dumps(secrets),
+            target_path="/var/lib/kubelet/pods/uid/volumes/kubernetes.io~csi/v/mount",
+            permission=permission,
+        )
+        response: pb.MountResponse = self.stub.Mount(request, timeout=60)
+        return response
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            text: str = r.read().decode()
+            return text
+
+
+def start_provider(tmp: Path, kv: KeyVaultDouble, *extra: str) -> Provider:
+    sock = tmp / "azure.sock"
+    log = tmp / "provider.log"
+    cloud_env = tmp / "azurestack.json"
+    cloud_env.write_text(
+        json.dumps(
+            {
+                "name": "AzureStackCloud",
+                "activeDirectoryEndpoint": f"{kv.authority}/",
+                "keyVaultDNSSuffix": f"vault.localhost:{kv.port}",
+            }
+        )
+    )
+    metrics_port, healthz_port = free_port(), free_port()
+    env = {**os.environ, **kv.env()}
+    cmd = [
+        sys.executable, "-m", "kvmount.cli", "provider", f"--endpoint=unix://{sock}",
+        f"--healthz-port={healthz_port}", f"--prometheus-port={metrics_port}",
+        f"--nmi-port={kv.nmi_port}", *extra,
+    ]  # fmt: skip
+    with open(log, "wb") as out:
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    channel = grpc.insecure_channel(f"unix://{sock}")
+    deadline = time.monotonic() + 30
+    # Ready means answering: a stale socket file may exist before the provider listens.
+    while True:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=0.2)
+            break
+        except grpc.FutureTimeoutError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"provider did not start: {log.read_text()}") from None
+    stub = pb_grpc.CSIDriverProviderStub(channel)
+    return Provider(process, sock, log, metrics_port, healthz_port, stub, channel, kv, cloud_env)
+
+
+def stop_provider(provider: Provider) -> None:
+    provider.channel.close()
+    provider.process.terminate()
+    provider.process.wait(timeout=40)
+
+
+@pytest.fixture(scope="module")
+def provider(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
+    started = start_provider(tmp_path_factory.mktemp("provider"), keyvault)
+    yield started
+    stop_provider(started)
+
+
+@pytest.fixture
+def sp(keyvault: KeyVaultDouble) -> dict[str, str]:
+    """A service principal registered with the AAD double: the node-publish secret."""
+    client_id = f"app-{os.urandom(4).hex()}"
+    secret = f"sp-secret-{os.urandom(12).hex()}"
+    keyvault.register_aad_client(client_id, secret=secret)
+    return {"clientid": client_id, "clientsecret": secret}

@@ -30,6 +30,7 @@ Stable API used by other tests::
     kv.imds_url, kv.nmi_url     # http://127.0.0.1:<imds_port>, http://127.0.0.1:<nmi_port>
     kv.scope                    # https://vault.localhost:<port>/.default
     kv.env()                    # REQUESTS_CA_BUNDLE, SSL_CERT_FILE, AZURE_POD_IDENTITY_AUTHORITY_HOST
+    kv.write_cloud_env(path)    # AzureStackCloud env file for cloudEnvFileName
     kv.requests() / kv.reset_log() / kv.set_latency(ms) / kv.set_outage(status)
     kv.register_aad_client(client_id, secret=None, cert_pem=None)
     kv.deny_pod(namespace, name) / kv.allow_pod(namespace, name) / kv.set_pod_client_id(client_id)
@@ -1488,6 +1489,17 @@ class _ControlClient:
             "SSL_CERT_FILE": str(self.ca_path),
             "AZURE_POD_IDENTITY_AUTHORITY_HOST": self.imds_url,
         }
+
+    def write_cloud_env(self, path: str | os.PathLike[str]) -> str:
+        """An AzureStackCloud environment file (cloudEnvFileName) pointing at this double."""
+        doc = {
+            "name": "AzureStackCloud",
+            "activeDirectoryEndpoint": f"{self.authority}/",
+            "keyVaultDNSSuffix": f"vault.localhost:{self.port}",
+        }
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh)
+        return os.fspath(path)
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         ctx = ssl.create_default_context(cafile=str(self.ca_path))

@@ -77,16 +77,7 @@ class Provider:
 def start_provider(tmp: Path, kv: KeyVaultDouble, *extra: str) -> Provider:
     sock = tmp / "azure.sock"
     log = tmp / "provider.log"
-    cloud_env = tmp / "azurestack.json"
-    cloud_env.write_text(
-        json.dumps(
-            {
-                "name": "AzureStackCloud",
-                "activeDirectoryEndpoint": f"{kv.authority}/",
-                "keyVaultDNSSuffix": f"vault.localhost:{kv.port}",
-            }
-        )
-    )
+    cloud_env = Path(kv.write_cloud_env(tmp / "azurestack.json"))
     metrics_port, healthz_port = free_port(), free_port()
     env = {**os.environ, **kv.env()}
     cmd = [

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from kvmount.driver import metrics, mounts
-from kvmount.driver.atomic_writer import DATA_LINK, AtomicWriter, Payload, PayloadError
+from kvmount.driver.atomic_writer import AtomicWriter, Payload, PayloadError
 from kvmount.driver.kube import PodStatus, SecretProviderClass, Store, StoreError
 from kvmount.driver.providers import ProviderClients, ProviderError
 from kvmount.driver.volumes import SA_TOKENS, VolumeRegistry, VolumeState
@@ -124,7 +124,8 @@ def _gid(group: str) -> int | None:
 
 
 def _has_content(target: str) -> bool:
-    return os.path.lexists(os.path.join(target, DATA_LINK)) or bool(os.listdir(target))
+    # Written by the atomic writer, or by an older provider that writes its own files.
+    return bool(os.listdir(target))
 
 
 def provider_payload(spc: SecretProviderClass, req: VolumeRequest) -> tuple[dict[str, str], dict[str, str]]:

@@ -186,6 +186,7 @@ def test_client_cert_from_mounted_secret(tmp_path: Path) -> None:
             "is Secret 'other', but AZURE_CERT_SECRET_NAME",
         ),
         ("kind: Secret\ndata:\n  CLIENT_CERT: not-base64!\n", "data.CLIENT_CERT is not base64"),
+        ("kind: Secret\ndata: [CLIENT_CERT]\n", "metadata, data and stringData must be mappings"),
     ],
 )
 def test_bad_credentials(tmp_path: Path, manifest: str, message: str) -> None:

@@ -187,18 +187,21 @@ def _secret_manifest(raw: bytes) -> dict[str, Any] | None:
 
 
 def _manifest_data(doc: dict[str, Any], path: str, secret_name: str) -> dict[str, bytes]:
-    name = (doc.get("metadata") or {}).get("name")
+    metadata, encoded, plain = (doc.get(k) or {} for k in ("metadata", "data", "stringData"))
+    if not all(isinstance(part, dict) for part in (metadata, encoded, plain)):
+        raise InvalidSpec("--credentials", f"{path!r}: metadata, data and stringData must be mappings")
+    name = metadata.get("name")
     if name is not None and name != secret_name:
         raise InvalidSpec(
             "--credentials", f"{path!r} is Secret {name!r}, but AZURE_CERT_SECRET_NAME is {secret_name!r}"
         )
     data: dict[str, bytes] = {}
-    for key, value in (doc.get("data") or {}).items():
+    for key, value in encoded.items():
         try:
             data[str(key)] = base64.b64decode(str(value), validate=True)
         except binascii.Error:
             raise InvalidSpec("--credentials", f"{path!r}: data.{key} is not base64") from None
-    for key, value in (doc.get("stringData") or {}).items():
+    for key, value in plain.items():
         data[str(key)] = str(value).encode("utf-8")
     return data
 
@@ -206,10 +209,13 @@ def _manifest_data(doc: dict[str, Any], path: str, secret_name: str) -> dict[str
 def _mounted_secret(path: str) -> dict[str, bytes]:
     # A Secret volume: one file per key, beside kubelet's ..data bookkeeping entries.
     data: dict[str, bytes] = {}
-    for name in sorted(os.listdir(path)):
-        full = os.path.join(path, name)
-        if not name.startswith("..") and stat.S_ISREG(os.stat(full).st_mode):
-            data[name] = _read(full, "--credentials")
+    try:
+        for name in sorted(os.listdir(path)):
+            full = os.path.join(path, name)
+            if not name.startswith("..") and stat.S_ISREG(os.stat(full).st_mode):
+                data[name] = _read(full, "--credentials")
+    except OSError as err:
+        raise InvalidSpec("--credentials", f"cannot read {path!r}: {err.strerror}") from None
     return data
 
 

@@ -59,7 +59,7 @@ def print_tree(root: Path) -> None:
         dirs[:] = sorted(d for d in dirs if not d.startswith(".."))
         for name in sorted(names):
             path = Path(top, name)
-            print(f"  {str(path.relative_to(root)):<16} {describe(path)}")
+            print(f"  {path.relative_to(root)!s:<16} {describe(path)}")
 
 
 def main() -> int:

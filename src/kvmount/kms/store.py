@@ -21,7 +21,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from azure.core.credentials import TokenCredential
@@ -63,7 +63,7 @@ def new_passphrase(kind: str) -> str:
 
 @dataclass(frozen=True)
 class Stored:
-    passphrase: str
+    passphrase: str = field(repr=False)  # kept out of any log or traceback that shows a Stored
     version: str
     previous_version: str = ""
 

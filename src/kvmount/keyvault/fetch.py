@@ -36,7 +36,7 @@ from kvmount.keyvault.objects import ObjectSpec, ObjectType
 
 T = TypeVar("T")
 # Retries inside one call stay short: the driver retries the whole mount.
-_CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 2, "connection_timeout": 10, "read_timeout": 30}
+CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 2, "connection_timeout": 10, "read_timeout": 30}
 _AADSTS = re.compile(r"AADSTS\d+")
 
 
@@ -104,14 +104,21 @@ def describe_failure(vault: str, spec: ObjectSpec, err: Exception) -> KeyVaultEr
     category = classify(err)
     if isinstance(err, KeyVaultError):
         return KeyVaultError(f"keyvault {vault!r}: {err}", category)
-    detail = _ADVICE[category]
+    return KeyVaultError(
+        f"keyvault {vault!r}: {spec.describe()}: {_ADVICE[category]}{failure_suffix(err)}", category
+    )
+
+
+def failure_suffix(err: Exception) -> str:
+    """The HTTP status and Azure AD error code of a failure, safe to show: never its body."""
+    suffix = ""
     status = getattr(err, "status_code", None)
     if status:
-        detail += f" (HTTP {status})"
+        suffix += f" (HTTP {status})"
     code = _AADSTS.search(str(err))
     if code:
-        detail += f" ({code.group(0)})"
-    return KeyVaultError(f"keyvault {vault!r}: {spec.describe()}: {detail}", category)
+        suffix += f" ({code.group(0)})"
+    return suffix
 
 
 class ClientCache:
@@ -128,9 +135,9 @@ class ClientCache:
             clients = self._entries.get(key)
             if clients is None:
                 clients = Clients(
-                    SecretClient(vault_url, credential, **_CLIENT_OPTIONS),
-                    KeyClient(vault_url, credential, **_CLIENT_OPTIONS),
-                    CertificateClient(vault_url, credential, **_CLIENT_OPTIONS),
+                    SecretClient(vault_url, credential, **CLIENT_OPTIONS),
+                    KeyClient(vault_url, credential, **CLIENT_OPTIONS),
+                    CertificateClient(vault_url, credential, **CLIENT_OPTIONS),
                 )
                 self._entries[key] = clients
                 while len(self._entries) > self._max:

@@ -22,14 +22,13 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceNotFoundError
 from azure.keyvault.secrets import SecretClient
 
 from kvmount.keyvault.errors import Category, InvalidSpec, KeyVaultError
-from kvmount.keyvault.fetch import classify
+from kvmount.keyvault.fetch import CLIENT_OPTIONS, classify, failure_suffix
 from kvmount.kms.config import KMSConfig
 
 # Key Vault's rule for object names.
@@ -43,7 +42,6 @@ PENDING = "pending"
 CONFIRMED = "confirmed"
 
 # One short retry inside a call; the CSI caller retries the whole operation.
-_CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 2, "connection_timeout": 10, "read_timeout": 30}
 
 
 def check_volume_id(volume_id: str) -> str:
@@ -71,7 +69,7 @@ class Stored:
 class PassphraseStore:
     def __init__(self, config: KMSConfig, credential: TokenCredential) -> None:
         self._config = config
-        self._client = SecretClient(config.vault_url, credential, **_CLIENT_OPTIONS)
+        self._client = SecretClient(config.vault_url, credential, **CLIENT_OPTIONS)
 
     def close(self) -> None:
         self._client.close()
@@ -108,9 +106,9 @@ class PassphraseStore:
             detail = "Key Vault or the token endpoint is unreachable or failing; retry later"
         else:
             detail = f"unexpected failure ({type(err).__name__})"
-        if status:
-            detail += f" (HTTP {status})"
-        return KeyVaultError(f"{cfg.vault_url}: volume {volume_id!r}: {detail}", category)
+        return KeyVaultError(
+            f"{cfg.vault_url}: volume {volume_id!r}: {detail}{failure_suffix(err)}", category
+        )
 
     def store(self, volume_id: str, passphrase: str, tags: dict[str, str] | None = None) -> str:
         """Sets the passphrase as the secret's new version; returns the version."""

@@ -34,3 +34,37 @@ def kv_env(keyvault: KeyVaultDouble, monkeypatch: pytest.MonkeyPatch) -> KeyVaul
 
 
 # ---------------------------------------------------------------- end Key Vault double
+
+
+# ---------------------------------------------------------------- Kubernetes API server
+# Owner: tests/peers. A real etcd + kube-apiserver (tests/peers/kube.py); binaries
+# from scripts/peers/kube-apiserver.sh.
+import os  # noqa: E402
+
+from tests.peers.kube import KubeAPIServer, binaries  # noqa: E402
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
+def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer]:
+    """One API server for the whole session (admin kubeconfig: ``.kubeconfig``).
+
+    Shared state: create objects in a namespace of your own (uuid). Skipped when
+    the binaries are missing, except under CI (env CI set), where that fails.
+    """
+    if binaries() is None:
+        reason = "etcd or kube-apiserver not installed: run scripts/peers/kube-apiserver.sh"
+        if _in_ci():
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    server = KubeAPIServer(tmp_path_factory.mktemp("kube")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- end Kubernetes API server

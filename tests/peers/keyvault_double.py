@@ -62,7 +62,6 @@ import base64
 import contextlib
 import datetime as dt
 import hashlib
-import ipaddress
 import json
 import os
 import re
@@ -81,14 +80,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 Json = dict[str, Any]
 
@@ -109,6 +107,9 @@ PEM = "application/x-pem-file"
 NAME_RE = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
 DEFAULT_MI_CLIENT_ID = "00000000-0000-0000-0000-00000000a11d"
 DEFAULT_POD_CLIENT_ID = "00000000-0000-0000-0000-000000000b0d"
+
+if TYPE_CHECKING:
+    from tests.certs import TlsMaterial
 
 
 class KvError(Exception):
@@ -147,65 +148,12 @@ def _now() -> int:
 # ---------------------------------------------------------------- TLS material
 
 
-@dataclass
-class TlsMaterial:
-    ca_pem: bytes
-    cert_pem: bytes
-    key_pem: bytes
-
-
 def make_tls(extra_hosts: tuple[str, ...] = ()) -> TlsMaterial:
     """A throwaway CA and a server cert for localhost and the vault names."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kvmount keyvault double CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = [
-        x509.DNSName(n)
-        for n in ("localhost", "vault.localhost", "*.vault.localhost", *FIXED_HOSTS, *extra_hosts)
-    ]
-    names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vault.localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=29))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, True, False, False, False, False), critical=True
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    return TlsMaterial(
-        ca_pem=ca.public_bytes(serialization.Encoding.PEM),
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-        key_pem=key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
-    )
+    from tests.certs import server_tls  # late: main() makes the repo importable when run as a script
+
+    hosts = ("localhost", "vault.localhost", "*.vault.localhost", *FIXED_HOSTS, *extra_hosts)
+    return server_tls("vault.localhost", hosts)
 
 
 # ---------------------------------------------------------------- vault state
@@ -1689,6 +1637,7 @@ class KeyVaultDoubleProcess(_ControlClient):
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--imds-port", type=int, default=0)

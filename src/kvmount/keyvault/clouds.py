@@ -23,6 +23,11 @@ class Cloud:
     def vault_url(self, vault_name: str) -> str:
         return f"https://{vault_name}.{self.vault_dns_suffix}"
 
+    @property
+    def scope(self) -> str:
+        """The token scope of Key Vault in this cloud (its resource is the DNS suffix)."""
+        return f"https://{self.vault_dns_suffix}/.default"
+
 
 _KNOWN = {
     "AZUREPUBLICCLOUD": Cloud("AzurePublicCloud", "https://login.microsoftonline.com/", "vault.azure.net"),

@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ from azure.keyvault.certificates import CertificateClient
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.secrets import SecretClient
 
+from kvmount.keyvault.coalesce import Coalescer
 from kvmount.keyvault.content import JsonWebKey
 from kvmount.keyvault.errors import Category, KeyVaultError
 from kvmount.keyvault.objects import ObjectSpec, ObjectType
@@ -99,14 +100,13 @@ _ADVICE = {
 }
 
 
-def describe_failure(vault: str, spec: ObjectSpec, err: Exception) -> KeyVaultError:
-    """An error naming the vault and object, safe to show: no response bodies."""
+def describe_failure(vault: str, spec: ObjectSpec | None, err: Exception) -> KeyVaultError:
+    """An error naming the vault and object (if any), safe to show: no response bodies."""
     category = classify(err)
     if isinstance(err, KeyVaultError):
         return KeyVaultError(f"keyvault {vault!r}: {err}", category)
-    return KeyVaultError(
-        f"keyvault {vault!r}: {spec.describe()}: {_ADVICE[category]}{failure_suffix(err)}", category
-    )
+    what = f"{spec.describe()}: " if spec else ""
+    return KeyVaultError(f"keyvault {vault!r}: {what}{_ADVICE[category]}{failure_suffix(err)}", category)
 
 
 def failure_suffix(err: Exception) -> str:
@@ -161,9 +161,9 @@ def _created(props: Any) -> datetime:
     return props.created_on or datetime.min.replace(tzinfo=UTC)
 
 
-def history_versions(clients: Clients, spec: ObjectSpec) -> list[str]:
-    """The newest ``version_history`` enabled versions, newest first; starting at
-    objectVersion when one is set."""
+def history_versions(clients: Clients, spec: ObjectSpec, limit: int | None = None) -> list[str]:
+    """The newest enabled versions, newest first, starting at objectVersion when
+    one is set; at most ``limit`` (default the spec's history, 0 for all)."""
 
     def listing() -> list[Any]:
         if spec.type is ObjectType.SECRET:
@@ -180,7 +180,8 @@ def history_versions(clients: Clients, spec: ObjectSpec) -> list[str]:
         if spec.version not in versions:
             raise ResourceNotFoundError(f"version {spec.version} is not an enabled version")
         versions = versions[versions.index(spec.version) :]
-    return versions[: spec.version_history]
+    limit = spec.version_history if limit is None else limit
+    return versions[:limit] if limit else versions
 
 
 def fetch_version(clients: Clients, spec: ObjectSpec, version: str) -> Fetched:
@@ -218,9 +219,21 @@ class Fetcher:
                 raise err
         return [f.result() for f in futures]
 
-    def fetch_all(self, vault: str, clients: Clients, specs: Iterable[ObjectSpec]) -> list[list[Fetched]]:
-        """For each spec, its fetched versions: one, or its history newest first."""
+    def fetch_all(
+        self,
+        vault: str,
+        clients: Clients,
+        specs: Iterable[ObjectSpec],
+        coalescer: Coalescer | None = None,
+        principal: str = "",
+    ) -> list[list[Fetched]]:
+        """For each spec, its fetched versions: one, or its history newest first.
+
+        With a coalescer, identical reads by the same principal are shared;
+        ``principal`` must name everything that decides the right to read.
+        """
         specs = list(specs)
+        shared = coalescer or Coalescer(0)
 
         def guarded(spec: ObjectSpec, call: Callable[[], T]) -> T:
             try:
@@ -231,12 +244,21 @@ class Fetcher:
         def versions_of(spec: ObjectSpec) -> list[str]:
             if spec.version_history == 0:
                 return [spec.version]
-            return guarded(spec, lambda: history_versions(clients, spec))
+            key = (clients.secrets.vault_url, principal, spec.type, spec.name, spec.version, "history")
+            listed = guarded(spec, lambda: shared.run(key, lambda: history_versions(clients, spec, 0)))
+            return listed[: spec.version_history]
+
+        def fetch_one(job: tuple[ObjectSpec, str]) -> Fetched:
+            spec, version = job
+            key = (clients.secrets.vault_url, principal, spec.type, spec.name, version)
+            fetched = guarded(spec, lambda: shared.run(key, lambda: fetch_version(clients, spec, version)))
+            # A shared read may have been made for another spec of the same object.
+            return replace(fetched, spec=spec)
 
         needs_listing = any(s.version_history for s in specs)
         plans = self.map(versions_of, specs) if needs_listing else [[s.version] for s in specs]
         jobs = [(spec, version) for spec, versions in zip(specs, plans, strict=True) for version in versions]
-        results = self.map(lambda job: guarded(job[0], lambda: fetch_version(clients, *job)), jobs)
+        results = self.map(fetch_one, jobs)
         grouped: list[list[Fetched]] = [[] for _ in specs]
         index = {id(spec): i for i, spec in enumerate(specs)}
         for (spec, _), fetched in zip(jobs, results, strict=True):

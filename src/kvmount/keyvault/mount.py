@@ -10,14 +10,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kvmount.keyvault import clouds
+from kvmount.keyvault.coalesce import Coalescer
 from kvmount.keyvault.content import (
     ContentOptions,
     certificate_pem,
     public_key_pem,
     secret_files,
 )
-from kvmount.keyvault.fetch import ClientCache, Fetched, Fetcher
-from kvmount.keyvault.identity import NMI_PORT, CredentialCache
+from kvmount.keyvault.fetch import ClientCache, Fetched, Fetcher, describe_failure
+from kvmount.keyvault.identity import NMI_PORT, CredentialCache, principal_key, prove
 from kvmount.keyvault.objects import MountParams, ObjectType, parse_mount
 
 
@@ -43,6 +44,8 @@ class Settings:
     default_cloud: str = ""
     max_concurrency: int = 8
     nmi_port: int = NMI_PORT
+    # Identical reads by one principal within this window are shared (0: never).
+    coalesce_seconds: float = 5.0
 
 
 def _files_of(fetched: Fetched, path: str, mode: int, content: ContentOptions) -> list[File]:
@@ -67,12 +70,20 @@ class KeyVaultMounter:
         self.credentials = CredentialCache(nmi_port=self.settings.nmi_port)
         self.clients = ClientCache()
         self.fetcher = Fetcher(self.settings.max_concurrency)
+        self.coalescer = Coalescer(self.settings.coalesce_seconds)
 
     def mount(self, params: MountParams, default_mode: int) -> MountResult:
         cloud = clouds.resolve(params.cloud_name, params.cloud_env_file, self.settings.default_cloud)
         identity, credential = self.credentials.get(params, cloud)
         clients = self.clients.get(cloud.vault_url(params.vault_name), identity, credential)
-        fetched = self.fetcher.fetch_all(params.vault_name, clients, params.objects)
+        try:
+            prove(params, cloud, credential)
+        except Exception as err:
+            raise describe_failure(params.vault_name, None, err) from None
+        principal = principal_key(params, cloud)
+        fetched = self.fetcher.fetch_all(
+            params.vault_name, clients, params.objects, self.coalescer, principal
+        )
         files: list[File] = []
         versions: list[tuple[str, str]] = []
         for spec, got in zip(params.objects, fetched, strict=True):

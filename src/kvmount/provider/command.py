@@ -40,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-concurrent-fetches", type=int, default=8, help="Key Vault requests in flight at once"
     )
     parser.add_argument("--nmi-port", type=int, default=NMI_PORT, help="aad-pod-identity NMI port")
+    parser.add_argument(
+        "--coalesce-seconds",
+        type=float,
+        default=5.0,
+        help="share identical Key Vault reads by one identity within this window (0: never)",
+    )
 
 
 def _health(endpoint: str, timeout: float) -> tuple[int, bytes, str]:
@@ -61,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         default_cloud=args.cloud_name,
         max_concurrency=max(1, args.max_concurrent_fetches),
         nmi_port=args.nmi_port,
+        coalesce_seconds=args.coalesce_seconds,
     )
     fetch.observe_request = metrics.observe_keyvault
     mounter = KeyVaultMounter(settings)

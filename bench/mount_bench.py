@@ -73,11 +73,12 @@ def main() -> int:
         for name in names:
             kv.put_secret(VAULT, name, f"value of {name}")
         kv.set_latency(args.latency_ms)
-        concurrent = KeyVaultMounter(Settings(max_concurrency=8))
-        sequential = KeyVaultMounter(Settings(max_concurrency=1))
+        # Coalescing off: it would answer the repeated mounts from its window, measuring no fetch.
+        concurrent = KeyVaultMounter(Settings(max_concurrency=8, coalesce_seconds=0))
+        sequential = KeyVaultMounter(Settings(max_concurrency=1, coalesce_seconds=0))
 
         def upstream_like(attrs: dict[str, str]) -> None:
-            fresh = KeyVaultMounter(Settings(max_concurrency=1))
+            fresh = KeyVaultMounter(Settings(max_concurrency=1, coalesce_seconds=0))
             try:
                 fresh.mount_attributes(attrs, secrets, 0o644)
             finally:

@@ -42,6 +42,13 @@ def test_argparse_errors_still_end_in_one_document(driver: Driver) -> None:
     assert "unrecognized arguments" in driver.log()
 
 
+def test_help_is_a_failure_with_a_failing_status(driver: Driver) -> None:
+    # No operation ran: the Failure document and the exit status agree.
+    done = driver("--help")
+    assert (done.returncode, done.doc["status"], done.stderr) == (1, "Failure", "")
+    assert "usage: kvmount flexvolume" in driver.log()
+
+
 def test_malformed_json_fails_and_mounts_nothing(driver: Driver, target: str) -> None:
     done = driver("mount", target, '{"keyvaultname": "kv1",')
     assert (done.returncode, done.doc) == (1, {"status": "Failure", "message": "options: is not valid JSON"})

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 from kvmount.flexvolume import reply
 
@@ -27,9 +28,18 @@ _USAGE = "usage: kv init | kv mount <dir> <json options> | kv unmount <dir>"
 _ARITY = {"init": 0, "mount": 2, "unmount": 1}
 
 
+def _exit_without_reply(status: int = 0, message: str | None = None) -> NoReturn:
+    """argparse's exit, after --help or a usage error: no operation ran and the exit
+    hook answers Failure, so the exit status must be non-zero too (even for --help)."""
+    if message:
+        sys.stderr.write(message)
+    raise SystemExit(status or 1)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # cli calls this first for the chosen command, before argparse may print usage or help.
     reply.claim_stdout()
+    parser.exit = _exit_without_reply  # type: ignore[method-assign]
     parser.add_argument("operation", nargs="?", default="", help="init, mount, unmount or install")
     parser.add_argument("operands", nargs=argparse.REMAINDER, help="the operation's arguments")
 

@@ -140,6 +140,8 @@ def stop_driver(driver: Driver) -> None:
     driver.channel.close()
     driver.proc.terminate()
     driver.proc.wait(timeout=40)
+    # Bad input and failures are answered with statuses, never a crash dump.
+    assert "Traceback" not in driver.log.read_text(), driver.log.read_text()[-3000:]
 
 
 @pytest.fixture(scope="session")

@@ -105,6 +105,8 @@ def stop_provider(provider: Provider) -> None:
     provider.channel.close()
     provider.process.terminate()
     provider.process.wait(timeout=40)
+    # Bad input and failures are answered with statuses, never a crash dump.
+    assert "Traceback" not in provider.log.read_text(), provider.log.read_text()[-3000:]
 
 
 @pytest.fixture(scope="module")

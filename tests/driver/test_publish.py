@@ -310,12 +310,12 @@ def test_metrics_and_health(driver: Driver, provider: ProviderDouble, kubelet_di
         assert response.status == 200
     with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
         text = response.read().decode()
-    assert re.search(r'total_node_publish_total\{os_type="linux",provider="double"\} [1-9]', text)
+    assert re.search(r'node_publish_total\{os_type="linux",provider="double"\} [1-9]', text)
     assert re.search(
-        r'total_node_publish_error_total\{error_type="SecretProviderClassNotFound",os_type="linux",'
+        r'node_publish_error_total\{error_type="SecretProviderClassNotFound",os_type="linux",'
         r'provider="unknown"\} [1-9]',
         text,
     )
-    assert re.search(r'total_node_unpublish_total\{os_type="linux"\} [1-9]', text)
+    assert re.search(r'node_unpublish_total\{os_type="linux"\} [1-9]', text)
     assert 'csi_operations_seconds_count{grpc_code="OK",method="NodePublishVolume"}' in text
     assert SECRET not in text

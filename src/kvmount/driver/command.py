@@ -12,6 +12,8 @@ from kvmount.driver import csi
 from kvmount.driver.kube import FileStore, KubeStore, Store
 from kvmount.driver.providers import ProviderClients
 from kvmount.driver.publish import Publisher
+from kvmount.driver.rotation import Rotator
+from kvmount.driver.sync import SecretSync
 from kvmount.driver.volumes import VolumeRegistry
 from kvmount.flags import add_bool, go_duration
 from kvmount.observability import metrics_route, ok_route, serve_http, setup_logging
@@ -89,13 +91,13 @@ def run(args: argparse.Namespace) -> int:
     node_id = args.nodeid or socket.gethostname()
     if not args.nodeid:
         log.info("--nodeid not set, using the host name", extra={"node_id": node_id})
-    if args.enable_secret_rotation:
-        log.warning("--enable-secret-rotation is accepted but rotation is not implemented in this version")
-    store: Store = (
-        FileStore(args.standalone_classes_dir, args.state_dir)
-        if args.standalone_classes_dir
-        else KubeStore(args.kubeconfig)
-    )
+    store: Store
+    syncer = None
+    if args.standalone_classes_dir:
+        store = FileStore(args.standalone_classes_dir, args.state_dir)
+    else:
+        store = kube_store = KubeStore(args.kubeconfig, args.drivername, node_id)
+        syncer = SecretSync(kube_store.core)
     additional = (
         DEFAULT_ADDITIONAL_PROVIDER_PATHS
         if args.additional_provider_volume_paths is None
@@ -108,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         VolumeRegistry(args.state_dir),
         node_id,
         tmpfs_size=2 * args.max_call_recv_msg_size + _TMPFS_HEADROOM,
+        rotation_interval=args.rotation_poll_interval if args.enable_secret_rotation else None,
+        syncer=syncer,
     )
     served = publisher.served_volumes()
     log.info(
@@ -117,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
             "node_id": node_id,
             "mode": "standalone" if args.standalone_classes_dir else "kubernetes",
             "volumes": len(served),
+            "rotation": args.enable_secret_rotation,
         },
     )
     try:
@@ -130,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_addr:
         http = serve_http(args.metrics_addr, {"/metrics": metrics_route(), "/healthz": ok_route()})
     stop = threading.Event()
+    Rotator(publisher, store, node_id, args.rotation_poll_interval).start(
+        stop, periodic=args.enable_secret_rotation
+    )
     if args.provider_health_check:
         providers.run_health_checks(args.provider_health_check_interval, stop)
 

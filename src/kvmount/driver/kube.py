@@ -9,12 +9,16 @@ directory. Neither ever sees a secret value.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import datetime
 import glob
 import json
+import logging
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +30,11 @@ CLASSES = "secretproviderclasses"
 POD_STATUSES = "secretproviderclasspodstatuses"
 NODE_LABEL = "internal.secrets-store.csi.k8s.io/node-name"
 REQUEST_TIMEOUT = 10.0
+# A pod watch is renewed this often (the server ends it after at most this long).
+WATCH_SECONDS = 300
+EVENT_SOURCE = "csi-secrets-store-driver"
+
+log = logging.getLogger(__name__)
 
 
 class StoreError(Exception):
@@ -133,25 +142,68 @@ class PodStatus:
         }
 
 
+@dataclass(frozen=True)
+class PodRef:
+    """The pod an event is about."""
+
+    namespace: str
+    name: str
+    uid: str
+
+
 class Store(Protocol):
+    # Whether get_pod answers: a None from a store that reads pods means the pod is gone.
+    reads_pods: bool
+
     def get_class(self, namespace: str, name: str) -> SecretProviderClass: ...
 
-    def put_pod_status(self, status: PodStatus) -> None: ...
+    def put_pod_status(self, status: PodStatus) -> str:
+        """Create or replace the status; returns its uid ("" where objects have none)."""
+        ...
 
     def delete_pod_status(self, namespace: str, name: str) -> None: ...
+
+    def node_pod_statuses(self, node_name: str) -> list[dict[str, Any]]:
+        """The SecretProviderClassPodStatus objects of this node (for recovery after a restart)."""
+        ...
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The pod as the API returns it, or None when it is gone or there is no API."""
+        ...
+
+    def node_publish_secret(self, namespace: str, name: str) -> dict[str, str]:
+        """The decoded data of a pod's nodePublishSecretRef Secret."""
+        ...
+
+    def service_account_tokens(self, pod: dict[str, Any]) -> str | None:
+        """kubelet's csi.storage.k8s.io/serviceAccount.tokens JSON for ``pod``, made with TokenRequest
+        for the audiences of the CSIDriver's tokenRequests; None when no tokens are requested."""
+        ...
+
+    def record_event(self, pod: PodRef, kind: str, reason: str, message: str) -> None: ...
+
+    def watch_node_pods(self, node_name: str) -> Iterator[tuple[str, dict[str, str]]]:
+        """(uid, annotations) of this node's pods as they are listed and change; ends after a while."""
+        ...
 
 
 class KubeStore:
     """The API server, reached with a kubeconfig file or the in-cluster service account."""
 
-    def __init__(self, kubeconfig: str = "") -> None:
+    reads_pods = True
+
+    def __init__(
+        self, kubeconfig: str = "", driver_name: str = "secrets-store.csi.k8s.io", node: str = ""
+    ) -> None:
         self.kubeconfig = kubeconfig
-        self._api: Any = None
+        self.driver_name = driver_name
+        self.node = node
+        self._api_client: Any = None
         self._lock = threading.Lock()
 
-    def _custom_objects(self) -> Any:
+    def _client(self) -> Any:
         with self._lock:
-            if self._api is None:
+            if self._api_client is None:
                 # Imported here: the client is slow to import and unused in standalone mode.
                 from kubernetes import client
                 from kubernetes import config as kube_config
@@ -169,9 +221,19 @@ class KubeStore:
                     raise StoreUnavailable(f"cannot configure the Kubernetes API client: {err}") from None
                 # Fail fast: kubelet retries the whole publish anyway.
                 settings.retries = 1
-                api_client = client.ApiClient(settings)
-                self._api = client.CustomObjectsApi(api_client)
-            return self._api
+                self._api_client = client.ApiClient(settings)
+            return self._api_client
+
+    def _custom_objects(self) -> Any:
+        from kubernetes import client
+
+        return client.CustomObjectsApi(self._client())
+
+    def core(self) -> Any:
+        """A CoreV1Api on the shared connection pool."""
+        from kubernetes import client
+
+        return client.CoreV1Api(self._client())
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from kubernetes.client.exceptions import ApiException
@@ -197,23 +259,16 @@ class KubeStore:
             raise _api_error(what, "get", err) from None
         return parse_class(doc, what)
 
-    def put_pod_status(self, status: PodStatus) -> None:
+    def put_pod_status(self, status: PodStatus) -> str:
         from kubernetes.client.exceptions import ApiException
 
         api = self._custom_objects()
         what = f"SecretProviderClassPodStatus {status.namespace}/{status.name}"
+        args = (GROUP, VERSION, status.namespace, POD_STATUSES)
         body = status.manifest()
         try:
-            self._call(
-                what,
-                api.create_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                status.namespace,
-                POD_STATUSES,
-                body,
-            )
-            return
+            created = self._call(what, api.create_namespaced_custom_object, *args, body)
+            return str(created["metadata"]["uid"])
         except ApiException as err:
             if err.status != 409:
                 raise _api_error(what, "create", err) from None
@@ -221,27 +276,12 @@ class KubeStore:
         # or this is a republish. Take it over with a read-modify-write.
         for _ in range(3):
             try:
-                current = self._call(
-                    what,
-                    api.get_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    status.namespace,
-                    POD_STATUSES,
-                    status.name,
-                )
+                current = self._call(what, api.get_namespaced_custom_object, *args, status.name)
+                if _same_status(current, body):
+                    return str(current["metadata"]["uid"])
                 body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-                self._call(
-                    what,
-                    api.replace_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    status.namespace,
-                    POD_STATUSES,
-                    status.name,
-                    body,
-                )
-                return
+                replaced = self._call(what, api.replace_namespaced_custom_object, *args, status.name, body)
+                return str(replaced["metadata"]["uid"])
             except ApiException as err:
                 if err.status != 409:
                     raise _api_error(what, "update", err) from None
@@ -249,6 +289,159 @@ class KubeStore:
 
     def delete_pod_status(self, namespace: str, name: str) -> None:
         """Left to the garbage collector, as upstream: the status is owned by the pod."""
+
+    def node_pod_statuses(self, node_name: str) -> list[dict[str, Any]]:
+        from kubernetes.client.exceptions import ApiException
+
+        api = self._custom_objects()
+        what = f"SecretProviderClassPodStatuses of node {node_name}"
+        try:
+            found = self._call(
+                what,
+                api.list_cluster_custom_object,
+                GROUP,
+                VERSION,
+                POD_STATUSES,
+                label_selector=f"{NODE_LABEL}={node_name}",
+            )
+        except ApiException as err:
+            raise _api_error(what, "list", err) from None
+        return list(found.get("items") or [])
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        core = self.core()
+        what = f"pod {namespace}/{name}"
+        try:
+            response = self._call(what, core.read_namespaced_pod, name, namespace, _preload_content=False)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise _api_error(what, "get", err) from None
+        pod: dict[str, Any] = json.loads(response.data)
+        return pod
+
+    def node_publish_secret(self, namespace: str, name: str) -> dict[str, str]:
+        from kubernetes.client.exceptions import ApiException
+
+        core = self.core()
+        what = f"Secret {namespace}/{name} (nodePublishSecretRef)"
+        try:
+            secret = self._call(what, core.read_namespaced_secret, name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                raise StoreError("NodePublishSecretNotFound", f"{what} not found") from None
+            raise _api_error(what, "get", err) from None
+        return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (secret.data or {}).items()}
+
+    def service_account_tokens(self, pod: dict[str, Any]) -> str | None:
+        from kubernetes.client.exceptions import ApiException
+
+        storage_what = f"CSIDriver {self.driver_name}"
+        try:
+            from kubernetes import client
+
+            driver = self._call(
+                storage_what, client.StorageV1Api(self._client()).read_csi_driver, self.driver_name
+            )
+        except ApiException as err:
+            raise _api_error(storage_what, "get", err) from None
+        requests = driver.spec.token_requests or []
+        if not requests:
+            return None
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        account = spec.get("serviceAccountName") or "default"
+        what = f"token of ServiceAccount {meta['namespace']}/{account}"
+        tokens: dict[str, dict[str, str]] = {}
+        for request in requests:
+            body = {
+                "spec": {
+                    "audiences": [request.audience] if request.audience else [],
+                    "expirationSeconds": request.expiration_seconds or 3600,
+                    "boundObjectRef": {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                    },
+                }
+            }
+            try:
+                made = self._call(
+                    what,
+                    self.core().create_namespaced_service_account_token,
+                    account,
+                    meta["namespace"],
+                    body,
+                )
+            except ApiException as err:
+                raise _api_error(what, "create", err) from None
+            expires = made.status.expiration_timestamp
+            tokens[request.audience or ""] = {
+                "token": made.status.token,
+                "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ") if expires else "",
+            }
+        return json.dumps(tokens)
+
+    def record_event(self, pod: PodRef, kind: str, reason: str, message: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {"generateName": f"{pod.name}.", "namespace": pod.namespace},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "namespace": pod.namespace,
+                "name": pod.name,
+                "uid": pod.uid,
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": EVENT_SOURCE, "host": self.node},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self._call(
+                f"event on pod {pod.namespace}/{pod.name}",
+                self.core().create_namespaced_event,
+                pod.namespace,
+                body,
+            )
+        except (ApiException, StoreError) as err:
+            # Events are a courtesy: losing one must not fail the work it reports.
+            log.warning(
+                "cannot record event",
+                extra={"pod": f"{pod.namespace}/{pod.name}", "reason": reason, "error": str(err)[:200]},
+            )
+
+    def watch_node_pods(self, node_name: str) -> Iterator[tuple[str, dict[str, str]]]:
+        from kubernetes import watch as kube_watch
+
+        watch: Any = kube_watch  # the module carries no annotations
+        stream = watch.Watch().stream(
+            self.core().list_pod_for_all_namespaces,
+            field_selector=f"spec.nodeName={node_name}",
+            timeout_seconds=WATCH_SECONDS,
+            _request_timeout=WATCH_SECONDS + REQUEST_TIMEOUT,
+        )
+        for event in stream:
+            pod = event["object"]
+            if event["type"] in ("ADDED", "MODIFIED") and pod.metadata is not None:
+                yield str(pod.metadata.uid), dict(pod.metadata.annotations or {})
+
+
+def _same_status(current: dict[str, Any], body: dict[str, Any]) -> bool:
+    meta = current.get("metadata") or {}
+    return bool(
+        current.get("status") == body["status"]
+        and meta.get("labels") == body["metadata"]["labels"]
+        and meta.get("ownerReferences") == body["metadata"]["ownerReferences"]
+    )
 
 
 def _api_error(what: str, verb: str, err: Any) -> StoreError:
@@ -262,6 +455,8 @@ def _api_error(what: str, verb: str, err: Any) -> StoreError:
 
 class FileStore:
     """Standalone mode: classes from ``*.yaml`` files, pod statuses as JSON files."""
+
+    reads_pods = False
 
     def __init__(self, classes_dir: str, state_dir: str) -> None:
         self.classes_dir = classes_dir
@@ -289,13 +484,45 @@ class FileStore:
     def _status_path(self, namespace: str, name: str) -> str:
         return os.path.join(self.status_dir, namespace, f"{name}.json")
 
-    def put_pod_status(self, status: PodStatus) -> None:
+    def put_pod_status(self, status: PodStatus) -> str:
         path = self._status_path(status.namespace, status.name)
         write_json(path, status.manifest())
+        return ""
 
     def delete_pod_status(self, namespace: str, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._status_path(namespace, name))
+
+    def node_pod_statuses(self, node_name: str) -> list[dict[str, Any]]:
+        found = []
+        for path in sorted(glob.glob(os.path.join(self.status_dir, "*", "*.json"))):
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    doc = json.load(fh)
+            except (OSError, ValueError):
+                continue
+            if (doc.get("metadata") or {}).get("labels", {}).get(NODE_LABEL) == node_name:
+                found.append(doc)
+        return found
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return None
+
+    def node_publish_secret(self, namespace: str, name: str) -> dict[str, str]:
+        raise StoreError("NodePublishSecretNotFound", "standalone mode reads no Secrets")
+
+    def service_account_tokens(self, pod: dict[str, Any]) -> str | None:
+        return None
+
+    def watch_node_pods(self, node_name: str) -> Iterator[tuple[str, dict[str, str]]]:
+        return iter(())
+
+    def record_event(self, pod: PodRef, kind: str, reason: str, message: str) -> None:
+        # No API to hold events: the log is where a standalone driver's user looks.
+        log.info(
+            "event",
+            extra={"pod": f"{pod.namespace}/{pod.name}", "type": kind, "reason": reason, "detail": message},
+        )
 
 
 def write_json(path: str, doc: Any) -> None:

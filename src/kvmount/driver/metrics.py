@@ -1,7 +1,8 @@
 """The driver's Prometheus metrics, named as upstream's, with bounded labels.
 
 The provider label is a provider whose socket exists on this node (or
-"unknown"), so a class naming arbitrary providers cannot grow the label set.
+"unknown"), so a class naming arbitrary providers cannot grow the label set;
+error_type is one of a closed set of reasons, never error text.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ ERROR_TYPES = frozenset(
         "InvalidSecretProviderClass",
         "APIServerUnavailable",
         "APIServerForbidden",
+        "PodNotFound",
         "InvalidProvider",
         "ProviderNotFound",
         "ProviderUnavailable",
@@ -27,28 +29,65 @@ ERROR_TYPES = frozenset(
         "InvalidProviderFiles",
         "FailedToMount",
         "FileWriteError",
+        "InvalidSecretObject",
+        "ObjectNotMounted",
+        "SecretNotManaged",
+        "SecretTypeMismatch",
+        "InvalidCertificate",
         "Internal",
     }
 )
 
-NODE_PUBLISH = Counter("total_node_publish", "Successful volume publishes", ["os_type", "provider"])
+NODE_PUBLISH = Counter("node_publish", "Successful volume publishes", ["os_type", "provider"])
 NODE_PUBLISH_ERROR = Counter(
-    "total_node_publish_error", "Failed volume publishes", ["os_type", "provider", "error_type"]
+    "node_publish_error", "Failed volume publishes", ["os_type", "provider", "error_type"]
 )
-NODE_UNPUBLISH = Counter("total_node_unpublish", "Successful volume unpublishes", ["os_type"])
-NODE_UNPUBLISH_ERROR = Counter("total_node_unpublish_error", "Failed volume unpublishes", ["os_type"])
+NODE_UNPUBLISH = Counter("node_unpublish", "Successful volume unpublishes", ["os_type"])
+NODE_UNPUBLISH_ERROR = Counter("node_unpublish_error", "Failed volume unpublishes", ["os_type"])
+SYNC_SECRET = Counter(
+    "sync_k8s_secret", "Kubernetes Secret syncs, by outcome", ["os_type", "provider", "error_type"]
+)
+SYNC_SECRET_DURATION = Histogram(
+    "k8s_secret_duration_sec", "Seconds one Kubernetes Secret sync took", ["os_type", "provider"]
+)
+ROTATION = Counter(
+    "rotation_reconcile", "Volume rotations, by whether content changed", ["os_type", "provider", "rotated"]
+)
+ROTATION_ERROR = Counter(
+    "rotation_reconcile_error", "Failed volume rotations", ["os_type", "provider", "error_type"]
+)
+ROTATION_DURATION = Histogram(
+    "rotation_reconcile_duration_sec", "Seconds one volume rotation took", ["os_type", "provider"]
+)
 CSI_OPERATION = Histogram(
     "csi_operations_seconds", "Seconds one CSI call took, by method and status code", ["method", "grpc_code"]
 )
 
 
-def publish_done(provider: str, error_type: str | None) -> None:
-    if error_type is None:
+def error_type(reason: str) -> str:
+    return reason if reason in ERROR_TYPES else "Internal"
+
+
+def publish_done(provider: str, reason: str | None) -> None:
+    if reason is None:
         NODE_PUBLISH.labels(OS_TYPE, provider).inc()
     else:
-        reason = error_type if error_type in ERROR_TYPES else "Internal"
-        NODE_PUBLISH_ERROR.labels(OS_TYPE, provider, reason).inc()
+        NODE_PUBLISH_ERROR.labels(OS_TYPE, provider, error_type(reason)).inc()
 
 
 def unpublish_done(ok: bool) -> None:
     (NODE_UNPUBLISH if ok else NODE_UNPUBLISH_ERROR).labels(OS_TYPE).inc()
+
+
+def sync_done(provider: str, seconds: float, reason: str | None) -> None:
+    SYNC_SECRET.labels(OS_TYPE, provider, "" if reason is None else error_type(reason)).inc()
+    SYNC_SECRET_DURATION.labels(OS_TYPE, provider).observe(seconds)
+
+
+def rotation_done(provider: str, seconds: float, rotated: bool | None, reason: str | None = None) -> None:
+    """One volume's rotation: ``rotated`` says whether content changed; ``reason`` names a failure."""
+    ROTATION_DURATION.labels(OS_TYPE, provider).observe(seconds)
+    if reason is not None:
+        ROTATION_ERROR.labels(OS_TYPE, provider, error_type(reason)).inc()
+    else:
+        ROTATION.labels(OS_TYPE, provider, "true" if rotated else "false").inc()

@@ -24,8 +24,9 @@ import grpc
 
 from kvmount.driver import metrics, mounts
 from kvmount.driver.atomic_writer import AtomicWriter, Payload, PayloadError
-from kvmount.driver.kube import PodStatus, SecretProviderClass, Store, StoreError
+from kvmount.driver.kube import PodRef, PodStatus, SecretProviderClass, Store, StoreError
 from kvmount.driver.providers import ProviderClients, ProviderError
+from kvmount.driver.sync import Owner, SecretSync, SyncError
 from kvmount.driver.volumes import SA_TOKENS, VolumeRegistry, VolumeState
 from kvmount.proto import v1alpha1_pb2 as pb
 
@@ -111,6 +112,13 @@ def _pod(context: Mapping[str, str]) -> _Pod:
     return _Pod(context[POD_NAME], context[POD_NAMESPACE], context[POD_UID], context.get(SA_NAME, ""))
 
 
+def _pod_ref(context: Mapping[str, str]) -> PodRef | None:
+    """The pod an event can name, when the request says which."""
+    if all(context.get(k) for k in (POD_NAME, POD_NAMESPACE, POD_UID)):
+        return PodRef(context[POD_NAMESPACE], context[POD_NAME], context[POD_UID])
+    return None
+
+
 def _gid(group: str) -> int | None:
     if not group:
         return None
@@ -145,6 +153,14 @@ def provider_payload(spc: SecretProviderClass, req: VolumeRequest) -> tuple[dict
     return attributes, secrets
 
 
+@dataclass
+class Outcome:
+    """What one publish did: whether it fetched, and whether the files changed."""
+
+    fetched: bool = False
+    changed: bool = False
+
+
 class Publisher:
     def __init__(
         self,
@@ -153,38 +169,65 @@ class Publisher:
         registry: VolumeRegistry,
         node_id: str,
         tmpfs_size: int,
+        rotation_interval: float | None = None,
+        syncer: SecretSync | None = None,
     ) -> None:
         self.store = store
         self.providers = providers
         self.registry = registry
         self.node_id = node_id
         self.tmpfs_size = tmpfs_size
+        # With rotation on, kubelet's periodic NodePublishVolume (requiresRepublish) re-fetches when due.
+        self.rotation_interval = rotation_interval
+        self.syncer = syncer
         self._locks = KeyedLocks()
+        # The last node-publish secret and tokens kubelet sent per target path, in memory only,
+        # for rotations where the API cannot give them again (standalone mode).
+        self._secrets: dict[str, dict[str, str]] = {}
 
-    def publish(self, req: VolumeRequest, deadline: float | None = None, refresh: bool = False) -> None:
+    def last_secrets(self, target_path: str) -> dict[str, str]:
+        """The secrets (tokens included) of the last publish of ``target_path`` by this process."""
+        return dict(self._secrets.get(target_path, {}))
+
+    def publish(self, req: VolumeRequest, deadline: float | None = None, refresh: bool = False) -> Outcome:
         """Publish ``req``; with ``refresh``, fetch and rewrite a live volume again (rotation)."""
         start = time.monotonic()
         label = ["unknown"]  # the metric's provider label, set once the class names a provider
+        outcome = Outcome()
         try:
             with self._locks.hold(req.target_path):
-                self._publish(req, deadline, refresh, label)
+                self._publish(req, deadline, refresh, label, outcome)
         except PublishError as err:
             metrics.publish_done(label[0], err.reason)
             log.warning(
                 "publish failed",
                 extra={"target_path": req.target_path, "code": err.code.name, "error": str(err)},
             )
+            pod = _pod_ref(req.volume_context)
+            if pod is not None and not refresh:
+                self.store.record_event(pod, "Warning", "FailedToMount", str(err))
             raise
         except Exception:
             metrics.publish_done(label[0], "Internal")
             raise
         metrics.publish_done(label[0], None)
         log.info(
-            "published",
-            extra={"target_path": req.target_path, "seconds": round(time.monotonic() - start, 3)},
+            "published" if outcome.fetched else "already published",
+            extra={
+                "target_path": req.target_path,
+                "changed": outcome.changed,
+                "seconds": round(time.monotonic() - start, 3),
+            },
         )
+        return outcome
 
-    def _publish(self, req: VolumeRequest, deadline: float | None, refresh: bool, label: list[str]) -> None:
+    def _due(self, state: VolumeState | None) -> bool:
+        interval = self.rotation_interval
+        return interval is not None and (state is None or time.time() - state.refreshed_at >= interval)
+
+    def _publish(
+        self, req: VolumeRequest, deadline: float | None, refresh: bool, label: list[str], outcome: Outcome
+    ) -> None:
         pod = _pod(req.volume_context)
         class_name = req.volume_context.get(CLASS_KEY, "")
         if not class_name:
@@ -195,6 +238,8 @@ class Publisher:
             )
         gid = _gid(req.volume_mount_group)
         target = req.target_path
+        if refresh and not mounts.is_mounted(target):
+            return  # unpublished meanwhile: a rotation never brings a volume back
         created = self._ensure_dir(target)
         mounted = keep_mount = False
         where = f"SecretProviderClass {pod.namespace}/{class_name} for pod {pod.namespace}/{pod.name}"
@@ -202,8 +247,8 @@ class Publisher:
             was_mounted = mounted = mounts.is_mounted(target)
             # A live volume keeps its content whatever happens to a refresh of it.
             keep_mount = was_mounted and _has_content(target)
-            if keep_mount and not refresh:
-                log.info("already published", extra={"target_path": target})
+            previous = self.registry.load(target) if was_mounted else None
+            if keep_mount and not refresh and not self._due(previous):
                 return
             spc = self._get_class(pod.namespace, class_name)
             try:
@@ -214,13 +259,14 @@ class Publisher:
             if not mounted:
                 self._mount(target)
                 mounted = True
-            previous = self.registry.load(target) if was_mounted else None
-            objects = self._fetch_and_write(spc, req, gid, previous, deadline, where)
+            objects, files, outcome.changed = self._fetch_and_write(spc, req, gid, previous, deadline, where)
+            outcome.fetched = True
             status = PodStatus(pod.name, pod.namespace, pod.uid, class_name, target, self.node_id, objects)
             try:
-                self.store.put_pod_status(status)
+                status_uid = self.store.put_pod_status(status)
             except StoreError as err:
                 raise _store_error(err, where) from None
+            self._sync(spc, pod, status.name, status_uid, files)
             self.registry.save(
                 VolumeState(
                     volume_id=req.volume_id,
@@ -234,12 +280,50 @@ class Publisher:
                     volume_context=dict(req.volume_context),
                     volume_mount_group=req.volume_mount_group,
                     object_versions=objects,
+                    refreshed_at=time.time(),
+                    refresh_token=previous.refresh_token if previous else "",
                 )
             )
+            secrets = dict(req.secrets)
+            tokens = secrets.get(SA_TOKENS) or req.volume_context.get(SA_TOKENS)
+            if tokens:
+                secrets[SA_TOKENS] = tokens
+            self._secrets[target] = secrets
         except BaseException:
             if not keep_mount:
                 self._clean(target, mounted, created)
             raise
+
+    def _sync(
+        self, spc: SecretProviderClass, pod: _Pod, status_name: str, status_uid: str, files: list[Payload]
+    ) -> None:
+        """Kubernetes Secrets from the files; a failure is reported (event, metric), not raised:
+        the pod's files are good, and the next rotation tries the sync again."""
+        if not spc.secret_objects:
+            return
+        ref = PodRef(pod.namespace, pod.name, pod.uid)
+        if self.syncer is None or not status_uid:
+            log.warning(
+                "secretObjects ignored: Secret sync needs the Kubernetes API", extra={"class": spc.name}
+            )
+            return
+        start = time.monotonic()
+        try:
+            self.syncer.sync(
+                pod.namespace,
+                spc.secret_objects,
+                {f.path: f.contents for f in files},
+                Owner(status_name, status_uid),
+                spc.name,
+            )
+        except SyncError as err:
+            metrics.sync_done(spc.provider, time.monotonic() - start, err.reason)
+            log.warning(
+                "secret sync failed", extra={"class": spc.name, "reason": err.reason, "error": str(err)}
+            )
+            self.store.record_event(ref, "Warning", "SecretSyncFailed", str(err))
+            return
+        metrics.sync_done(spc.provider, time.monotonic() - start, None)
 
     def _ensure_dir(self, target: str) -> bool:
         """Create the target directory if needed (CSI makes that the plugin's job); True if created."""
@@ -283,7 +367,8 @@ class Publisher:
         previous: VolumeState | None,
         deadline: float | None,
         where: str,
-    ) -> list[tuple[str, str]]:
+    ) -> tuple[list[tuple[str, str]], list[Payload], bool]:
+        """Fetch and write; returns (object versions, files, whether the files changed)."""
         attributes, secrets = provider_payload(spc, req)
         request = pb.MountRequest(
             attributes=json.dumps(attributes),
@@ -302,9 +387,10 @@ class Publisher:
             raise PublishError(err.code, err.reason, f"{where}: {err}") from None
         files = [Payload(f.path, f.mode, f.contents) for f in response.files]
         # No files: the provider wrote into the target path itself (older providers).
+        changed = True
         if files:
             try:
-                AtomicWriter(req.target_path, gid).write(files)
+                changed = AtomicWriter(req.target_path, gid).write(files)
             except PayloadError as err:
                 raise PublishError(
                     grpc.StatusCode.INTERNAL,
@@ -322,7 +408,7 @@ class Publisher:
                     "FileWriteError",
                     f"{where}: cannot write the provider's files into {req.target_path}: {err.strerror}",
                 ) from None
-        return [(o.id, o.version) for o in response.object_version]
+        return [(o.id, o.version) for o in response.object_version], files, changed
 
     def _clean(self, target: str, mounted: bool, created: bool) -> None:
         try:
@@ -370,6 +456,7 @@ class Publisher:
                 code, "Internal", f"cannot remove target_path {target}: {err.strerror}"
             ) from None
         self.registry.remove(target)
+        self._secrets.pop(target, None)
         if state is not None:
             status_name = f"{state.pod_name}-{state.pod_namespace}-{state.class_name}"
             try:

@@ -37,6 +37,10 @@ class VolumeState:
     volume_context: dict[str, str]
     volume_mount_group: str = ""
     object_versions: list[tuple[str, str]] = field(default_factory=list)
+    # Wall-clock time of the last fetch, so kubelet's periodic re-publish knows when one is due.
+    refreshed_at: float = 0.0
+    # The pod's refresh annotation value last acted on (on-demand refresh).
+    refresh_token: str = ""
 
     def __post_init__(self) -> None:
         self.volume_context = {k: v for k, v in self.volume_context.items() if k != SA_TOKENS}

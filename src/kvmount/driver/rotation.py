@@ -1,0 +1,223 @@
+"""Rotation: fetch the content of served volumes again, and rewrite what changed.
+
+Three triggers, one path (``Publisher.publish(refresh=True)``: current object
+versions to the provider, an atomic rewrite only when content changed, the pod
+status and synced Secrets updated, the last good content kept on failure):
+
+* the reconciler, every ``--rotation-poll-interval``, over every volume this
+  driver serves, for clusters whose CSIDriver lacks ``requiresRepublish``;
+* kubelet's periodic NodePublishVolume of a live volume, when the CSIDriver
+  has ``requiresRepublish: true`` (decided in ``Publisher.publish``);
+* on demand, for one pod: a new value of its ``secrets-store.csi.k8s.io/refresh``
+  annotation (``kubectl annotate pod web secrets-store.csi.k8s.io/refresh=$(date +%s) --overwrite``).
+
+After a restart the driver knows its volumes from its state directory and, should
+that be lost, from this node's SecretProviderClassPodStatus objects, the pods'
+volume specs and the mounts on disk. Credentials for a rotation come from the
+API as kubelet would send them (the pod's nodePublishSecretRef, service account
+tokens by TokenRequest), or in standalone mode from the last publish, in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from kvmount.driver import metrics, mounts
+from kvmount.driver.kube import PodRef, Store, StoreError
+from kvmount.driver.kubelet_client import volume_id
+from kvmount.driver.publish import (
+    CLASS_KEY,
+    POD_NAME,
+    POD_NAMESPACE,
+    POD_UID,
+    SA_NAME,
+    Publisher,
+    PublishError,
+    VolumeRequest,
+)
+from kvmount.driver.volumes import SA_TOKENS, VolumeState
+
+log = logging.getLogger(__name__)
+
+REFRESH_ANNOTATION = "secrets-store.csi.k8s.io/refresh"
+EPHEMERAL_KEY = "csi.storage.k8s.io/ephemeral"
+# One volume's rotation gets as long as kubelet gives a publish.
+ROTATION_TIMEOUT = 120.0
+WATCH_RETRY_SECONDS = 5.0
+
+
+def pod_volume(pod: dict[str, Any], target_path: str) -> dict[str, Any] | None:
+    """The pod's csi volume published at ``target_path`` (.../volumes/kubernetes.io~csi/<name>/mount)."""
+    name = os.path.basename(os.path.dirname(target_path.rstrip("/")))
+    for volume in (pod.get("spec") or {}).get("volumes") or []:
+        if volume.get("name") == name and isinstance(volume.get("csi"), dict):
+            return dict(volume)
+    return None
+
+
+class Rotator:
+    def __init__(self, publisher: Publisher, store: Store, node_id: str, interval: float, workers: int = 4):
+        self.publisher = publisher
+        self.store = store
+        self.node_id = node_id
+        self.interval = interval
+        self.workers = workers
+
+    # ------------------------------------------------------------ served volumes
+
+    def recover(self) -> list[VolumeState]:
+        """The served volumes: the state directory's, plus any of this node's pod statuses whose
+        target is still mounted but whose state was lost (a wiped state directory)."""
+        known = {s.target_path: s for s in self.publisher.served_volumes()}
+        if not self.store.reads_pods:
+            return list(known.values())
+        try:
+            statuses = self.store.node_pod_statuses(self.node_id)
+        except StoreError as err:
+            log.warning("cannot list this node's pod statuses", extra={"error": str(err)})
+            return list(known.values())
+        for doc in statuses:
+            target = str((doc.get("status") or {}).get("targetPath") or "")
+            if target and target not in known and mounts.is_mounted(target):
+                try:
+                    state = self._from_status(doc, target)
+                except StoreError as err:
+                    log.warning("cannot recover volume", extra={"target_path": target, "error": str(err)})
+                    continue
+                if state is not None:
+                    self.publisher.registry.save(state)
+                    known[target] = state
+                    log.info("recovered volume from its pod status", extra={"target_path": target})
+        return list(known.values())
+
+    def _from_status(self, doc: dict[str, Any], target: str) -> VolumeState | None:
+        status, namespace = doc["status"], doc["metadata"]["namespace"]
+        pod = self.store.get_pod(namespace, str(status.get("podName") or ""))
+        volume = pod_volume(pod, target) if pod is not None else None
+        if pod is None or volume is None:
+            return None
+        meta = pod["metadata"]
+        class_name = str(status.get("secretProviderClassName") or "")
+        spc = self.store.get_class(namespace, class_name)
+        account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+        context = {
+            **{str(k): str(v) for k, v in (volume["csi"].get("volumeAttributes") or {}).items()},
+            POD_NAME: meta["name"],
+            POD_NAMESPACE: namespace,
+            POD_UID: meta["uid"],
+            SA_NAME: account,
+            EPHEMERAL_KEY: "true",
+        }
+        context.setdefault(CLASS_KEY, class_name)
+        return VolumeState(
+            volume_id=volume_id(meta["uid"], volume["name"]),
+            target_path=target,
+            pod_name=meta["name"],
+            pod_namespace=namespace,
+            pod_uid=meta["uid"],
+            service_account=account,
+            class_name=class_name,
+            provider=spc.provider,
+            volume_context=context,
+            object_versions=[(str(o.get("id")), str(o.get("version"))) for o in status.get("objects") or []],
+        )
+
+    # ------------------------------------------------------------ one volume
+
+    def _request(self, state: VolumeState) -> VolumeRequest | None:
+        """The publish request kubelet would send now, or None when the pod is gone."""
+        if not self.store.reads_pods:
+            secrets = self.publisher.last_secrets(state.target_path)
+        else:
+            pod = self.store.get_pod(state.pod_namespace, state.pod_name)
+            if pod is None or pod["metadata"].get("uid") != state.pod_uid:
+                return None
+            secrets = {}
+            volume = pod_volume(pod, state.target_path) or {}
+            secret_ref = (volume.get("csi") or {}).get("nodePublishSecretRef") or {}
+            if secret_ref.get("name"):
+                secrets = self.store.node_publish_secret(state.pod_namespace, secret_ref["name"])
+            tokens = self.store.service_account_tokens(pod)
+            if tokens:
+                secrets[SA_TOKENS] = tokens
+        return VolumeRequest(
+            volume_id=state.volume_id,
+            target_path=state.target_path,
+            volume_context=state.volume_context,
+            secrets=secrets,
+            volume_mount_group=state.volume_mount_group,
+        )
+
+    def rotate(self, state: VolumeState) -> None:
+        """Fetch one volume's content again; failures are reported (metric, pod event), never raised."""
+        start = time.monotonic()
+        pod = PodRef(state.pod_namespace, state.pod_name, state.pod_uid)
+        where = f"SecretProviderClass {state.pod_namespace}/{state.class_name}"
+        try:
+            request = self._request(state)
+            if request is None:
+                log.info("pod gone; rotation skipped", extra={"target_path": state.target_path})
+                return
+            outcome = self.publisher.publish(request, time.monotonic() + ROTATION_TIMEOUT, refresh=True)
+        except (PublishError, StoreError) as err:
+            metrics.rotation_done(state.provider, time.monotonic() - start, None, err.reason)
+            log.warning("rotation failed", extra={"target_path": state.target_path, "error": str(err)})
+            message = f"{where}: rotation failed, the previous content is kept: {err}"
+            self.store.record_event(pod, "Warning", "MountRotationFailed", message)
+            return
+        metrics.rotation_done(state.provider, time.monotonic() - start, outcome.changed)
+        if outcome.changed:
+            self.store.record_event(pod, "Normal", "MountRotationComplete", f"{where}: content rotated")
+
+    # ------------------------------------------------------------ triggers
+
+    def round(self) -> None:
+        """One reconciler pass over every served volume, a few at a time."""
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="rotate") as pool:
+            list(pool.map(self.rotate, self.publisher.served_volumes()))
+
+    def on_pod(self, uid: str, annotations: dict[str, str]) -> None:
+        """Refresh the pod's volumes when its refresh annotation has a value not acted on yet."""
+        token = annotations.get(REFRESH_ANNOTATION, "")
+        if not token:
+            return
+        for state in self.publisher.registry.all():
+            if state.pod_uid == uid and state.refresh_token != token:
+                state.refresh_token = token
+                self.publisher.registry.save(state)
+                log.info("refresh requested", extra={"target_path": state.target_path})
+                self.rotate(state)
+
+    def start(self, stop: threading.Event, periodic: bool) -> threading.Thread:
+        """In the background (CSI is served meanwhile, API server or not): recover the served
+        volumes, then watch for refresh annotations (when there is an API) and run the
+        reconciler (if ``periodic``) until ``stop`` is set."""
+        thread = threading.Thread(target=self._run, args=(stop, periodic), name="rotation", daemon=True)
+        thread.start()
+        return thread
+
+    def _run(self, stop: threading.Event, periodic: bool) -> None:
+        self.recover()
+        if self.store.reads_pods:
+            threading.Thread(target=self._watch, args=(stop,), name="refresh-watch", daemon=True).start()
+        while periodic and not stop.wait(self.interval):
+            try:
+                self.round()
+            except Exception as err:  # a bug must not end rotation for every volume
+                log.error("rotation round failed", extra={"error_type": type(err).__name__})
+
+    def _watch(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                for uid, annotations in self.store.watch_node_pods(self.node_id):
+                    if stop.is_set():
+                        return
+                    self.on_pod(uid, annotations)
+            except Exception as err:  # the API server went away: watch again later
+                log.warning("pod watch ended", extra={"error": str(err)[:200]})
+                stop.wait(WATCH_RETRY_SECONDS)

@@ -114,3 +114,26 @@ def test_provider_health_check(provider_dir: Path, provider: ProviderDouble, tmp
         assert clients.health_check() == {PROVIDER: True, "dead": False}
     finally:
         clients.close()
+
+
+def test_standalone_rotation(
+    tmp_path: Path, provider_dir: Path, provider: ProviderDouble, kubelet_dir: Path
+) -> None:
+    """Without an API the reconciler re-sends the last publish's secrets, kept in memory only."""
+    base = tmp_path / "drv"
+    base.mkdir()
+    driver = start_driver(base, provider_dir, "--enable-secret-rotation", "--rotation-poll-interval=1s")
+    try:
+        driver.write_class("rot", {"file.a": "one"})
+        pod = make_pod(kubelet_dir)
+        driver.node.NodePublishVolume(pod.publish_request("rot", secrets={"k": "node secret"}), timeout=30)
+        driver.write_class("rot", {"file.a": "two"})
+        deadline = time.monotonic() + 5
+        while (pod.target / "a").read_text() != "two":
+            assert time.monotonic() < deadline, "not rotated within 5s"
+            time.sleep(0.1)
+        assert json.loads(provider.requests[-1].secrets) == {"k": "node secret"}
+        assert "node secret" not in "".join(p.read_text() for p in (base / "state").rglob("*.json"))
+        driver.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=30)
+    finally:
+        stop_driver(driver)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 from kubernetes import client as _client
@@ -491,3 +492,15 @@ def test_kubelet_republish_refetches_once_the_interval_passed(
         driver.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=30)
     finally:
         stop_driver(driver)
+
+
+def test_failed_mount_is_an_event_on_the_pod(stack: Stack, rotating: Driver, kubelet_dir: Path) -> None:
+    ns = Namespace(stack)
+    pod = ns.create_pod(kubelet_dir, "web", "missing")
+    with pytest.raises(grpc.RpcError) as info:
+        ns.publish(rotating, pod, "missing")
+    assert info.value.code() is grpc.StatusCode.NOT_FOUND
+    assert not pod.target.exists()
+    (event,) = ns.events("web", "FailedToMount")
+    assert event.type == "Warning" and f"SecretProviderClass {ns.name}/missing not found" in event.message
+    assert event.source.component == "csi-secrets-store-driver" and event.involved_object.uid == pod.uid

@@ -137,3 +137,34 @@ def test_standalone_rotation(
         driver.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=30)
     finally:
         stop_driver(driver)
+
+
+def test_kubelet_republish_fetches_once_rotation_is_due(
+    tmp_path: Path, provider_dir: Path, provider: ProviderDouble
+) -> None:
+    """requiresRepublish: kubelet's periodic NodePublishVolume of a live volume fetches only when
+    the rotation interval has passed since the last fetch."""
+    classes, state = tmp_path / "classes", tmp_path / "state"
+    classes.mkdir()
+    (classes / "c.yaml").write_text(
+        "kind: SecretProviderClass\nmetadata: {name: rp, namespace: default}\n"
+        f"spec: {{provider: {PROVIDER}, parameters: {{file.a: one}}}}\n"
+    )
+    providers = ProviderClients([str(provider_dir)], 4 << 20)
+    publisher = Publisher(
+        FileStore(str(classes), str(state)), providers, VolumeRegistry(str(state)), "node", 1 << 20, 1.0
+    )
+    pod = make_pod(tmp_path / "kubelet")
+    context = dict(pod.publish_request("rp").volume_context)
+    request = VolumeRequest(volume_id="v1", target_path=str(pod.target), volume_context=context, secrets={})
+    try:
+        assert publisher.publish(request).changed
+        assert not publisher.publish(request).fetched  # not due yet
+        assert len(provider.requests) == 1
+        time.sleep(1.1)
+        outcome = publisher.publish(request)
+        assert outcome.fetched and not outcome.changed  # same content: nothing rewritten
+        assert [(o.id, o.version) for o in provider.requests[1].current_object_version] == [("a", "3")]
+    finally:
+        publisher.unpublish("v1", str(pod.target))
+        providers.close()

@@ -184,6 +184,15 @@ class Namespace:
         pod.target.parent.mkdir(parents=True)
         return pod
 
+    def mounted(self, driver: Driver, kubelet_dir: Path, value: str) -> tuple[str, Pod]:
+        """A new Key Vault secret holding ``value``, class "kv" naming it, pod "web" with it mounted."""
+        name = f"s-{secrets.token_hex(4)}"
+        self.stack.kv.put_secret(VAULT, name, value)
+        self.create_class("kv", [{"objectName": name, "objectType": "secret"}])
+        pod = self.create_pod(kubelet_dir, "web", "kv")
+        self.publish(driver, pod, "kv")
+        return name, pod
+
     def publish(self, driver: Driver, pod: Pod, class_name: str) -> None:
         node_secret = {"clientid": self.client_id, "clientsecret": self.client_secret}
         driver.node.NodePublishVolume(pod.publish_request(class_name, secrets=node_secret), timeout=60)
@@ -275,11 +284,7 @@ def test_key_vault_outage_keeps_content_and_recovers(
     stack: Stack, rotating: Driver, kubelet_dir: Path
 ) -> None:
     ns = Namespace(stack)
-    name = f"out-{secrets.token_hex(4)}"
-    stack.kv.put_secret(VAULT, name, "before")
-    ns.create_class("kv", [{"objectName": name, "objectType": "secret"}])
-    pod = ns.create_pod(kubelet_dir, "web", "kv")
-    ns.publish(rotating, pod, "kv")
+    name, pod = ns.mounted(rotating, kubelet_dir, "before")
     try:
         stack.kv.set_outage(503)
         stack.kv.put_secret(VAULT, name, "during")  # seeding bypasses the outage
@@ -331,11 +336,7 @@ def test_refresh_on_demand_by_annotation(stack: Stack, tmp_path: Path, kubelet_d
     driver = kube_driver(stack, tmp_path / "drv")
     try:
         ns = Namespace(stack)
-        name = f"od-{secrets.token_hex(4)}"
-        stack.kv.put_secret(VAULT, name, "first")
-        ns.create_class("kv", [{"objectName": name, "objectType": "secret"}])
-        pod = ns.create_pod(kubelet_dir, "web", "kv")
-        ns.publish(driver, pod, "kv")
+        name, pod = ns.mounted(driver, kubelet_dir, "first")
         stack.kv.put_secret(VAULT, name, "second")
         time.sleep(1.5)
         assert (pod.target / name).read_text() == "first"  # no periodic rotation
@@ -468,30 +469,6 @@ def test_pods_sharing_a_class_cost_one_read_per_object_per_round(
         for pod in pods:
             publisher.unpublish("v", str(pod.target))
         providers.close()
-
-
-def test_kubelet_republish_refetches_once_the_interval_passed(
-    stack: Stack, tmp_path: Path, kubelet_dir: Path
-) -> None:
-    """requiresRepublish: kubelet's periodic NodePublishVolume fetches only when rotation is due."""
-    ns = Namespace(stack)
-    name = f"rp-{secrets.token_hex(4)}"
-    stack.kv.put_secret(VAULT, name, "one")
-    ns.create_class("kv", [{"objectName": name, "objectType": "secret"}])
-    # A rotation interval longer than the test: only kubelet's calls can fetch.
-    driver = kube_driver(stack, tmp_path / "drv", "--enable-secret-rotation", "--rotation-poll-interval=3s")
-    try:
-        pod = ns.create_pod(kubelet_dir, "web", "kv")
-        ns.publish(driver, pod, "kv")
-        stack.kv.put_secret(VAULT, name, "two")
-        ns.publish(driver, pod, "kv")  # not due yet
-        assert (pod.target / name).read_text() == "one"
-        time.sleep(3.2)
-        ns.publish(driver, pod, "kv")  # due: fetched by this call (or the reconciler just before it)
-        assert (pod.target / name).read_text() == "two"
-        driver.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=30)
-    finally:
-        stop_driver(driver)
 
 
 def test_failed_mount_is_an_event_on_the_pod(stack: Stack, rotating: Driver, kubelet_dir: Path) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from kvmount.keyvault import clouds
 from kvmount.keyvault.errors import InvalidSpec
 from kvmount.keyvault.objects import (
     SERVICE_ACCOUNT_TOKENS,
@@ -201,3 +203,25 @@ def test_identity_modes() -> None:
         None,
     )
     assert (pod.identity, pod.pod_name, pod.pod_namespace) == (IdentityMode.POD, "p", "ns")
+
+
+def test_cloud_scopes_and_environment_files(tmp_path: Path) -> None:
+    assert clouds.resolve("").scope == "https://vault.azure.net/.default"
+    assert clouds.resolve("azurechinacloud").vault_url("kv") == "https://kv.vault.azure.cn"
+    env = {
+        "name": "AzureStackCloud",
+        "activeDirectoryEndpoint": "https://login.stack/",
+        "keyVaultDNSSuffix": "vault.stack",
+    }
+    path = tmp_path / "env.json"
+    path.write_text(json.dumps(env))
+    assert clouds.resolve("AzureStackCloud", str(path)).scope == "https://vault.stack/.default"
+    path.write_text(json.dumps({**env, "keyVaultEndpoint": "https://vault.stack.example/"}))
+    stack = clouds.resolve("AzureStackCloud", str(path))
+    assert (stack.scope, stack.vault_url("kv")) == (
+        "https://vault.stack.example/.default",
+        "https://kv.vault.stack",
+    )
+    path.write_text(json.dumps({**env, "keyVaultEndpoint": "vault.stack"}))
+    with pytest.raises(InvalidSpec, match="keyVaultEndpoint must be an https:// URL"):
+        clouds.resolve("AzureStackCloud", str(path))

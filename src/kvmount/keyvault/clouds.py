@@ -19,14 +19,18 @@ class Cloud:
     aad_endpoint: str  # the authority host, e.g. https://login.microsoftonline.com/
     vault_dns_suffix: str  # e.g. vault.azure.net
     custom: bool = False  # custom authorities are not in Microsoft's instance discovery
+    # Key Vault's resource (token audience): an environment file's keyVaultEndpoint; by
+    # default https://<DNS suffix>, which is what it is in every public cloud.
+    vault_resource: str = ""
 
     def vault_url(self, vault_name: str) -> str:
         return f"https://{vault_name}.{self.vault_dns_suffix}"
 
     @property
     def scope(self) -> str:
-        """The token scope of Key Vault in this cloud (its resource is the DNS suffix)."""
-        return f"https://{self.vault_dns_suffix}/.default"
+        """The token scope of Key Vault in this cloud."""
+        resource = self.vault_resource or f"https://{self.vault_dns_suffix}"
+        return f"{resource.rstrip('/')}/.default"
 
 
 _KNOWN = {
@@ -58,11 +62,15 @@ def _read_env_file(path: str) -> Cloud:
     missing = [k for k in _ENV_KEYS if not isinstance(doc.get(k), str) or not doc[k]]
     if missing:
         raise InvalidSpec("cloudEnvFileName", f"{path!r} lacks {', '.join(missing)}")
+    resource = doc.get("keyVaultEndpoint") or ""
+    if not isinstance(resource, str) or (resource and not resource.startswith("https://")):
+        raise InvalidSpec("cloudEnvFileName", f"{path!r}: keyVaultEndpoint must be an https:// URL")
     return Cloud(
         name=doc["name"],
         aad_endpoint=doc["activeDirectoryEndpoint"],
         vault_dns_suffix=doc["keyVaultDNSSuffix"].strip("."),
         custom=True,
+        vault_resource=resource,
     )
 
 

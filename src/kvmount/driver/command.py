@@ -92,12 +92,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.nodeid:
         log.info("--nodeid not set, using the host name", extra={"node_id": node_id})
     store: Store
-    syncer = None
+    api = syncer = None
     if args.standalone_classes_dir:
         store = FileStore(args.standalone_classes_dir, args.state_dir)
     else:
-        store = kube_store = KubeStore(args.kubeconfig, args.drivername, node_id)
-        syncer = SecretSync(kube_store.core)
+        store = api = KubeStore(args.kubeconfig, args.drivername, node_id)
+        syncer = SecretSync(api.core)
     additional = (
         DEFAULT_ADDITIONAL_PROVIDER_PATHS
         if args.additional_provider_volume_paths is None
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_addr:
         http = serve_http(args.metrics_addr, {"/metrics": metrics_route(), "/healthz": ok_route()})
     stop = threading.Event()
-    Rotator(publisher, store, node_id, args.rotation_poll_interval).start(
+    Rotator(publisher, api, node_id, args.rotation_poll_interval).start(
         stop, periodic=args.enable_secret_rotation
     )
     if args.provider_health_check:

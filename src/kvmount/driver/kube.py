@@ -152,9 +152,6 @@ class PodRef:
 
 
 class Store(Protocol):
-    # Whether get_pod answers: a None from a store that reads pods means the pod is gone.
-    reads_pods: bool
-
     def get_class(self, namespace: str, name: str) -> SecretProviderClass: ...
 
     def put_pod_status(self, status: PodStatus) -> str:
@@ -163,34 +160,15 @@ class Store(Protocol):
 
     def delete_pod_status(self, namespace: str, name: str) -> None: ...
 
-    def node_pod_statuses(self, node_name: str) -> list[dict[str, Any]]:
-        """The SecretProviderClassPodStatus objects of this node (for recovery after a restart)."""
-        ...
-
-    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The pod as the API returns it, or None when it is gone or there is no API."""
-        ...
-
-    def node_publish_secret(self, namespace: str, name: str) -> dict[str, str]:
-        """The decoded data of a pod's nodePublishSecretRef Secret."""
-        ...
-
-    def service_account_tokens(self, pod: dict[str, Any]) -> str | None:
-        """kubelet's csi.storage.k8s.io/serviceAccount.tokens JSON for ``pod``, made with TokenRequest
-        for the audiences of the CSIDriver's tokenRequests; None when no tokens are requested."""
-        ...
-
     def record_event(self, pod: PodRef, kind: str, reason: str, message: str) -> None: ...
-
-    def watch_node_pods(self, node_name: str) -> Iterator[tuple[str, dict[str, str]]]:
-        """(uid, annotations) of this node's pods as they are listed and change; ends after a while."""
-        ...
 
 
 class KubeStore:
-    """The API server, reached with a kubeconfig file or the in-cluster service account."""
+    """The API server, reached with a kubeconfig file or the in-cluster service account.
 
-    reads_pods = True
+    Beyond the Store calls it reads what rotation needs: this node's pod statuses,
+    pods, node-publish Secrets and service account tokens, and it watches pods.
+    """
 
     def __init__(
         self, kubeconfig: str = "", driver_name: str = "secrets-store.csi.k8s.io", node: str = ""
@@ -346,6 +324,8 @@ class KubeStore:
                 storage_what, client.StorageV1Api(self._client()).read_csi_driver, self.driver_name
             )
         except ApiException as err:
+            if err.status == 404:
+                return None  # no CSIDriver object, so kubelet would send no tokens either
             raise _api_error(storage_what, "get", err) from None
         requests = driver.spec.token_requests or []
         if not requests:
@@ -456,8 +436,6 @@ def _api_error(what: str, verb: str, err: Any) -> StoreError:
 class FileStore:
     """Standalone mode: classes from ``*.yaml`` files, pod statuses as JSON files."""
 
-    reads_pods = False
-
     def __init__(self, classes_dir: str, state_dir: str) -> None:
         self.classes_dir = classes_dir
         self.status_dir = os.path.join(state_dir, "podstatuses")
@@ -492,30 +470,6 @@ class FileStore:
     def delete_pod_status(self, namespace: str, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._status_path(namespace, name))
-
-    def node_pod_statuses(self, node_name: str) -> list[dict[str, Any]]:
-        found = []
-        for path in sorted(glob.glob(os.path.join(self.status_dir, "*", "*.json"))):
-            try:
-                with open(path, encoding="utf-8") as fh:
-                    doc = json.load(fh)
-            except (OSError, ValueError):
-                continue
-            if (doc.get("metadata") or {}).get("labels", {}).get(NODE_LABEL) == node_name:
-                found.append(doc)
-        return found
-
-    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return None
-
-    def node_publish_secret(self, namespace: str, name: str) -> dict[str, str]:
-        raise StoreError("NodePublishSecretNotFound", "standalone mode reads no Secrets")
-
-    def service_account_tokens(self, pod: dict[str, Any]) -> str | None:
-        return None
-
-    def watch_node_pods(self, node_name: str) -> Iterator[tuple[str, dict[str, str]]]:
-        return iter(())
 
     def record_event(self, pod: PodRef, kind: str, reason: str, message: str) -> None:
         # No API to hold events: the log is where a standalone driver's user looks.

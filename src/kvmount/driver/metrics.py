@@ -19,7 +19,7 @@ ERROR_TYPES = frozenset(
         "InvalidSecretProviderClass",
         "APIServerUnavailable",
         "APIServerForbidden",
-        "PodNotFound",
+        "NodePublishSecretNotFound",
         "InvalidProvider",
         "ProviderNotFound",
         "ProviderUnavailable",

@@ -301,7 +301,6 @@ class Publisher:
         the pod's files are good, and the next rotation tries the sync again."""
         if not spc.secret_objects:
             return
-        ref = PodRef(pod.namespace, pod.name, pod.uid)
         if self.syncer is None or not status_uid:
             log.warning(
                 "secretObjects ignored: Secret sync needs the Kubernetes API", extra={"class": spc.name}
@@ -321,6 +320,7 @@ class Publisher:
             log.warning(
                 "secret sync failed", extra={"class": spc.name, "reason": err.reason, "error": str(err)}
             )
+            ref = PodRef(pod.namespace, pod.name, pod.uid)
             self.store.record_event(ref, "Warning", "SecretSyncFailed", str(err))
             return
         metrics.sync_done(spc.provider, time.monotonic() - start, None)

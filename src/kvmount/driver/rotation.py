@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kvmount.driver import metrics, mounts
-from kvmount.driver.kube import PodRef, Store, StoreError
+from kvmount.driver.kube import KubeStore, PodRef, StoreError
 from kvmount.driver.kubelet_client import volume_id
 from kvmount.driver.publish import (
     CLASS_KEY,
@@ -61,9 +61,13 @@ def pod_volume(pod: dict[str, Any], target_path: str) -> dict[str, Any] | None:
 
 
 class Rotator:
-    def __init__(self, publisher: Publisher, store: Store, node_id: str, interval: float, workers: int = 4):
+    """Rotation for the volumes of ``publisher``; ``api`` is None in standalone mode."""
+
+    def __init__(
+        self, publisher: Publisher, api: KubeStore | None, node_id: str, interval: float, workers: int = 4
+    ) -> None:
         self.publisher = publisher
-        self.store = store
+        self.api = api
         self.node_id = node_id
         self.interval = interval
         self.workers = workers
@@ -74,10 +78,10 @@ class Rotator:
         """The served volumes: the state directory's, plus any of this node's pod statuses whose
         target is still mounted but whose state was lost (a wiped state directory)."""
         known = {s.target_path: s for s in self.publisher.served_volumes()}
-        if not self.store.reads_pods:
+        if self.api is None:
             return list(known.values())
         try:
-            statuses = self.store.node_pod_statuses(self.node_id)
+            statuses = self.api.node_pod_statuses(self.node_id)
         except StoreError as err:
             log.warning("cannot list this node's pod statuses", extra={"error": str(err)})
             return list(known.values())
@@ -85,7 +89,7 @@ class Rotator:
             target = str((doc.get("status") or {}).get("targetPath") or "")
             if target and target not in known and mounts.is_mounted(target):
                 try:
-                    state = self._from_status(doc, target)
+                    state = self._from_status(self.api, doc, target)
                 except StoreError as err:
                     log.warning("cannot recover volume", extra={"target_path": target, "error": str(err)})
                     continue
@@ -95,15 +99,16 @@ class Rotator:
                     log.info("recovered volume from its pod status", extra={"target_path": target})
         return list(known.values())
 
-    def _from_status(self, doc: dict[str, Any], target: str) -> VolumeState | None:
+    @staticmethod
+    def _from_status(api: KubeStore, doc: dict[str, Any], target: str) -> VolumeState | None:
         status, namespace = doc["status"], doc["metadata"]["namespace"]
-        pod = self.store.get_pod(namespace, str(status.get("podName") or ""))
+        pod = api.get_pod(namespace, str(status.get("podName") or ""))
         volume = pod_volume(pod, target) if pod is not None else None
         if pod is None or volume is None:
             return None
         meta = pod["metadata"]
         class_name = str(status.get("secretProviderClassName") or "")
-        spc = self.store.get_class(namespace, class_name)
+        spc = api.get_class(namespace, class_name)
         account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
         context = {
             **{str(k): str(v) for k, v in (volume["csi"].get("volumeAttributes") or {}).items()},
@@ -131,18 +136,18 @@ class Rotator:
 
     def _request(self, state: VolumeState) -> VolumeRequest | None:
         """The publish request kubelet would send now, or None when the pod is gone."""
-        if not self.store.reads_pods:
+        if self.api is None:
             secrets = self.publisher.last_secrets(state.target_path)
         else:
-            pod = self.store.get_pod(state.pod_namespace, state.pod_name)
+            pod = self.api.get_pod(state.pod_namespace, state.pod_name)
             if pod is None or pod["metadata"].get("uid") != state.pod_uid:
                 return None
             secrets = {}
             volume = pod_volume(pod, state.target_path) or {}
             secret_ref = (volume.get("csi") or {}).get("nodePublishSecretRef") or {}
             if secret_ref.get("name"):
-                secrets = self.store.node_publish_secret(state.pod_namespace, secret_ref["name"])
-            tokens = self.store.service_account_tokens(pod)
+                secrets = self.api.node_publish_secret(state.pod_namespace, secret_ref["name"])
+            tokens = self.api.service_account_tokens(pod)
             if tokens:
                 secrets[SA_TOKENS] = tokens
         return VolumeRequest(
@@ -168,11 +173,13 @@ class Rotator:
             metrics.rotation_done(state.provider, time.monotonic() - start, None, err.reason)
             log.warning("rotation failed", extra={"target_path": state.target_path, "error": str(err)})
             message = f"{where}: rotation failed, the previous content is kept: {err}"
-            self.store.record_event(pod, "Warning", "MountRotationFailed", message)
+            self.publisher.store.record_event(pod, "Warning", "MountRotationFailed", message)
             return
         metrics.rotation_done(state.provider, time.monotonic() - start, outcome.changed)
         if outcome.changed:
-            self.store.record_event(pod, "Normal", "MountRotationComplete", f"{where}: content rotated")
+            self.publisher.store.record_event(
+                pod, "Normal", "MountRotationComplete", f"{where}: content rotated"
+            )
 
     # ------------------------------------------------------------ triggers
 
@@ -203,18 +210,19 @@ class Rotator:
 
     def _run(self, stop: threading.Event, periodic: bool) -> None:
         self.recover()
-        if self.store.reads_pods:
-            threading.Thread(target=self._watch, args=(stop,), name="refresh-watch", daemon=True).start()
+        if self.api is not None:
+            api = self.api
+            threading.Thread(target=self._watch, args=(api, stop), name="refresh-watch", daemon=True).start()
         while periodic and not stop.wait(self.interval):
             try:
                 self.round()
             except Exception as err:  # a bug must not end rotation for every volume
                 log.error("rotation round failed", extra={"error_type": type(err).__name__})
 
-    def _watch(self, stop: threading.Event) -> None:
+    def _watch(self, api: KubeStore, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                for uid, annotations in self.store.watch_node_pods(self.node_id):
+                for uid, annotations in api.watch_node_pods(self.node_id):
                     if stop.is_set():
                         return
                     self.on_pod(uid, annotations)

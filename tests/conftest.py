@@ -44,7 +44,7 @@ import os  # noqa: E402
 from tests.peers.kube import KubeAPIServer, binaries  # noqa: E402
 
 
-def _in_ci() -> bool:
+def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
@@ -57,7 +57,7 @@ def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPI
     """
     if binaries() is None:
         reason = "etcd or kube-apiserver not installed: run scripts/peers/kube-apiserver.sh"
-        if _in_ci():
+        if in_ci():
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
     server = KubeAPIServer(tmp_path_factory.mktemp("kube")).start()

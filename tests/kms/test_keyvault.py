@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import subprocess
 import uuid
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.certs import make_chain
+from tests.conftest import in_ci
 from tests.kms.conftest import Kms, write_config
 from tests.peers.keyvault_double import KeyVaultDouble
 
@@ -102,7 +102,7 @@ def unlocks(device: Path, passphrase: bytes) -> bool:
 def device(tmp_path: Path) -> Path:
     if not Path(CRYPTSETUP).exists():
         reason = "cryptsetup is not installed (scripts/peers/cryptsetup.sh)"
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        if in_ci():
             pytest.fail(reason, pytrace=False)  # CI installs every peer: a missing one is a failure
         pytest.skip(reason)
     path = tmp_path / "volume.img"

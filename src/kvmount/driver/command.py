@@ -113,14 +113,12 @@ def run(args: argparse.Namespace) -> int:
         rotation_interval=args.rotation_poll_interval if args.enable_secret_rotation else None,
         syncer=syncer,
     )
-    served = publisher.served_volumes()
     log.info(
         "starting",
         extra={
             "driver": args.drivername,
             "node_id": node_id,
             "mode": "standalone" if args.standalone_classes_dir else "kubernetes",
-            "volumes": len(served),
             "rotation": args.enable_secret_rotation,
         },
     )

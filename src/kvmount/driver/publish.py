@@ -76,6 +76,10 @@ class _Pod:
     uid: str
     service_account: str
 
+    @property
+    def ref(self) -> PodRef:
+        return PodRef(self.namespace, self.name, self.uid)
+
 
 class KeyedLocks:
     """One lock per key, dropped when no one holds or waits for it."""
@@ -114,9 +118,10 @@ def _pod(context: Mapping[str, str]) -> _Pod:
 
 def _pod_ref(context: Mapping[str, str]) -> PodRef | None:
     """The pod an event can name, when the request says which."""
-    if all(context.get(k) for k in (POD_NAME, POD_NAMESPACE, POD_UID)):
-        return PodRef(context[POD_NAMESPACE], context[POD_NAME], context[POD_UID])
-    return None
+    try:
+        return _pod(context).ref
+    except PublishError:
+        return None
 
 
 def _gid(group: str) -> int | None:
@@ -136,18 +141,27 @@ def _has_content(target: str) -> bool:
     return bool(os.listdir(target))
 
 
+def _secrets_with_tokens(req: VolumeRequest) -> dict[str, str]:
+    """The request's secrets plus the service account tokens, which kubelet puts in the
+    secrets (serviceAccountTokenInSecrets) or else in the volume context."""
+    secrets = dict(req.secrets)
+    tokens = secrets.get(SA_TOKENS) or req.volume_context.get(SA_TOKENS)
+    if tokens:
+        secrets[SA_TOKENS] = tokens
+    return secrets
+
+
 def provider_payload(spc: SecretProviderClass, req: VolumeRequest) -> tuple[dict[str, str], dict[str, str]]:
     """The attributes and secrets a provider gets.
 
     Attributes: the class parameters overlaid with every volume attribute
-    kubelet sent (pod info included), plus the service account tokens, which
-    kubelet puts in the request's secrets (serviceAccountTokenInSecrets) or
-    else in the volume context. Secrets: the node-publish secret alone.
+    kubelet sent (pod info included), plus the service account tokens.
+    Secrets: the node-publish secret alone.
     """
     attributes = dict(spc.parameters)
     attributes.update(req.volume_context)
-    secrets = dict(req.secrets)
-    tokens = secrets.pop(SA_TOKENS, None) or req.volume_context.get(SA_TOKENS)
+    secrets = _secrets_with_tokens(req)
+    tokens = secrets.pop(SA_TOKENS, None)
     if tokens:
         attributes[SA_TOKENS] = tokens
     return attributes, secrets
@@ -238,13 +252,13 @@ class Publisher:
             )
         gid = _gid(req.volume_mount_group)
         target = req.target_path
-        if refresh and not mounts.is_mounted(target):
+        was_mounted = mounted = mounts.is_mounted(target)
+        if refresh and not was_mounted:
             return  # unpublished meanwhile: a rotation never brings a volume back
         created = self._ensure_dir(target)
-        mounted = keep_mount = False
+        keep_mount = False
         where = f"SecretProviderClass {pod.namespace}/{class_name} for pod {pod.namespace}/{pod.name}"
         try:
-            was_mounted = mounted = mounts.is_mounted(target)
             # A live volume keeps its content whatever happens to a refresh of it.
             keep_mount = was_mounted and _has_content(target)
             previous = self.registry.load(target) if was_mounted else None
@@ -284,11 +298,7 @@ class Publisher:
                     refresh_token=previous.refresh_token if previous else "",
                 )
             )
-            secrets = dict(req.secrets)
-            tokens = secrets.get(SA_TOKENS) or req.volume_context.get(SA_TOKENS)
-            if tokens:
-                secrets[SA_TOKENS] = tokens
-            self._secrets[target] = secrets
+            self._secrets[target] = _secrets_with_tokens(req)
         except BaseException:
             if not keep_mount:
                 self._clean(target, mounted, created)
@@ -320,8 +330,7 @@ class Publisher:
             log.warning(
                 "secret sync failed", extra={"class": spc.name, "reason": err.reason, "error": str(err)}
             )
-            ref = PodRef(pod.namespace, pod.name, pod.uid)
-            self.store.record_event(ref, "Warning", "SecretSyncFailed", str(err))
+            self.store.record_event(pod.ref, "Warning", "SecretSyncFailed", str(err))
             return
         metrics.sync_done(spc.provider, time.monotonic() - start, None)
 

@@ -78,18 +78,22 @@ class Rotator:
         """The served volumes: the state directory's, plus any of this node's pod statuses whose
         target is still mounted but whose state was lost (a wiped state directory)."""
         known = {s.target_path: s for s in self.publisher.served_volumes()}
-        if self.api is None:
-            return list(known.values())
+        if self.api is not None:
+            self._recover_from_statuses(self.api, known)
+        log.info("serving", extra={"volumes": len(known)})
+        return list(known.values())
+
+    def _recover_from_statuses(self, api: KubeStore, known: dict[str, VolumeState]) -> None:
         try:
-            statuses = self.api.node_pod_statuses(self.node_id)
+            statuses = api.node_pod_statuses(self.node_id)
         except StoreError as err:
             log.warning("cannot list this node's pod statuses", extra={"error": str(err)})
-            return list(known.values())
+            return
         for doc in statuses:
             target = str((doc.get("status") or {}).get("targetPath") or "")
             if target and target not in known and mounts.is_mounted(target):
                 try:
-                    state = self._from_status(self.api, doc, target)
+                    state = self._from_status(api, doc, target)
                 except StoreError as err:
                     log.warning("cannot recover volume", extra={"target_path": target, "error": str(err)})
                     continue
@@ -97,7 +101,6 @@ class Rotator:
                     self.publisher.registry.save(state)
                     known[target] = state
                     log.info("recovered volume from its pod status", extra={"target_path": target})
-        return list(known.values())
 
     @staticmethod
     def _from_status(api: KubeStore, doc: dict[str, Any], target: str) -> VolumeState | None:

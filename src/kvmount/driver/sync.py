@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, Pub
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from kvmount.driver.kube import REQUEST_TIMEOUT
-from kvmount.keyvault.content import order_chain
+from kvmount.keyvault.content import order_chain, pem_certs
 
 MANAGED_LABEL = "secrets-store.csi.k8s.io/managed"
 OWNER_API_VERSION = "secrets-store.csi.x-k8s.io/v1"
@@ -282,7 +282,7 @@ def _tls_chain(content: bytes, where: str) -> bytes:
         leaf = next((c for c in chain if _spki(c.public_key()) == mine), None)
         if leaf is not None:
             chain = [leaf, *(c for c in chain if c is not leaf)]
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
+    return pem_certs(chain)
 
 
 def _check_pair(key_pem: bytes, chain_pem: bytes, where: str) -> None:

@@ -109,7 +109,7 @@ def order_chain(certs: Sequence[x509.Certificate]) -> list[x509.Certificate]:
     return [certs[i] for i in order]
 
 
-def _pem_certs(certs: Sequence[x509.Certificate]) -> bytes:
+def pem_certs(certs: Sequence[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
@@ -148,7 +148,7 @@ def _pfx_to_pem(spec: ObjectSpec, value: str, options: ContentOptions) -> tuple[
         key = bundle.key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-    return key, _pem_certs(certs)
+    return key, pem_certs(certs)
 
 
 def secret_files(

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,3 +188,13 @@ def make_pod(kubelet_dir: Path, name: str = "web", namespace: str = "default") -
     target = Path(kubelet_client.target_path(str(kubelet_dir), uid, "secrets-store-inline"))
     target.parent.mkdir(parents=True)
     return Pod(name, namespace, uid, target)
+
+
+def eventually(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Seconds until ``check`` holds; fails after ``timeout``."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.1)
+    return time.monotonic() - start

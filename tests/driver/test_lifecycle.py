@@ -13,7 +13,7 @@ from kvmount.driver.kube import FileStore
 from kvmount.driver.providers import ProviderClients, ProviderError
 from kvmount.driver.publish import Publisher, PublishError, VolumeRequest
 from kvmount.driver.volumes import VolumeRegistry
-from tests.driver.conftest import PROVIDER, make_pod, start_driver, stop_driver
+from tests.driver.conftest import PROVIDER, eventually, make_pod, start_driver, stop_driver
 from tests.driver.provider_double import ProviderDouble
 
 
@@ -128,10 +128,7 @@ def test_standalone_rotation(
         pod = make_pod(kubelet_dir)
         driver.node.NodePublishVolume(pod.publish_request("rot", secrets={"k": "node secret"}), timeout=30)
         driver.write_class("rot", {"file.a": "two"})
-        deadline = time.monotonic() + 5
-        while (pod.target / "a").read_text() != "two":
-            assert time.monotonic() < deadline, "not rotated within 5s"
-            time.sleep(0.1)
+        eventually(lambda: (pod.target / "a").read_text() == "two", 5, "rotated")
         assert json.loads(provider.requests[-1].secrets) == {"k": "node secret"}
         assert "node secret" not in "".join(p.read_text() for p in (base / "state").rglob("*.json"))
         driver.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=30)

@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from kvmount.driver.publish import Publisher, VolumeRequest
 from kvmount.driver.rotation import REFRESH_ANNOTATION, Rotator
 from kvmount.driver.sync import SecretSync
 from kvmount.driver.volumes import VolumeRegistry
-from tests.driver.conftest import Driver, Pod, start_driver, stop_driver, wait_for_socket
+from tests.driver.conftest import Driver, Pod, eventually, start_driver, stop_driver, wait_for_socket
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.peers.kube import KubeAPIServer
 
@@ -203,16 +203,6 @@ class Namespace:
     def events(self, pod: str, reason: str) -> list[Any]:
         found = self.core.list_namespaced_event(self.name).items
         return [e for e in found if e.involved_object.name == pod and e.reason == reason]
-
-
-def eventually(check: Callable[[], bool], timeout: float, what: str) -> float:
-    """Seconds until ``check`` holds; fails after ``timeout``."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.1)
-    return time.monotonic() - start
 
 
 def metrics(driver: Driver) -> str:

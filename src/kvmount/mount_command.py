@@ -91,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def mount(args: argparse.Namespace) -> list[str]:
-    from kvmount.driver.atomic_writer import AtomicWriter, Payload
+    from kvmount.volume.atomic_writer import AtomicWriter, Payload
 
     params = class_parameters(_load_yaml(args.spc, "class"), args.spc)
     secrets: Mapping[str, str] | None = None

@@ -17,9 +17,10 @@ import grpc
 import pytest
 import yaml
 
-from kvmount.driver import kubelet_client, mounts
+from kvmount.driver import kubelet_client
 from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import csi_pb2_grpc as csi_grpc
+from kvmount.volume import mounts
 from tests.driver.provider_double import Behaviour, ProviderDouble, serve
 
 PROVIDER = "double"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kvmount.driver import mounts
+from kvmount.volume import mounts
 
 REPO = Path(__file__).resolve().parents[2]
 CLASS = """\

@@ -14,9 +14,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from kvmount.driver import mounts
 from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import v1alpha1_pb2 as pb
+from kvmount.volume import mounts
 from tests.driver.conftest import PROVIDER, Driver, make_pod
 from tests.driver.provider_double import ProviderDouble
 

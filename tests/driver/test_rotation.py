@@ -27,12 +27,13 @@ import yaml
 from kubernetes import client as _client
 
 from kvmount.driver import kubelet_client
-from kvmount.driver.kube import KubeStore
 from kvmount.driver.providers import ProviderClients
-from kvmount.driver.publish import Publisher, VolumeRequest
+from kvmount.driver.publish import Publisher
+from kvmount.driver.request import VolumeRequest
 from kvmount.driver.rotation import REFRESH_ANNOTATION, Rotator
-from kvmount.driver.sync import SecretSync
 from kvmount.driver.volumes import VolumeRegistry
+from kvmount.kube.api_store import KubeStore
+from kvmount.secretsync.writer import SecretSync
 from tests.driver.conftest import Driver, Pod, eventually, start_driver, stop_driver, wait_for_socket
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.peers.kube import KubeAPIServer

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmount.driver import mounts
+from kvmount.volume import mounts
 from tests.flexvolume.driver import Driver
 
 

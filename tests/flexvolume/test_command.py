@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kvmount.driver import mounts
+from kvmount.volume import mounts
 from tests.flexvolume.driver import Call, Driver
 
 

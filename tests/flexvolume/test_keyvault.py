@@ -24,7 +24,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from kvmount.driver import mounts
+from kvmount.volume import mounts
 from tests.certs import make_chain
 from tests.flexvolume.driver import Call, Driver
 

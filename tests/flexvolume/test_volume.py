@@ -10,9 +10,9 @@ from typing import ClassVar
 
 import pytest
 
-from kvmount.driver import mounts
 from kvmount.flexvolume import volume
 from kvmount.keyvault.mount import File, MountResult, Settings
+from kvmount.volume import mounts
 
 OPTIONS = json.dumps({"keyvaultname": "kv1", "keyvaultobjectnames": "a", "keyvaultobjecttypes": "secret"})
 

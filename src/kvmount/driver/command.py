@@ -9,14 +9,16 @@ import threading
 
 from kvmount import __version__, unix_grpc
 from kvmount.driver import csi
-from kvmount.driver.kube import FileStore, KubeStore, Store
 from kvmount.driver.providers import ProviderClients
 from kvmount.driver.publish import Publisher
 from kvmount.driver.rotation import Rotator
-from kvmount.driver.sync import SecretSync
 from kvmount.driver.volumes import VolumeRegistry
 from kvmount.flags import add_bool, go_duration
+from kvmount.kube.api_store import KubeStore
+from kvmount.kube.file_store import FileStore
+from kvmount.kube.store import Store
 from kvmount.observability import metrics_route, ok_route, serve_http, setup_logging
+from kvmount.secretsync.writer import SecretSync
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ import grpc
 
 from kvmount import __version__
 from kvmount.driver import metrics
-from kvmount.driver.publish import Publisher, PublishError, VolumeRequest
+from kvmount.driver.publish import Publisher
+from kvmount.driver.request import PublishError, VolumeRequest
 from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import csi_pb2_grpc as csi_grpc
 

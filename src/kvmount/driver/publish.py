@@ -14,157 +14,45 @@ import json
 import logging
 import os
 import shutil
-import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 
-from kvmount.driver import metrics, mounts
-from kvmount.driver.atomic_writer import AtomicWriter, Payload, PayloadError
-from kvmount.driver.kube import PodRef, PodStatus, SecretProviderClass, Store, StoreError
+from kvmount.driver import metrics
+from kvmount.driver.locks import KeyedLocks
 from kvmount.driver.providers import ProviderClients, ProviderError
-from kvmount.driver.sync import Owner, SecretSync, SyncError
-from kvmount.driver.volumes import SA_TOKENS, VolumeRegistry, VolumeState
+from kvmount.driver.request import (
+    CLASS_KEY,
+    DEFAULT_TIMEOUT,
+    PERMISSION,
+    Pod,
+    PublishError,
+    VolumeRequest,
+    parse_gid,
+    parse_pod,
+    pod_ref,
+    provider_payload,
+    secrets_with_tokens,
+    store_error,
+)
+from kvmount.driver.volumes import VolumeRegistry, VolumeState
+from kvmount.kube.classes import SecretProviderClass
+from kvmount.kube.errors import StoreError
+from kvmount.kube.podstatus import PodStatus
+from kvmount.kube.store import Store
 from kvmount.proto import v1alpha1_pb2 as pb
+from kvmount.secretsync.errors import SyncError
+from kvmount.secretsync.writer import Owner, SecretSync
+from kvmount.volume import mounts
+from kvmount.volume.atomic_writer import AtomicWriter, Payload, PayloadError
 
 log = logging.getLogger(__name__)
-
-POD_NAME = "csi.storage.k8s.io/pod.name"
-POD_NAMESPACE = "csi.storage.k8s.io/pod.namespace"
-POD_UID = "csi.storage.k8s.io/pod.uid"
-SA_NAME = "csi.storage.k8s.io/serviceAccount.name"
-CLASS_KEY = "secretProviderClass"
-# The default file mode sent to providers, as a JSON decimal (0644).
-PERMISSION = "420"
-# kubelet gives a CSI call two minutes; without a deadline the driver assumes the same.
-DEFAULT_TIMEOUT = 120.0
-
-_STORE_CODES = {
-    "SecretProviderClassNotFound": grpc.StatusCode.NOT_FOUND,
-    "InvalidSecretProviderClass": grpc.StatusCode.FAILED_PRECONDITION,
-    "APIServerForbidden": grpc.StatusCode.PERMISSION_DENIED,
-}
-
-
-class PublishError(Exception):
-    """A failed call: a gRPC code, a closed-set reason for metrics, and a message for the user."""
-
-    def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class VolumeRequest:
-    """A checked NodePublishVolume request."""
-
-    volume_id: str
-    target_path: str
-    volume_context: Mapping[str, str]
-    secrets: Mapping[str, str] = field(repr=False)
-    volume_mount_group: str = ""
-
-
-@dataclass
-class _Pod:
-    name: str
-    namespace: str
-    uid: str
-    service_account: str
-
-    @property
-    def ref(self) -> PodRef:
-        return PodRef(self.namespace, self.name, self.uid)
-
-
-class KeyedLocks:
-    """One lock per key, dropped when no one holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: dict[str, tuple[threading.Lock, int]] = {}
-
-    @contextmanager
-    def hold(self, key: str) -> Iterator[None]:
-        with self._guard:
-            lock, users = self._locks.get(key, (threading.Lock(), 0))
-            self._locks[key] = (lock, users + 1)
-        try:
-            with lock:
-                yield
-        finally:
-            with self._guard:
-                lock, users = self._locks[key]
-                if users == 1:
-                    del self._locks[key]
-                else:
-                    self._locks[key] = (lock, users - 1)
-
-
-def _pod(context: Mapping[str, str]) -> _Pod:
-    missing = [k for k in (POD_NAME, POD_NAMESPACE, POD_UID) if not context.get(k)]
-    if missing:
-        raise PublishError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "InvalidRequest",
-            f"volume_context lacks {', '.join(missing)}: set podInfoOnMount: true in the CSIDriver object",
-        )
-    return _Pod(context[POD_NAME], context[POD_NAMESPACE], context[POD_UID], context.get(SA_NAME, ""))
-
-
-def _pod_ref(context: Mapping[str, str]) -> PodRef | None:
-    """The pod an event can name, when the request says which."""
-    try:
-        return _pod(context).ref
-    except PublishError:
-        return None
-
-
-def _gid(group: str) -> int | None:
-    if not group:
-        return None
-    if not group.isdigit():
-        raise PublishError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "InvalidRequest",
-            f"volume_capability.mount.volume_mount_group {group[:32]!r} is not a numeric group id",
-        )
-    return int(group)
 
 
 def _has_content(target: str) -> bool:
     # Written by the atomic writer, or by an older provider that writes its own files.
     return bool(os.listdir(target))
-
-
-def _secrets_with_tokens(req: VolumeRequest) -> dict[str, str]:
-    """The request's secrets plus the service account tokens, which kubelet puts in the
-    secrets (serviceAccountTokenInSecrets) or else in the volume context."""
-    secrets = dict(req.secrets)
-    tokens = secrets.get(SA_TOKENS) or req.volume_context.get(SA_TOKENS)
-    if tokens:
-        secrets[SA_TOKENS] = tokens
-    return secrets
-
-
-def provider_payload(spc: SecretProviderClass, req: VolumeRequest) -> tuple[dict[str, str], dict[str, str]]:
-    """The attributes and secrets a provider gets.
-
-    Attributes: the class parameters overlaid with every volume attribute
-    kubelet sent (pod info included), plus the service account tokens.
-    Secrets: the node-publish secret alone.
-    """
-    attributes = dict(spc.parameters)
-    attributes.update(req.volume_context)
-    secrets = _secrets_with_tokens(req)
-    tokens = secrets.pop(SA_TOKENS, None)
-    if tokens:
-        attributes[SA_TOKENS] = tokens
-    return attributes, secrets
 
 
 @dataclass
@@ -217,7 +105,7 @@ class Publisher:
                 "publish failed",
                 extra={"target_path": req.target_path, "code": err.code.name, "error": str(err)},
             )
-            pod = _pod_ref(req.volume_context)
+            pod = pod_ref(req.volume_context)
             if pod is not None and not refresh:
                 self.store.record_event(pod, "Warning", "FailedToMount", str(err))
             raise
@@ -242,7 +130,7 @@ class Publisher:
     def _publish(
         self, req: VolumeRequest, deadline: float | None, refresh: bool, label: list[str], outcome: Outcome
     ) -> None:
-        pod = _pod(req.volume_context)
+        pod = parse_pod(req.volume_context)
         class_name = req.volume_context.get(CLASS_KEY, "")
         if not class_name:
             raise PublishError(
@@ -250,7 +138,7 @@ class Publisher:
                 "InvalidRequest",
                 f"volume_context lacks {CLASS_KEY}: set volumeAttributes.{CLASS_KEY} in the pod's csi volume",
             )
-        gid = _gid(req.volume_mount_group)
+        gid = parse_gid(req.volume_mount_group)
         target = req.target_path
         was_mounted = mounted = mounts.is_mounted(target)
         if refresh and not was_mounted:
@@ -279,7 +167,7 @@ class Publisher:
             try:
                 status_uid = self.store.put_pod_status(status)
             except StoreError as err:
-                raise _store_error(err, where) from None
+                raise store_error(err, where) from None
             self._sync(spc, pod, status.name, status_uid, files)
             self.registry.save(
                 VolumeState(
@@ -298,14 +186,14 @@ class Publisher:
                     refresh_token=previous.refresh_token if previous else "",
                 )
             )
-            self._secrets[target] = _secrets_with_tokens(req)
+            self._secrets[target] = secrets_with_tokens(req)
         except BaseException:
             if not keep_mount:
                 self._clean(target, mounted, created)
             raise
 
     def _sync(
-        self, spc: SecretProviderClass, pod: _Pod, status_name: str, status_uid: str, files: list[Payload]
+        self, spc: SecretProviderClass, pod: Pod, status_name: str, status_uid: str, files: list[Payload]
     ) -> None:
         """Kubernetes Secrets from the files; a failure is reported (event, metric), not raised:
         the pod's files are good, and the next rotation tries the sync again."""
@@ -366,7 +254,7 @@ class Publisher:
         try:
             return self.store.get_class(namespace, name)
         except StoreError as err:
-            raise _store_error(err, None) from None
+            raise store_error(err, None) from None
 
     def _fetch_and_write(
         self,
@@ -483,8 +371,3 @@ class Publisher:
                 log.info("forgetting unmounted volume", extra={"target_path": state.target_path})
                 self.registry.remove(state.target_path)
         return live
-
-
-def _store_error(err: StoreError, where: str | None) -> PublishError:
-    code = _STORE_CODES.get(err.reason, grpc.StatusCode.UNAVAILABLE)
-    return PublishError(code, err.reason, f"{where}: {err}" if where else str(err))

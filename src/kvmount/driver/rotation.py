@@ -27,20 +27,23 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from kvmount.driver import metrics, mounts
-from kvmount.driver.kube import KubeStore, PodRef, StoreError
+from kvmount.driver import metrics
 from kvmount.driver.kubelet_client import volume_id
-from kvmount.driver.publish import (
+from kvmount.driver.publish import Publisher
+from kvmount.driver.request import (
     CLASS_KEY,
     POD_NAME,
     POD_NAMESPACE,
     POD_UID,
     SA_NAME,
-    Publisher,
     PublishError,
     VolumeRequest,
 )
 from kvmount.driver.volumes import SA_TOKENS, VolumeState
+from kvmount.kube.api_store import KubeStore
+from kvmount.kube.errors import StoreError
+from kvmount.kube.podstatus import PodRef
+from kvmount.volume import mounts
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 
-from kvmount.driver.kube import write_json
+from kvmount.json_file import write_json
 
 log = logging.getLogger(__name__)
 

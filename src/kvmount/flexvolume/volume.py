@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import os
 
-from kvmount.driver import mounts
-from kvmount.driver.atomic_writer import AtomicWriter, Payload
 from kvmount.flexvolume.options import parse_json, translate
 from kvmount.keyvault.mount import KeyVaultMounter, Settings
+from kvmount.volume import mounts
+from kvmount.volume.atomic_writer import AtomicWriter, Payload
 
 log = logging.getLogger(__name__)
 

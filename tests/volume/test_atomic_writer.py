@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kvmount.driver import mounts
-from kvmount.driver.atomic_writer import DATA_LINK, AtomicWriter, Payload, PayloadError, validate
+from kvmount.volume import mounts
+from kvmount.volume.atomic_writer import DATA_LINK, AtomicWriter, Payload, PayloadError, validate
 
 
 @pytest.fixture

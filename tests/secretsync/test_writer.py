@@ -13,7 +13,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from kubernetes import client as _client
 
-from kvmount.driver.sync import MANAGED_LABEL, Owner, SecretSync, SyncError
+from kvmount.secretsync.data import MANAGED_LABEL
+from kvmount.secretsync.errors import SyncError
+from kvmount.secretsync.writer import Owner, SecretSync
 from tests.certs import Chain, make_chain
 from tests.peers.kube import KubeAPIServer
 

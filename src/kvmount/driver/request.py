@@ -1,0 +1,124 @@
+"""A NodePublishVolume request as the publisher sees it: checked fields, the pod it is for,
+what the provider is sent, and the one error type of a failed call."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import grpc
+
+from kvmount.driver.volumes import SA_TOKENS
+from kvmount.kube.classes import SecretProviderClass
+from kvmount.kube.errors import StoreError
+from kvmount.kube.podstatus import PodRef
+
+POD_NAME = "csi.storage.k8s.io/pod.name"
+POD_NAMESPACE = "csi.storage.k8s.io/pod.namespace"
+POD_UID = "csi.storage.k8s.io/pod.uid"
+SA_NAME = "csi.storage.k8s.io/serviceAccount.name"
+CLASS_KEY = "secretProviderClass"
+# The default file mode sent to providers, as a JSON decimal (0644).
+PERMISSION = "420"
+# kubelet gives a CSI call two minutes; without a deadline the driver assumes the same.
+DEFAULT_TIMEOUT = 120.0
+
+_STORE_CODES = {
+    "SecretProviderClassNotFound": grpc.StatusCode.NOT_FOUND,
+    "InvalidSecretProviderClass": grpc.StatusCode.FAILED_PRECONDITION,
+    "APIServerForbidden": grpc.StatusCode.PERMISSION_DENIED,
+}
+
+
+class PublishError(Exception):
+    """A failed call: a gRPC code, a closed-set reason for metrics, and a message for the user."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class VolumeRequest:
+    """A checked NodePublishVolume request."""
+
+    volume_id: str
+    target_path: str
+    volume_context: Mapping[str, str]
+    secrets: Mapping[str, str] = field(repr=False)
+    volume_mount_group: str = ""
+
+
+@dataclass
+class Pod:
+    name: str
+    namespace: str
+    uid: str
+    service_account: str
+
+    @property
+    def ref(self) -> PodRef:
+        return PodRef(self.namespace, self.name, self.uid)
+
+
+def parse_pod(context: Mapping[str, str]) -> Pod:
+    missing = [k for k in (POD_NAME, POD_NAMESPACE, POD_UID) if not context.get(k)]
+    if missing:
+        raise PublishError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "InvalidRequest",
+            f"volume_context lacks {', '.join(missing)}: set podInfoOnMount: true in the CSIDriver object",
+        )
+    return Pod(context[POD_NAME], context[POD_NAMESPACE], context[POD_UID], context.get(SA_NAME, ""))
+
+
+def pod_ref(context: Mapping[str, str]) -> PodRef | None:
+    """The pod an event can name, when the request says which."""
+    try:
+        return parse_pod(context).ref
+    except PublishError:
+        return None
+
+
+def parse_gid(group: str) -> int | None:
+    if not group:
+        return None
+    if not group.isdigit():
+        raise PublishError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "InvalidRequest",
+            f"volume_capability.mount.volume_mount_group {group[:32]!r} is not a numeric group id",
+        )
+    return int(group)
+
+
+def secrets_with_tokens(req: VolumeRequest) -> dict[str, str]:
+    """The request's secrets plus the service account tokens, which kubelet puts in the
+    secrets (serviceAccountTokenInSecrets) or else in the volume context."""
+    secrets = dict(req.secrets)
+    tokens = secrets.get(SA_TOKENS) or req.volume_context.get(SA_TOKENS)
+    if tokens:
+        secrets[SA_TOKENS] = tokens
+    return secrets
+
+
+def provider_payload(spc: SecretProviderClass, req: VolumeRequest) -> tuple[dict[str, str], dict[str, str]]:
+    """The attributes and secrets a provider gets.
+
+    Attributes: the class parameters overlaid with every volume attribute
+    kubelet sent (pod info included), plus the service account tokens.
+    Secrets: the node-publish secret alone.
+    """
+    attributes = dict(spc.parameters)
+    attributes.update(req.volume_context)
+    secrets = secrets_with_tokens(req)
+    tokens = secrets.pop(SA_TOKENS, None)
+    if tokens:
+        attributes[SA_TOKENS] = tokens
+    return attributes, secrets
+
+
+def store_error(err: StoreError, where: str | None) -> PublishError:
+    code = _STORE_CODES.get(err.reason, grpc.StatusCode.UNAVAILABLE)
+    return PublishError(code, err.reason, f"{where}: {err}" if where else str(err))

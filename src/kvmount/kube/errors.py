@@ -1,0 +1,42 @@
+"""Why a class or status could not be read or written; ``reason`` is a closed-set metric label."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StoreError(Exception):
+    """A class or status that cannot be read or written; ``reason`` is a closed-set metric label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ClassNotFound(StoreError):
+    def __init__(self, namespace: str, name: str, where: str) -> None:
+        super().__init__(
+            "SecretProviderClassNotFound",
+            f"SecretProviderClass {namespace}/{name} not found {where}: "
+            f"create it in the pod's namespace ({namespace})",
+        )
+
+
+class InvalidClass(StoreError):
+    def __init__(self, what: str, message: str) -> None:
+        super().__init__("InvalidSecretProviderClass", f"{what}: {message}")
+
+
+class StoreUnavailable(StoreError):
+    def __init__(self, message: str) -> None:
+        super().__init__("APIServerUnavailable", message)
+
+
+def api_error(what: str, verb: str, err: Any) -> StoreError:
+    """A StoreError for the API server's answer ``err`` to ``verb`` on ``what``."""
+    if err.status in (401, 403):
+        return StoreError(
+            "APIServerForbidden",
+            f"{what}: the driver's service account may not {verb} it (HTTP {err.status}); check its RBAC",
+        )
+    return StoreUnavailable(f"{what}: {verb} failed with HTTP {err.status} {err.reason}")

@@ -1,0 +1,63 @@
+"""Standalone mode as a Store: classes from YAML files in a directory, pod statuses as JSON files."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+
+import yaml
+
+from kvmount.json_file import write_json
+from kvmount.kube.classes import SecretProviderClass, parse_class
+from kvmount.kube.errors import ClassNotFound, InvalidClass, StoreUnavailable
+from kvmount.kube.podstatus import PodRef, PodStatus
+
+log = logging.getLogger(__name__)
+
+
+class FileStore:
+    """Standalone mode: classes from ``*.yaml`` files, pod statuses as JSON files."""
+
+    def __init__(self, classes_dir: str, state_dir: str) -> None:
+        self.classes_dir = classes_dir
+        self.status_dir = os.path.join(state_dir, "podstatuses")
+
+    def get_class(self, namespace: str, name: str) -> SecretProviderClass:
+        paths = sorted(glob.glob(os.path.join(self.classes_dir, "*.yaml")))
+        paths += sorted(glob.glob(os.path.join(self.classes_dir, "*.yml")))
+        for path in paths:
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    docs = list(yaml.safe_load_all(fh))
+            except OSError as err:
+                raise StoreUnavailable(f"class file {path}: {err.strerror}") from None
+            except yaml.YAMLError:
+                raise InvalidClass(f"class file {path}", "not valid YAML") from None
+            for doc in docs:
+                if not isinstance(doc, dict) or doc.get("kind") != "SecretProviderClass":
+                    continue
+                meta = doc.get("metadata") or {}
+                if meta.get("name") == name and (meta.get("namespace") or "default") == namespace:
+                    return parse_class(doc, f"SecretProviderClass {namespace}/{name} in {path}")
+        raise ClassNotFound(namespace, name, f"in {self.classes_dir}")
+
+    def _status_path(self, namespace: str, name: str) -> str:
+        return os.path.join(self.status_dir, namespace, f"{name}.json")
+
+    def put_pod_status(self, status: PodStatus) -> str:
+        path = self._status_path(status.namespace, status.name)
+        write_json(path, status.manifest())
+        return ""
+
+    def delete_pod_status(self, namespace: str, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._status_path(namespace, name))
+
+    def record_event(self, pod: PodRef, kind: str, reason: str, message: str) -> None:
+        # No API to hold events: the log is where a standalone driver's user looks.
+        log.info(
+            "event",
+            extra={"pod": f"{pod.namespace}/{pod.name}", "type": kind, "reason": reason, "detail": message},
+        )

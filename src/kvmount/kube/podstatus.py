@@ -1,0 +1,59 @@
+"""The SecretProviderClassPodStatus of one mounted volume, and the pod an event is about."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kvmount.kube.classes import GROUP
+
+POD_STATUSES = "secretproviderclasspodstatuses"
+NODE_LABEL = "internal.secrets-store.csi.k8s.io/node-name"
+
+
+@dataclass(frozen=True)
+class PodStatus:
+    """What a SecretProviderClassPodStatus records about one mounted volume."""
+
+    pod_name: str
+    namespace: str
+    pod_uid: str
+    class_name: str
+    target_path: str
+    node_name: str
+    objects: list[tuple[str, str]]
+    mounted: bool = True
+
+    @property
+    def name(self) -> str:
+        return f"{self.pod_name}-{self.namespace}-{self.class_name}"
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{GROUP}/v1",
+            "kind": "SecretProviderClassPodStatus",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "labels": {NODE_LABEL: self.node_name},
+                "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "Pod", "name": self.pod_name, "uid": self.pod_uid}
+                ],
+            },
+            "status": {
+                "podName": self.pod_name,
+                "secretProviderClassName": self.class_name,
+                "mounted": self.mounted,
+                "targetPath": self.target_path,
+                "objects": [{"id": i, "version": v} for i, v in sorted(self.objects)],
+            },
+        }
+
+
+@dataclass(frozen=True)
+class PodRef:
+    """The pod an event is about."""
+
+    namespace: str
+    name: str
+    uid: str

@@ -1,0 +1,132 @@
+"""A ``secretObjects`` entry and the mounted files -> the Secret's name, type, data, labels and
+annotations, checked as the API server would check them, so that one bad entry fails
+before any Secret is written. Pure: no API calls."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from kvmount.secretsync.errors import SyncError, invalid, is_subdomain, short
+from kvmount.secretsync.tls import TLS, TLS_CERT, TLS_KEY, check_pair, tls_chain, tls_key
+
+MANAGED_LABEL = "secrets-store.csi.k8s.io/managed"
+# Keys the API server insists on for its built-in types; checked here so that
+# one bad entry fails before any Secret is written.
+_REQUIRED_KEYS = {
+    TLS: (TLS_CERT, TLS_KEY),
+    "kubernetes.io/ssh-auth": ("ssh-privatekey",),
+    "kubernetes.io/dockercfg": (".dockercfg",),
+    "kubernetes.io/dockerconfigjson": (".dockerconfigjson",),
+}
+MAX_SECRET_BYTES = 1024 * 1024  # the API server's limit on a Secret's data
+
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+_NAME_PART = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+
+
+def secret_data(
+    secret_object: Mapping[str, Any], files: Mapping[str, bytes], where: str
+) -> tuple[str, str, dict[str, bytes]]:
+    """(name, type, data) of one ``secretObjects`` entry, checked; ``where`` prefixes messages.
+
+    For ``kubernetes.io/tls``, ``tls.key`` gets the private key alone (PKCS#8
+    PEM) and ``tls.crt`` the certificate chain alone (PEM, leaf first), from a
+    PEM file or a password-less PKCS#12 file (DER or base64). Other keys and
+    types get the file's bytes unchanged. Raises SyncError.
+    """
+    if not isinstance(secret_object, Mapping):
+        raise invalid(f"{where} must be an object with secretName, type and data")
+    name = secret_object.get("secretName")
+    if not isinstance(name, str) or not name:
+        raise invalid(f"{where}.secretName is missing: name the Secret to create")
+    if not is_subdomain(name):
+        raise invalid(
+            f"{where}.secretName {short(name)} is not a valid Secret name: use at most 253 lower-case "
+            "letters, digits, '-' and '.', starting and ending with a letter or digit"
+        )
+    secret_type = secret_object.get("type") or "Opaque"
+    if not isinstance(secret_type, str):
+        raise invalid(f"{where}.type must be a string such as Opaque or kubernetes.io/tls")
+    entries = secret_object.get("data")
+    if not isinstance(entries, list) or not entries:
+        raise invalid(f"{where}.data must be a non-empty list of {{objectName, key}}")
+
+    data: dict[str, bytes] = {}
+    for j, entry in enumerate(entries):
+        at = f"{where}.data[{j}]"
+        if not isinstance(entry, Mapping):
+            raise invalid(f"{at} must be an object with objectName and key")
+        key, object_name = entry.get("key"), entry.get("objectName")
+        if not isinstance(key, str) or not key:
+            raise invalid(f"{at}.key is missing: name the Secret's data key")
+        if len(key) > 253 or _SECRET_KEY.fullmatch(key) is None or key in (".", ".."):
+            raise invalid(
+                f"{at}.key {short(key)} is not a valid Secret key: use at most 253 letters, "
+                "digits, '-', '_' and '.' (not '.' or '..')"
+            )
+        if key in data:
+            raise invalid(f"{at}.key {short(key)} appears twice in {where}.data: keys must be unique")
+        if not isinstance(object_name, str) or not object_name:
+            raise invalid(f"{at}.objectName is missing: name a mounted file (objectAlias or objectName)")
+        if object_name not in files:
+            mounted = ", ".join(sorted(files)[:20]) or "none"
+            raise SyncError(
+                "ObjectNotMounted",
+                f"{at}.objectName {short(object_name)} is not a file of this mount (files: {mounted}); "
+                "use the object's objectAlias, or its objectName when it has no alias",
+            )
+        content = files[object_name]
+        if secret_type == TLS and key == TLS_KEY:
+            content = tls_key(content, f"{at} (file {object_name})")
+        elif secret_type == TLS and key == TLS_CERT:
+            content = tls_chain(content, f"{at} (file {object_name})")
+        data[key] = content
+
+    missing = [k for k in _REQUIRED_KEYS.get(secret_type, ()) if k not in data]
+    if missing:
+        raise invalid(f"{where}.data lacks key(s) {', '.join(missing)}, which type {secret_type} requires")
+    if secret_type == TLS:
+        check_pair(data[TLS_KEY], data[TLS_CERT], where)
+    size = sum(len(v) for v in data.values())
+    if size > MAX_SECRET_BYTES:
+        raise invalid(f"{where}.data totals {size} bytes; a Secret holds at most 1 MiB: split it")
+    return name, secret_type, data
+
+
+def _string_map(value: Any, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise invalid(f"{where} must be a map of strings; quote the values in YAML")
+    return dict(value)
+
+
+def _is_qualified_name(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    if "/" in key and not is_subdomain(prefix):
+        return False
+    return len(name) <= 63 and _NAME_PART.fullmatch(name) is not None
+
+
+def metadata(secret_object: Mapping[str, Any], where: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(labels, annotations) of an entry, checked as the API server would."""
+    labels = _string_map(secret_object.get("labels"), f"{where}.labels")
+    annotations = _string_map(secret_object.get("annotations"), f"{where}.annotations")
+    for key, value in labels.items():
+        if not _is_qualified_name(key):
+            raise invalid(f"{where}.labels key {short(key)} is not a valid label name")
+        if value and (len(value) > 63 or _NAME_PART.fullmatch(value) is None):
+            raise invalid(
+                f"{where}.labels[{key}] is not a valid label value: at most 63 letters, digits, "
+                "'-', '_' and '.', starting and ending with a letter or digit"
+            )
+    if labels.get(MANAGED_LABEL, "true") != "true":
+        raise invalid(f'{where}.labels may not set {MANAGED_LABEL}: the driver sets it to "true"')
+    for key in annotations:
+        if not _is_qualified_name(key):
+            raise invalid(f"{where}.annotations key {short(key)} is not a valid annotation name")
+    return {**labels, MANAGED_LABEL: "true"}, annotations

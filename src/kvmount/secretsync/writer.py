@@ -1,0 +1,231 @@
+"""Kubernetes Secrets made from a mount's files (a SecretProviderClass's ``secretObjects``).
+
+After the publisher has written a volume's files, ``SecretSync.sync`` creates
+or updates one Secret per ``secretObjects`` entry, owned by the volume's
+SecretProviderClassPodStatus so that the garbage collector removes the Secret
+with the last pod status that uses it.
+
+Differences from upstream, on purpose:
+- every entry is checked before any Secret is written, and errors name the
+  class, the entry and the field;
+- a Secret the driver did not create (no managed label) is never modified
+  (upstream overwrites it, kubernetes-sigs/secrets-store-csi-driver#499);
+- ``kubernetes.io/tls`` keys ``tls.key`` / ``tls.crt`` are split out of PEM
+  and of password-less PKCS#12 files alike;
+- writes are resourceVersion-guarded and skipped when nothing changed.
+
+No message ever carries a file's content.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kvmount.kube.api_store import REQUEST_TIMEOUT
+from kvmount.secretsync.data import MANAGED_LABEL, metadata, secret_data
+from kvmount.secretsync.errors import SyncError, invalid, short
+
+OWNER_API_VERSION = "secrets-store.csi.x-k8s.io/v1"
+OWNER_KIND = "SecretProviderClassPodStatus"
+# A few tries when another writer (a pod on another node) updates the same Secret.
+ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The SecretProviderClassPodStatus that owns the synced Secrets."""
+
+    name: str
+    uid: str
+
+    def reference(self) -> dict[str, str]:
+        return {"apiVersion": OWNER_API_VERSION, "kind": OWNER_KIND, "name": self.name, "uid": self.uid}
+
+
+@dataclass(frozen=True)
+class _Desired:
+    where: str
+    name: str
+    type: str
+    data: dict[str, str]  # base64, as the API carries it
+    labels: dict[str, str]
+    annotations: dict[str, str]
+
+
+def _api_error(err: Any, verb: str, what: str) -> SyncError:
+    if err.status in (401, 403):
+        return SyncError(
+            "APIServerForbidden",
+            f"{what}: the driver may not {verb} it (HTTP {err.status}); check the driver's RBAC "
+            "for secrets (get, create, update)",
+        )
+    if err.status == 422:
+        # The causes name fields; their messages are left out so that no value is ever echoed.
+        try:
+            causes = json.loads(err.body)["details"]["causes"]
+            fields = ", ".join(f"{c.get('field', '?')} ({c.get('reason', '?')})" for c in causes)
+        except (TypeError, ValueError, KeyError):
+            fields = "see the API server's log"
+        return invalid(f"{what}: the API server refused to {verb} it: {fields}")
+    return SyncError("APIServerUnavailable", f"{what}: {verb} failed with HTTP {err.status} {err.reason}")
+
+
+class SecretSync:
+    """Creates and updates the Secrets of ``secretObjects`` through the API server."""
+
+    def __init__(self, core: Callable[[], Any]) -> None:
+        self._core = core
+
+    def sync(
+        self,
+        namespace: str,
+        secret_objects: Sequence[Mapping[str, Any]],
+        files: Mapping[str, bytes],
+        owner: Owner,
+        class_name: str,
+    ) -> list[str]:
+        """Create or update every entry's Secret; returns the names synced. Raises SyncError.
+
+        All entries are checked first. A Secret that exists without the managed
+        label is left alone; the others are still synced, then SyncError
+        (SecretNotManaged) names the refused ones.
+        """
+        desired: list[_Desired] = []
+        seen: dict[str, int] = {}
+        for i, secret_object in enumerate(secret_objects):
+            where = f"SecretProviderClass {namespace}/{class_name} secretObjects[{i}]"
+            name, secret_type, data = secret_data(secret_object, files, where)
+            labels, annotations = metadata(secret_object, where)
+            if name in seen:
+                raise invalid(
+                    f"{where}.secretName {short(name)} is also secretObjects[{seen[name]}]'s: "
+                    "merge the two entries"
+                )
+            seen[name] = i
+            encoded = {k: base64.b64encode(v).decode("ascii") for k, v in data.items()}
+            desired.append(_Desired(where, name, secret_type, encoded, labels, annotations))
+        if not desired:
+            return []
+
+        api = self._core()
+        synced: list[str] = []
+        refused: list[SyncError] = []
+        for want in desired:
+            try:
+                self._sync_one(api, namespace, want, owner)
+            except SyncError as err:
+                # Only problems of this one Secret; anything else would fail the others too.
+                if err.reason not in ("SecretNotManaged", "SecretTypeMismatch", "InvalidSecretObject"):
+                    raise
+                refused.append(err)
+            else:
+                synced.append(want.name)
+        if refused:
+            raise SyncError(refused[0].reason, "; ".join(str(e) for e in refused))
+        return synced
+
+    def _call(self, verb: str, what: str, fn: Any, *args: Any, passing: tuple[int, ...] = ()) -> Any:
+        """``fn(*args)`` with API errors as SyncError, except statuses in ``passing``."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return fn(*args, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as err:
+            if err.status in passing:
+                raise
+            raise _api_error(err, verb, what) from None
+        except (HTTPError, OSError) as err:
+            raise SyncError(
+                "APIServerUnavailable", f"{what}: API server unreachable ({type(err).__name__}); will retry"
+            ) from None
+
+    def _sync_one(self, api: Any, namespace: str, want: _Desired, owner: Owner) -> bool:
+        """Create or update one Secret; True if it was written."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        what = f"Secret {namespace}/{want.name} ({want.where})"
+        for _ in range(ATTEMPTS):
+            try:
+                current = self._call(
+                    "get", what, api.read_namespaced_secret, want.name, namespace, passing=(404,)
+                )
+            except ApiException:
+                current = None
+            if current is None:
+                body = {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {
+                        "name": want.name,
+                        "namespace": namespace,
+                        "labels": want.labels,
+                        "annotations": want.annotations,
+                        "ownerReferences": [owner.reference()],
+                    },
+                    "type": want.type,
+                    "data": want.data,
+                }
+                try:
+                    self._call("create", what, api.create_namespaced_secret, namespace, body, passing=(409,))
+                    return True
+                except ApiException:
+                    continue  # created meanwhile by another writer: update it instead
+            meta = current.metadata
+            labels = dict(meta.labels or {})
+            if labels.get(MANAGED_LABEL) != "true":
+                raise SyncError(
+                    "SecretNotManaged",
+                    f"{what} exists and was not created by the driver (no label {MANAGED_LABEL}=true), "
+                    "so it is left untouched: choose another secretName, or delete the Secret "
+                    "(or label it) to let the driver manage it",
+                )
+            if (current.type or "Opaque") != want.type:
+                raise SyncError(
+                    "SecretTypeMismatch",
+                    f"{what} has type {current.type} but the entry asks for {want.type}; a Secret's type "
+                    "cannot change: delete the Secret and the driver recreates it on the next mount",
+                )
+            annotations = dict(meta.annotations or {})
+            owners = list(meta.owner_references or [])
+            new_labels = {**labels, **want.labels}
+            new_annotations = {**annotations, **want.annotations}
+            has_owner = any(ref.uid == owner.uid for ref in owners)
+            unchanged = (current.data or {}) == want.data and (labels, annotations) == (
+                new_labels,
+                new_annotations,
+            )
+            if unchanged and has_owner:
+                return False
+            current.data = want.data
+            meta.labels, meta.annotations = new_labels, new_annotations
+            if not has_owner:
+                # Added, never replaced: the Secret lives as long as any pod status using it.
+                owners.append(
+                    client.V1OwnerReference(
+                        api_version=OWNER_API_VERSION, kind=OWNER_KIND, name=owner.name, uid=owner.uid
+                    )
+                )
+                meta.owner_references = owners
+            try:
+                # resourceVersion from the read guards against overwriting a concurrent change.
+                self._call(
+                    "update",
+                    what,
+                    api.replace_namespaced_secret,
+                    want.name,
+                    namespace,
+                    current,
+                    passing=(404, 409),
+                )
+                return True
+            except ApiException:
+                continue  # changed or deleted meanwhile: read again
+        raise SyncError(
+            "APIServerUnavailable", f"{what}: kept conflicting with concurrent updates; will retry"
+        )

@@ -15,6 +15,15 @@ Listeners (all on 127.0.0.1):
   host; real IMDS is plain HTTP, so point that variable at ``imds_url``.
 * plain-HTTP NMI port (``nmi_port``): ``GET /host/token/?resource=...`` with
   ``podns``/``podname`` headers, like aad-pod-identity's NMI (upstream port 2579).
+* plain-HTTP proxy port (``proxy_port``): ``CONNECT login.microsoftonline.com:443``
+  only, tunnelled to the TLS port. MSAL Go asks that host's
+  ``/common/discovery/instance`` before it trusts any other authority host (such
+  as ``login.localhost:<port>``); Go programs reach it with ``go_env()``
+  (``HTTPS_PROXY`` = ``proxy_url``, ``NO_PROXY`` for everything else).
+
+Every accepted socket has TCP_NODELAY: a response's headers and body leave as two
+writes (two TLS records), and Nagle's algorithm would hold the second until the
+client's delayed ACK, about 40 ms per request.
 
 Names need ``scripts/peers/hosts.sh`` (adds kvtest/kvother/kvbench.vault.localhost
 and login.localhost to /etc/hosts). Clients trust ``ca_path`` (``REQUESTS_CA_BUNDLE``
@@ -28,8 +37,10 @@ Stable API used by other tests::
     kv.url_for("kvtest")        # https://kvtest.vault.localhost:<port>
     kv.authority                # https://login.localhost:<port>  (disable_instance_discovery=True)
     kv.imds_url, kv.nmi_url     # http://127.0.0.1:<imds_port>, http://127.0.0.1:<nmi_port>
+    kv.proxy_url                # http://127.0.0.1:<proxy_port> (AAD instance discovery)
     kv.scope                    # https://vault.localhost:<port>/.default
     kv.env()                    # REQUESTS_CA_BUNDLE, SSL_CERT_FILE, AZURE_POD_IDENTITY_AUTHORITY_HOST
+    kv.go_env()                 # env() plus HTTPS_PROXY/NO_PROXY, for Go's MSAL (upstream's provider)
     kv.write_cloud_env(path)    # AzureStackCloud env file for cloudEnvFileName
     kv.requests() / kv.reset_log() / kv.set_latency(ms) / kv.set_outage(status)
     kv.register_aad_client(client_id, secret=None, cert_pem=None)
@@ -45,7 +56,7 @@ Stable API used by other tests::
 
 CLI: ``python tests/peers/keyvault_double.py --port 0 --state-dir DIR [--imds-port N]
 [--nmi-port N] [--tenant T]`` writes ``DIR/ca.pem`` and, once listening,
-``DIR/ready.json`` = ``{"port", "imds_port", "nmi_port", "ca", "tenant", "pid"}``.
+``DIR/ready.json`` = ``{"port", "imds_port", "nmi_port", "proxy_port", "ca", "tenant", "pid"}``.
 
 Control API (JSON): ``GET /_double/requests``, ``POST /_double/reset-log``,
 ``POST /_double/latency {"ms"}``, ``POST /_double/outage {"status"}`` (0 clears;
@@ -66,6 +77,7 @@ import json
 import os
 import re
 import secrets as pysecrets
+import selectors
 import socket
 import ssl
 import subprocess
@@ -85,6 +97,7 @@ from typing import TYPE_CHECKING, Any, cast
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives._serialization import _KeySerializationEncryption
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.serialization import pkcs12
 
@@ -96,6 +109,8 @@ FIXED_HOSTS = (
     "kvbench.vault.localhost",
     "login.localhost",
 )
+# Public AAD hosts the double answers through its CONNECT proxy (instance discovery).
+DISCOVERY_HOSTS = ("login.microsoftonline.com",)
 API_VERSIONS = frozenset(
     {"7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", "2016-10-01", "2025-07-01", "2026-04-01"}
 )
@@ -152,7 +167,14 @@ def make_tls(extra_hosts: tuple[str, ...] = ()) -> TlsMaterial:
     """A throwaway CA and a server cert for localhost and the vault names."""
     from tests.certs import server_tls  # late: main() makes the repo importable when run as a script
 
-    hosts = ("localhost", "vault.localhost", "*.vault.localhost", *FIXED_HOSTS, *extra_hosts)
+    hosts = (
+        "localhost",
+        "vault.localhost",
+        "*.vault.localhost",
+        *FIXED_HOSTS,
+        *DISCOVERY_HOSTS,
+        *extra_hosts,
+    )
     return server_tls("vault.localhost", hosts)
 
 
@@ -559,8 +581,19 @@ def _secret_value(key: PrivateKey, leaf: x509.Certificate, chain: list[x509.Cert
         for c in [leaf, *chain]:
             out += c.public_bytes(serialization.Encoding.PEM)
         return out.decode()
-    # Key Vault re-exports the PFX without a password, key and whole chain included.
-    pfx = pkcs12.serialize_key_and_certificates(None, key, leaf, chain or None, serialization.NoEncryption())
+    # Key Vault re-exports the PFX with an empty password, key and whole chain
+    # included, encrypted with 3DES under a SHA-1 MAC: the one profile every
+    # reader knows (Go's x/crypto/pkcs12, which upstream uses, reads no other).
+    # cryptography's public builder refuses an empty password; its encryption
+    # object takes one and writes the standard empty (BMPString "") password.
+    empty_password = _KeySerializationEncryption(
+        serialization.PrivateFormat.PKCS12,
+        b"",
+        kdf_rounds=None,
+        hmac_hash=hashes.SHA1(),
+        key_cert_algorithm=pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC,
+    )
+    pfx = pkcs12.serialize_key_and_certificates(None, key, leaf, chain or None, empty_password)
     return base64.b64encode(pfx).decode()
 
 
@@ -904,6 +937,11 @@ class _Server(ThreadingHTTPServer):
         self.tls = tls
         super().__init__(addr, _Handler)
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # see the module docstring
+        return sock, address
+
     def finish_request(self, request: Any, client_address: Any) -> None:
         # The handshake runs here, on the connection's own thread, so one slow
         # client cannot stall accept().
@@ -954,6 +992,18 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._dispatch()
 
+    def do_CONNECT(self) -> None:
+        self.close_connection = True
+        target = self.server.double.tunnel_target(self.server.role, self.path)
+        if target is None:
+            self.send_error(403, "The double tunnels only to its AAD instance discovery")
+            return
+        with socket.create_connection(target, timeout=30) as upstream:
+            upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.send_response(200, "Connection Established")
+            self.end_headers()
+            _pipe(self.connection, upstream)
+
     def _dispatch(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -972,6 +1022,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+
+def _pipe(one: socket.socket, other: socket.socket, idle: float = 60) -> None:
+    """Copy bytes both ways until either side closes or both stay idle for ``idle`` s."""
+    peer = {one: other, other: one}
+    with selectors.DefaultSelector() as selector:
+        for sock in peer:
+            selector.register(sock, selectors.EVENT_READ)
+        while events := selector.select(timeout=idle):
+            for key, _ in events:
+                source = cast(socket.socket, key.fileobj)
+                try:
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    peer[source].sendall(data)
+                except OSError:
+                    return
 
 
 Response = tuple[int, dict[str, str], bytes | None]
@@ -1015,6 +1083,7 @@ class DoubleServer:
         self.https = _Server(("127.0.0.1", port), self, "https", ctx)
         self.imds = _Server(("127.0.0.1", imds_port), self, "imds", None)
         self.nmi = _Server(("127.0.0.1", nmi_port), self, "nmi", None)
+        self.proxy = _Server(("127.0.0.1", 0), self, "proxy", None)
         self._threads: list[threading.Thread] = []
 
     @property
@@ -1022,13 +1091,13 @@ class DoubleServer:
         return int(self.https.server_address[1])
 
     def start(self) -> None:
-        for srv in (self.https, self.imds, self.nmi):
+        for srv in (self.https, self.imds, self.nmi, self.proxy):
             t = threading.Thread(target=srv.serve_forever, name=f"kv-double-{srv.role}", daemon=True)
             t.start()
             self._threads.append(t)
 
     def stop(self) -> None:
-        for srv in (self.https, self.imds, self.nmi):
+        for srv in (self.https, self.imds, self.nmi, self.proxy):
             srv.shutdown()
             srv.server_close()
 
@@ -1037,12 +1106,21 @@ class DoubleServer:
             "port": self.port,
             "imds_port": int(self.imds.server_address[1]),
             "nmi_port": int(self.nmi.server_address[1]),
+            "proxy_port": int(self.proxy.server_address[1]),
             "ca": str(self.ca_path),
             "tenant": self.tenant,
             "pid": os.getpid(),
         }
 
     # -- routing
+
+    def tunnel_target(self, role: str, authority: str) -> tuple[str, int] | None:
+        """Where the proxy tunnels CONNECT ``authority`` (host:port): the TLS port, or nowhere."""
+        host, _, port = authority.lower().rpartition(":")
+        if role != "proxy" or host not in DISCOVERY_HOSTS or port != "443":
+            return None
+        self.record({"time": time.time(), "host": authority, "method": "CONNECT", "service": "proxy"})
+        return "127.0.0.1", self.port
 
     def record(self, entry: Json) -> None:
         with self.log_lock:
@@ -1065,6 +1143,7 @@ class DoubleServer:
             "path": path,
             "query": query,
             "token": token,
+            "user_agent": h.headers.get("User-Agent"),
         }
         if role == "imds" and path.startswith("/metadata/identity/oauth2/token"):
             entry["service"] = "imds"
@@ -1074,9 +1153,9 @@ class DoubleServer:
             entry["service"] = "nmi"
             entry["podns"], entry["podname"] = h.headers.get("podns"), h.headers.get("podname")
             response = self._nmi(h, query)
-        elif role == "https" and hostname == "login.localhost":
+        elif role == "https" and (hostname == "login.localhost" or hostname in DISCOVERY_HOSTS):
             entry["service"] = "aad"
-            response = self._aad(h.command, path, raw, entry)
+            response = self._aad(h.command, path, query, raw, entry)
         elif role == "https" and hostname.endswith(".vault.localhost"):
             entry["service"] = "keyvault"
             entry["vault"] = hostname.split(".", 1)[0]
@@ -1150,9 +1229,11 @@ class DoubleServer:
 
     # -- Azure AD
 
-    def _aad(self, method: str, path: str, raw: bytes, entry: Json) -> Response:
+    def _aad(self, method: str, path: str, query: dict[str, str], raw: bytes, entry: Json) -> Response:
         parts = path.strip("/").split("/")
         base = f"https://login.localhost:{self.port}"
+        if method == "GET" and parts == ["common", "discovery", "instance"]:
+            return self._instance_discovery(query)
         if (
             method == "GET"
             and len(parts) >= 3
@@ -1211,6 +1292,23 @@ class DoubleServer:
             entry["form"]["client_secret_present"] = "client_secret" in form
             return self._aad_token(form, f"{base}/{parts[0]}/oauth2/v2.0/token", parts[0])
         return _json(404, {"error": "not_found", "error_description": f"AADSTS90000: no route {path}"})
+
+    def _instance_discovery(self, query: dict[str, str]) -> Response:
+        """AAD's answer to "may I trust this authority?": yes for the double's own host only."""
+        endpoint = urllib.parse.urlsplit(query.get("authorization_endpoint", ""))
+        host, tenant = endpoint.netloc.lower(), endpoint.path.strip("/").split("/")[0]
+        if endpoint.scheme != "https" or host != f"login.localhost:{self.port}" or not tenant:
+            return self._aad_error(
+                400, "invalid_instance", 50049, "Unknown or invalid instance. (authorization_endpoint)"
+            )
+        return _json(
+            200,
+            {
+                "tenant_discovery_endpoint": f"https://{host}/{tenant}/v2.0/.well-known/openid-configuration",
+                "api-version": "1.1",
+                "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}],
+            },
+        )
 
     @staticmethod
     def _aad_error(status: int, error: str, code: int, description: str) -> Response:
@@ -1404,6 +1502,7 @@ class _ControlClient:
     port: int
     imds_port: int
     nmi_port: int
+    proxy_port: int
     ca_path: Path
     tenant: str
 
@@ -1430,6 +1529,10 @@ class _ControlClient:
     def nmi_url(self) -> str:
         return f"http://127.0.0.1:{self.nmi_port}"
 
+    @property
+    def proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}"
+
     def env(self) -> dict[str, str]:
         """Environment for SDK clients in this or a child process."""
         return {
@@ -1437,6 +1540,15 @@ class _ControlClient:
             "SSL_CERT_FILE": str(self.ca_path),
             "AZURE_POD_IDENTITY_AUTHORITY_HOST": self.imds_url,
         }
+
+    def go_env(self) -> dict[str, str]:
+        """env() for a Go program (SSL_CERT_FILE) whose MSAL asks AAD instance discovery.
+
+        Only the discovery host goes through the proxy; loopback and *.localhost
+        (the vaults, login.localhost) are reached directly. Python clients must
+        not get these: requests would proxy the plain-HTTP IMDS and NMI calls.
+        """
+        return {**self.env(), "HTTPS_PROXY": self.proxy_url, "NO_PROXY": "localhost,127.0.0.1"}
 
     def write_cloud_env(self, path: str | os.PathLike[str]) -> str:
         """An AzureStackCloud environment file (cloudEnvFileName) pointing at this double."""
@@ -1565,6 +1677,7 @@ class KeyVaultDouble(_ControlClient):
         self._server.start()
         info = self._server.ready_info()
         self.port, self.imds_port, self.nmi_port = info["port"], info["imds_port"], info["nmi_port"]
+        self.proxy_port = info["proxy_port"]
         self.ca_path = self._server.ca_path
         return self
 
@@ -1623,6 +1736,7 @@ class KeyVaultDoubleProcess(_ControlClient):
             time.sleep(0.05)
         info = json.loads(ready.read_text())
         self.port, self.imds_port, self.nmi_port = info["port"], info["imds_port"], info["nmi_port"]
+        self.proxy_port = info["proxy_port"]
         self.ca_path = Path(info["ca"])
         self.tenant = info["tenant"]
 

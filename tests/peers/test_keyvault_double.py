@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import ssl
+import statistics
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -279,6 +283,12 @@ def _pfx_parts(value: str) -> tuple[Any, x509.Certificate | None, list[x509.Cert
     return pkcs12.load_key_and_certificates(base64.b64decode(value), None)
 
 
+# DER-encoded OIDs: pbeWithSHAAnd3-KeyTripleDES-CBC, SHA-1, PBES2 (the AES profile).
+PBE_SHA1_3DES = bytes.fromhex("060a2a864886f70d010c0103")
+SHA1 = bytes.fromhex("06052b0e03021a")
+PBES2 = bytes.fromhex("06092a864886f70d01050d")
+
+
 def test_import_pfx_with_chain(
     certs: CertificateClient, secrets: SecretClient, keys: KeyClient, chain: Chain
 ) -> None:
@@ -297,6 +307,9 @@ def test_import_pfx_with_chain(
     assert backing.properties.managed is True
     assert backing.properties.version == _cert_props(cert).version
     key, leaf, extra = _pfx_parts(backing.value or "")  # no password: Key Vault re-exports without one
+    # Key Vault's export profile, the only one Go's pkcs12 (upstream's provider) reads.
+    exported = base64.b64decode(backing.value or "")
+    assert PBE_SHA1_3DES in exported and SHA1 in exported and PBES2 not in exported
     assert leaf == chain.leaf
     assert [c.subject for c in extra] == [chain.intermediate.subject, chain.root.subject]
     assert key is not None and key.private_numbers() == chain.leaf_key.private_numbers()
@@ -515,11 +528,67 @@ def test_outage_and_latency(kv_env: KeyVaultDouble, credential: ClientSecretCred
     client.close()
 
 
+def test_responses_are_not_held_by_nagle(kv_env: KeyVaultDouble) -> None:
+    """Headers and body leave as two writes; without TCP_NODELAY each response waits ~40 ms."""
+    context = ssl.create_default_context(cafile=str(kv_env.ca_path))
+    conn = http.client.HTTPSConnection("kvtest.vault.localhost", kv_env.port, context=context, timeout=10)
+    took = []
+    for _ in range(10):
+        start = time.monotonic()
+        conn.request("GET", "/secrets/nagle?api-version=7.4")
+        assert conn.getresponse().read()  # 401 with a challenge body
+        took.append(time.monotonic() - start)
+    conn.close()
+    assert statistics.median(took) < 0.025, took
+
+
+def _through_proxy(kv: KeyVaultDouble, url: str) -> tuple[int, Any]:
+    """GET url via the double's CONNECT proxy, as Go's HTTPS_PROXY does."""
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({"https": kv.proxy_url}),
+        urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=str(kv.ca_path))),
+    )
+    try:
+        with opener.open(url, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def test_aad_instance_discovery_through_the_proxy(kv_env: KeyVaultDouble) -> None:
+    """MSAL Go asks login.microsoftonline.com whether it may trust an authority host."""
+    authorize = f"{kv_env.authority}/{kv_env.tenant}/oauth2/v2.0/authorize"
+    query = urllib.parse.urlencode({"api-version": "1.1", "authorization_endpoint": authorize})
+    status, body = _through_proxy(
+        kv_env, f"https://login.microsoftonline.com/common/discovery/instance?{query}"
+    )
+    assert status == 200
+    host = kv_env.authority.removeprefix("https://")
+    assert body["tenant_discovery_endpoint"] == (
+        f"{kv_env.authority}/{kv_env.tenant}/v2.0/.well-known/openid-configuration"
+    )
+    assert body["metadata"][0]["aliases"] == [host]
+
+    # An authority the double does not serve is refused as AAD refuses it.
+    query = urllib.parse.urlencode(
+        {"api-version": "1.1", "authorization_endpoint": "https://evil.example/t/oauth2/v2.0/authorize"}
+    )
+    status, body = _through_proxy(
+        kv_env, f"https://login.microsoftonline.com/common/discovery/instance?{query}"
+    )
+    assert (status, body["error"]) == (400, "invalid_instance")
+
+    # The proxy opens no tunnel anywhere else.
+    with pytest.raises(urllib.error.URLError, match="403"):
+        _through_proxy(kv_env, f"https://kvtest.vault.localhost:{kv_env.port}/secrets/x")
+
+
 def test_subprocess_double(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     proc = KeyVaultDouble.spawn(tmp_path / "state", tenant="sub-tenant")
     try:
         ready = json.loads((tmp_path / "state" / "ready.json").read_text())
         assert ready["port"] == proc.port and ready["imds_port"] == proc.imds_port
+        assert ready["proxy_port"] == proc.proxy_port
         assert Path(ready["ca"]) == tmp_path / "state" / "ca.pem"
         for key, value in proc.env().items():
             monkeypatch.setenv(key, value)

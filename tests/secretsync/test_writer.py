@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -370,6 +371,19 @@ def test_invalid_entries_fail_before_any_write(
     assert "PRIVATE KEY" not in message
 
 
+def wait_until_allowed(
+    client: Any, ns: str, resource: str, verbs: tuple[str, ...], timeout: float = 30.0
+) -> None:
+    """Poll SelfSubjectAccessReviews until ``client`` may use every verb on ``resource`` in ``ns``."""
+    reviews = k8s.AuthorizationV1Api(client)
+    deadline = time.monotonic() + timeout
+    for verb in verbs:
+        review = {"spec": {"resourceAttributes": {"namespace": ns, "resource": resource, "verb": verb}}}
+        while not reviews.create_self_subject_access_review(review).status.allowed:
+            assert time.monotonic() < deadline, f"{verb} {resource} in {ns} not allowed within {timeout}s"
+            time.sleep(0.1)
+
+
 def test_forbidden_without_rbac_for_secrets(server: KubeAPIServer, api: Any, ns: str, tmp_path: Path) -> None:
     token = server.service_account_token(ns, "driver")
     kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig", token)
@@ -401,6 +415,8 @@ def test_forbidden_without_rbac_for_secrets(server: KubeAPIServer, api: Any, ns:
                 "subjects": [{"kind": "ServiceAccount", "name": "driver", "namespace": ns}],
             },
         )
+        # The API server's authorizer learns of new RBAC objects from a watch, a moment later.
+        wait_until_allowed(driver, ns, "secrets", ("get", "create", "update"))
         assert sync.sync(ns, [opaque()], FILES, owner, CLASS) == ["db"]
         assert sync.sync(ns, [opaque()], {"user": b"root", "pass": b"x"}, owner, CLASS) == ["db"]
         assert decoded(read(api, ns, "db"))["username"] == b"root"

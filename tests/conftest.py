@@ -68,3 +68,73 @@ def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPI
 
 
 # ---------------------------------------------------------------- end Kubernetes API server
+
+
+# ---------------------------------------------------------------- Upstream peers
+# Owner: tests/peers. Upstream's provider v1.8.2 and driver v1.6.0 (tests/peers/upstream.py),
+# built by scripts/peers/upstream-*.sh; a missing binary skips, or fails under CI.
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from tests.peers.upstream import UpstreamDriver, UpstreamProvider  # noqa: E402
+
+CRDS = Path(__file__).resolve().parents[1] / "deploy" / "crds"
+
+
+@pytest.fixture(scope="module")
+def upstream_provider(
+    keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., UpstreamProvider]]:
+    """``upstream_provider(*flags)``: upstream's provider in front of the double.
+
+    One process per flag set, reused within the module and stopped at its end;
+    it serves ``<its directory>/azure.sock``, so that directory is a driver's
+    provider volume.
+    """
+    started: dict[tuple[str, ...], UpstreamProvider] = {}
+
+    def start(*flags: str) -> UpstreamProvider:
+        if flags not in started:
+            workdir = tmp_path_factory.mktemp("upstream-provider")
+            started[flags] = UpstreamProvider(workdir, keyvault, *flags)
+        return started[flags]
+
+    try:
+        yield start
+    finally:
+        for provider in started.values():
+            provider.stop()
+
+
+@pytest.fixture(scope="session")
+def secrets_store_api(kube_apiserver: KubeAPIServer) -> KubeAPIServer:
+    """The API server with the Secrets Store CRDs of deploy/crds applied."""
+    for path in sorted(CRDS.glob("*.yaml")):
+        kube_apiserver.apply_yaml(path)
+    return kube_apiserver
+
+
+@pytest.fixture(scope="module")
+def upstream_driver(
+    secrets_store_api: KubeAPIServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., UpstreamDriver]]:
+    """``upstream_driver(provider_dir, *flags)``: upstream's driver on node "test-node".
+
+    It talks to the API server as admin; each call starts one more process, all
+    stopped at the module's end.
+    """
+    started: list[UpstreamDriver] = []
+
+    def start(provider_dir: Path, *flags: str) -> UpstreamDriver:
+        workdir = tmp_path_factory.mktemp("upstream-driver")
+        started.append(UpstreamDriver(workdir, provider_dir, secrets_store_api.kubeconfig, *flags))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for driver in started:
+            driver.stop()
+
+
+# ---------------------------------------------------------------- end Upstream peers

@@ -19,6 +19,7 @@ FLOORS = {
     "keyvault": 1,
     "volume": 1,
     "kube": 1,
+    "provider_client": 1,
     "secretsync": 2,
     "provider": 3,
     "driver": 3,

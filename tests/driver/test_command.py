@@ -12,8 +12,8 @@ import pytest
 
 from kvmount import __version__
 from kvmount.driver import command
-from kvmount.driver.providers import ProviderClients, ProviderError
 from kvmount.proto import v1alpha1_pb2 as pb
+from kvmount.provider_client import ProviderClients, ProviderError
 from tests.driver.conftest import PROVIDER
 from tests.driver.provider_double import ProviderDouble
 

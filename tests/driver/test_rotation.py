@@ -27,12 +27,12 @@ import yaml
 from kubernetes import client as _client
 
 from kvmount.driver import kubelet_client
-from kvmount.driver.providers import ProviderClients
 from kvmount.driver.publish import Publisher
 from kvmount.driver.request import VolumeRequest
 from kvmount.driver.rotation import REFRESH_ANNOTATION, Rotator
 from kvmount.driver.volumes import VolumeRegistry
 from kvmount.kube.api_store import KubeStore
+from kvmount.provider_client import ProviderClients
 from kvmount.secretsync.writer import SecretSync
 from tests.driver.conftest import Driver, Pod, eventually, start_driver, stop_driver, wait_for_socket
 from tests.peers.keyvault_double import KeyVaultDouble

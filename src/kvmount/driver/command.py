@@ -9,7 +9,6 @@ import threading
 
 from kvmount import __version__, unix_grpc
 from kvmount.driver import csi
-from kvmount.driver.providers import ProviderClients
 from kvmount.driver.publish import Publisher
 from kvmount.driver.rotation import Rotator
 from kvmount.driver.volumes import VolumeRegistry
@@ -18,6 +17,7 @@ from kvmount.kube.api_store import KubeStore
 from kvmount.kube.file_store import FileStore
 from kvmount.kube.store import Store
 from kvmount.observability import metrics_route, ok_route, serve_http, setup_logging
+from kvmount.provider_client import ProviderClients
 from kvmount.secretsync.writer import SecretSync
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ import grpc
 
 from kvmount.driver import metrics
 from kvmount.driver.locks import KeyedLocks
-from kvmount.driver.providers import ProviderClients, ProviderError
 from kvmount.driver.request import (
     CLASS_KEY,
     DEFAULT_TIMEOUT,
@@ -42,6 +41,7 @@ from kvmount.kube.errors import StoreError
 from kvmount.kube.podstatus import PodStatus
 from kvmount.kube.store import Store
 from kvmount.proto import v1alpha1_pb2 as pb
+from kvmount.provider_client import ProviderClients, ProviderError
 from kvmount.secretsync.errors import SyncError
 from kvmount.secretsync.writer import Owner, SecretSync
 from kvmount.volume import mounts

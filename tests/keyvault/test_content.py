@@ -34,6 +34,10 @@ def subjects(pem: bytes) -> list[str]:
     return [c.subject.rfc4514_string() for c in x509.load_pem_x509_certificates(pem)]
 
 
+KID = "https://kv.vault.azure.net/keys/tls/0123"  # a certificate's secret carries its key's id
+SPLIT = ContentOptions(separate_cert_and_key=True)
+
+
 @pytest.mark.parametrize(
     ("encoding", "stored", "written"),
     [
@@ -43,12 +47,14 @@ def subjects(pem: bytes) -> list[str]:
     ],
 )
 def test_secret_encodings(encoding: Encoding, stored: str, written: bytes) -> None:
-    assert secret_files(spec(encoding=encoding), "f", stored, None, ContentOptions()) == [("f", written)]
+    assert secret_files(spec(encoding=encoding), "f", stored, None, None, ContentOptions()) == [
+        ("f", written)
+    ]
 
 
 def test_bad_encoding_names_the_object_not_the_value() -> None:
     with pytest.raises(KeyVaultError) as info:
-        secret_files(spec(encoding=Encoding.HEX), "f", "zz-top-secret", None, ContentOptions())
+        secret_files(spec(encoding=Encoding.HEX), "f", "zz-top-secret", None, None, ContentOptions())
     assert "secret 's'" in str(info.value) and "zz-top-secret" not in str(info.value)
 
 
@@ -57,7 +63,7 @@ def test_bad_encoding_names_the_object_not_the_value() -> None:
 )
 def test_pfx_secret_becomes_key_then_chain_leaf_to_root(stored_order: tuple[str, ...]) -> None:
     chain = make_chain()
-    [(path, data)] = secret_files(SECRET, "tls", chain.pfx_b64(stored_order), PKCS12, ContentOptions())
+    [(path, data)] = secret_files(SECRET, "tls", chain.pfx_b64(stored_order), PKCS12, KID, ContentOptions())
     assert path == "tls"
     assert data.startswith(b"-----BEGIN PRIVATE KEY-----")
     key = serialization.load_pem_private_key(data, None)
@@ -75,44 +81,69 @@ def test_incomplete_chain_keeps_stored_order() -> None:
 
 def test_chain_construction_can_be_turned_off() -> None:
     chain = make_chain()
-    [(_, data)] = secret_files(
-        SECRET,
-        "tls",
-        chain.pfx_b64(("root", "intermediate")),
-        PKCS12,
-        ContentOptions(construct_pem_chain=False),
-    )
+    pfx = chain.pfx_b64(("root", "intermediate"))
+    [(_, data)] = secret_files(SECRET, "tls", pfx, PKCS12, KID, ContentOptions(construct_pem_chain=False))
     assert subjects(data) == ["CN=leaf.example", "CN=Test Root", "CN=Test Intermediate"]
 
 
 def test_pfx_format_keeps_the_pfx() -> None:
-    chain = make_chain()
-    b64 = chain.pfx_b64()
-    assert secret_files(spec(format=Format.PFX), "p", b64, PKCS12, ContentOptions()) == [("p", b64.encode())]
+    b64 = make_chain().pfx_b64()
+    assert secret_files(spec(format=Format.PFX), "p", b64, PKCS12, KID, ContentOptions()) == [
+        ("p", b64.encode())
+    ]
     [(_, raw)] = secret_files(
-        spec(format=Format.PFX, encoding=Encoding.BASE64), "p", b64, PKCS12, ContentOptions()
+        spec(format=Format.PFX, encoding=Encoding.BASE64), "p", b64, PKCS12, KID, ContentOptions()
     )
     assert raw == base64.b64decode(b64)
+    # As upstream: the split finds no PEM in a PFX, so its .crt and .key are empty.
+    assert secret_files(spec(format=Format.PFX), "p", b64, PKCS12, KID, SPLIT) == [
+        ("p.crt", b""),
+        ("p.key", b""),
+        ("p", b64.encode()),
+    ]
 
 
 def test_separate_cert_and_key_files() -> None:
     chain = make_chain()
-    files = dict(
-        secret_files(SECRET, "tls", chain.pfx_b64(), PKCS12, ContentOptions(separate_cert_and_key=True))
-    )
-    assert set(files) == {"tls", "tls.crt", "tls.key"}
-    assert files["tls"] == files["tls.key"] + files["tls.crt"]
-    assert subjects(files["tls.crt"])[0] == "CN=leaf.example"
-    assert b"CERTIFICATE" not in files["tls.key"]
+    files = secret_files(SECRET, "tls", chain.pfx_b64(), PKCS12, KID, SPLIT)
+    assert [path for path, _ in files] == ["tls.crt", "tls.key", "tls"]
+    got = dict(files)
+    assert got["tls"] == got["tls.key"] + got["tls.crt"]
+    assert subjects(got["tls.crt"])[0] == "CN=leaf.example"
+    assert b"CERTIFICATE" not in got["tls.key"]
 
 
-def test_pem_file_secret_passes_through_and_splits() -> None:
+def test_pem_certificate_secret_passes_through_and_splits_in_either_format() -> None:
     chain = make_chain()
     pem = (chain.key_pem() + chain.pem("leaf", "intermediate")).decode()
-    assert secret_files(SECRET, "t", pem, PEM_FILE, ContentOptions()) == [("t", pem.encode())]
-    files = dict(secret_files(SECRET, "t", pem, PEM_FILE, ContentOptions(separate_cert_and_key=True)))
-    assert files["t.key"] == chain.key_pem()
-    assert files["t.crt"] == chain.pem("leaf", "intermediate")
+    assert secret_files(SECRET, "t", pem, PEM_FILE, KID, ContentOptions()) == [("t", pem.encode())]
+    for fmt in Format:
+        files = dict(secret_files(spec(format=fmt), "t", pem, PEM_FILE, KID, SPLIT))
+        assert files == {
+            "t": pem.encode(),
+            "t.key": chain.key_pem(),
+            "t.crt": chain.pem("leaf", "intermediate"),
+        }
+
+
+def test_split_re_encodes_pem_blocks_as_upstream() -> None:
+    chain = make_chain()
+    der = chain.leaf.public_bytes(serialization.Encoding.DER)
+    wide = base64.b64encode(der).decode()  # one long line, as some tools write PEM
+    pem = f"junk\n-----BEGIN CERTIFICATE-----\n{wide}\n-----END CERTIFICATE-----\n"
+    assert dict(secret_files(SECRET, "t", pem, PEM_FILE, KID, SPLIT))["t.crt"] == chain.pem("leaf")
+
+
+@pytest.mark.parametrize("content_type", [PKCS12, PEM_FILE])
+def test_plain_secrets_are_never_converted_or_split(content_type: str) -> None:
+    chain = make_chain()
+    value = chain.pfx_b64() if content_type == PKCS12 else (chain.key_pem() + chain.pem("leaf")).decode()
+    assert secret_files(SECRET, "p", value, content_type, None, SPLIT) == [("p", value.encode())]
+
+
+def test_certificate_secret_of_unknown_content_type_is_an_error() -> None:
+    with pytest.raises(KeyVaultError, match="unknown content type 'text/plain'"):
+        secret_files(SECRET, "p", "x", "text/plain", KID, ContentOptions())
 
 
 def _jwk_rsa(key: rsa.RSAPrivateKey, kty: str = "RSA") -> JsonWebKey:

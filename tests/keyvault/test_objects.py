@@ -15,6 +15,7 @@ from kvmount.keyvault.objects import (
     Format,
     IdentityMode,
     ObjectType,
+    output_paths,
     parse_mount,
 )
 
@@ -64,7 +65,8 @@ def test_full_object_spec_is_parsed() -> None:
 
 def test_tenant_id_spellings_and_case_insensitive_secret_keys() -> None:
     params = parse_mount(
-        {"keyvaultName": "kvtest", "tenantId": "t2", "objects": ""}, {"ClientID": "a", "ClientSecret": "b"}
+        {"keyvaultName": "kvtest", "tenantId": "t2", "objects": "array: []"},
+        {"ClientID": "a", "ClientSecret": "b"},
     )
     assert (params.tenant_id, params.sp_client_id, params.sp_client_secret) == ("t2", "a", "b")
 
@@ -151,7 +153,34 @@ def test_tenant_id_spellings_and_case_insensitive_secret_keys() -> None:
             "one identity",
         ),
         ({"usePodIdentity": "maybe"}, "usePodIdentity", "boolean"),
-        ({"userAssignedIdentityID": "x"}, "userAssignedIdentityID", "useVMManagedIdentity"),
+        ({"objects": ""}, "objects", "not set"),
+        ({"objects": "  \n "}, "objects", "not set"),
+        (
+            {"objects": objects("objectName: a\nobjectType: secret\nobjectVersionHistory: '2'")},
+            "objectVersionHistory",
+            "unquoted",
+        ),
+        (
+            {"objects": objects("objectName: a\nobjectType: secret\nfilePermission: 0o644")},
+            "filePermission",
+            "octal",
+        ),
+        ({"objects": objects("objectName: a\nobjectType: secret\nobjectName: b")}, "objects[0]", "twice"),
+        (
+            {"objects": objects("objectName: a\nobjectType: secret\nobjectAlias: ./")},
+            "objectAlias",
+            "names no file",
+        ),
+        ({"objects": objects("objectName: a\nobjectType: secret\nobjectAlias: ./../x")}, "objectAlias", ".."),
+        (
+            {
+                "objects": objects(
+                    "objectName: a\nobjectType: secret", "objectName: b\nobjectType: secret\nobjectAlias: ./a"
+                )
+            },
+            "object 'b'",
+            "distinct objectAlias",
+        ),
         ({"clientID": "c"}, SERVICE_ACCOUNT_TOKENS, "api://AzureADTokenExchange"),
         (
             {"clientID": "c", SERVICE_ACCOUNT_TOKENS: '{"other": {"token": "t"}}'},
@@ -169,6 +198,83 @@ def test_bad_input_is_refused_naming_the_field(extra: dict[str, str], field: str
     assert field in message
     assert words in message
     assert "s3cret-value" not in message
+
+
+@pytest.mark.parametrize(
+    ("written", "mode"),
+    [("0644", 0o644), ("0755", 0o755), ("0600", 0o600), ("400", 0o400), ("'0644'", 0o644), ('"440"', 0o440)],
+)
+def test_file_permission_is_the_scalar_as_written(written: str, mode: int) -> None:
+    # Unquoted 0644 is the integer 420 to a YAML 1.1 reader; upstream's Go reader sees the text "0644".
+    params = parse_mount(
+        attrs(objects=objects(f"objectName: a\nobjectType: secret\nfilePermission: {written}")), SP
+    )
+    assert params.objects[0].file_permission == mode
+
+
+@pytest.mark.parametrize(("written", "history"), [("2", 2), ("010", 8), ("0x3", 3), ("2.0", 2), ("~", 0)])
+def test_history_is_read_as_upstream_reads_an_integer(written: str, history: int) -> None:
+    params = parse_mount(
+        attrs(objects=objects(f"objectName: a\nobjectType: secret\nobjectVersionHistory: {written}")), SP
+    )
+    assert params.objects[0].version_history == history
+
+
+def test_history_of_one_is_the_plain_file() -> None:
+    params = parse_mount(
+        attrs(objects=objects("objectName: a\nobjectType: secret\nobjectVersionHistory: 1")), SP
+    )
+    assert [output_paths(o) for o in params.objects] == [["a"]]
+    params = parse_mount(
+        attrs(objects=objects("objectName: a\nobjectType: secret\nobjectVersionHistory: 2")), SP
+    )
+    assert [output_paths(o) for o in params.objects] == [["a/0", "a/1"]]
+
+
+def test_names_and_values_are_trimmed() -> None:
+    params = parse_mount(
+        attrs(
+            keyvaultName=" kvtest ",
+            tenantID=" tenant\t",
+            cloudName=" AzurePublicCloud ",
+            objects=objects(
+                "objectName: ' plain '\nobjectType: ' secret '\nobjectAlias: ' p '\nfilePermission: ' 0600 '"
+            ),
+        ),
+        SP,
+    )
+    (spec,) = params.objects
+    assert (params.vault_name, params.tenant_id, params.cloud_name) == (
+        "kvtest",
+        "tenant",
+        "AzurePublicCloud",
+    )
+    assert (spec.name, spec.type, spec.file_name, spec.file_permission) == (
+        "plain",
+        ObjectType.SECRET,
+        "p",
+        0o600,
+    )
+
+
+@pytest.mark.parametrize(
+    ("alias", "clean"), [("./x", "x"), ("dir/", "dir"), ("a//b", "a/b"), ("a..b", "a..b"), ("./d/./e", "d/e")]
+)
+def test_aliases_are_cleaned_as_the_driver_writes_them(alias: str, clean: str) -> None:
+    params = parse_mount(
+        attrs(objects=objects(f"objectName: a\nobjectType: secret\nobjectAlias: {alias}")), SP
+    )
+    assert params.objects[0].file_name == clean
+
+
+def test_objects_array_may_be_empty() -> None:
+    assert parse_mount(attrs(objects="array: []"), SP).objects == ()
+    assert parse_mount(attrs(objects="array:"), SP).objects == ()
+
+
+def test_stray_user_assigned_identity_is_ignored() -> None:
+    params = parse_mount(attrs(userAssignedIdentityID="stray"), SP)
+    assert (params.identity, params.client_id) == (IdentityMode.SERVICE_PRINCIPAL, "")
 
 
 def test_service_principal_needs_the_node_publish_secret() -> None:

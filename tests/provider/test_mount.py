@@ -182,7 +182,18 @@ def test_pfx_format_and_separate_files(
     finally:
         stop_provider(separate)
     got = files(response)
-    assert set(got) == {"tls", "tls.crt", "tls.key", "tls.pfx"}
+    # As upstream: the .crt and .key of a pfx-format secret are empty (no PEM to split).
+    assert [f.path for f in response.files] == [
+        "tls.crt",
+        "tls.key",
+        "tls",
+        "tls.pfx.crt",
+        "tls.pfx.key",
+        "tls.pfx",
+    ]
+    assert got["tls.pfx.crt"] == got["tls.pfx.key"] == b""
+    assert versions(response) == {f"secret/{name}": response.object_version[0].version}
+    assert len(response.object_version) == 6, "one object version per file, as upstream"
     assert got["tls"] == got["tls.key"] + got["tls.crt"]
     from cryptography.hazmat.primitives.serialization import pkcs12
 

@@ -2,10 +2,13 @@
 
 When P pods on a node mount the same objects with the same identity at about
 the same time (a rotation round, a deployment's pods starting together), one
-read serves them all: callers of a read already in flight wait for it, and a
-result is reused for a short window. The key holds the vault, the principal
-allowed to read, the object and the requested version, so content is never
-shared across identities. Failures are not kept.
+read serves them all: callers of a read already in flight wait for it. A new
+mount takes a completed read only if that read was still in flight when the
+mount began (its own reads may wait in the fetch queue), so a mount that starts
+after a change always sees it; rotation polls, which upstream answers no
+fresher, may take any read completed within the window. The key holds the
+vault, the principal allowed to read, the object and the requested version, so
+content is never shared across identities. Failures are not kept.
 """
 
 from __future__ import annotations
@@ -14,45 +17,56 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
 
+@dataclass
+class _Read:
+    future: Future[Any]
+    done_at: float = 0.0
+
+
 class Coalescer:
     def __init__(self, window_seconds: float) -> None:
         self._window = window_seconds
-        self._entries: dict[Hashable, tuple[Future[Any], float]] = {}
+        self._entries: dict[Hashable, _Read] = {}
         self._lock = threading.Lock()
 
-    def run(self, key: Hashable, compute: Callable[[], T]) -> T:
+    def run(self, key: Hashable, compute: Callable[[], T], *, since: float | None) -> T:
+        """compute()'s result, or that of an identical read in flight. A completed read is
+        taken if it completed after ``since`` (a new mount's start, time.monotonic()); with
+        ``since`` None (a rotation poll), any read completed within the window."""
         if self._window <= 0:
             return compute()
         now = time.monotonic()
         with self._lock:
             self._expire(now)
             entry = self._entries.get(key)
+            if entry is not None and entry.future.done() and since is not None and entry.done_at < since:
+                entry = None
             owner = entry is None
             if entry is None:
-                entry = (Future(), now)
+                entry = _Read(Future())
                 self._entries[key] = entry
-        future = entry[0]
         if not owner:
-            return cast(T, future.result())
+            return cast(T, entry.future.result())
         try:
             result = compute()
         except BaseException as err:
             with self._lock:
-                self._entries.pop(key, None)
-            future.set_exception(err)
+                if self._entries.get(key) is entry:
+                    del self._entries[key]
+            entry.future.set_exception(err)
             raise
-        with self._lock:
-            # The window starts when the read completes: a slow read is not stale on arrival.
-            self._entries[key] = (future, time.monotonic())
-        future.set_result(result)
+        # The window starts when the read completes: a slow read is not stale on arrival.
+        entry.done_at = time.monotonic()
+        entry.future.set_result(result)
         return result
 
     def _expire(self, now: float) -> None:
-        stale = [k for k, (f, at) in self._entries.items() if f.done() and now - at >= self._window]
+        stale = [k for k, e in self._entries.items() if e.future.done() and now - e.done_at >= self._window]
         for key in stale:
             del self._entries[key]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -80,11 +81,10 @@ def _key_id(cert: x509.Certificate, ext: type[x509.ExtensionType]) -> bytes | No
 
 
 def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    # By key identifiers only, as upstream links a chain: without them the stored order stays.
     aki = _key_id(child, x509.AuthorityKeyIdentifier)
     ski = _key_id(parent, x509.SubjectKeyIdentifier)
-    if aki is not None and ski is not None:
-        return aki == ski
-    return child.issuer == parent.subject
+    return aki is not None and aki == ski
 
 
 def order_chain(certs: Sequence[x509.Certificate]) -> list[x509.Certificate]:
@@ -113,27 +113,34 @@ def pem_certs(certs: Sequence[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
-def _split_pem(data: bytes) -> tuple[bytes, bytes]:
-    """(key blocks, certificate blocks) of a PEM bundle, each in stored order."""
-    keys: list[bytes] = []
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([^\r\n]*?)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
+
+
+def _pem_block(kind: bytes, der: bytes) -> bytes:
+    body = base64.b64encode(der)
+    lines = b"".join(body[i : i + 64] + b"\n" for i in range(0, len(body), 64))
+    return b"-----BEGIN " + kind + b"-----\n" + lines + b"-----END " + kind + b"-----\n"
+
+
+def split_pem(data: bytes) -> tuple[bytes, bytes]:
+    """(certificate blocks, other blocks) of a PEM bundle, each in stored order and
+    re-encoded (64-column base64, no headers) as upstream's split writes them."""
     certs: list[bytes] = []
-    block: list[bytes] = []
-    for line in data.splitlines(keepends=True):
-        if line.startswith(b"-----BEGIN "):
-            block = [line]
-        elif block:
-            block.append(line)
-            if line.startswith(b"-----END "):
-                text = b"".join(block)
-                (certs if b"CERTIFICATE" in block[0] else keys).append(
-                    text if text.endswith(b"\n") else text + b"\n"
-                )
-                block = []
-    return b"".join(keys), b"".join(certs)
+    others: list[bytes] = []
+    for match in _PEM_BLOCK.finditer(data):
+        kind, body = match.groups()
+        if b":" in body.split(b"\n\n", 1)[0] and b"\n\n" in body:
+            body = body.split(b"\n\n", 1)[1]  # RFC 1421 headers are not carried over
+        try:
+            der = base64.b64decode(b"".join(body.split()), validate=True)
+        except binascii.Error:
+            continue  # not a PEM block after all
+        (certs if kind == b"CERTIFICATE" else others).append(_pem_block(kind, der))
+    return b"".join(certs), b"".join(others)
 
 
-def _pfx_to_pem(spec: ObjectSpec, value: str, options: ContentOptions) -> tuple[bytes, bytes]:
-    """(private key PEM, certificate chain PEM) from a base64 PFX without password."""
+def _pfx_to_pem(spec: ObjectSpec, value: str, options: ContentOptions) -> str:
+    """A base64 PFX without password as PEM: the private key (PKCS#8), then the chain."""
     try:
         bundle = pkcs12.load_pkcs12(base64.b64decode(value, validate=True), None)
     except (ValueError, binascii.Error):
@@ -148,31 +155,37 @@ def _pfx_to_pem(spec: ObjectSpec, value: str, options: ContentOptions) -> tuple[
         key = bundle.key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-    return key, pem_certs(certs)
+    return (key + pem_certs(certs)).decode("ascii")
 
 
 def secret_files(
-    spec: ObjectSpec, path: str, value: str, content_type: str | None, options: ContentOptions
+    spec: ObjectSpec,
+    path: str,
+    value: str,
+    content_type: str | None,
+    key_id: str | None,
+    options: ContentOptions,
 ) -> list[tuple[str, bytes]]:
-    """The files of one secret version: (relative path, bytes)."""
-    if content_type == PKCS12:
-        if spec.format is Format.PFX:
-            if spec.encoding is Encoding.BASE64:
-                return [(path, decode_secret(spec, value))]
-            return [(path, value.encode("ascii"))]
-        key, chain = _pfx_to_pem(spec, value, options)
-    elif content_type == PEM_FILE and spec.format is Format.PEM:
-        data = value.encode("utf-8")
-        if not options.separate_cert_and_key:
-            return [(path, data)]
-        key, chain = _split_pem(data)
-        return [(path, data), (f"{path}.crt", chain), (f"{path}.key", key)]
-    else:
-        return [(path, decode_secret(spec, value))]
-    files = [(path, key + chain)]
-    if options.separate_cert_and_key:
-        files += [(f"{path}.crt", chain), (f"{path}.key", key)]
-    return files
+    """The files of one secret version, (relative path, bytes), in upstream's order.
+
+    Only a certificate's secret (one with a key id) is converted: PKCS#12 to PEM
+    unless objectFormat is pfx, and with --write-cert-and-key-in-separate-files
+    split into <file>.crt and <file>.key as well. A plain secret is written as
+    stored, whatever its content type. objectEncoding applies to every piece.
+    """
+    content = value
+    pieces: list[tuple[str, str]] = []
+    if key_id:
+        if content_type == PKCS12:
+            if spec.format is not Format.PFX:
+                content = _pfx_to_pem(spec, value, options)
+        elif content_type != PEM_FILE:
+            raise _bad(spec, f"a certificate's secret has the unknown content type {content_type!r}")
+        if options.separate_cert_and_key:
+            certs, key = split_pem(content.encode("utf-8"))
+            pieces += [(".crt", certs.decode("ascii")), (".key", key.decode("ascii"))]
+    pieces.append(("", content))
+    return [(path + suffix, decode_secret(spec, text)) for suffix, text in pieces]
 
 
 def public_key_pem(spec: ObjectSpec, jwk: JsonWebKey) -> bytes:

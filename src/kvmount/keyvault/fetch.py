@@ -49,6 +49,8 @@ class Fetched:
     version: str
     secret_value: str | None = None
     content_type: str | None = None
+    # Set when the secret is a certificate's (its key's id): only those are converted and split.
+    key_id: str | None = None
     key: JsonWebKey | None = None
     certificate_der: bytes | None = None
 
@@ -135,9 +137,9 @@ class ClientCache:
             clients = self._entries.get(key)
             if clients is None:
                 clients = Clients(
-                    SecretClient(vault_url, credential, **CLIENT_OPTIONS),
-                    KeyClient(vault_url, credential, **CLIENT_OPTIONS),
-                    CertificateClient(vault_url, credential, **CLIENT_OPTIONS),
+                    SecretClient(vault_url, credential, **self._options),
+                    KeyClient(vault_url, credential, **self._options),
+                    CertificateClient(vault_url, credential, **self._options),
                 )
                 self._entries[key] = clients
                 while len(self._entries) > self._max:
@@ -176,7 +178,7 @@ def history_versions(clients: Clients, spec: ObjectSpec, limit: int | None = Non
     listed = list(enumerate(_timed(spec.type.value, listing)))
     props = [p for _, p in sorted(listed, key=lambda ip: (_created(ip[1]), ip[0]), reverse=True)]
     versions = [p.version for p in props if p.enabled is not False]
-    if spec.version:
+    if not spec.latest:
         if spec.version not in versions:
             raise ResourceNotFoundError(f"version {spec.version} is not an enabled version")
         versions = versions[versions.index(spec.version) :]
@@ -187,7 +189,8 @@ def history_versions(clients: Clients, spec: ObjectSpec, limit: int | None = Non
 def fetch_version(clients: Clients, spec: ObjectSpec, version: str) -> Fetched:
     if spec.type is ObjectType.SECRET:
         secret = _timed("secret", lambda: clients.secrets.get_secret(spec.name, version or None))
-        return Fetched(spec, secret.properties.version or "", secret.value, secret.properties.content_type)
+        props = secret.properties
+        return Fetched(spec, props.version or "", secret.value, props.content_type, props.key_id)
     if spec.type is ObjectType.KEY:
         key = _timed("key", lambda: clients.keys.get_key(spec.name, version or None))
         jwk: Any = key.key  # the SDK's JsonWebKey sets its fields dynamically
@@ -226,11 +229,15 @@ class Fetcher:
         specs: Iterable[ObjectSpec],
         coalescer: Coalescer | None = None,
         principal: str = "",
+        since: float | None = None,
     ) -> list[list[Fetched]]:
         """For each spec, its fetched versions: one, or its history newest first.
 
         With a coalescer, identical reads by the same principal are shared;
         ``principal`` must name everything that decides the right to read.
+        ``since`` is when the mount began (time.monotonic()): it takes no read
+        that began earlier and has completed, so it sees every change made
+        before it. None marks a rotation poll (see Coalescer.run).
         """
         specs = list(specs)
         shared = coalescer or Coalescer(0)
@@ -242,20 +249,29 @@ class Fetcher:
                 raise describe_failure(vault, spec, err) from None
 
         def versions_of(spec: ObjectSpec) -> list[str]:
-            if spec.version_history == 0:
+            if not spec.has_history:
                 return [spec.version]
-            key = (clients.secrets.vault_url, principal, spec.type, spec.name, spec.version, "history")
-            listed = guarded(spec, lambda: shared.run(key, lambda: history_versions(clients, spec, 0)))
+            version = "" if spec.latest else spec.version
+            key = (clients.secrets.vault_url, principal, spec.type, spec.name, version, "history")
+
+            def listing() -> list[str]:
+                return history_versions(clients, spec, 0)
+
+            listed = guarded(spec, lambda: shared.run(key, listing, since=since))
             return listed[: spec.version_history]
 
         def fetch_one(job: tuple[ObjectSpec, str]) -> Fetched:
             spec, version = job
             key = (clients.secrets.vault_url, principal, spec.type, spec.name, version)
-            fetched = guarded(spec, lambda: shared.run(key, lambda: fetch_version(clients, spec, version)))
+
+            def read() -> Fetched:
+                return fetch_version(clients, spec, version)
+
+            fetched = guarded(spec, lambda: shared.run(key, read, since=since))
             # A shared read may have been made for another spec of the same object.
             return replace(fetched, spec=spec)
 
-        needs_listing = any(s.version_history for s in specs)
+        needs_listing = any(s.has_history for s in specs)
         plans = self.map(versions_of, specs) if needs_listing else [[s.version] for s in specs]
         jobs = [(spec, version) for spec, versions in zip(specs, plans, strict=True) for version in versions]
         results = self.map(fetch_one, jobs)

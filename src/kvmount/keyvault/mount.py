@@ -6,6 +6,7 @@ through here, so each object is named, fetched and converted the same way.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -32,7 +33,7 @@ class File:
 @dataclass(frozen=True)
 class MountResult:
     files: list[File]
-    # (id, version) pairs as upstream reports them in MountResponse.object_version.
+    # (id, version) pairs as upstream reports them in MountResponse.object_version: one per file.
     versions: list[tuple[str, str]]
 
 
@@ -53,7 +54,8 @@ def _files_of(fetched: Fetched, path: str, mode: int, content: ContentOptions) -
     if spec.file_permission is not None:
         mode = spec.file_permission
     if spec.type is ObjectType.SECRET:
-        pairs = secret_files(spec, path, fetched.secret_value or "", fetched.content_type, content)
+        value = fetched.secret_value or ""
+        pairs = secret_files(spec, path, value, fetched.content_type, fetched.key_id, content)
     elif spec.type is ObjectType.KEY:
         assert fetched.key is not None
         pairs = [(path, public_key_pem(spec, fetched.key))]
@@ -72,7 +74,10 @@ class KeyVaultMounter:
         self.fetcher = Fetcher(self.settings.max_concurrency)
         self.coalescer = Coalescer(self.settings.coalesce_seconds)
 
-    def mount(self, params: MountParams, default_mode: int) -> MountResult:
+    def mount(self, params: MountParams, default_mode: int, refresh: bool = False) -> MountResult:
+        """The files of a mount; ``refresh`` marks a rotation poll, which may be
+        answered from a read completed within the coalescing window."""
+        since = None if refresh else time.monotonic()
         cloud = clouds.resolve(params.cloud_name, params.cloud_env_file, self.settings.default_cloud)
         identity, credential = self.credentials.get(params, cloud)
         clients = self.clients.get(cloud.vault_url(params.vault_name), identity, credential)
@@ -82,24 +87,28 @@ class KeyVaultMounter:
             raise describe_failure(params.vault_name, None, err) from None
         principal = principal_key(params, cloud)
         fetched = self.fetcher.fetch_all(
-            params.vault_name, clients, params.objects, self.coalescer, principal
+            params.vault_name, clients, params.objects, self.coalescer, principal, since
         )
         files: list[File] = []
         versions: list[tuple[str, str]] = []
         for spec, got in zip(params.objects, fetched, strict=True):
-            if spec.version_history == 0:
-                files += _files_of(got[0], spec.file_name, default_mode, self.settings.content)
-                versions.append((spec.id, got[0].version))
-                continue
             for i, one in enumerate(got):
-                files += _files_of(one, f"{spec.file_name}/{i}", default_mode, self.settings.content)
-                versions.append((f"{spec.id}/{i}", one.version))
+                path, object_id = spec.file_name, spec.id
+                if spec.has_history:
+                    path, object_id = f"{path}/{i}", f"{object_id}/{i}"
+                these = _files_of(one, path, default_mode, self.settings.content)
+                files += these
+                versions += [(object_id, one.version)] * len(these)
         return MountResult(files, versions)
 
     def mount_attributes(
-        self, attributes: Mapping[str, str], secrets: Mapping[str, str] | None, default_mode: int
+        self,
+        attributes: Mapping[str, str],
+        secrets: Mapping[str, str] | None,
+        default_mode: int,
+        refresh: bool = False,
     ) -> MountResult:
-        return self.mount(parse_mount(attributes, secrets), default_mode)
+        return self.mount(parse_mount(attributes, secrets), default_mode, refresh)
 
     def close(self) -> None:
         self.fetcher.shutdown()

@@ -8,7 +8,6 @@ network call, so a typo fails fast instead of being silently ignored.
 from __future__ import annotations
 
 import json
-import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from enum import StrEnum
 
 import yaml
 
+from kvmount.keyvault import goyaml
 from kvmount.keyvault.errors import InvalidSpec
 
 VAULT_NAME = re.compile(r"^[-A-Za-z0-9]{3,24}$")
@@ -66,6 +66,16 @@ class ObjectSpec:
     @property
     def file_name(self) -> str:
         return self.alias or self.name
+
+    @property
+    def has_history(self) -> bool:
+        """Upstream's rule: a history of 0 or 1 is the plain file, one version."""
+        return self.version_history > 1
+
+    @property
+    def latest(self) -> bool:
+        """No pinned version: "latest" is how users spell the newest."""
+        return self.version in ("", "latest")
 
     @property
     def id(self) -> str:
@@ -119,73 +129,64 @@ def parse_bool(name: str, value: str) -> bool:
 
 
 def parse_permission(name: str, value: str) -> int:
-    """An octal file mode such as "0644", 0 to 0777."""
-    if not re.fullmatch(r"0?[0-7]{1,3}|0o[0-7]{1,3}", value.strip()):
+    """An octal file mode, 0 to 0777, read as upstream reads it (Go's ParseInt base 8): "0644", "644"."""
+    text = value.strip()
+    mode = int(text, 8) if re.fullmatch(r"[+-]?[0-7]+", text) else -1
+    if not 0 <= mode <= 0o777:
         raise InvalidSpec(name, f'{value!r} is not an octal file mode from 0 to 0777, e.g. "0644"')
-    return int(value.strip().removeprefix("0o"), 8)
+    return mode
 
 
-def check_relative_path(name: str, path: str) -> None:
-    """A file name inside the mount: relative, clean, never leaving the target."""
-    if not path:
-        raise InvalidSpec(name, "file name is empty")
+def clean_relative_path(name: str, path: str) -> str:
+    """A file name inside the mount, cleaned as the driver's writer cleans it ("./x" and "a//b/"
+    are "x" and "a/b"); absolute names and ".." components never leave the target."""
     if path.startswith("/"):
         raise InvalidSpec(name, f"file name {path!r} is absolute; use a relative name")
-    parts = path.split("/")
-    if ".." in parts or posixpath.normpath(path) != path or path.startswith(".."):
-        raise InvalidSpec(name, f"file name {path!r} must be a clean relative path without '..'")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts or (parts and parts[0].startswith("..")):
+        raise InvalidSpec(name, f"file name {path!r} must be a relative path without '..'")
+    if not parts:
+        raise InvalidSpec(name, f"file name {path!r} names no file")
+    return "/".join(parts)
 
 
-def _object_list(raw: str) -> list[object]:
-    try:
-        doc = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise InvalidSpec("objects", f"is not valid YAML ({_yaml_where(err)})") from None
+def _object_list(raw: str) -> list[yaml.Node]:
+    if not raw:
+        raise InvalidSpec("objects", "is not set; list the Key Vault objects to mount under 'array'")
+    doc = goyaml.compose("objects", raw)
     if doc is None:
         return []
-    if not isinstance(doc, dict) or set(doc) != {"array"} or not isinstance(doc["array"], list):
+    keys = goyaml.mapping("objects", doc, "one key, 'array', holding a list")
+    if set(keys) != {"array"}:
         raise InvalidSpec("objects", "must be a YAML mapping with one key, 'array', holding a list")
-    return list(doc["array"])
+    array = keys["array"]
+    if goyaml.is_null(array):
+        return []
+    if not isinstance(array, yaml.SequenceNode):
+        raise InvalidSpec("objects", "'array' must be a list of objects")
+    return [item for item in array.value if not goyaml.is_null(item)]
 
 
-def _yaml_where(err: yaml.YAMLError) -> str:
-    mark = getattr(err, "problem_mark", None)
-    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else "syntax error"
-
-
-def _field(doc: Mapping[str, object], key: str, where: str) -> str:
-    value = doc.get(key, "")
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if not isinstance(value, str | int):
-        raise InvalidSpec(f"{where}.{key}", "must be a string")
-    return str(value)
-
-
-def parse_object(item: object, index: int) -> ObjectSpec:
+def parse_object(item: yaml.Node, index: int) -> ObjectSpec:
     where = f"objects[{index}]"
-    if isinstance(item, str):
-        try:
-            item = yaml.safe_load(item)
-        except yaml.YAMLError as err:
-            raise InvalidSpec(where, f"is not valid YAML ({_yaml_where(err)})") from None
-    if not isinstance(item, dict):
-        raise InvalidSpec(where, "must be a YAML mapping with objectName and objectType")
-    unknown = sorted(str(k) for k in item if k not in _OBJECT_KEYS)
+    if isinstance(item, yaml.ScalarNode):
+        # Upstream's form: each item is a YAML document of its own (`- |`).
+        item = goyaml.compose(where, item.value) or yaml.MappingNode("tag:yaml.org,2002:map", [])
+    fields = goyaml.mapping(where, item, "objectName, objectType, ...")
+    unknown = sorted(k for k in fields if k not in _OBJECT_KEYS)
     if unknown:
         raise InvalidSpec(where, f"unknown key {unknown[0]!r}; known keys: {', '.join(sorted(_OBJECT_KEYS))}")
-    name = _field(item, "objectName", where)
+    text = {k: goyaml.string(f"{where}.{k}", v) for k, v in fields.items() if k != "objectVersionHistory"}
+    name = text.get("objectName", "")
     if not name:
         raise InvalidSpec(f"{where}.objectName", "is required")
     where = f"object {name!r}"
-    kind = _field(item, "objectType", where)
+    kind = text.get("objectType", "")
     try:
         object_type = ObjectType(kind)
     except ValueError:
         raise InvalidSpec(f"{where}.objectType", f"{kind!r} is not one of secret, key, cert") from None
-    encoding_raw = _field(item, "objectEncoding", where)
+    encoding_raw = text.get("objectEncoding", "")
     try:
         encoding = Encoding(encoding_raw.lower() or "utf-8")
     except ValueError:
@@ -194,39 +195,38 @@ def parse_object(item: object, index: int) -> ObjectSpec:
         ) from None
     if encoding_raw and object_type is not ObjectType.SECRET:
         raise InvalidSpec(f"{where}.objectEncoding", "applies to secrets only")
-    format_raw = _field(item, "objectFormat", where)
+    format_raw = text.get("objectFormat", "")
     try:
         fmt = Format(format_raw.lower() or "pem")
     except ValueError:
         raise InvalidSpec(f"{where}.objectFormat", f"{format_raw!r} is not one of pem, pfx") from None
     if fmt is Format.PFX and object_type is not ObjectType.SECRET:
         raise InvalidSpec(f"{where}.objectFormat", "pfx applies to secrets only (type secret)")
-    history_raw = _field(item, "objectVersionHistory", where) or "0"
-    try:
-        history = int(history_raw)
-    except ValueError:
-        raise InvalidSpec(f"{where}.objectVersionHistory", f"{history_raw!r} is not a whole number") from None
+    history = goyaml.int32(f"{where}.objectVersionHistory", fields.get("objectVersionHistory"))
     if history < 0:
         raise InvalidSpec(f"{where}.objectVersionHistory", f"{history} is negative; use 0 or more")
-    permission_raw = _field(item, "filePermission", where)
+    permission_raw = text.get("filePermission", "")
     permission = parse_permission(f"{where}.filePermission", permission_raw) if permission_raw else None
-    spec = ObjectSpec(
+    alias = text.get("objectAlias", "")
+    if alias:
+        alias = clean_relative_path(f"{where}.objectAlias", alias)
+    else:
+        clean_relative_path(f"{where}.objectName", name)
+    return ObjectSpec(
         name=name,
         type=object_type,
-        alias=_field(item, "objectAlias", where),
-        version=_field(item, "objectVersion", where),
+        alias=alias,
+        version=text.get("objectVersion", ""),
         version_history=history,
         encoding=encoding,
         format=fmt,
         file_permission=permission,
     )
-    check_relative_path(f"{where}.objectAlias" if spec.alias else f"{where}.objectName", spec.file_name)
-    return spec
 
 
 def output_paths(spec: ObjectSpec) -> list[str]:
-    """The files an object writes: one, or one per version of its history."""
-    if spec.version_history > 0:
+    """The files an object writes: one, or one per version of its history (above 1, as upstream)."""
+    if spec.has_history:
         return [f"{spec.file_name}/{i}" for i in range(spec.version_history)]
     return [spec.file_name]
 
@@ -278,6 +278,8 @@ def parse_mount(attributes: Mapping[str, str], secrets: Mapping[str, str] | None
     for key, value in attributes.items():
         if not isinstance(value, str):
             raise InvalidSpec(f"attributes.{key}", "must be a string")
+    # Upstream trims every parameter it reads; a stray space in a class must mean the same here.
+    attributes = {key: value.strip() for key, value in attributes.items()}
     vault = attributes.get("keyvaultName", "")
     if not VAULT_NAME.fullmatch(vault):
         raise InvalidSpec(
@@ -288,7 +290,8 @@ def parse_mount(attributes: Mapping[str, str], secrets: Mapping[str, str] | None
     use_pod = parse_bool("usePodIdentity", attributes.get("usePodIdentity", ""))
     use_vm = parse_bool("useVMManagedIdentity", attributes.get("useVMManagedIdentity", ""))
     client_id = attributes.get("clientID", "")
-    user_assigned = attributes.get("userAssignedIdentityID", "")
+    # Read for managed identity only; elsewhere a stray value is ignored, as upstream ignores it.
+    user_assigned = attributes.get("userAssignedIdentityID", "") if use_vm else ""
     chosen = [
         name
         for name, on in (
@@ -303,8 +306,6 @@ def parse_mount(attributes: Mapping[str, str], secrets: Mapping[str, str] | None
             " and ".join(chosen),
             "choose one identity mode: workload identity (clientID), useVMManagedIdentity or usePodIdentity",
         )
-    if user_assigned and not use_vm:
-        raise InvalidSpec("userAssignedIdentityID", 'needs useVMManagedIdentity: "true"')
     sp_id, sp_secret = _node_publish_secret(secrets)
     token = ""
     if client_id:

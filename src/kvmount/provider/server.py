@@ -92,7 +92,9 @@ class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
             pod = _pod(attributes)
             secrets = _json_map("secrets", request.secrets, allow_null=True)
             mode = _permission(request.permission)
-            result = self.mounter.mount_attributes(attributes, secrets, mode)
+            # The driver sends the current versions only when it polls a mounted volume (rotation).
+            refresh = len(request.current_object_version) > 0
+            result = self.mounter.mount_attributes(attributes, secrets, mode, refresh)
         except RequestError as err:
             code, message = err.code, str(err)
         except KeyVaultError as err:

@@ -1,0 +1,81 @@
+"""The `objects` YAML read as upstream's Go YAML library reads it into its fields.
+
+Users' SecretProviderClasses were written for the Go provider, which decodes
+each object into string fields with gopkg.in/yaml.v3. That library gives a
+string field the scalar exactly as written: unquoted `filePermission: 0644`
+is the text "0644", where a YAML 1.1 reader (PyYAML) would see the integer
+420. So scalars are taken from the composed node tree, never constructed.
+"""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from kvmount.keyvault.errors import InvalidSpec
+
+_NULL = "tag:yaml.org,2002:null"
+# Go's strconv.ParseInt(s, 0, 64) once yaml.v3 dropped underscores: 0x, 0o, 0b, 0 (octal), decimal.
+_GO_INT = re.compile(r"([+-]?)(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)")
+_GO_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_INT32 = 2**31
+
+
+def _where(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else "syntax error"
+
+
+def compose(field: str, text: str) -> yaml.Node | None:
+    try:
+        return yaml.compose(text)
+    except yaml.YAMLError as err:
+        raise InvalidSpec(field, f"is not valid YAML ({_where(err)})") from None
+
+
+def is_null(node: yaml.Node | None) -> bool:
+    return node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL and not node.style)
+
+
+def mapping(field: str, node: yaml.Node, what: str) -> dict[str, yaml.Node]:
+    """A mapping's entries by key; duplicate keys are refused, as yaml.v3 refuses them."""
+    if not isinstance(node, yaml.MappingNode):
+        raise InvalidSpec(field, f"must be a YAML mapping of {what}")
+    entries: dict[str, yaml.Node] = {}
+    for key, value in node.value:
+        if not isinstance(key, yaml.ScalarNode):
+            raise InvalidSpec(field, "has a key that is not a plain name")
+        if key.value in entries:
+            raise InvalidSpec(field, f"sets {key.value!r} twice")
+        entries[key.value] = value
+    return entries
+
+
+def string(field: str, node: yaml.Node | None) -> str:
+    """A string field: the scalar as written (null is empty), surrounding whitespace trimmed as upstream."""
+    if is_null(node):
+        return ""
+    if not isinstance(node, yaml.ScalarNode):
+        raise InvalidSpec(field, "must be a single value, not a list or mapping")
+    return str(node.value).strip()
+
+
+def int32(field: str, node: yaml.Node | None) -> int:
+    """An integer field as yaml.v3 decodes one: unquoted, Go's integer spellings or an integral float."""
+    if is_null(node):
+        return 0
+    if not isinstance(node, yaml.ScalarNode) or node.style:
+        raise InvalidSpec(field, "must be an unquoted whole number, e.g. 3")
+    plain = node.value.replace("_", "")
+    number: int | None = None
+    match = _GO_INT.fullmatch(plain)
+    if match:
+        sign, digits = match.groups()
+        base = 8 if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit() else 0
+        number = int(sign + (digits if base == 0 else digits[1:] or "0"), base)
+    elif _GO_FLOAT.fullmatch(plain) and float(plain).is_integer():
+        number = int(float(plain))
+    if number is None or not -_INT32 <= number < _INT32:
+        raise InvalidSpec(field, f"{node.value!r} is not a whole number")
+    return number

@@ -137,9 +137,9 @@ class ClientCache:
             clients = self._entries.get(key)
             if clients is None:
                 clients = Clients(
-                    SecretClient(vault_url, credential, **self._options),
-                    KeyClient(vault_url, credential, **self._options),
-                    CertificateClient(vault_url, credential, **self._options),
+                    SecretClient(vault_url, credential, **CLIENT_OPTIONS),
+                    KeyClient(vault_url, credential, **CLIENT_OPTIONS),
+                    CertificateClient(vault_url, credential, **CLIENT_OPTIONS),
                 )
                 self._entries[key] = clients
                 while len(self._entries) > self._max:

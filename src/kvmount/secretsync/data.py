@@ -5,7 +5,8 @@ before any Secret is written. Pure: no API calls."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kvmount.secretsync.errors import SyncError, invalid, is_subdomain, short
@@ -26,6 +27,77 @@ _SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 _NAME_PART = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 
 
+@dataclass(frozen=True)
+class Dialect:
+    """How one API spells a Secret to sync, and how its writer marks the Secrets it manages."""
+
+    source: str  # a data entry's field naming the mounted file
+    target: str  # a data entry's field naming the Secret's key
+    managed_label: str
+    managed_value: str
+    writer: str  # who writes the Secrets, for messages
+
+
+# The driver's SecretProviderClass ``secretObjects``.
+DRIVER = Dialect("objectName", "key", MANAGED_LABEL, "true", "the driver")
+# The SecretSync API (secret-sync.x-k8s.io), with the upstream sync controller's label.
+SECRET_SYNC = Dialect("sourcePath", "targetKey", "secrets-store.sync.x-k8s.io", "", "the sync controller")
+
+
+def entry_problems(secret_object: Any, file_names: Collection[str], where: str) -> Iterator[SyncError]:
+    """Every problem of one ``secretObjects`` entry that shows without the files' content: names,
+    keys, a data entry naming no file of the mount, keys its type requires. The driver raises the
+    first (secret_data); `kvmount validate` lists them all."""
+    if not isinstance(secret_object, Mapping):
+        yield invalid(f"{where} must be an object with secretName, type and data")
+        return
+    name = secret_object.get("secretName")
+    if not isinstance(name, str) or not name:
+        yield invalid(f"{where}.secretName is missing: name the Secret to create")
+    elif not is_subdomain(name):
+        yield invalid(
+            f"{where}.secretName {short(name)} is not a valid Secret name: use at most 253 lower-case "
+            "letters, digits, '-' and '.', starting and ending with a letter or digit"
+        )
+    secret_type = secret_object.get("type") or "Opaque"
+    if not isinstance(secret_type, str):
+        yield invalid(f"{where}.type must be a string such as Opaque or kubernetes.io/tls")
+    entries = secret_object.get("data")
+    if not isinstance(entries, list) or not entries:
+        yield invalid(f"{where}.data must be a non-empty list of {{objectName, key}}")
+        return
+    keys: set[str] = set()
+    for j, entry in enumerate(entries):
+        at = f"{where}.data[{j}]"
+        if not isinstance(entry, Mapping):
+            yield invalid(f"{at} must be an object with objectName and key")
+            continue
+        key, object_name = entry.get("key"), entry.get("objectName")
+        if not isinstance(key, str) or not key:
+            yield invalid(f"{at}.key is missing: name the Secret's data key")
+        elif len(key) > 253 or _SECRET_KEY.fullmatch(key) is None or key in (".", ".."):
+            yield invalid(
+                f"{at}.key {short(key)} is not a valid Secret key: use at most 253 letters, "
+                "digits, '-', '_' and '.' (not '.' or '..')"
+            )
+        elif key in keys:
+            yield invalid(f"{at}.key {short(key)} appears twice in {where}.data: keys must be unique")
+        else:
+            keys.add(key)
+        if not isinstance(object_name, str) or not object_name:
+            yield invalid(f"{at}.objectName is missing: name a mounted file (objectAlias or objectName)")
+        elif object_name not in file_names:
+            mounted = ", ".join(sorted(file_names)[:20]) or "none"
+            yield SyncError(
+                "ObjectNotMounted",
+                f"{at}.objectName {short(object_name)} is not a file of this mount (files: {mounted}); "
+                "use the object's objectAlias, or its objectName when it has no alias",
+            )
+    missing = [k for k in _REQUIRED_KEYS.get(str(secret_type), ()) if k not in keys]
+    if missing:
+        yield invalid(f"{where}.data lacks key(s) {', '.join(missing)}, which type {secret_type} requires")
+
+
 def secret_data(
     secret_object: Mapping[str, Any], files: Mapping[str, bytes], where: str
 ) -> tuple[str, str, dict[str, bytes]]:
@@ -36,57 +108,18 @@ def secret_data(
     PEM file or a password-less PKCS#12 file (DER or base64). Other keys and
     types get the file's bytes unchanged. Raises SyncError.
     """
-    if not isinstance(secret_object, Mapping):
-        raise invalid(f"{where} must be an object with secretName, type and data")
-    name = secret_object.get("secretName")
-    if not isinstance(name, str) or not name:
-        raise invalid(f"{where}.secretName is missing: name the Secret to create")
-    if not is_subdomain(name):
-        raise invalid(
-            f"{where}.secretName {short(name)} is not a valid Secret name: use at most 253 lower-case "
-            "letters, digits, '-' and '.', starting and ending with a letter or digit"
-        )
-    secret_type = secret_object.get("type") or "Opaque"
-    if not isinstance(secret_type, str):
-        raise invalid(f"{where}.type must be a string such as Opaque or kubernetes.io/tls")
-    entries = secret_object.get("data")
-    if not isinstance(entries, list) or not entries:
-        raise invalid(f"{where}.data must be a non-empty list of {{objectName, key}}")
-
+    for problem in entry_problems(secret_object, files, where):
+        raise problem
+    name, secret_type = str(secret_object["secretName"]), str(secret_object.get("type") or "Opaque")
     data: dict[str, bytes] = {}
-    for j, entry in enumerate(entries):
-        at = f"{where}.data[{j}]"
-        if not isinstance(entry, Mapping):
-            raise invalid(f"{at} must be an object with objectName and key")
-        key, object_name = entry.get("key"), entry.get("objectName")
-        if not isinstance(key, str) or not key:
-            raise invalid(f"{at}.key is missing: name the Secret's data key")
-        if len(key) > 253 or _SECRET_KEY.fullmatch(key) is None or key in (".", ".."):
-            raise invalid(
-                f"{at}.key {short(key)} is not a valid Secret key: use at most 253 letters, "
-                "digits, '-', '_' and '.' (not '.' or '..')"
-            )
-        if key in data:
-            raise invalid(f"{at}.key {short(key)} appears twice in {where}.data: keys must be unique")
-        if not isinstance(object_name, str) or not object_name:
-            raise invalid(f"{at}.objectName is missing: name a mounted file (objectAlias or objectName)")
-        if object_name not in files:
-            mounted = ", ".join(sorted(files)[:20]) or "none"
-            raise SyncError(
-                "ObjectNotMounted",
-                f"{at}.objectName {short(object_name)} is not a file of this mount (files: {mounted}); "
-                "use the object's objectAlias, or its objectName when it has no alias",
-            )
+    for j, entry in enumerate(secret_object["data"]):
+        at, key, object_name = f"{where}.data[{j}]", str(entry["key"]), str(entry["objectName"])
         content = files[object_name]
         if secret_type == TLS and key == TLS_KEY:
             content = tls_key(content, f"{at} (file {object_name})")
         elif secret_type == TLS and key == TLS_CERT:
             content = tls_chain(content, f"{at} (file {object_name})")
         data[key] = content
-
-    missing = [k for k in _REQUIRED_KEYS.get(secret_type, ()) if k not in data]
-    if missing:
-        raise invalid(f"{where}.data lacks key(s) {', '.join(missing)}, which type {secret_type} requires")
     if secret_type == TLS:
         check_pair(data[TLS_KEY], data[TLS_CERT], where)
     size = sum(len(v) for v in data.values())
@@ -112,8 +145,10 @@ def _is_qualified_name(key: str) -> bool:
     return len(name) <= 63 and _NAME_PART.fullmatch(name) is not None
 
 
-def metadata(secret_object: Mapping[str, Any], where: str) -> tuple[dict[str, str], dict[str, str]]:
-    """(labels, annotations) of an entry, checked as the API server would."""
+def metadata(
+    secret_object: Mapping[str, Any], where: str, dialect: Dialect = DRIVER
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(labels, annotations) of an entry, checked as the API server would, with the managed label."""
     labels = _string_map(secret_object.get("labels"), f"{where}.labels")
     annotations = _string_map(secret_object.get("annotations"), f"{where}.annotations")
     for key, value in labels.items():
@@ -124,9 +159,12 @@ def metadata(secret_object: Mapping[str, Any], where: str) -> tuple[dict[str, st
                 f"{where}.labels[{key}] is not a valid label value: at most 63 letters, digits, "
                 "'-', '_' and '.', starting and ending with a letter or digit"
             )
-    if labels.get(MANAGED_LABEL, "true") != "true":
-        raise invalid(f'{where}.labels may not set {MANAGED_LABEL}: the driver sets it to "true"')
+    managed = dialect.managed_label
+    if labels.get(managed, dialect.managed_value) != dialect.managed_value:
+        raise invalid(
+            f"{where}.labels may not set {managed}: {dialect.writer} sets it to {dialect.managed_value!r}"
+        )
     for key in annotations:
         if not _is_qualified_name(key):
             raise invalid(f"{where}.annotations key {short(key)} is not a valid annotation name")
-    return {**labels, MANAGED_LABEL: "true"}, annotations
+    return {**labels, managed: dialect.managed_value}, annotations

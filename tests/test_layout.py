@@ -20,6 +20,7 @@ FLOORS = {
     "volume": 1,
     "kube": 1,
     "provider_client": 1,
+    "upstream_flags": 1,
     "secretsync": 2,
     "provider": 3,
     "driver": 3,

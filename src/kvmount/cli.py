@@ -1,7 +1,8 @@
 """The one `kvmount` entry point: each subcommand lives in its component.
 
 A component's command module defines ``add_arguments(parser)`` and
-``run(args) -> int``. Only the module of the chosen subcommand is imported,
+``run(args) -> int``, and may name its parser class in ``PARSER`` (the
+daemons read Go-style flags, as upstream's binaries). Only the module of the chosen subcommand is imported,
 because kubelet execs the FlexVolume driver for every operation and start-up
 time is paid each time.
 """
@@ -44,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kvmount: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"kvmount {name}", description=COMMANDS[name][1])
+    parser_class: type[argparse.ArgumentParser] = getattr(module, "PARSER", argparse.ArgumentParser)
+    parser = parser_class(prog=f"kvmount {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
     code: int = module.run(parser.parse_args(args[1:]))
     return code

@@ -1,35 +1,107 @@
-"""Flag parsing shared by the daemons, in the forms upstream's Go flags accept."""
+"""Flags read as Go's flag package reads them, so upstream's manifests work unchanged.
+
+Go accepts ``-name`` and ``--name``, ``-name=value`` and ``-name value`` (a
+boolean takes no separate value: ``-bool`` alone is true, ``-bool=false``
+sets it false), and stops at the first argument that is not a flag. argparse
+knows none of that, so ``GoFlagParser`` rewrites every flag it defines into
+argparse's ``--name=value`` before parsing.
+"""
 
 from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Sequence
+from typing import Any
 
-_TRUE = {"1", "t", "true"}
-_FALSE = {"0", "f", "false"}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+# The spellings of Go's strconv.ParseBool.
+_TRUE = {"1", "t", "T", "true", "TRUE", "True"}
+_FALSE = {"0", "f", "F", "false", "FALSE", "False"}
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_LEADING_ZERO_OCTAL = re.compile(r"[+-]?0[0-7_]+")
 
 
 def go_bool(value: str) -> bool:
     """``--flag``, ``--flag=true`` and ``--flag=false`` as Go's flag package reads them."""
-    lowered = value.lower()
-    if lowered in _TRUE:
+    if value in _TRUE:
         return True
-    if lowered in _FALSE:
+    if value in _FALSE:
         return False
     raise argparse.ArgumentTypeError(f"{value!r} is not a boolean (true or false)")
 
 
-def add_bool(parser: argparse.ArgumentParser, name: str, default: bool, help: str) -> None:
-    parser.add_argument(name, type=go_bool, nargs="?", const=True, default=default, metavar="BOOL", help=help)
+def go_int(value: str) -> int:
+    """An integer as Go's int flags read it: decimal, 0x.., 0o.., 0b.. or a leading-zero octal."""
+    try:
+        if _LEADING_ZERO_OCTAL.fullmatch(value):
+            return int(value, 8)
+        return int(value, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
 
 
 def go_duration(value: str) -> float:
-    """A Go duration such as ``2m``, ``1m30s`` or ``500ms``, in seconds."""
-    if value in ("0", ""):
+    """A Go duration such as ``2m``, ``1m30s``, ``500ms`` or ``1.5h``, in seconds."""
+    sign, body = (-1.0, value[1:]) if value.startswith("-") else (1.0, value.removeprefix("+"))
+    if body == "0":
         return 0.0
-    parts = _DURATION.findall(value)
-    if not parts or "".join(n + u for n, u in parts) != value:
+    parts = _DURATION_PART.findall(body)
+    if not parts or "".join(n + u for n, u in parts) != body:
         raise argparse.ArgumentTypeError(f"{value!r} is not a duration such as 2m, 30s or 1m30s")
-    return sum(float(n) * _UNIT[u] for n, u in parts)
+    return sign * sum(float(n) * _UNIT[u] for n, u in parts)
+
+
+def add_bool(parser: argparse._ActionsContainer, name: str, default: bool | None, help: str) -> None:
+    parser.add_argument(name, type=go_bool, nargs="?", const=True, default=default, metavar="BOOL", help=help)
+
+
+class GoFlagParser(argparse.ArgumentParser):
+    """An ArgumentParser whose long options are read with Go's flag syntax.
+
+    Options are defined as usual (``--name``, in groups too); which of them
+    are booleans is known from ``type=go_bool``. Abbreviations are off, as in Go.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+
+    def _go_flags(self) -> dict[str, bool]:
+        """Each long option's name -> whether it is a boolean."""
+        return {
+            option[2:]: action.type is go_bool
+            for action in self._actions
+            for option in action.option_strings
+            if option.startswith("--")
+        }
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        return super().parse_known_args(None if args is None else self.go_style(args), namespace)
+
+    def go_style(self, args: Sequence[str]) -> list[str]:
+        """Go's spellings of the defined flags as ``--name=value``; anything else is left
+        for argparse to reject, and from the first non-flag on nothing is rewritten."""
+        flags = self._go_flags()
+        out: list[str] = []
+        rest = list(args)
+        while rest:
+            arg = rest.pop(0)
+            if arg == "--" or len(arg) < 2 or not arg.startswith("-"):
+                return [*out, arg, *rest]
+            name, has_value, value = arg.lstrip("-").partition("=")
+            dashes = len(arg) - len(arg.lstrip("-"))
+            if name in ("h", "help") and dashes <= 2:
+                out.append("--help")
+            elif dashes > 2 or name not in flags:
+                out.append(arg)
+            elif flags[name]:
+                out.append(f"--{name}={value if has_value else 'true'}")
+            elif has_value:
+                out.append(f"--{name}={value}")
+            elif rest:
+                out.append(f"--{name}={rest.pop(0)}")
+            else:
+                out.append(f"--{name}")  # argparse says the value is missing
+        return out

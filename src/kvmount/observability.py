@@ -43,12 +43,19 @@ class TextFormatter(logging.Formatter):
         return f"{line} {extras}" if extras else line
 
 
-def setup_logging(json_format: bool = False, level: int = logging.INFO, stream: object = None) -> None:
-    """Route all logs to one stream (stderr by default), text or JSON."""
-    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
-    handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
+def setup_logging(
+    json_format: bool = False,
+    level: int = logging.INFO,
+    stream: object = None,
+    handlers: list[logging.Handler] | None = None,
+) -> None:
+    """Route all logs to one stream (stderr by default), or to the given handlers, text or JSON."""
+    if handlers is None:
+        handlers = [logging.StreamHandler(stream or sys.stderr)]  # type: ignore[arg-type]
+    for handler in handlers:
+        handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = handlers
     root.setLevel(level)
     # The Azure SDK logs request URLs and headers at INFO; keep it to warnings.
     logging.getLogger("azure").setLevel(logging.WARNING)

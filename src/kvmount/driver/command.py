@@ -7,20 +7,21 @@ import logging
 import socket
 import threading
 
-from kvmount import __version__, unix_grpc
+from kvmount import unix_grpc, upstream_flags
 from kvmount.driver import csi
 from kvmount.driver.publish import Publisher
 from kvmount.driver.rotation import Rotator
 from kvmount.driver.volumes import VolumeRegistry
-from kvmount.flags import add_bool, go_duration
+from kvmount.flags import GoFlagParser, add_bool, go_duration, go_int
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.file_store import FileStore
 from kvmount.kube.store import Store
-from kvmount.observability import metrics_route, ok_route, serve_http, setup_logging
+from kvmount.observability import metrics_route, ok_route, serve_http
 from kvmount.provider_client import ProviderClients
 from kvmount.secretsync.writer import SecretSync
 
 log = logging.getLogger(__name__)
+PARSER = GoFlagParser
 
 DEFAULT_ADDITIONAL_PROVIDER_PATHS = ["/etc/kubernetes/secrets-store-csi-providers"]
 # Headroom over two full provider responses (old and new version side by side
@@ -33,10 +34,10 @@ def _paths(value: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    upstream_flags.add_arguments(parser, pprof_port=6065)
     parser.add_argument("--endpoint", default="unix:///tmp/csi.sock", help="CSI endpoint (unix socket)")
     parser.add_argument("--drivername", default="secrets-store.csi.k8s.io", help="name of the driver")
     parser.add_argument("--nodeid", default="", help="node id (defaults to the host name)")
-    add_bool(parser, "--log-format-json", False, "log as JSON lines")
     parser.add_argument(
         "--provider-volume",
         default="/var/run/secrets-store-csi-providers",
@@ -57,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-call-recv-msg-size",
-        type=int,
+        type=go_int,
         default=4 << 20,
         help="largest provider response accepted, in bytes",
     )
@@ -82,14 +83,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="/run/kvmount/driver",
         help="per-volume state (no secrets), and pod statuses in standalone mode",
     )
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.version:
-        print(f"kvmount driver {__version__}")
-        return 0
-    setup_logging(json_format=args.log_format_json)
+    exit_code = upstream_flags.start(args, "driver")
+    if exit_code is not None:
+        return exit_code
     node_id = args.nodeid or socket.gethostname()
     if not args.nodeid:
         log.info("--nodeid not set, using the host name", extra={"node_id": node_id})

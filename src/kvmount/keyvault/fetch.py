@@ -126,10 +126,12 @@ def failure_suffix(err: Exception) -> str:
 class ClientCache:
     """SDK clients by (vault URL, identity key); least recently used evicted."""
 
-    def __init__(self, max_entries: int = 256) -> None:
+    def __init__(self, max_entries: int = 256, user_agent: str = "") -> None:
         self._entries: OrderedDict[tuple[str, str], Clients] = OrderedDict()
         self._lock = threading.Lock()
         self._max = max_entries
+        # user_agent: the SDK's UserAgentPolicy puts it in front of its own.
+        self._options = {**CLIENT_OPTIONS, "user_agent": user_agent} if user_agent else CLIENT_OPTIONS
 
     def get(self, vault_url: str, identity: str, credential: TokenCredential) -> Clients:
         key = (vault_url, identity)
@@ -137,9 +139,9 @@ class ClientCache:
             clients = self._entries.get(key)
             if clients is None:
                 clients = Clients(
-                    SecretClient(vault_url, credential, **CLIENT_OPTIONS),
-                    KeyClient(vault_url, credential, **CLIENT_OPTIONS),
-                    CertificateClient(vault_url, credential, **CLIENT_OPTIONS),
+                    SecretClient(vault_url, credential, **self._options),
+                    KeyClient(vault_url, credential, **self._options),
+                    CertificateClient(vault_url, credential, **self._options),
                 )
                 self._entries[key] = clients
                 while len(self._entries) > self._max:

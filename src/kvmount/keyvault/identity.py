@@ -37,18 +37,26 @@ NMI_PORT = 2579  # aad-pod-identity's NMI listens here on the node
 class PodIdentityCredential:
     """A token from aad-pod-identity's NMI, which knows the pod's identity by its name."""
 
-    def __init__(self, pod_namespace: str, pod_name: str, port: int = NMI_PORT, timeout: float = 30) -> None:
+    def __init__(
+        self,
+        pod_namespace: str,
+        pod_name: str,
+        port: int = NMI_PORT,
+        timeout: float = 30,
+        user_agent: str = "",
+    ) -> None:
         self._namespace = pod_namespace
         self._name = pod_name
         self._url = f"http://localhost:{port}/host/token/"
         self._timeout = timeout
+        self._headers = {"podns": pod_namespace, "podname": pod_name}
+        if user_agent:
+            self._headers["User-Agent"] = user_agent
 
     def get_token(self, *scopes: str, **_kwargs: Any) -> AccessToken:
         resource = scopes[0].removesuffix("/.default") if scopes else ""
         query = urllib.parse.urlencode({"resource": resource})
-        request = urllib.request.Request(
-            f"{self._url}?{query}", headers={"podns": self._namespace, "podname": self._name}
-        )
+        request = urllib.request.Request(f"{self._url}?{query}", headers=self._headers)
         pod = f"pod {self._namespace}/{self._name}"
         try:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
@@ -133,31 +141,42 @@ def _authority(cloud: Cloud) -> dict[str, Any]:
     return {"authority": cloud.aad_endpoint, "disable_instance_discovery": cloud.custom}
 
 
-def build_credential(params: MountParams, cloud: Cloud, nmi_port: int = NMI_PORT) -> TokenCredential:
+def build_credential(
+    params: MountParams, cloud: Cloud, nmi_port: int = NMI_PORT, user_agent: str = ""
+) -> TokenCredential:
     mode = params.identity
+    # The SDK's UserAgentPolicy puts user_agent in front of its own.
+    options: dict[str, Any] = {"user_agent": user_agent} if user_agent else {}
     if mode is IdentityMode.WORKLOAD:
         token = params.service_account_token
         return ClientAssertionCredential(
-            params.tenant_id, params.client_id, lambda: token, **_authority(cloud)
+            params.tenant_id, params.client_id, lambda: token, **_authority(cloud), **options
         )
     if mode is IdentityMode.SERVICE_PRINCIPAL:
         return ClientSecretCredential(
-            params.tenant_id, params.sp_client_id, params.sp_client_secret, **_authority(cloud)
+            params.tenant_id, params.sp_client_id, params.sp_client_secret, **_authority(cloud), **options
         )
     if mode is IdentityMode.POD:
-        return PodIdentityCredential(params.pod_namespace, params.pod_name, nmi_port)
-    return ManagedIdentityCredential(client_id=params.client_id or None)
+        return PodIdentityCredential(params.pod_namespace, params.pod_name, nmi_port, user_agent=user_agent)
+    return ManagedIdentityCredential(client_id=params.client_id or None, **options)
 
 
 class CredentialCache:
     """Credentials by identity key, least recently used evicted, idle ones expired."""
 
-    def __init__(self, max_entries: int = 512, idle_seconds: float = 3600, nmi_port: int = NMI_PORT) -> None:
+    def __init__(
+        self,
+        max_entries: int = 512,
+        idle_seconds: float = 3600,
+        nmi_port: int = NMI_PORT,
+        user_agent: str = "",
+    ) -> None:
         self._entries: OrderedDict[str, tuple[TokenCredential, float]] = OrderedDict()
         self._lock = threading.Lock()
         self._max = max_entries
         self._idle = idle_seconds
         self._nmi_port = nmi_port
+        self._user_agent = user_agent
 
     def get(self, params: MountParams, cloud: Cloud) -> tuple[str, TokenCredential]:
         key = identity_key(params, cloud)
@@ -168,7 +187,7 @@ class CredentialCache:
                 self._entries[key] = (entry[0], now)
                 self._entries.move_to_end(key)
                 return key, entry[0]
-            credential = build_credential(params, cloud, self._nmi_port)
+            credential = build_credential(params, cloud, self._nmi_port, self._user_agent)
             self._entries[key] = (credential, now)
             self._entries.move_to_end(key)
             while len(self._entries) > self._max:

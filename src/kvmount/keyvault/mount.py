@@ -47,6 +47,8 @@ class Settings:
     nmi_port: int = NMI_PORT
     # Identical reads by one principal within this window are shared (0: never).
     coalesce_seconds: float = 5.0
+    # --custom-user-agent: added to the User-Agent of Key Vault and token requests.
+    user_agent: str = ""
 
 
 def _files_of(fetched: Fetched, path: str, mode: int, content: ContentOptions) -> list[File]:
@@ -69,8 +71,10 @@ class KeyVaultMounter:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
-        self.credentials = CredentialCache(nmi_port=self.settings.nmi_port)
-        self.clients = ClientCache()
+        self.credentials = CredentialCache(
+            nmi_port=self.settings.nmi_port, user_agent=self.settings.user_agent
+        )
+        self.clients = ClientCache(user_agent=self.settings.user_agent)
         self.fetcher = Fetcher(self.settings.max_concurrency)
         self.coalescer = Coalescer(self.settings.coalesce_seconds)
 

@@ -7,23 +7,24 @@ import logging
 
 import grpc
 
-from kvmount import unix_grpc
-from kvmount.flags import add_bool
+from kvmount import unix_grpc, upstream_flags
+from kvmount.flags import GoFlagParser, add_bool, go_duration, go_int
 from kvmount.keyvault import fetch
 from kvmount.keyvault.content import ContentOptions
 from kvmount.keyvault.identity import NMI_PORT
 from kvmount.keyvault.mount import KeyVaultMounter, Settings
-from kvmount.observability import metrics_route, serve_http, setup_logging
+from kvmount.observability import metrics_route, serve_http
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
 from kvmount.provider import metrics, server
 
 log = logging.getLogger(__name__)
+PARSER = GoFlagParser
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    upstream_flags.add_arguments(parser, pprof_port=6060)
     parser.add_argument("--endpoint", default="unix:///tmp/azure.sock", help="gRPC unix socket to serve")
-    add_bool(parser, "--log-format-json", False, "log as JSON lines")
     add_bool(parser, "--construct-pem-chain", True, "order certificate chains leaf -> root")
     add_bool(
         parser,
@@ -32,14 +33,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "also write <file>.crt and <file>.key for certificate-backed secrets",
     )
     parser.add_argument("--cloud-name", default="", help="default cloud when a class sets no cloudName")
-    parser.add_argument("--healthz-port", type=int, default=8989, help="port of the health endpoint")
+    parser.add_argument("--healthz-port", type=go_int, default=8989, help="port of the health endpoint")
     parser.add_argument("--healthz-path", default="/healthz", help="path of the health endpoint")
-    parser.add_argument("--healthz-timeout", type=float, default=5.0, help="seconds a health check may take")
-    parser.add_argument("--prometheus-port", type=int, default=8898, help="port of /metrics")
     parser.add_argument(
-        "--max-concurrent-fetches", type=int, default=8, help="Key Vault requests in flight at once"
+        "--healthz-timeout",
+        type=go_duration,
+        default=5.0,
+        help="how long a health check may take (default 5s)",
     )
-    parser.add_argument("--nmi-port", type=int, default=NMI_PORT, help="aad-pod-identity NMI port")
+    parser.add_argument("--prometheus-port", type=go_int, default=8898, help="port of /metrics")
+    parser.add_argument(
+        "--custom-user-agent", default="", help="added to the User-Agent of Key Vault and token requests"
+    )
+    parser.add_argument(
+        "--token-proxy-url",
+        default="",
+        help="useAzureTokenProxy (identity binding): where token requests go "
+        "(default https://kubernetes.default.svc.cluster.local)",
+    )
+    parser.add_argument(
+        "--sni-name",
+        default="",
+        help="useAzureTokenProxy: TLS server name of the token proxy "
+        "(default: derived from the API server's certificate)",
+    )
+    parser.add_argument(
+        "--max-concurrent-fetches", type=go_int, default=8, help="Key Vault requests in flight at once"
+    )
+    parser.add_argument("--nmi-port", type=go_int, default=NMI_PORT, help="aad-pod-identity NMI port")
     parser.add_argument(
         "--coalesce-seconds",
         type=float,
@@ -61,13 +82,16 @@ def _health(endpoint: str, timeout: float) -> tuple[int, bytes, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging(json_format=args.log_format_json)
+    exit_code = upstream_flags.start(args, "provider")
+    if exit_code is not None:
+        return exit_code
     settings = Settings(
         content=ContentOptions(args.construct_pem_chain, args.write_cert_and_key_in_separate_files),
         default_cloud=args.cloud_name,
         max_concurrency=max(1, args.max_concurrent_fetches),
         nmi_port=args.nmi_port,
         coalesce_seconds=args.coalesce_seconds,
+        user_agent=args.custom_user_agent,
     )
     fetch.observe_request = metrics.observe_keyvault
     mounter = KeyVaultMounter(settings)

@@ -1,0 +1,130 @@
+"""Go's flag syntax (kvmount.flags) and upstream's common flags (kvmount.upstream_flags)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import pytest
+
+from kvmount import upstream_flags
+from kvmount.flags import GoFlagParser, add_bool, go_duration, go_int
+
+
+def parser() -> GoFlagParser:
+    p = GoFlagParser(prog="t")
+    add_bool(p, "--on", False, "a boolean")
+    p.add_argument("--name", default="")
+    p.add_argument("--n", type=go_int, default=0)
+    p.add_argument("--log_dir", default="")
+    return p
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["-name=x"], {"name": "x"}),
+        (["--name=x"], {"name": "x"}),
+        (["-name", "x"], {"name": "x"}),
+        (["--name", "-x"], {"name": "-x"}),  # a separate value is taken whatever it looks like
+        (["-n", "-1"], {"n": -1}),
+        (["-n=0x10"], {"n": 16}),
+        (["-n=010"], {"n": 8}),
+        (["-on"], {"on": True}),
+        (["--on=false"], {"on": False}),
+        (["-on=T", "-log_dir=/d"], {"on": True, "log_dir": "/d"}),
+        (["--name=a=b"], {"name": "a=b"}),
+        ([], {"on": False, "name": "", "n": 0}),
+    ],
+)
+def test_go_spellings(argv: list[str], expected: dict[str, object]) -> None:
+    args = vars(parser().parse_args(argv))
+    assert {k: args[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--on", "false"],  # a boolean takes no separate value: "false" ends the flags, as in Go
+        ["-nam=x"],  # no abbreviations
+        ["---name=x"],
+        ["-unknown"],
+        ["-on=maybe"],
+        ["-n=ten"],
+        ["-name"],
+        ["stray", "-name=x"],
+    ],
+)
+def test_refused_as_go_refuses(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        parser().parse_args(argv)
+    assert info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("5s", 5), ("1m30s", 90), ("1.5h", 5400), (".5s", 0.5), ("300ms", 0.3), ("-1s", -1), ("0", 0)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert go_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["5", "", "5x", "1m 30s", "s"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        go_duration(text)
+
+
+def common(*argv: str) -> argparse.Namespace:
+    p = GoFlagParser(prog="t")
+    upstream_flags.add_arguments(p, pprof_port=6060)
+    return p.parse_args(argv)
+
+
+def test_verbosity_maps_to_log_levels() -> None:
+    assert [upstream_flags.log_level(common(f"-v={v}").v) for v in (-1, 0, 1, 5)] == [
+        logging.INFO,
+        logging.INFO,
+        logging.DEBUG,
+        logging.DEBUG,
+    ]
+
+
+def test_metrics_backend_is_prometheus_in_any_case(capsys: pytest.CaptureFixture[str]) -> None:
+    assert common("--metrics-backend=Prometheus").metrics_backend == "prometheus"
+    with pytest.raises(SystemExit):
+        common("--metrics-backend=stackdriver")
+    assert "unsupported metrics backend 'stackdriver'" in capsys.readouterr().err
+
+
+def test_log_file_gets_everything_and_stderr_errors_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "p.log"
+    args = common("-v=1", "--logtostderr=false", f"--log_file={path}", "-stderrthreshold=ERROR")
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        assert upstream_flags.start(args, "provider") is None
+        log = logging.getLogger("kvmount.test")
+        log.debug("debug line")
+        log.error("error line")
+        for handler in root.handlers:
+            handler.flush()
+        assert ["debug line" in path.read_text(), "error line" in path.read_text()] == [True, True]
+        err = capsys.readouterr().err
+        assert "error line" in err and "debug line" not in err
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+
+
+def test_unwritable_log_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = common("--logtostderr=false", f"--log_file={tmp_path}/missing/dir/p.log")
+    assert upstream_flags.start(args, "provider") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--log_file" in err

@@ -7,11 +7,13 @@ network call, so a typo fails fast instead of being silently ignored.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
 
 import yaml
 
@@ -26,6 +28,7 @@ POD_UID = "csi.storage.k8s.io/pod.uid"
 SERVICE_ACCOUNT_TOKENS = "csi.storage.k8s.io/serviceAccount.tokens"
 # The audience of the service account token that workload identity exchanges.
 TOKEN_AUDIENCE = "api://AzureADTokenExchange"
+T = TypeVar("T")
 
 
 class ObjectType(StrEnum):
@@ -115,8 +118,35 @@ _OBJECT_KEYS = {
     "objectFormat",
     "filePermission",
 }
+# The class parameters the provider reads, as upstream names them (tenantID is read as well as tenantId).
+PARAMETERS = frozenset(
+    {
+        "keyvaultName",
+        "tenantId",
+        "tenantID",
+        "clientID",
+        "usePodIdentity",
+        "useVMManagedIdentity",
+        "userAssignedIdentityID",
+        "useAzureTokenProxy",
+        "cloudName",
+        "cloudEnvFileName",
+        "objects",
+    }
+)
 _TRUE = {"1", "t", "T", "true", "TRUE", "True"}
 _FALSE = {"", "0", "f", "F", "false", "FALSE", "False"}
+
+
+def suggest(key: str, known: Iterable[str]) -> str:
+    """The fix for an unknown key: the closest known one (a typo, a wrong case), else the list."""
+    names = sorted(known)
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6) or [
+        n for n in names if n.lower() == key.lower()
+    ]
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"known keys: {', '.join(names)}"
 
 
 def parse_bool(name: str, value: str) -> bool:
@@ -175,7 +205,7 @@ def parse_object(item: yaml.Node, index: int) -> ObjectSpec:
     fields = goyaml.mapping(where, item, "objectName, objectType, ...")
     unknown = sorted(k for k in fields if k not in _OBJECT_KEYS)
     if unknown:
-        raise InvalidSpec(where, f"unknown key {unknown[0]!r}; known keys: {', '.join(sorted(_OBJECT_KEYS))}")
+        raise InvalidSpec(where, f"unknown key {unknown[0]!r}; {suggest(unknown[0], _OBJECT_KEYS)}")
     text = {k: goyaml.string(f"{where}.{k}", v) for k, v in fields.items() if k != "objectVersionHistory"}
     name = text.get("objectName", "")
     if not name:
@@ -273,19 +303,27 @@ def _node_publish_secret(secrets: Mapping[str, str] | None) -> tuple[str, str]:
     return lowered.get("clientid", ""), lowered.get("clientsecret", "")
 
 
-def parse_mount(attributes: Mapping[str, str], secrets: Mapping[str, str] | None) -> MountParams:
-    """Validate everything a mount needs, before any network call."""
-    for key, value in attributes.items():
-        if not isinstance(value, str):
-            raise InvalidSpec(f"attributes.{key}", "must be a string")
-    # Upstream trims every parameter it reads; a stray space in a class must mean the same here.
-    attributes = {key: value.strip() for key, value in attributes.items()}
+@dataclass(frozen=True)
+class _Identity:
+    mode: IdentityMode
+    tenant: str
+    client_id: str
+    token: str = field(default="", repr=False)
+    sp_id: str = ""
+    sp_secret: str = field(default="", repr=False)
+
+
+def _vault_name(attributes: Mapping[str, str]) -> str:
     vault = attributes.get("keyvaultName", "")
     if not VAULT_NAME.fullmatch(vault):
         raise InvalidSpec(
             "keyvaultName",
             f"{vault!r} is not a Key Vault name: 3 to 24 characters of letters, digits and '-'",
         )
+    return vault
+
+
+def _identity(attributes: Mapping[str, str], secrets: Mapping[str, str] | None) -> _Identity:
     tenant = attributes.get("tenantID") or attributes.get("tenantId", "")
     use_pod = parse_bool("usePodIdentity", attributes.get("usePodIdentity", ""))
     use_vm = parse_bool("useVMManagedIdentity", attributes.get("useVMManagedIdentity", ""))
@@ -333,19 +371,75 @@ def parse_mount(attributes: Mapping[str, str], secrets: Mapping[str, str] | None
             )
     if mode in (IdentityMode.WORKLOAD, IdentityMode.SERVICE_PRINCIPAL) and not tenant:
         raise InvalidSpec("tenantID", f"is required for {mode.value}")
-    objects = [parse_object(item, i) for i, item in enumerate(_object_list(attributes.get("objects", "")))]
-    _check_no_collisions(objects)
+    return _Identity(mode, tenant, client_id or user_assigned, token, sp_id, sp_secret)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason parse_mount refuses a mount; ``index`` is the objects[] item it is about, if one."""
+
+    error: InvalidSpec
+    index: int | None = None
+
+
+class _Findings:
+    """Mount time raises the first problem; `kvmount validate` collects them all, from the same checks."""
+
+    def __init__(self, collect: bool) -> None:
+        self.collect = collect
+        self.found: list[Problem] = []
+
+    def check(self, call: Callable[..., T], *args: object, index: int | None = None) -> T | None:
+        try:
+            return call(*args)
+        except InvalidSpec as err:
+            if not self.collect:
+                raise
+            self.found.append(Problem(err, index))
+            return None
+
+
+def _parse(
+    attributes: Mapping[str, str], secrets: Mapping[str, str] | None, findings: _Findings
+) -> MountParams | None:
+    for key, value in attributes.items():
+        if not isinstance(value, str):
+            raise InvalidSpec(f"attributes.{key}", "must be a string")
+    # Upstream trims every parameter it reads; a stray space in a class must mean the same here.
+    attributes = {key: value.strip() for key, value in attributes.items()}
+    vault = findings.check(_vault_name, attributes)
+    identity = findings.check(_identity, attributes, secrets)
+    items = findings.check(_object_list, attributes.get("objects", "")) or []
+    parsed = [findings.check(parse_object, item, i, index=i) for i, item in enumerate(items)]
+    objects = [spec for spec in parsed if spec is not None]
+    findings.check(_check_no_collisions, objects)
+    if vault is None or identity is None or len(objects) < len(parsed) or findings.found:
+        return None
     return MountParams(
         vault_name=vault,
-        tenant_id=tenant,
+        tenant_id=identity.tenant,
         cloud_name=attributes.get("cloudName", ""),
         cloud_env_file=attributes.get("cloudEnvFileName", ""),
-        identity=mode,
-        client_id=client_id or user_assigned,
+        identity=identity.mode,
+        client_id=identity.client_id,
         objects=tuple(objects),
         pod_name=attributes.get(POD_NAME, ""),
         pod_namespace=attributes.get(POD_NAMESPACE, ""),
-        service_account_token=token,
-        sp_client_id=sp_id,
-        sp_client_secret=sp_secret,
+        service_account_token=identity.token,
+        sp_client_id=identity.sp_id,
+        sp_client_secret=identity.sp_secret,
     )
+
+
+def parse_mount(attributes: Mapping[str, str], secrets: Mapping[str, str] | None) -> MountParams:
+    """Validate everything a mount needs, before any network call; raises the first problem."""
+    params = _parse(attributes, secrets, _Findings(collect=False))
+    assert params is not None  # without collecting, every problem raised
+    return params
+
+
+def mount_problems(attributes: Mapping[str, str], secrets: Mapping[str, str] | None) -> list[Problem]:
+    """Every problem parse_mount would refuse (it raises the first), for `kvmount validate`."""
+    findings = _Findings(collect=True)
+    _parse(attributes, secrets, findings)
+    return findings.found

@@ -180,7 +180,8 @@ def clean_relative_path(name: str, path: str) -> str:
     return "/".join(parts)
 
 
-def _object_list(raw: str) -> list[yaml.Node]:
+def object_items(raw: str) -> list[yaml.Node]:
+    """The items of `objects`' array as YAML nodes (their marks give `kvmount validate` its lines)."""
     if not raw:
         raise InvalidSpec("objects", "is not set; list the Key Vault objects to mount under 'array'")
     doc = goyaml.compose("objects", raw)
@@ -409,7 +410,7 @@ def _parse(
     attributes = {key: value.strip() for key, value in attributes.items()}
     vault = findings.check(_vault_name, attributes)
     identity = findings.check(_identity, attributes, secrets)
-    items = findings.check(_object_list, attributes.get("objects", "")) or []
+    items = findings.check(object_items, attributes.get("objects", "")) or []
     parsed = [findings.check(parse_object, item, i, index=i) for i, item in enumerate(items)]
     objects = [spec for spec in parsed if spec is not None]
     findings.check(_check_no_collisions, objects)

@@ -9,6 +9,7 @@ import re
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
@@ -75,8 +76,17 @@ def tls_key(content: bytes, where: str) -> bytes:
             "InvalidCertificate",
             f"{where}: no private key in the file; mount the certificate's secret (objectType: secret)",
         )
+    # Upstream's driver writes RSA keys as PKCS#1 and EC keys as SEC1 and refuses other types;
+    # ingress controllers and apps read this Secret, so it is matched byte for byte.
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise SyncError(
+            "InvalidCertificate",
+            f"{where}: the private key is {type(key).__name__}; {TLS_KEY} takes an RSA or EC key",
+        )
     return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
     )
 
 

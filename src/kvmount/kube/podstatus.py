@@ -45,7 +45,9 @@ class PodStatus:
                 "secretProviderClassName": self.class_name,
                 "mounted": self.mounted,
                 "targetPath": self.target_path,
-                "objects": [{"id": i, "version": v} for i, v in sorted(self.objects)],
+                # One entry per id, as upstream lists them (an object mounted under two
+                # aliases is one object); the last version of an id wins, as in its map.
+                "objects": [{"id": i, "version": v} for i, v in sorted(dict(self.objects).items())],
             },
         }
 

@@ -1,0 +1,357 @@
+"""Crossings on the real API server: kvmount's driver with upstream's provider, and upstream's
+driver with kvmount's provider, each publishing a volume for a pod from a SecretProviderClass.
+
+The files must be byte-identical to what kvmount with kvmount writes; the
+SecretProviderClassPodStatus and the synced Secrets identical in content to what
+upstream with upstream makes. Each pair runs on a node of its own (upstream's
+controller acts on its node's pod statuses only) and in a namespace of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+from kubernetes.dynamic.exceptions import NotFoundError
+
+from kvmount.driver import kubelet_client
+from kvmount.proto import csi_pb2_grpc as csi_grpc
+from kvmount.volume import mounts
+from tests.certs import make_chain, server_tls
+from tests.driver.conftest import start_driver, stop_driver
+from tests.peers.keyvault_double import PEM, KeyVaultDouble
+from tests.peers.kube import KubeAPIServer
+from tests.peers.upstream import UpstreamDriver, UpstreamProvider
+from tests.provider.conftest import start_provider, stop_provider
+
+VAULT = "kvtest"
+GROUP_VERSION = "secrets-store.csi.x-k8s.io/v1"
+VOLUME = "secrets-store-inline"
+PAIRS = ("kvmount+kvmount", "upstream+upstream", "kvmount+upstream", "upstream+kvmount")
+# (pair, the pair whose files it must match, the pair whose pod status and Secrets it must match)
+CROSSINGS = [
+    ("kvmount+upstream", "kvmount+kvmount", "upstream+upstream"),
+    ("upstream+kvmount", "kvmount+kvmount", "upstream+upstream"),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_root() -> None:
+    if os.geteuid() != 0:
+        reason = "the crossings mount tmpfs and must run as root"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@dataclass
+class Published:
+    """What one driver+provider pair made of the same pod and class."""
+
+    files: dict[str, tuple[int, bytes]]
+    pod_status: dict[str, Any]
+    secrets: dict[str, dict[str, Any]]
+
+
+def _objects(seeded: dict[str, str]) -> list[dict[str, str]]:
+    return [
+        {"objectName": seeded["secret"], "objectType": "secret", "objectAlias": "password"},
+        # The same object twice: the pod status lists its id once.
+        {"objectName": seeded["secret"], "objectType": "secret", "objectAlias": "password-copy"},
+        {"objectName": seeded["key"], "objectType": "key", "objectAlias": "signing.pub"},
+        {"objectName": seeded["rsa"], "objectType": "secret", "objectAlias": "rsa.pem"},
+        {"objectName": seeded["rsa"], "objectType": "cert", "objectAlias": "rsa.crt"},
+        {"objectName": seeded["ec"], "objectType": "secret", "objectAlias": "ec.pem"},
+    ]
+
+
+SECRET_OBJECTS: list[dict[str, Any]] = [
+    {
+        "secretName": "app-opaque",
+        "type": "Opaque",
+        "labels": {"app": "web"},
+        "annotations": {"team": "payments"},
+        "data": [{"objectName": "password", "key": "password"}, {"objectName": "signing.pub", "key": "pub"}],
+    },
+    {
+        "secretName": "app-tls-rsa",
+        "type": "kubernetes.io/tls",
+        "data": [{"objectName": "rsa.pem", "key": "tls.key"}, {"objectName": "rsa.pem", "key": "tls.crt"}],
+    },
+    {
+        "secretName": "app-tls-ec",
+        "type": "kubernetes.io/tls",
+        "data": [{"objectName": "ec.pem", "key": "tls.key"}, {"objectName": "ec.pem", "key": "tls.crt"}],
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def seeded(keyvault: KeyVaultDouble) -> dict[str, str]:
+    """A secret, a key, a PFX-backed RSA certificate and a PEM-backed EC certificate."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {kind: f"x-{kind}-{suffix}" for kind in ("secret", "key", "rsa", "ec")}
+    keyvault.put_secret(VAULT, names["secret"], "s3cr3t value")
+    keyvault.create_key(VAULT, names["key"])
+    keyvault.import_certificate(VAULT, names["rsa"], make_chain(f"{names['rsa']}.example").pfx())
+    ec_tls = server_tls(f"{names['ec']}.example", [f"{names['ec']}.example"])
+    keyvault.import_certificate(
+        VAULT, names["ec"], ec_tls.key_pem + ec_tls.cert_pem + ec_tls.ca_pem, content_type=PEM
+    )
+    return names
+
+
+@pytest.fixture(scope="module")
+def kvmount_provider_dir(
+    keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    provider = start_provider(tmp_path_factory.mktemp("kvmount-provider"), keyvault)
+    yield provider.socket.parent
+    stop_provider(provider)
+
+
+@pytest.fixture(scope="module")
+def kubelet_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("kubelet")
+    yield root
+    for point in sorted(mounts.mount_points(), reverse=True):
+        if point.startswith(f"{root}/"):
+            mounts.unmount(point)
+
+
+def _start_drivers(
+    provider_dirs: dict[str, Path],
+    upstream_driver: Callable[..., UpstreamDriver],
+    api: KubeAPIServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[dict[str, csi_grpc.NodeStub], list[Callable[[], None]]]:
+    stubs: dict[str, csi_grpc.NodeStub] = {}
+    stops: list[Callable[[], None]] = []
+    for pair in PAIRS:
+        driver_kind, provider_kind = pair.split("+")
+        node = f"node-{pair.replace('+', '-')}"
+        if driver_kind == "upstream":
+            up = upstream_driver(provider_dirs[provider_kind], f"--nodeid={node}")
+            stubs[pair] = up.node
+        else:
+            ours = start_driver(
+                tmp_path_factory.mktemp("kvmount-driver"),
+                provider_dirs[provider_kind],
+                f"--kubeconfig={api.kubeconfig}",
+                "--standalone-classes-dir=",
+                f"--nodeid={node}",
+            )
+            stubs[pair] = ours.node
+            stops.append(functools.partial(stop_driver, ours))
+    return stubs, stops
+
+
+@pytest.fixture(scope="module")
+def published(
+    keyvault: KeyVaultDouble,
+    seeded: dict[str, str],
+    secrets_store_api: KubeAPIServer,
+    upstream_provider: Callable[..., UpstreamProvider],
+    upstream_driver: Callable[..., UpstreamDriver],
+    kvmount_provider_dir: Path,
+    kubelet_root: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Published]]:
+    """Every pair publishes the same pod and class once; what each made, by pair."""
+    api = secrets_store_api
+    provider_dirs = {"kvmount": kvmount_provider_dir, "upstream": upstream_provider().socket.parent}
+    client_id, client_secret = f"x-app-{uuid.uuid4().hex[:6]}", f"x-{uuid.uuid4().hex}"
+    keyvault.register_aad_client(client_id, secret=client_secret)
+    cloud_env = keyvault.write_cloud_env(tmp_path_factory.mktemp("cloud") / "azurestack.json")
+    stubs, stops = _start_drivers(provider_dirs, upstream_driver, api, tmp_path_factory)
+    try:
+        yield {
+            pair: _publish(
+                api, stubs[pair], pair, keyvault, seeded, cloud_env, kubelet_root,
+                {"clientid": client_id, "clientsecret": client_secret},
+            )
+            for pair in PAIRS
+        }  # fmt: skip
+    finally:
+        for stop in stops:
+            stop()
+
+
+def _publish(
+    api: KubeAPIServer,
+    node: csi_grpc.NodeStub,
+    pair: str,
+    kv: KeyVaultDouble,
+    seeded: dict[str, str],
+    cloud_env: str,
+    kubelet_root: Path,
+    node_secret: dict[str, str],
+) -> Published:
+    namespace = f"x-{pair.replace('+', '-')}-{uuid.uuid4().hex[:6]}"
+    node_name = f"node-{pair.replace('+', '-')}"
+    core = k8s.CoreV1Api(api.admin)
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
+    api.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "sp-creds", "namespace": namespace},
+            "stringData": node_secret,
+        }
+    )
+    api.apply(
+        {
+            "apiVersion": GROUP_VERSION,
+            "kind": "SecretProviderClass",
+            "metadata": {"name": "app", "namespace": namespace},
+            "spec": {
+                "provider": "azure",
+                "parameters": {
+                    "keyvaultName": VAULT,
+                    "tenantID": kv.tenant,
+                    "cloudName": "AzureStackCloud",
+                    "cloudEnvFileName": cloud_env,
+                    "objects": yaml.safe_dump({"array": [yaml.safe_dump(o) for o in _objects(seeded)]}),
+                },
+                "secretObjects": SECRET_OBJECTS,
+            },
+        }
+    )
+    pod = api.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "web", "namespace": namespace},
+            "spec": {
+                "nodeName": node_name,
+                "containers": [{"name": "app", "image": "busybox"}],
+                "volumes": [
+                    {
+                        "name": VOLUME,
+                        "csi": {
+                            "driver": kubelet_client.DRIVER,
+                            "readOnly": True,
+                            "volumeAttributes": {"secretProviderClass": "app"},
+                            "nodePublishSecretRef": {"name": "sp-creds"},
+                        },
+                    }
+                ],
+            },
+        }
+    )
+    uid = pod["metadata"]["uid"]
+    target = Path(kubelet_client.target_path(str(kubelet_root), uid, VOLUME))
+    target.parent.mkdir(parents=True)
+    request = kubelet_client.publish_request(
+        target=str(target), class_name="app", pod_name="web", pod_namespace=namespace, pod_uid=uid,
+        secrets=node_secret,
+    )  # fmt: skip
+    node.NodePublishVolume(request, timeout=120)
+    names = {"namespace": namespace, "uid": uid, "node": node_name, "kubelet": str(kubelet_root)}
+    status = _pod_status(api, namespace)
+    return Published(
+        files=_files(target),
+        pod_status=_normal(status, names),
+        secrets={
+            s["secretName"]: _normal(_synced(api, namespace, s["secretName"], status), names)
+            for s in SECRET_OBJECTS
+        },
+    )
+
+
+def _files(target: Path) -> dict[str, tuple[int, bytes]]:
+    """The files a container sees: path -> (mode, bytes); the atomic writer's ``..`` entries hidden."""
+    found = {}
+    for directory, subdirs, names in os.walk(target, followlinks=True):
+        subdirs[:] = [d for d in subdirs if not d.startswith("..")]
+        for name in names:
+            if not name.startswith(".."):
+                path = Path(directory) / name
+                found[str(path.relative_to(target))] = (path.stat().st_mode & 0o7777, path.read_bytes())
+    return found
+
+
+def _eventually(read: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = read()
+            if found:
+                return found
+        except NotFoundError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.2)
+
+
+def _pod_status(api: KubeAPIServer, namespace: str) -> dict[str, Any]:
+    statuses = api.dynamic.resources.get(api_version=GROUP_VERSION, kind="SecretProviderClassPodStatus")
+    name = f"web-{namespace}-app"
+    found: dict[str, Any] = _eventually(
+        lambda: statuses.get(name=name, namespace=namespace).to_dict(), f"pod status {namespace}/{name}"
+    )
+    return found
+
+
+def _synced(api: KubeAPIServer, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    """The Secret once it is owned by the pod status (upstream adds the owner every 5 s)."""
+    secrets = api.dynamic.resources.get(api_version="v1", kind="Secret")
+    owner = status["metadata"]["uid"]
+
+    def read() -> dict[str, Any] | None:
+        secret: dict[str, Any] = secrets.get(name=name, namespace=namespace).to_dict()
+        owners = secret["metadata"].get("ownerReferences") or []
+        return secret if any(o["uid"] == owner for o in owners) else None
+
+    found: dict[str, Any] = _eventually(read, f"Secret {namespace}/{name} owned by its pod status")
+    return found
+
+
+SERVER_FIELDS = ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation")
+
+
+def _normal(obj: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """The content of an object: server-set fields dropped, the pair's own names replaced."""
+    meta = {k: v for k, v in obj["metadata"].items() if k not in SERVER_FIELDS}
+    for owner in meta.get("ownerReferences") or []:
+        owner.pop("uid", None)
+    text = json.dumps({**obj, "metadata": meta}, sort_keys=True)
+    for placeholder, value in names.items():
+        text = text.replace(value, f"<{placeholder}>")
+    normal: dict[str, Any] = json.loads(text)
+    return normal
+
+
+@pytest.mark.parametrize(("pair", "files_as", "api_as"), CROSSINGS, ids=[c[0] for c in CROSSINGS])
+def test_files_are_those_of_kvmount(
+    published: dict[str, Published], pair: str, files_as: str, api_as: str
+) -> None:
+    assert published[pair].files == published[files_as].files
+    assert {"password", "password-copy", "signing.pub", "rsa.pem", "rsa.crt", "ec.pem"} == set(
+        published[pair].files
+    )
+
+
+@pytest.mark.parametrize(("pair", "files_as", "api_as"), CROSSINGS, ids=[c[0] for c in CROSSINGS])
+def test_pod_status_is_that_of_upstream(
+    published: dict[str, Published], pair: str, files_as: str, api_as: str
+) -> None:
+    assert published[pair].pod_status == published[api_as].pod_status
+
+
+@pytest.mark.parametrize(("pair", "files_as", "api_as"), CROSSINGS, ids=[c[0] for c in CROSSINGS])
+def test_synced_secrets_are_those_of_upstream(
+    published: dict[str, Published], pair: str, files_as: str, api_as: str
+) -> None:
+    assert published[pair].secrets == published[api_as].secrets

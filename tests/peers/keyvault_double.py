@@ -45,6 +45,7 @@ Stable API used by other tests::
     kv.requests() / kv.reset_log() / kv.set_latency(ms) / kv.set_outage(status)
     kv.register_aad_client(client_id, secret=None, cert_pem=None)
     kv.deny_pod(namespace, name) / kv.allow_pod(namespace, name) / kv.set_pod_client_id(client_id)
+    kv.deny_object(vault, kind, name, deny=True)  # 403 AccessDenied on reads of that object
     kv.put_secret(vault, name, value, content_type=None, enabled=True, tags=None) -> SecretBundle dict
     kv.create_key(vault, name, kty="RSA", size=None, curve=None) -> KeyBundle dict
     kv.import_certificate(vault, name, data, content_type="application/x-pkcs12", password=None)
@@ -62,7 +63,8 @@ Control API (JSON): ``GET /_double/requests``, ``POST /_double/reset-log``,
 ``POST /_double/latency {"ms"}``, ``POST /_double/outage {"status"}`` (0 clears;
 -1 drops the connection without a response), ``POST /_double/aad-clients
 {"client_id", "secret"?, "cert_pem"?}``, ``POST /_double/nmi {"deny"|"allow":
-[ns, name]}`` or ``{"client_id"}``, and ``ANY /_double/vault/<vault>/<data-plane
+[ns, name]}`` or ``{"client_id"}``, ``POST /_double/deny {"vault", "kind", "name",
+"deny"}``, and ``ANY /_double/vault/<vault>/<data-plane
 path>`` (the data plane without auth, latency, outage or logging, for seeding).
 """
 
@@ -228,6 +230,8 @@ class Vault:
     base: str  # https://<name>.vault.localhost:<port>
     live: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
     deleted: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    # (kind, lower-case name) the caller may not read: an access policy without get.
+    denied: set[tuple[str, str]] = field(default_factory=set)
 
 
 def _attributes(v: Version, kind: str) -> Json:
@@ -683,6 +687,15 @@ class KeyVaultApi:
         tail = rest[1] if len(rest) > 1 else ""
         if len(rest) > 2:
             raise KvError(404, "NotFound", f"Unknown path {path}")
+        if method == "GET" and (kind, name.lower()) in vault.denied:
+            verb = "list" if tail.lower() == "versions" else "get"
+            raise KvError(
+                403,
+                "Forbidden",
+                f"The user, group or application does not have {kind} {verb} permission on key vault "
+                f"'{vault.name}'.",
+                inner="AccessDenied",
+            )
         if method == "GET" and tail.lower() == "versions":
             e = st.entry(vault, kind, name)
             items = [st.render_item(vault, kind, e, v, versioned=True) for v in e.versions]
@@ -1488,6 +1501,12 @@ class DoubleServer:
                 if body.get("client_id"):
                     self.identity.pod_client_id = str(body["client_id"])
             return _json(200, {})
+        if method == "POST" and what == "deny":
+            with self.store.lock:
+                denied = self.store.vault(str(body["vault"])).denied
+                key = (str(body["kind"]), str(body["name"]).lower())
+                (denied.add if body.get("deny", True) else denied.discard)(key)
+            return _json(200, {})
         if method == "GET" and what == "info":
             return _json(200, self.ready_info())
         return _json(404, {"error": f"unknown control path {path}"})
@@ -1604,6 +1623,11 @@ class _ControlClient:
 
     def allow_pod(self, namespace: str, name: str) -> None:
         self._call("POST", "/_double/nmi", {"allow": [namespace, name]})
+
+    def deny_object(self, vault: str, kind: str, name: str, deny: bool = True) -> None:
+        """Reads of one object (kind: secrets, keys, certificates) answer 403 AccessDenied, as
+        without get permission; deny=False restores access."""
+        self._call("POST", "/_double/deny", {"vault": vault, "kind": kind, "name": name, "deny": deny})
 
     def set_pod_client_id(self, client_id: str) -> None:
         self._call("POST", "/_double/nmi", {"client_id": client_id})

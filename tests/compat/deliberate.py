@@ -1,0 +1,132 @@
+"""Every deliberate difference from upstream, row for row the README's "Compatibility with
+upstream" table (tests/compat/test_differential.py checks that the two agree).
+
+A row's ``cases`` are the differential cases that show it: each of them must differ
+from upstream, and every other case must be identical. Rows without cases are
+differences the provider differential cannot show (gRPC codes, the driver side).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Row:
+    kvmount: str
+    upstream: str
+    why: str
+    cases: tuple[str, ...] = ()
+
+
+ROWS: tuple[Row, ...] = (
+    Row(
+        "`objectVersionHistory: N` above 1 writes exactly N files, `name/0` … `name/N-1`",
+        "writes N+1 files, `name/0` … `name/N`",
+        "N is what the parameter and upstream's documentation promise; the extra file is an off-by-one",
+        ("history-2", "history-3", "history-2-pinned", "history-2-latest"),
+    ),
+    Row(
+        "A pinned `objectVersion` that is not an enabled version is `NOT_FOUND`, with or without "
+        "`objectVersionHistory`",
+        "with a history, answers OK and mounts no file for that object (without one it fails too)",
+        "the pod would start without the file it asked for",
+        ("history-10-pinned-disabled",),
+    ),
+    Row(
+        "Typos are refused before any network call, naming the field: an unknown object key "
+        "(`objectVerison`), a key other than `array` in `objects`, a negative `objectVersionHistory`",
+        "ignores them: mounts without the misspelt setting, mounts nothing for `other:`, "
+        "reads a negative history as 0",
+        "a silently ignored typo is a wrong or missing secret found only when the application fails",
+        ("objects-item-typo", "objects-other-key", "history-negative"),
+    ),
+    Row(
+        "A `filePermission` that is not an octal mode from 0 to 0777 (`0o644`, `rw`, `0999`, "
+        "`01777`, `-0644`) is refused naming the field",
+        "writes mode 0 for what it cannot parse, anything else as given (setuid bits, negative modes)",
+        "a wrong mode on a secret file is a security bug; mode 0 also makes the file unreadable",
+        (
+            "permission-bad-0o644",
+            "permission-bad-rw",
+            "permission-bad-0999",
+            "permission-bad-01777",
+            "permission-bad--0644",
+        ),
+    ),
+    Row(
+        "Two objects writing one file (same name or alias, also once cleaned: `x` and `./x`) are "
+        "refused naming both",
+        "answers both; the driver writes whichever comes last",
+        "one secret would silently replace another",
+        ("alias-collision", "alias-collision-cleaned"),
+    ),
+    Row(
+        "A file name with `..` inside a component (`a..b`) is accepted; `..` components and "
+        "absolute names are refused, as upstream",
+        "refuses any file name containing `..`",
+        "`a..b` is an ordinary file name, and the driver's writer accepts it",
+        ("alias-dots-in-name",),
+    ),
+    Row(
+        "Items of `objects.array` may be YAML mappings as well as the usual block strings",
+        "refuses a mapping item",
+        "the FlexVolume adapter passes its objects so; a mapping says the same as the string",
+        ("objects-item-mapping",),
+    ),
+    Row(
+        "`tenantID` is required for workload identity and service principals only",
+        "refuses every mount without `tenantID`, managed and pod identity too",
+        "a managed or pod identity's token comes from IMDS or NMI, which know the tenant",
+        ("identity-vm-no-tenant",),
+    ),
+    Row(
+        "Two identity modes at once (`clientID`, `useVMManagedIdentity`, `usePodIdentity`) are "
+        "refused naming the fields",
+        "refuses two of the booleans; `clientID` with one of them silently uses the boolean's mode",
+        "a class must say which identity reads the vault",
+    ),
+    Row(
+        "Failures answer precise gRPC codes (`INVALID_ARGUMENT`, `NOT_FOUND`, `PERMISSION_DENIED`, "
+        "`UNAUTHENTICATED`, `UNAVAILABLE`) naming the field or object, never a secret",
+        "answers `Unknown` with its error chain",
+        "the driver's events and metrics can tell a typo from an outage",
+    ),
+    Row(
+        "One mount's objects are fetched in parallel (`--max-concurrent-fetches`); credentials and "
+        "tokens are reused across mounts, keyed by the whole identity",
+        "fetches objects one by one, with a new credential and token per mount",
+        "mount latency and Azure AD throttling on busy nodes (`bench/`); no pod gets another pod's token",
+    ),
+    Row(
+        "Identical reads by one identity share a request in flight; rotation polls may take a read "
+        "completed within `--coalesce-seconds` (5 s)",
+        "reads every object for every mount and poll",
+        "P pods starting together cost one read; a mount that starts after a change still sees it",
+    ),
+    Row(
+        "`cloudEnvFileName` is read for each mount; no process-wide environment variable is set",
+        "sets `AZURE_ENVIRONMENT_FILEPATH` for the whole process",
+        "concurrent mounts of different custom clouds race upstream",
+    ),
+    Row(
+        "Metric labels carry status categories, never raw error text",
+        "puts error messages into metric labels",
+        "bounded label cardinality; no object names or secrets in metrics",
+    ),
+    Row(
+        "Driver: the tmpfs is mounted `nosuid,nodev`, `mode=0755`, with a size limit",
+        "mounts tmpfs with the kernel's defaults",
+        "a secrets volume never needs device files or setuid; the limit bounds node memory",
+    ),
+    Row(
+        "Driver: a Secret of a `secretObjects` name that the driver does not manage is never "
+        "overwritten; the pod gets a `SecretSyncFailed` event",
+        "overwrites it",
+        "another owner's Secret must not be clobbered",
+    ),
+)
+
+
+def expected_differences() -> dict[str, Row]:
+    return {case: row for row in ROWS for case in row.cases}

@@ -28,6 +28,7 @@ from kvmount.driver import kubelet_client
 from kvmount.proto import csi_pb2_grpc as csi_grpc
 from kvmount.volume import mounts
 from tests.certs import make_chain, server_tls
+from tests.conftest import in_ci
 from tests.driver.conftest import start_driver, stop_driver
 from tests.peers.keyvault_double import PEM, KeyVaultDouble
 from tests.peers.kube import KubeAPIServer
@@ -49,7 +50,7 @@ CROSSINGS = [
 def _needs_root() -> None:
     if os.geteuid() != 0:
         reason = "the crossings mount tmpfs and must run as root"
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail(reason)
         pytest.skip(reason)
 

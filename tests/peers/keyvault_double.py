@@ -43,7 +43,7 @@ Stable API used by other tests::
     kv.go_env()                 # env() plus HTTPS_PROXY/NO_PROXY, for Go's MSAL (upstream's provider)
     kv.write_cloud_env(path)    # AzureStackCloud env file for cloudEnvFileName
     kv.requests() / kv.reset_log() / kv.set_latency(ms) / kv.set_outage(status)
-    kv.register_aad_client(client_id, secret=None, cert_pem=None)
+    kv.register_aad_client(client_id, secret=None, cert_pem=None, federated=None)
     kv.deny_pod(namespace, name) / kv.allow_pod(namespace, name) / kv.set_pod_client_id(client_id)
     kv.deny_object(vault, kind, name, deny=True)  # 403 AccessDenied on reads of that object
     kv.put_secret(vault, name, value, content_type=None, enabled=True, tags=None) -> SecretBundle dict
@@ -62,7 +62,7 @@ CLI: ``python tests/peers/keyvault_double.py --port 0 --state-dir DIR [--imds-po
 Control API (JSON): ``GET /_double/requests``, ``POST /_double/reset-log``,
 ``POST /_double/latency {"ms"}``, ``POST /_double/outage {"status"}`` (0 clears;
 -1 drops the connection without a response), ``POST /_double/aad-clients
-{"client_id", "secret"?, "cert_pem"?}``, ``POST /_double/nmi {"deny"|"allow":
+{"client_id", "secret"?, "cert_pem"?, "federated"?}``, ``POST /_double/nmi {"deny"|"allow":
 [ns, name]}`` or ``{"client_id"}``, ``POST /_double/deny {"vault", "kind", "name",
 "deny"}``, and ``ANY /_double/vault/<vault>/<data-plane
 path>`` (the data plane without auth, latency, outage or logging, for seeding).
@@ -859,6 +859,17 @@ class AadClient:
     client_id: str
     secret: str | None = None
     cert: x509.Certificate | None = None
+    # Workload identity: the service account token subjects federated with this client
+    # ("system:serviceaccount:NS:NAME"); None trusts any assertion.
+    federated: list[str] | None = None
+
+
+def _jwt_subject(assertion: str) -> str:
+    """The ``sub`` claim of a JWT, unverified (the double trusts the API server's signature)."""
+    try:
+        return str(json.loads(_unb64u(assertion.split(".")[1])).get("sub", ""))
+    except (IndexError, ValueError, AttributeError):
+        return ""
 
 
 def _jws_verify(assertion: str, cert: x509.Certificate, audience: str) -> str | None:
@@ -1370,6 +1381,16 @@ class DoubleServer:
                 7000218,
                 "The request body must contain 'client_assertion' or 'client_secret'.",
             )
+        if assertion is not None and client is not None and client.federated is not None:
+            subject = _jwt_subject(assertion)
+            if subject not in client.federated:
+                return self._aad_error(
+                    400,
+                    "invalid_request",
+                    70021,
+                    f"No matching federated identity record found for presented assertion subject "
+                    f"'{subject}'.",
+                )
         if assertion is not None and client is not None and client.cert is not None:
             why = _jws_verify(assertion, client.cert, endpoint)
             if why is not None:
@@ -1488,7 +1509,7 @@ class DoubleServer:
             return _json(200, {"status": self.outage})
         if method == "POST" and what == "aad-clients":
             cert = x509.load_pem_x509_certificate(body["cert_pem"].encode()) if body.get("cert_pem") else None
-            client = AadClient(str(body["client_id"]), body.get("secret"), cert)
+            client = AadClient(str(body["client_id"]), body.get("secret"), cert, body.get("federated"))
             with self.identity.lock:
                 self.identity.clients[client.client_id] = client
             return _json(200, {"client_id": client.client_id})
@@ -1611,12 +1632,15 @@ class _ControlClient:
         self._call("POST", "/_double/outage", {"status": status})
 
     def register_aad_client(
-        self, client_id: str, secret: str | None = None, cert_pem: str | bytes | None = None
+        self,
+        client_id: str,
+        secret: str | None = None,
+        cert_pem: str | bytes | None = None,
+        federated: list[str] | None = None,
     ) -> None:
         pem = cert_pem.decode() if isinstance(cert_pem, bytes) else cert_pem
-        self._call(
-            "POST", "/_double/aad-clients", {"client_id": client_id, "secret": secret, "cert_pem": pem}
-        )
+        body = {"client_id": client_id, "secret": secret, "cert_pem": pem, "federated": federated}
+        self._call("POST", "/_double/aad-clients", body)
 
     def deny_pod(self, namespace: str, name: str) -> None:
         self._call("POST", "/_double/nmi", {"deny": [namespace, name]})

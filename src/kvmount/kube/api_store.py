@@ -36,11 +36,16 @@ class KubeStore:
     """
 
     def __init__(
-        self, kubeconfig: str = "", driver_name: str = "secrets-store.csi.k8s.io", node: str = ""
+        self,
+        kubeconfig: str = "",
+        driver_name: str = "secrets-store.csi.k8s.io",
+        node: str = "",
+        component: str = EVENT_SOURCE,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.driver_name = driver_name
         self.node = node
+        self.component = component
         self._api_client: Any = None
         self._lock = threading.Lock()
 
@@ -66,6 +71,10 @@ class KubeStore:
                 settings.retries = 1
                 self._api_client = client.ApiClient(settings)
             return self._api_client
+
+    def api_client(self) -> Any:
+        """The shared ApiClient, for API groups this store has no call for."""
+        return self._client()
 
     def _custom_objects(self) -> Any:
         from kubernetes import client
@@ -196,34 +205,49 @@ class KubeStore:
         if not requests:
             return None
         meta, spec = pod["metadata"], pod.get("spec") or {}
-        account = spec.get("serviceAccountName") or "default"
-        what = f"token of ServiceAccount {meta['namespace']}/{account}"
+        return self.tokens_for(
+            meta["namespace"],
+            spec.get("serviceAccountName") or "default",
+            [(r.audience or "", r.expiration_seconds or 3600) for r in requests],
+            bound_pod=(meta["name"], meta["uid"]),
+        )
+
+    def tokens_for(
+        self,
+        namespace: str,
+        account: str,
+        audiences: list[tuple[str, int]],
+        bound_pod: tuple[str, str] | None = None,
+    ) -> str:
+        """Service account tokens (TokenRequest), one per (audience, lifetime), as the JSON that
+        kubelet puts in ``csi.storage.k8s.io/serviceAccount.tokens``; bound to the pod when named."""
+        from kubernetes.client.exceptions import ApiException
+
+        what = f"token of ServiceAccount {namespace}/{account}"
         tokens: dict[str, dict[str, str]] = {}
-        for request in requests:
-            body = {
-                "spec": {
-                    "audiences": [request.audience] if request.audience else [],
-                    "expirationSeconds": request.expiration_seconds or 3600,
-                    "boundObjectRef": {
-                        "apiVersion": "v1",
-                        "kind": "Pod",
-                        "name": meta["name"],
-                        "uid": meta["uid"],
-                    },
-                }
+        for audience, seconds in audiences:
+            body: dict[str, Any] = {
+                "spec": {"audiences": [audience] if audience else [], "expirationSeconds": seconds}
             }
+            if bound_pod is not None:
+                body["spec"]["boundObjectRef"] = {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": bound_pod[0],
+                    "uid": bound_pod[1],
+                }
             try:
                 made = self._call(
-                    what,
-                    self.core().create_namespaced_service_account_token,
-                    account,
-                    meta["namespace"],
-                    body,
+                    what, self.core().create_namespaced_service_account_token, account, namespace, body
                 )
             except ApiException as err:
+                if err.status == 404:
+                    raise StoreError(
+                        "ServiceAccountNotFound", f"ServiceAccount {namespace}/{account} not found"
+                    ) from None
                 raise api_error(what, "create", err) from None
             expires = made.status.expiration_timestamp
-            tokens[request.audience or ""] = {
+            tokens[audience] = {
                 "token": made.status.token,
                 "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ") if expires else "",
             }
@@ -236,8 +260,8 @@ class KubeStore:
         body = {
             "metadata": {"generateName": f"{pod.name}.", "namespace": pod.namespace},
             "involvedObject": {
-                "apiVersion": "v1",
-                "kind": "Pod",
+                "apiVersion": pod.api_version,
+                "kind": pod.kind,
                 "namespace": pod.namespace,
                 "name": pod.name,
                 "uid": pod.uid,
@@ -245,7 +269,7 @@ class KubeStore:
             "type": kind,
             "reason": reason,
             "message": message[:1024],
-            "source": {"component": EVENT_SOURCE, "host": self.node},
+            "source": {"component": self.component, "host": self.node},
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,

@@ -54,8 +54,10 @@ class PodStatus:
 
 @dataclass(frozen=True)
 class PodRef:
-    """The pod an event is about."""
+    """The object an event is about: a pod, unless ``kind`` says otherwise."""
 
     namespace: str
     name: str
     uid: str
+    kind: str = "Pod"
+    api_version: str = "v1"

@@ -44,7 +44,9 @@ DRIVER = Dialect("objectName", "key", MANAGED_LABEL, "true", "the driver")
 SECRET_SYNC = Dialect("sourcePath", "targetKey", "secrets-store.sync.x-k8s.io", "", "the sync controller")
 
 
-def entry_problems(secret_object: Any, file_names: Collection[str], where: str) -> Iterator[SyncError]:
+def entry_problems(
+    secret_object: Any, file_names: Collection[str], where: str, dialect: Dialect = DRIVER
+) -> Iterator[SyncError]:
     """Every problem of one ``secretObjects`` entry that shows without the files' content: names,
     keys, a data entry naming no file of the mount, keys its type requires. The driver raises the
     first (secret_data); `kvmount validate` lists them all."""
@@ -64,33 +66,37 @@ def entry_problems(secret_object: Any, file_names: Collection[str], where: str) 
         yield invalid(f"{where}.type must be a string such as Opaque or kubernetes.io/tls")
     entries = secret_object.get("data")
     if not isinstance(entries, list) or not entries:
-        yield invalid(f"{where}.data must be a non-empty list of {{objectName, key}}")
+        yield invalid(f"{where}.data must be a non-empty list of {{{dialect.source}, {dialect.target}}}")
         return
     keys: set[str] = set()
     for j, entry in enumerate(entries):
         at = f"{where}.data[{j}]"
         if not isinstance(entry, Mapping):
-            yield invalid(f"{at} must be an object with objectName and key")
+            yield invalid(f"{at} must be an object with {dialect.source} and {dialect.target}")
             continue
-        key, object_name = entry.get("key"), entry.get("objectName")
+        key, object_name = entry.get(dialect.target), entry.get(dialect.source)
         if not isinstance(key, str) or not key:
-            yield invalid(f"{at}.key is missing: name the Secret's data key")
+            yield invalid(f"{at}.{dialect.target} is missing: name the Secret's data key")
         elif len(key) > 253 or _SECRET_KEY.fullmatch(key) is None or key in (".", ".."):
             yield invalid(
-                f"{at}.key {short(key)} is not a valid Secret key: use at most 253 letters, "
+                f"{at}.{dialect.target} {short(key)} is not a valid Secret key: use at most 253 letters, "
                 "digits, '-', '_' and '.' (not '.' or '..')"
             )
         elif key in keys:
-            yield invalid(f"{at}.key {short(key)} appears twice in {where}.data: keys must be unique")
+            yield invalid(
+                f"{at}.{dialect.target} {short(key)} appears twice in {where}.data: keys must be unique"
+            )
         else:
             keys.add(key)
         if not isinstance(object_name, str) or not object_name:
-            yield invalid(f"{at}.objectName is missing: name a mounted file (objectAlias or objectName)")
+            yield invalid(
+                f"{at}.{dialect.source} is missing: name a mounted file (objectAlias or objectName)"
+            )
         elif object_name not in file_names:
             mounted = ", ".join(sorted(file_names)[:20]) or "none"
             yield SyncError(
                 "ObjectNotMounted",
-                f"{at}.objectName {short(object_name)} is not a file of this mount (files: {mounted}); "
+                f"{at}.{dialect.source} {short(object_name)} is not a file of this mount (files: {mounted}); "
                 "use the object's objectAlias, or its objectName when it has no alias",
             )
     missing = [k for k in _REQUIRED_KEYS.get(str(secret_type), ()) if k not in keys]
@@ -99,7 +105,7 @@ def entry_problems(secret_object: Any, file_names: Collection[str], where: str) 
 
 
 def secret_data(
-    secret_object: Mapping[str, Any], files: Mapping[str, bytes], where: str
+    secret_object: Mapping[str, Any], files: Mapping[str, bytes], where: str, dialect: Dialect = DRIVER
 ) -> tuple[str, str, dict[str, bytes]]:
     """(name, type, data) of one ``secretObjects`` entry, checked; ``where`` prefixes messages.
 
@@ -108,12 +114,12 @@ def secret_data(
     PEM file or a password-less PKCS#12 file (DER or base64). Other keys and
     types get the file's bytes unchanged. Raises SyncError.
     """
-    for problem in entry_problems(secret_object, files, where):
+    for problem in entry_problems(secret_object, files, where, dialect):
         raise problem
     name, secret_type = str(secret_object["secretName"]), str(secret_object.get("type") or "Opaque")
     data: dict[str, bytes] = {}
     for j, entry in enumerate(secret_object["data"]):
-        at, key, object_name = f"{where}.data[{j}]", str(entry["key"]), str(entry["objectName"])
+        at, key, object_name = f"{where}.data[{j}]", str(entry[dialect.target]), str(entry[dialect.source])
         content = files[object_name]
         if secret_type == TLS and key == TLS_KEY:
             content = tls_key(content, f"{at} (file {object_name})")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvmount.kube.api_store import REQUEST_TIMEOUT
-from kvmount.secretsync.data import MANAGED_LABEL, metadata, secret_data
+from kvmount.secretsync.data import DRIVER, Dialect, metadata, secret_data
 from kvmount.secretsync.errors import SyncError, invalid, short
 
 OWNER_API_VERSION = "secrets-store.csi.x-k8s.io/v1"
@@ -37,13 +37,15 @@ ATTEMPTS = 5
 
 @dataclass(frozen=True)
 class Owner:
-    """The SecretProviderClassPodStatus that owns the synced Secrets."""
+    """The object that owns the synced Secrets: the driver's SecretProviderClassPodStatus, or a SecretSync."""
 
     name: str
     uid: str
+    api_version: str = OWNER_API_VERSION
+    kind: str = OWNER_KIND
 
     def reference(self) -> dict[str, str]:
-        return {"apiVersion": OWNER_API_VERSION, "kind": OWNER_KIND, "name": self.name, "uid": self.uid}
+        return {"apiVersion": self.api_version, "kind": self.kind, "name": self.name, "uid": self.uid}
 
 
 @dataclass(frozen=True)
@@ -56,12 +58,12 @@ class _Desired:
     annotations: dict[str, str]
 
 
-def _api_error(err: Any, verb: str, what: str) -> SyncError:
+def _api_error(err: Any, verb: str, what: str, writer: str) -> SyncError:
     if err.status in (401, 403):
         return SyncError(
             "APIServerForbidden",
-            f"{what}: the driver may not {verb} it (HTTP {err.status}); check the driver's RBAC "
-            "for secrets (get, create, update)",
+            f"{what}: {writer} may not {verb} it (HTTP {err.status}); check {writer}'s RBAC "
+            "for secrets (get, create, update) and the admission policies",
         )
     if err.status == 422:
         # The causes name fields; their messages are left out so that no value is ever echoed.
@@ -75,10 +77,19 @@ def _api_error(err: Any, verb: str, what: str) -> SyncError:
 
 
 class SecretSync:
-    """Creates and updates the Secrets of ``secretObjects`` through the API server."""
+    """Creates and updates Secrets through the API server.
 
-    def __init__(self, core: Callable[[], Any]) -> None:
+    ``dialect`` says how entries are spelled and which label marks a managed
+    Secret. With ``sole_owner`` an existing Secret is touched only when it is
+    already owned by the given owner (the sync controller's SecretSync);
+    otherwise any managed Secret gains the owner beside its others (the
+    driver's pod statuses, which share Secrets).
+    """
+
+    def __init__(self, core: Callable[[], Any], dialect: Dialect = DRIVER, sole_owner: bool = False) -> None:
         self._core = core
+        self.dialect = dialect
+        self.sole_owner = sole_owner
 
     def sync(
         self,
@@ -97,17 +108,16 @@ class SecretSync:
         desired: list[_Desired] = []
         seen: dict[str, int] = {}
         for i, secret_object in enumerate(secret_objects):
-            where = f"SecretProviderClass {namespace}/{class_name} secretObjects[{i}]"
-            name, secret_type, data = secret_data(secret_object, files, where)
-            labels, annotations = metadata(secret_object, where)
-            if name in seen:
+            want = self._desired(
+                secret_object, files, f"SecretProviderClass {namespace}/{class_name} secretObjects[{i}]"
+            )
+            if want.name in seen:
                 raise invalid(
-                    f"{where}.secretName {short(name)} is also secretObjects[{seen[name]}]'s: "
+                    f"{want.where}.secretName {short(want.name)} is also secretObjects[{seen[want.name]}]'s: "
                     "merge the two entries"
                 )
-            seen[name] = i
-            encoded = {k: base64.b64encode(v).decode("ascii") for k, v in data.items()}
-            desired.append(_Desired(where, name, secret_type, encoded, labels, annotations))
+            seen[want.name] = i
+            desired.append(want)
         if not desired:
             return []
 
@@ -128,6 +138,24 @@ class SecretSync:
             raise SyncError(refused[0].reason, "; ".join(str(e) for e in refused))
         return synced
 
+    def sync_one(
+        self,
+        namespace: str,
+        secret_object: Mapping[str, Any],
+        files: Mapping[str, bytes],
+        owner: Owner,
+        where: str,
+    ) -> bool:
+        """Create or update one Secret; True if it was written, False if it was up to date."""
+        return self._sync_one(self._core(), namespace, self._desired(secret_object, files, where), owner)
+
+    def _desired(self, secret_object: Mapping[str, Any], files: Mapping[str, bytes], where: str) -> _Desired:
+        """One entry, checked, as the API will carry it; raises SyncError naming ``where``."""
+        name, secret_type, data = secret_data(secret_object, files, where, self.dialect)
+        labels, annotations = metadata(secret_object, where, self.dialect)
+        encoded = {k: base64.b64encode(v).decode("ascii") for k, v in data.items()}
+        return _Desired(where, name, secret_type, encoded, labels, annotations)
+
     def _call(self, verb: str, what: str, fn: Any, *args: Any, passing: tuple[int, ...] = ()) -> Any:
         """``fn(*args)`` with API errors as SyncError, except statuses in ``passing``."""
         from kubernetes.client.exceptions import ApiException
@@ -138,7 +166,7 @@ class SecretSync:
         except ApiException as err:
             if err.status in passing:
                 raise
-            raise _api_error(err, verb, what) from None
+            raise _api_error(err, verb, what, self.dialect.writer) from None
         except (HTTPError, OSError) as err:
             raise SyncError(
                 "APIServerUnavailable", f"{what}: API server unreachable ({type(err).__name__}); will retry"
@@ -178,12 +206,15 @@ class SecretSync:
                     continue  # created meanwhile by another writer: update it instead
             meta = current.metadata
             labels = dict(meta.labels or {})
-            if labels.get(MANAGED_LABEL) != "true":
+            owners = list(meta.owner_references or [])
+            has_owner = any(ref.uid == owner.uid for ref in owners)
+            managed, value = self.dialect.managed_label, self.dialect.managed_value
+            if labels.get(managed) != value or (self.sole_owner and not has_owner):
                 raise SyncError(
                     "SecretNotManaged",
-                    f"{what} exists and was not created by the driver (no label {MANAGED_LABEL}=true), "
-                    "so it is left untouched: choose another secretName, or delete the Secret "
-                    "(or label it) to let the driver manage it",
+                    f"{what} exists and was not created by {self.dialect.writer} for this {owner.kind} "
+                    f"(label {managed}={value!r}, owner {owner.kind} {owner.name}), so it is left "
+                    "untouched: choose another name, or delete the Secret to let it be created",
                 )
             if (current.type or "Opaque") != want.type:
                 raise SyncError(
@@ -192,10 +223,8 @@ class SecretSync:
                     "cannot change: delete the Secret and the driver recreates it on the next mount",
                 )
             annotations = dict(meta.annotations or {})
-            owners = list(meta.owner_references or [])
             new_labels = {**labels, **want.labels}
             new_annotations = {**annotations, **want.annotations}
-            has_owner = any(ref.uid == owner.uid for ref in owners)
             unchanged = (current.data or {}) == want.data and (labels, annotations) == (
                 new_labels,
                 new_annotations,
@@ -208,7 +237,7 @@ class SecretSync:
                 # Added, never replaced: the Secret lives as long as any pod status using it.
                 owners.append(
                     client.V1OwnerReference(
-                        api_version=OWNER_API_VERSION, kind=OWNER_KIND, name=owner.name, uid=owner.uid
+                        api_version=owner.api_version, kind=owner.kind, name=owner.name, uid=owner.uid
                     )
                 )
                 meta.owner_references = owners

@@ -138,3 +138,19 @@ def upstream_driver(
 
 
 # ---------------------------------------------------------------- end Upstream peers
+
+
+# ---------------------------------------------------------------- kubelet root
+# Owner: tests/driver. pytest's base temporary directory holds every test's tmp_path, so
+# every kubelet directory a test makes; a driver the tests start takes it as --kubelet-root-dir.
+from pathlib import Path  # noqa: E402
+
+BASE_TEMP: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _base_temp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    BASE_TEMP[:] = [tmp_path_factory.getbasetemp()]
+
+
+# ---------------------------------------------------------------- end kubelet root

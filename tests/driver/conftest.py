@@ -21,6 +21,7 @@ from kvmount.driver import kubelet_client
 from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import csi_pb2_grpc as csi_grpc
 from kvmount.volume import mounts
+from tests.conftest import BASE_TEMP
 from tests.driver.provider_double import Behaviour, ProviderDouble, serve
 
 PROVIDER = "double"
@@ -122,6 +123,7 @@ def start_driver(base: Path, provider_dir: Path, *extra: str) -> Driver:
         f"--provider-volume={provider_dir}",
         f"--additional-provider-volume-paths={base / 'more-providers'}",
         f"--metrics-addr=127.0.0.1:{port}",
+        f"--kubelet-root-dir={BASE_TEMP[0]}",
         *extra,
     ]  # fmt: skip
     if sock.exists():

@@ -14,6 +14,7 @@ from kvmount.driver.volumes import VolumeRegistry
 from kvmount.kube.file_store import FileStore
 from kvmount.provider_client import ProviderClients, ProviderError
 from kvmount.volume import mounts
+from kvmount.volume.target import KubeletRoot
 from tests.driver.conftest import PROVIDER, eventually, make_pod, start_driver, stop_driver
 from tests.driver.provider_double import ProviderDouble
 
@@ -59,7 +60,9 @@ def test_republish_of_a_live_volume(tmp_path: Path, provider_dir: Path, provider
     classes.mkdir()
     store = FileStore(str(classes), str(state))
     providers = ProviderClients([str(provider_dir)], 4 << 20)
-    publisher = Publisher(store, providers, VolumeRegistry(str(state)), "node", 1 << 20)
+    publisher = Publisher(
+        store, providers, VolumeRegistry(str(state)), "node", 1 << 20, kubelet_root=KubeletRoot(str(tmp_path))
+    )
     pod = make_pod(tmp_path / "kubelet")
 
     def write_class(value: str) -> None:
@@ -150,7 +153,13 @@ def test_kubelet_republish_fetches_once_rotation_is_due(
     )
     providers = ProviderClients([str(provider_dir)], 4 << 20)
     publisher = Publisher(
-        FileStore(str(classes), str(state)), providers, VolumeRegistry(str(state)), "node", 1 << 20, 1.0
+        FileStore(str(classes), str(state)),
+        providers,
+        VolumeRegistry(str(state)),
+        "node",
+        1 << 20,
+        1.0,
+        kubelet_root=KubeletRoot(str(tmp_path)),
     )
     pod = make_pod(tmp_path / "kubelet")
     context = dict(pod.publish_request("rp").volume_context)

@@ -34,6 +34,7 @@ from kvmount.driver.volumes import VolumeRegistry
 from kvmount.kube.api_store import KubeStore
 from kvmount.provider_client import ProviderClients
 from kvmount.secretsync.writer import SecretSync
+from kvmount.volume.target import KubeletRoot
 from tests.driver.conftest import Driver, Pod, eventually, start_driver, stop_driver, wait_for_socket
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.peers.kube import KubeAPIServer
@@ -433,6 +434,7 @@ def test_pods_sharing_a_class_cost_one_read_per_object_per_round(
         8 << 20,
         3600.0,
         SecretSync(store.core),
+        kubelet_root=KubeletRoot(str(kubelet_dir)),
     )
     rotator = Rotator(publisher, store, "test-node", 3600.0)
     node_secret = {"clientid": ns.client_id, "clientsecret": ns.client_secret}

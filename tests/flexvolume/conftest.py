@@ -9,15 +9,22 @@ from pathlib import Path
 import pytest
 
 from kvmount.volume import mounts
+from kvmount.volume.target import KubeletRoot
 from tests.flexvolume.driver import Driver
 
 
 @pytest.fixture
 def driver(tmp_path: Path) -> Driver:
     installed = Driver(str(tmp_path / "plugins"), str(tmp_path / "kv.log"))
-    done = installed.install()
+    done = installed.install("--kubelet-root-dir", str(tmp_path))
     assert done.returncode == 0, done
     return installed
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> KubeletRoot:
+    """The kubelet root the targets lie below."""
+    return KubeletRoot(str(tmp_path))
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from kvmount.kube.store import Store
 from kvmount.observability import metrics_route, ok_route, serve_http
 from kvmount.provider_client import ProviderClients
 from kvmount.secretsync.writer import SecretSync
+from kvmount.volume.target import DEFAULT_KUBELET_ROOT, KubeletRoot
 
 log = logging.getLogger(__name__)
 PARSER = GoFlagParser
@@ -27,10 +28,22 @@ DEFAULT_ADDITIONAL_PROVIDER_PATHS = ["/etc/kubernetes/secrets-store-csi-provider
 # Headroom over two full provider responses (old and new version side by side
 # during a rewrite) for tmpfs page rounding of small files.
 _TMPFS_HEADROOM = 4 << 20
+# The shortest rotation or health check period accepted.
+MIN_INTERVAL = 1.0
 
 
 def _paths(value: str) -> list[str]:
     return [p for p in value.split(",") if p]
+
+
+def _interval(value: str) -> float:
+    """A period of a loop: 0 or less would make it spin (and the kubelet republish check too)."""
+    seconds = go_duration(value)
+    if seconds < MIN_INTERVAL:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is too short: a period must be at least {MIN_INTERVAL:g}s"
+        )
+    return seconds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-addr", default=":8095", help="address of /metrics and /healthz")
     add_bool(parser, "--enable-secret-rotation", False, "re-fetch mounted content periodically")
     parser.add_argument(
-        "--rotation-poll-interval", type=go_duration, default=120.0, help="rotation period (default 2m)"
+        "--rotation-poll-interval",
+        type=_interval,
+        default=120.0,
+        help="rotation period (default 2m, at least 1s)",
     )
     parser.add_argument(
         "--max-call-recv-msg-size",
@@ -65,9 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_bool(parser, "--provider-health-check", False, "call Version on the providers periodically")
     parser.add_argument(
         "--provider-health-check-interval",
-        type=go_duration,
+        type=_interval,
         default=120.0,
-        help="provider health check period (default 2m)",
+        help="provider health check period (default 2m, at least 1s)",
     )
     parser.add_argument(
         "--kubeconfig", default="", help="kubeconfig file (default: in-cluster, or $KUBECONFIG)"
@@ -82,6 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--state-dir",
         default="/run/kvmount/driver",
         help="per-volume state (no secrets), and pod statuses in standalone mode",
+    )
+    parser.add_argument(
+        "--kubelet-root-dir",
+        default=DEFAULT_KUBELET_ROOT,
+        help="kubelet's --root-dir (upstream chart value kubeletRootDir): every target path must be a "
+        f"real directory below it (default {DEFAULT_KUBELET_ROOT})",
     )
 
 
@@ -113,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         tmpfs_size=2 * args.max_call_recv_msg_size + _TMPFS_HEADROOM,
         rotation_interval=args.rotation_poll_interval if args.enable_secret_rotation else None,
         syncer=syncer,
+        kubelet_root=KubeletRoot(args.kubelet_root_dir),
     )
     log.info(
         "starting",

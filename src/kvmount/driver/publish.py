@@ -4,7 +4,10 @@ publish: pod info -> SecretProviderClass -> provider socket -> tmpfs ->
 provider Mount -> atomic write -> SecretProviderClassPodStatus -> volume state.
 A failure on a volume that had no content unmounts it and removes what the
 driver created, so kubelet's retry starts from nothing. Calls on one target
-path are serialised; calls on different paths run concurrently.
+path (in its clean spelling) are serialised; calls on different paths run
+concurrently. The target must be a real directory below the kubelet root
+(volume/target.py), and unpublish removes only the driver's mounts and the
+then empty directory: never a file the driver did not mount.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import errno
 import json
 import logging
 import os
-import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 
 import grpc
 
@@ -28,6 +32,7 @@ from kvmount.driver.request import (
     Pod,
     PublishError,
     VolumeRequest,
+    check_name,
     parse_gid,
     parse_pod,
     pod_ref,
@@ -46,6 +51,7 @@ from kvmount.secretsync.errors import SyncError
 from kvmount.secretsync.writer import Owner, SecretSync
 from kvmount.volume import mounts
 from kvmount.volume.atomic_writer import AtomicWriter, Payload, PayloadError
+from kvmount.volume.target import KubeletRoot, Opened, OutsideRoot, TargetError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,29 @@ log = logging.getLogger(__name__)
 def _has_content(target: str) -> bool:
     # Written by the atomic writer, or by an older provider that writes its own files.
     return bool(os.listdir(target))
+
+
+def _check(req: VolumeRequest) -> tuple[Pod, str, int | None]:
+    """The pod, the class name and the group id of a request; PublishError(INVALID_ARGUMENT)."""
+    pod = parse_pod(req.volume_context)
+    class_name = req.volume_context.get(CLASS_KEY, "")
+    if not class_name:
+        raise PublishError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "InvalidRequest",
+            f"volume_context lacks {CLASS_KEY}: set volumeAttributes.{CLASS_KEY} in the pod's csi volume",
+        )
+    check_name(CLASS_KEY, class_name)
+    return pod, class_name, parse_gid(req.volume_mount_group)
+
+
+def _target_error(err: TargetError) -> PublishError:
+    code = (
+        grpc.StatusCode.INVALID_ARGUMENT
+        if isinstance(err, OutsideRoot)
+        else grpc.StatusCode.FAILED_PRECONDITION
+    )
+    return PublishError(code, "InvalidRequest" if isinstance(err, OutsideRoot) else "FailedToMount", str(err))
 
 
 @dataclass
@@ -73,6 +102,8 @@ class Publisher:
         tmpfs_size: int,
         rotation_interval: float | None = None,
         syncer: SecretSync | None = None,
+        *,
+        kubelet_root: KubeletRoot,
     ) -> None:
         self.store = store
         self.providers = providers
@@ -82,6 +113,7 @@ class Publisher:
         # With rotation on, kubelet's periodic NodePublishVolume (requiresRepublish) re-fetches when due.
         self.rotation_interval = rotation_interval
         self.syncer = syncer
+        self.kubelet_root = kubelet_root
         self._locks = KeyedLocks()
         # The last node-publish secret and tokens kubelet sent per target path, in memory only,
         # for rotations where the API cannot give them again (standalone mode).
@@ -97,8 +129,11 @@ class Publisher:
         label = ["unknown"]  # the metric's provider label, set once the class names a provider
         outcome = Outcome()
         try:
-            with self._locks.hold(req.target_path):
-                self._publish(req, deadline, refresh, label, outcome)
+            req = replace(req, target_path=self._clean(req.target_path))
+            checked = _check(req)  # before anything is created on disk
+            with self._locks.hold(req.target_path), self._open(req.target_path, create=not refresh) as target:
+                if target is not None:  # None: a rotation of a volume unpublished meanwhile
+                    self._publish(req, checked, target, deadline, refresh, label, outcome)
         except PublishError as err:
             metrics.publish_done(label[0], err.reason)
             log.warning(
@@ -127,23 +162,41 @@ class Publisher:
         interval = self.rotation_interval
         return interval is not None and (state is None or time.time() - state.refreshed_at >= interval)
 
+    def _clean(self, target_path: str) -> str:
+        try:
+            return self.kubelet_root.check(target_path)
+        except TargetError as err:
+            raise _target_error(err) from None
+
+    @contextmanager
+    def _open(self, target_path: str, create: bool) -> Iterator[Opened | None]:
+        """The checked target held open; errors in opening it (only) become PublishErrors."""
+        with ExitStack() as stack:
+            try:
+                target = stack.enter_context(self.kubelet_root.open(target_path, create))
+            except TargetError as err:
+                raise _target_error(err) from None
+            except OSError as err:
+                raise PublishError(
+                    grpc.StatusCode.INTERNAL, "FailedToMount", f"target_path {target_path}: {err.strerror}"
+                ) from None
+            yield target
+
     def _publish(
-        self, req: VolumeRequest, deadline: float | None, refresh: bool, label: list[str], outcome: Outcome
+        self,
+        req: VolumeRequest,
+        checked: tuple[Pod, str, int | None],
+        opened: Opened,
+        deadline: float | None,
+        refresh: bool,
+        label: list[str],
+        outcome: Outcome,
     ) -> None:
-        pod = parse_pod(req.volume_context)
-        class_name = req.volume_context.get(CLASS_KEY, "")
-        if not class_name:
-            raise PublishError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "InvalidRequest",
-                f"volume_context lacks {CLASS_KEY}: set volumeAttributes.{CLASS_KEY} in the pod's csi volume",
-            )
-        gid = parse_gid(req.volume_mount_group)
+        pod, class_name, gid = checked
         target = req.target_path
-        was_mounted = mounted = mounts.is_mounted(target)
+        was_mounted = mounted = opened.is_mounted()
         if refresh and not was_mounted:
             return  # unpublished meanwhile: a rotation never brings a volume back
-        created = self._ensure_dir(target)
         keep_mount = False
         where = f"SecretProviderClass {pod.namespace}/{class_name} for pod {pod.namespace}/{pod.name}"
         try:
@@ -159,7 +212,7 @@ class Publisher:
                 raise PublishError(err.code, err.reason, f"{where}: {err}") from None
             label[0] = spc.provider
             if not mounted:
-                self._mount(target)
+                self._mount(opened)
                 mounted = True
             objects, files, outcome.changed = self._fetch_and_write(spc, req, gid, previous, deadline, where)
             outcome.fetched = True
@@ -189,7 +242,7 @@ class Publisher:
             self._secrets[target] = secrets_with_tokens(req)
         except BaseException:
             if not keep_mount:
-                self._clean(target, mounted, created)
+                self._undo(opened, mounted)
             raise
 
     def _sync(
@@ -222,32 +275,14 @@ class Publisher:
             return
         metrics.sync_done(spc.provider, time.monotonic() - start, None)
 
-    def _ensure_dir(self, target: str) -> bool:
-        """Create the target directory if needed (CSI makes that the plugin's job); True if created."""
-        if os.path.isdir(target):
-            return False
-        if os.path.lexists(target):
-            raise PublishError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "FailedToMount",
-                f"target_path {target} exists and is not a directory",
-            )
+    def _mount(self, target: Opened) -> None:
         try:
-            os.makedirs(target, mode=0o750)
+            target.mount_tmpfs(self.tmpfs_size)
         except OSError as err:
             raise PublishError(
                 grpc.StatusCode.INTERNAL,
                 "FailedToMount",
-                f"cannot create target_path {target}: {err.strerror}",
-            ) from None
-        return True
-
-    def _mount(self, target: str) -> None:
-        try:
-            mounts.mount_tmpfs(target, self.tmpfs_size)
-        except OSError as err:
-            raise PublishError(
-                grpc.StatusCode.INTERNAL, "FailedToMount", f"cannot mount tmpfs at {target}: {err.strerror}"
+                f"cannot mount tmpfs at {target.path}: {err.strerror}",
             ) from None
 
     def _get_class(self, namespace: str, name: str) -> SecretProviderClass:
@@ -307,22 +342,23 @@ class Publisher:
                 ) from None
         return [(o.id, o.version) for o in response.object_version], files, changed
 
-    def _clean(self, target: str, mounted: bool, created: bool) -> None:
+    def _undo(self, target: Opened, mounted: bool) -> None:
         try:
             if mounted:
-                mounts.unmount(target)
-            if created:
-                os.rmdir(target)
+                target.unmount()
+            if target.created:
+                target.rmdir()
         except OSError as err:
             log.error(
-                "cleanup after a failed publish failed", extra={"target_path": target, "error": str(err)}
+                "cleanup after a failed publish failed", extra={"target_path": target.path, "error": str(err)}
             )
 
     def unpublish(self, volume_id: str, target_path: str) -> None:
         """Unmount and remove ``target_path``; succeeds when it is already gone."""
         try:
-            with self._locks.hold(target_path):
-                self._unpublish(target_path)
+            target_path = self._clean(target_path)
+            with self._locks.hold(target_path), self._open(target_path, create=False) as target:
+                self._unpublish(target_path, target)
         except PublishError as err:
             metrics.unpublish_done(False)
             log.warning("unpublish failed", extra={"target_path": target_path, "error": str(err)})
@@ -330,24 +366,24 @@ class Publisher:
         metrics.unpublish_done(True)
         log.info("unpublished", extra={"volume_id": volume_id, "target_path": target_path})
 
-    def _unpublish(self, target: str) -> None:
+    def _unpublish(self, target: str, opened: Opened | None) -> None:
         state = self.registry.load(target)
         try:
-            # A path mounted more than once (a crash between two publishes) needs one unmount each.
-            for _ in range(16):
-                if not mounts.unmount(target):
-                    break
-            if os.path.isdir(target) and not os.path.islink(target):
-                try:
-                    os.rmdir(target)
-                except OSError as err:
-                    if err.errno != errno.ENOTEMPTY:
-                        raise
-                    # Files a provider wrote without a mount (a failed publish of an older driver).
-                    shutil.rmtree(target)
-            elif os.path.lexists(target):
-                os.unlink(target)
+            if opened is not None:
+                # A path mounted more than once (a crash between two publishes) needs one unmount each.
+                for _ in range(16):
+                    if not opened.unmount():
+                        break
+                opened.rmdir()
         except OSError as err:
+            if err.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                # Not mounted, yet files in it: not the driver's to delete (upstream also refuses).
+                raise PublishError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "Internal",
+                    f"target_path {target} is not mounted and is not empty: kvmount removes only its "
+                    "own tmpfs and the empty directory; the files there are not its own, remove them by hand",
+                ) from None
             code = grpc.StatusCode.UNAVAILABLE if err.errno == errno.EBUSY else grpc.StatusCode.INTERNAL
             raise PublishError(
                 code, "Internal", f"cannot remove target_path {target}: {err.strerror}"

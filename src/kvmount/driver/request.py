@@ -11,6 +11,7 @@ import grpc
 from kvmount.driver.volumes import SA_TOKENS
 from kvmount.kube.classes import SecretProviderClass
 from kvmount.kube.errors import StoreError
+from kvmount.kube.names import name_problem
 from kvmount.kube.podstatus import PodRef
 
 POD_NAME = "csi.storage.k8s.io/pod.name"
@@ -27,6 +28,7 @@ _STORE_CODES = {
     "SecretProviderClassNotFound": grpc.StatusCode.NOT_FOUND,
     "InvalidSecretProviderClass": grpc.StatusCode.FAILED_PRECONDITION,
     "APIServerForbidden": grpc.StatusCode.PERMISSION_DENIED,
+    "InvalidRequest": grpc.StatusCode.INVALID_ARGUMENT,
 }
 
 
@@ -70,7 +72,16 @@ def parse_pod(context: Mapping[str, str]) -> Pod:
             "InvalidRequest",
             f"volume_context lacks {', '.join(missing)}: set podInfoOnMount: true in the CSIDriver object",
         )
+    check_name(POD_NAME, context[POD_NAME])
+    check_name(POD_NAMESPACE, context[POD_NAMESPACE], label=True)
     return Pod(context[POD_NAME], context[POD_NAMESPACE], context[POD_UID], context.get(SA_NAME, ""))
+
+
+def check_name(key: str, value: str, label: bool = False) -> None:
+    """Refuse a volume_context name the API server would refuse (it may become a path)."""
+    problem = name_problem(f"volume_context {key}", value, label)
+    if problem:
+        raise PublishError(grpc.StatusCode.INVALID_ARGUMENT, "InvalidRequest", problem)
 
 
 def pod_ref(context: Mapping[str, str]) -> PodRef | None:

@@ -40,11 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # cli calls this first for the chosen command, before argparse may print usage or help.
     reply.claim_stdout()
     parser.exit = _exit_without_reply  # type: ignore[method-assign]
+    parser.add_argument(
+        "--kubelet-root-dir",
+        default=None,
+        help="kubelet's --root-dir; mount targets must be real directories below it "
+        "(default /var/lib/kubelet; set by `install --kubelet-root-dir`)",
+    )
     parser.add_argument("operation", nargs="?", default="", help="init, mount, unmount or install")
     parser.add_argument("operands", nargs=argparse.REMAINDER, help="the operation's arguments")
 
 
-def _call(operation: str, operands: list[str]) -> dict[str, Any]:
+def _call(operation: str, operands: list[str], root_dir: str | None) -> dict[str, Any]:
     if operation == "install":
         from kvmount.flexvolume import install
 
@@ -62,10 +68,11 @@ def _call(operation: str, operands: list[str]) -> dict[str, Any]:
         return {"status": reply.SUCCESS, "capabilities": {"attach": False}}
     from kvmount.flexvolume import volume
 
+    root = volume.kubelet_root(root_dir)
     if operation == "mount":
-        volume.mount(operands[0], operands[1])
+        volume.mount(operands[0], operands[1], root)
     else:
-        volume.unmount(operands[0])
+        volume.unmount(operands[0], root)
     return {"status": reply.SUCCESS}
 
 
@@ -77,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
         setup_logging()
         try:
-            doc = _call(args.operation, args.operands)
+            doc = _call(args.operation, args.operands, args.kubelet_root_dir)
         except (KeyVaultError, OSError, ValueError) as err:
             # These messages name the object, option or path, never a secret value.
             log.error("%s failed", args.operation, extra={"error": str(err)})

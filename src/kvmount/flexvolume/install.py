@@ -14,6 +14,8 @@ import shlex
 import sys
 import tempfile
 
+from kvmount.volume.target import DEFAULT_KUBELET_ROOT
+
 DEFAULT_PLUGIN_DIR = "/usr/libexec/kubernetes/kubelet-plugins/volume/exec"
 DEFAULT_LOG_FILE = "/var/log/kvmount-flexvolume.log"
 # kubelet maps flexVolume.driver "azure/kv" to <plugin dir>/azure~kv/kv.
@@ -36,10 +38,15 @@ def parser() -> argparse.ArgumentParser:
         help="interpreter the launcher runs, as a path on the node (default: this one)",
     )
     p.add_argument("--log-file", default=DEFAULT_LOG_FILE, help="where the driver logs, on the node")
+    p.add_argument(
+        "--kubelet-root-dir",
+        default=DEFAULT_KUBELET_ROOT,
+        help="kubelet's --root-dir on the node: mount targets must be real directories below it",
+    )
     return p
 
 
-def launcher(python: str, log_file: str) -> str:
+def launcher(python: str, log_file: str, kubelet_root: str) -> str:
     # -I: kubelet's environment (PYTHONPATH, user site) must not change what runs.
     return f"""#!/bin/sh
 # The FlexVolume driver azure/kv, written by `kvmount flexvolume install`.
@@ -50,11 +57,11 @@ if [ ! -x "$python" ]; then
   exit 1
 fi
 {{ true >>"$log"; }} 2>/dev/null || log=/dev/null
-exec "$python" -I -m kvmount.cli flexvolume "$@" 2>>"$log"
+exec "$python" -I -m kvmount.cli flexvolume --kubelet-root-dir={shlex.quote(kubelet_root)} "$@" 2>>"$log"
 """
 
 
-def install(plugin_dir: str, python: str, log_file: str) -> str:
+def install(plugin_dir: str, python: str, log_file: str, kubelet_root: str = DEFAULT_KUBELET_ROOT) -> str:
     """Write the launcher atomically (kubelet may exec it at any moment); its path."""
     driver_dir = os.path.join(plugin_dir, DRIVER_DIR)
     os.makedirs(driver_dir, mode=0o755, exist_ok=True)
@@ -62,7 +69,7 @@ def install(plugin_dir: str, python: str, log_file: str) -> str:
     fd, tmp = tempfile.mkstemp(prefix=f".{DRIVER}.", dir=driver_dir)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(launcher(python, log_file))
+            fh.write(launcher(python, log_file, kubelet_root))
             fh.flush()
             os.fchmod(fh.fileno(), 0o755)
             os.fsync(fh.fileno())
@@ -80,4 +87,4 @@ def install(plugin_dir: str, python: str, log_file: str) -> str:
 
 def run(argv: list[str]) -> str:
     args = parser().parse_args(argv)
-    return install(args.plugin_dir, args.python, args.log_file)
+    return install(args.plugin_dir, args.python, args.log_file, args.kubelet_root_dir)

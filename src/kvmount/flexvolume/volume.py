@@ -2,18 +2,18 @@
 
 Everything is fetched before anything is mounted, so a bad option or a Key
 Vault error leaves the target untouched; a failure after the tmpfs is mounted
-unmounts it again.
+unmounts it again. The target must be a real directory below the kubelet root,
+reached without following links (volume/target.py), as in the CSI driver.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 
 from kvmount.flexvolume.options import parse_json, translate
 from kvmount.keyvault.mount import KeyVaultMounter, Settings
-from kvmount.volume import mounts
 from kvmount.volume.atomic_writer import AtomicWriter, Payload
+from kvmount.volume.target import DEFAULT_KUBELET_ROOT, KubeletRoot
 
 log = logging.getLogger(__name__)
 
@@ -22,25 +22,31 @@ DEFAULT_MODE = 0o644
 TMPFS_SIZE = 32 * 1024 * 1024
 
 
-def mount(target: str, raw_options: str) -> None:
+def kubelet_root(path: str | None) -> KubeletRoot:
+    return KubeletRoot(path or DEFAULT_KUBELET_ROOT)
+
+
+def mount(target: str, raw_options: str, root: KubeletRoot) -> None:
     flex = translate(parse_json(raw_options))
-    if mounts.is_mounted(target):
-        # kubelet retries a mount it thinks failed; the first one's content stays.
-        log.info("already mounted", extra={"target": target})
-        return
+    with root.open(target) as existing:
+        if existing is not None and existing.is_mounted():
+            # kubelet retries a mount it thinks failed; the first one's content stays.
+            log.info("already mounted", extra={"target": target})
+            return
     # One process serves one call, so the mounter (and its NMI port) is per volume.
     mounter = KeyVaultMounter(Settings(nmi_port=flex.nmi_port))
     try:
         result = mounter.mount_attributes(flex.attributes, flex.secrets, DEFAULT_MODE)
     finally:
         mounter.close()
-    os.makedirs(target, exist_ok=True)
-    mounts.mount_tmpfs(target, TMPFS_SIZE)
-    try:
-        AtomicWriter(target).write(Payload(f.path, f.mode, f.contents) for f in result.files)
-    except BaseException:
-        mounts.unmount(target)
-        raise
+    with root.open(target, create=True) as opened:
+        assert opened is not None  # created
+        opened.mount_tmpfs(TMPFS_SIZE)
+        try:
+            AtomicWriter(opened.path).write(Payload(f.path, f.mode, f.contents) for f in result.files)
+        except BaseException:
+            opened.unmount()
+            raise
     log.info(
         "mounted",
         extra={
@@ -51,8 +57,9 @@ def mount(target: str, raw_options: str) -> None:
     )
 
 
-def unmount(target: str) -> None:
-    if mounts.unmount(target):
-        log.info("unmounted", extra={"target": target})
-    else:
-        log.info("not mounted", extra={"target": target})
+def unmount(target: str, root: KubeletRoot) -> None:
+    with root.open(target) as opened:
+        if opened is not None and opened.unmount():
+            log.info("unmounted", extra={"target": target})
+        else:
+            log.info("not mounted", extra={"target": target})

@@ -27,6 +27,13 @@ class InvalidClass(StoreError):
         super().__init__("InvalidSecretProviderClass", f"{what}: {message}")
 
 
+class InvalidName(StoreError):
+    """A name that the API server would refuse, refused here before it becomes a path."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("InvalidRequest", message)
+
+
 class StoreUnavailable(StoreError):
     def __init__(self, message: str) -> None:
         super().__init__("APIServerUnavailable", message)

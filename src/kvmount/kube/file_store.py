@@ -11,7 +11,8 @@ import yaml
 
 from kvmount.json_file import write_json
 from kvmount.kube.classes import SecretProviderClass, parse_class
-from kvmount.kube.errors import ClassNotFound, InvalidClass, StoreUnavailable
+from kvmount.kube.errors import ClassNotFound, InvalidClass, InvalidName, StoreUnavailable
+from kvmount.kube.names import name_problem
 from kvmount.kube.podstatus import PodRef, PodStatus
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,10 @@ class FileStore:
         raise ClassNotFound(namespace, name, f"in {self.classes_dir}")
 
     def _status_path(self, namespace: str, name: str) -> str:
+        # Both become path components under --state-dir: only valid Kubernetes names may.
+        problem = name_problem("namespace", namespace, label=True) or name_problem("pod status name", name)
+        if problem:
+            raise InvalidName(problem)
         return os.path.join(self.status_dir, namespace, f"{name}.json")
 
     def put_pod_status(self, status: PodStatus) -> str:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
+from kvmount.kube.names import is_subdomain
 
-_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+__all__ = ["SyncError", "invalid", "is_subdomain", "short"]
 
 
 class SyncError(Exception):
@@ -27,7 +27,3 @@ def short(value: object) -> str:
     """A user-written name for a message, cut short (never a file's content)."""
     text = str(value)
     return repr(text if len(text) <= 64 else text[:61] + "...")
-
-
-def is_subdomain(name: str) -> bool:
-    return len(name) <= 253 and _SUBDOMAIN.fullmatch(name) is not None

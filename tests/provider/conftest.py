@@ -80,12 +80,14 @@ class Provider:
             return text
 
 
-def start_provider(tmp: Path, kv: KeyVaultDouble, *extra: str) -> Provider:
+def start_provider(
+    tmp: Path, kv: KeyVaultDouble, *extra: str, extra_env: dict[str, str] | None = None
+) -> Provider:
     sock = tmp / "azure.sock"
     log = tmp / "provider.log"
     cloud_env = Path(kv.write_cloud_env(tmp / "azurestack.json"))
     metrics_port, healthz_port = free_port(), free_port()
-    env = {**os.environ, **kv.env()}
+    env = {**os.environ, **kv.env(), **(extra_env or {})}
     cmd = [
         sys.executable, "-m", "kvmount.cli", "provider", f"--endpoint=unix://{sock}",
         f"--healthz-port={healthz_port}", f"--prometheus-port={metrics_port}",

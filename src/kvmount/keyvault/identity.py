@@ -18,6 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 from azure.core.credentials import AccessToken, TokenCredential
@@ -30,6 +31,7 @@ from azure.identity import (
 from kvmount.keyvault.clouds import Cloud
 from kvmount.keyvault.errors import Category, KeyVaultError
 from kvmount.keyvault.objects import IdentityMode, MountParams
+from kvmount.keyvault.token_proxy import TokenProxy
 
 NMI_PORT = 2579  # aad-pod-identity's NMI listens here on the node
 
@@ -91,7 +93,7 @@ def _digest(*parts: str) -> str:
 def identity_key(params: MountParams, cloud: Cloud) -> str:
     """Everything that decides which token a mount gets, as one opaque key."""
     mode = params.identity
-    if mode is IdentityMode.WORKLOAD:
+    if mode in (IdentityMode.WORKLOAD, IdentityMode.TOKEN_PROXY):
         proof = params.service_account_token
         client = params.client_id
     elif mode is IdentityMode.SERVICE_PRINCIPAL:
@@ -141,23 +143,39 @@ def _authority(cloud: Cloud) -> dict[str, Any]:
     return {"authority": cloud.aad_endpoint, "disable_instance_discovery": cloud.custom}
 
 
+@dataclass(frozen=True)
+class CredentialOptions:
+    """What every credential of a node is built with: the provider's flags."""
+
+    nmi_port: int = NMI_PORT
+    # --custom-user-agent; the SDK's UserAgentPolicy puts it in front of its own.
+    user_agent: str = ""
+    # --token-proxy-url and --sni-name, for identity binding.
+    token_proxy: TokenProxy = field(default_factory=TokenProxy)
+
+
 def build_credential(
-    params: MountParams, cloud: Cloud, nmi_port: int = NMI_PORT, user_agent: str = ""
+    params: MountParams, cloud: Cloud, node: CredentialOptions | None = None
 ) -> TokenCredential:
+    node = node or CredentialOptions()
     mode = params.identity
-    # The SDK's UserAgentPolicy puts user_agent in front of its own.
-    options: dict[str, Any] = {"user_agent": user_agent} if user_agent else {}
-    if mode is IdentityMode.WORKLOAD:
+    options: dict[str, Any] = {"user_agent": node.user_agent} if node.user_agent else {}
+    if mode in (IdentityMode.WORKLOAD, IdentityMode.TOKEN_PROXY):
         token = params.service_account_token
+        if mode is IdentityMode.TOKEN_PROXY:
+            # Instance discovery cannot pass the proxy; upstream turns it off too.
+            options |= {"transport": node.token_proxy.transport(), "disable_instance_discovery": True}
         return ClientAssertionCredential(
-            params.tenant_id, params.client_id, lambda: token, **_authority(cloud), **options
+            params.tenant_id, params.client_id, lambda: token, **{**_authority(cloud), **options}
         )
     if mode is IdentityMode.SERVICE_PRINCIPAL:
         return ClientSecretCredential(
             params.tenant_id, params.sp_client_id, params.sp_client_secret, **_authority(cloud), **options
         )
     if mode is IdentityMode.POD:
-        return PodIdentityCredential(params.pod_namespace, params.pod_name, nmi_port, user_agent=user_agent)
+        return PodIdentityCredential(
+            params.pod_namespace, params.pod_name, node.nmi_port, user_agent=node.user_agent
+        )
     return ManagedIdentityCredential(client_id=params.client_id or None, **options)
 
 
@@ -165,18 +183,13 @@ class CredentialCache:
     """Credentials by identity key, least recently used evicted, idle ones expired."""
 
     def __init__(
-        self,
-        max_entries: int = 512,
-        idle_seconds: float = 3600,
-        nmi_port: int = NMI_PORT,
-        user_agent: str = "",
+        self, max_entries: int = 512, idle_seconds: float = 3600, node: CredentialOptions | None = None
     ) -> None:
         self._entries: OrderedDict[str, tuple[TokenCredential, float]] = OrderedDict()
         self._lock = threading.Lock()
         self._max = max_entries
         self._idle = idle_seconds
-        self._nmi_port = nmi_port
-        self._user_agent = user_agent
+        self._node = node or CredentialOptions()
 
     def get(self, params: MountParams, cloud: Cloud) -> tuple[str, TokenCredential]:
         key = identity_key(params, cloud)
@@ -187,7 +200,7 @@ class CredentialCache:
                 self._entries[key] = (entry[0], now)
                 self._entries.move_to_end(key)
                 return key, entry[0]
-            credential = build_credential(params, cloud, self._nmi_port, self._user_agent)
+            credential = build_credential(params, cloud, self._node)
             self._entries[key] = (credential, now)
             self._entries.move_to_end(key)
             while len(self._entries) > self._max:

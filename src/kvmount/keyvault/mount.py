@@ -19,8 +19,9 @@ from kvmount.keyvault.content import (
     secret_files,
 )
 from kvmount.keyvault.fetch import ClientCache, Fetched, Fetcher, describe_failure
-from kvmount.keyvault.identity import NMI_PORT, CredentialCache, principal_key, prove
+from kvmount.keyvault.identity import NMI_PORT, CredentialCache, CredentialOptions, principal_key, prove
 from kvmount.keyvault.objects import MountParams, ObjectType, parse_mount
+from kvmount.keyvault.token_proxy import TokenProxy
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class Settings:
     coalesce_seconds: float = 5.0
     # --custom-user-agent: added to the User-Agent of Key Vault and token requests.
     user_agent: str = ""
+    # --token-proxy-url and --sni-name: where identity binding sends its token requests.
+    token_proxy_url: str = ""
+    sni_name: str = ""
 
 
 def _files_of(fetched: Fetched, path: str, mode: int, content: ContentOptions) -> list[File]:
@@ -71,9 +75,9 @@ class KeyVaultMounter:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
-        self.credentials = CredentialCache(
-            nmi_port=self.settings.nmi_port, user_agent=self.settings.user_agent
-        )
+        s = self.settings
+        proxy = TokenProxy(s.token_proxy_url, s.sni_name)
+        self.credentials = CredentialCache(node=CredentialOptions(s.nmi_port, s.user_agent, proxy))
         self.clients = ClientCache(user_agent=self.settings.user_agent)
         self.fetcher = Fetcher(self.settings.max_concurrency)
         self.coalescer = Coalescer(self.settings.coalesce_seconds)

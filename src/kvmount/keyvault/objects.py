@@ -28,6 +28,8 @@ POD_UID = "csi.storage.k8s.io/pod.uid"
 SERVICE_ACCOUNT_TOKENS = "csi.storage.k8s.io/serviceAccount.tokens"
 # The audience of the service account token that workload identity exchanges.
 TOKEN_AUDIENCE = "api://AzureADTokenExchange"
+# The audience of the token that identity binding (useAzureTokenProxy) exchanges.
+IDENTITY_BINDING_AUDIENCE = "api://AKSIdentityBinding"
 T = TypeVar("T")
 
 
@@ -53,6 +55,7 @@ class IdentityMode(StrEnum):
     MANAGED = "managed-identity"
     POD = "pod-identity"
     SERVICE_PRINCIPAL = "service-principal"
+    TOKEN_PROXY = "identity-binding"  # useAzureTokenProxy
 
 
 @dataclass(frozen=True)
@@ -281,20 +284,23 @@ def _check_no_collisions(objects: list[ObjectSpec]) -> None:
             raise InvalidSpec(f"{owners[path]}", f"file {path!r} lies under file {parent!r}; rename one")
 
 
-def _service_account_token(attributes: Mapping[str, str]) -> str:
+def _service_account_token(attributes: Mapping[str, str], audience: str, needed_by: str) -> str:
     raw = attributes.get(SERVICE_ACCOUNT_TOKENS, "")
     if not raw:
-        return ""
+        raise InvalidSpec(
+            SERVICE_ACCOUNT_TOKENS,
+            f"is missing; {needed_by} needs the CSIDriver to request a token for audience {audience}",
+        )
     try:
         tokens = json.loads(raw)
-        token = tokens[TOKEN_AUDIENCE]["token"]
+        token = tokens[audience]["token"]
     except (ValueError, KeyError, TypeError):
         raise InvalidSpec(
             SERVICE_ACCOUNT_TOKENS,
-            f"has no token for audience {TOKEN_AUDIENCE}; add it to the CSIDriver's tokenRequests",
+            f"has no token for audience {audience}; add it to the CSIDriver's tokenRequests",
         ) from None
     if not isinstance(token, str):
-        raise InvalidSpec(SERVICE_ACCOUNT_TOKENS, f"token for {TOKEN_AUDIENCE} is not a string")
+        raise InvalidSpec(SERVICE_ACCOUNT_TOKENS, f"token for {audience} is not a string")
     return token
 
 
@@ -328,6 +334,7 @@ def _identity(attributes: Mapping[str, str], secrets: Mapping[str, str] | None) 
     tenant = attributes.get("tenantID") or attributes.get("tenantId", "")
     use_pod = parse_bool("usePodIdentity", attributes.get("usePodIdentity", ""))
     use_vm = parse_bool("useVMManagedIdentity", attributes.get("useVMManagedIdentity", ""))
+    use_proxy = parse_bool("useAzureTokenProxy", attributes.get("useAzureTokenProxy", ""))
     client_id = attributes.get("clientID", "")
     # Read for managed identity only; elsewhere a stray value is ignored, as upstream ignores it.
     user_assigned = attributes.get("userAssignedIdentityID", "") if use_vm else ""
@@ -336,26 +343,28 @@ def _identity(attributes: Mapping[str, str], secrets: Mapping[str, str] | None) 
         for name, on in (
             ("usePodIdentity", use_pod),
             ("useVMManagedIdentity", use_vm),
-            ("clientID", bool(client_id)),
+            ("useAzureTokenProxy", use_proxy),
+            # With useAzureTokenProxy, clientID names the identity bound to.
+            ("clientID", bool(client_id) and not use_proxy),
         )
         if on
     ]
     if len(chosen) > 1:
         raise InvalidSpec(
             " and ".join(chosen),
-            "choose one identity mode: workload identity (clientID), useVMManagedIdentity or usePodIdentity",
+            "choose one identity mode: workload identity (clientID), useAzureTokenProxy, "
+            "useVMManagedIdentity or usePodIdentity",
         )
     sp_id, sp_secret = _node_publish_secret(secrets)
     token = ""
-    if client_id:
+    if use_proxy:
+        mode = IdentityMode.TOKEN_PROXY
+        if not client_id:
+            raise InvalidSpec("clientID", "is required for useAzureTokenProxy (identity binding)")
+        token = _service_account_token(attributes, IDENTITY_BINDING_AUDIENCE, "useAzureTokenProxy")
+    elif client_id:
         mode = IdentityMode.WORKLOAD
-        token = _service_account_token(attributes)
-        if not token:
-            raise InvalidSpec(
-                SERVICE_ACCOUNT_TOKENS,
-                f"is missing; workload identity (clientID) needs the CSIDriver to request a token "
-                f"for audience {TOKEN_AUDIENCE}",
-            )
+        token = _service_account_token(attributes, TOKEN_AUDIENCE, "workload identity (clientID)")
     elif use_vm:
         mode = IdentityMode.MANAGED
     elif use_pod:
@@ -370,7 +379,7 @@ def _identity(attributes: Mapping[str, str], secrets: Mapping[str, str] | None) 
                 "has no clientid and clientsecret; set them in the node-publish secret, or choose "
                 "workload identity (clientID), useVMManagedIdentity or usePodIdentity",
             )
-    if mode in (IdentityMode.WORKLOAD, IdentityMode.SERVICE_PRINCIPAL) and not tenant:
+    if mode not in (IdentityMode.MANAGED, IdentityMode.POD) and not tenant:
         raise InvalidSpec("tenantID", f"is required for {mode.value}")
     return _Identity(mode, tenant, client_id or user_assigned, token, sp_id, sp_secret)
 

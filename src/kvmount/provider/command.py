@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         nmi_port=args.nmi_port,
         coalesce_seconds=args.coalesce_seconds,
         user_agent=args.custom_user_agent,
+        token_proxy_url=args.token_proxy_url,
+        sni_name=args.sni_name,
     )
     fetch.observe_request = metrics.observe_keyvault
     mounter = KeyVaultMounter(settings)

@@ -26,6 +26,7 @@ FLOORS = {
     "driver": 3,
     "flexvolume": 3,
     "kms": 3,
+    "validate": 3,
     "synccontroller": 3,
     "mount_command": 3,
     "cli": 4,

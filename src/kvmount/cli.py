@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mount": ("kvmount.mount_command", "mount a SecretProviderClass into a directory"),
     "flexvolume": ("kvmount.flexvolume.command", "FlexVolume driver (kubelet exec interface)"),
     "kms": ("kvmount.kms.command", "Ceph-CSI compatible passphrase store in Key Vault"),
+    "validate": ("kvmount.validate.command", "check SecretProviderClass manifests offline"),
     "sync-controller": ("kvmount.synccontroller.command", "SecretSync objects -> Secrets, no pod needed"),
 }
 

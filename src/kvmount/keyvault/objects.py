@@ -7,18 +7,17 @@ network call, so a typo fails fast instead of being silently ignored.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TypeVar
 
 import yaml
 
 from kvmount.keyvault import goyaml
 from kvmount.keyvault.errors import InvalidSpec
+from kvmount.keyvault.findings import Findings, Problem, suggest
 
 VAULT_NAME = re.compile(r"^[-A-Za-z0-9]{3,24}$")
 # Pod information the CSI driver adds to the attributes.
@@ -30,7 +29,6 @@ SERVICE_ACCOUNT_TOKENS = "csi.storage.k8s.io/serviceAccount.tokens"
 TOKEN_AUDIENCE = "api://AzureADTokenExchange"
 # The audience of the token that identity binding (useAzureTokenProxy) exchanges.
 IDENTITY_BINDING_AUDIENCE = "api://AKSIdentityBinding"
-T = TypeVar("T")
 
 
 class ObjectType(StrEnum):
@@ -139,17 +137,6 @@ PARAMETERS = frozenset(
 )
 _TRUE = {"1", "t", "T", "true", "TRUE", "True"}
 _FALSE = {"", "0", "f", "F", "false", "FALSE", "False"}
-
-
-def suggest(key: str, known: Iterable[str]) -> str:
-    """The fix for an unknown key: the closest known one (a typo, a wrong case), else the list."""
-    names = sorted(known)
-    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6) or [
-        n for n in names if n.lower() == key.lower()
-    ]
-    if close:
-        return f"did you mean {close[0]!r}?"
-    return f"known keys: {', '.join(names)}"
 
 
 def parse_bool(name: str, value: str) -> bool:
@@ -384,33 +371,8 @@ def _identity(attributes: Mapping[str, str], secrets: Mapping[str, str] | None) 
     return _Identity(mode, tenant, client_id or user_assigned, token, sp_id, sp_secret)
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One reason parse_mount refuses a mount; ``index`` is the objects[] item it is about, if one."""
-
-    error: InvalidSpec
-    index: int | None = None
-
-
-class _Findings:
-    """Mount time raises the first problem; `kvmount validate` collects them all, from the same checks."""
-
-    def __init__(self, collect: bool) -> None:
-        self.collect = collect
-        self.found: list[Problem] = []
-
-    def check(self, call: Callable[..., T], *args: object, index: int | None = None) -> T | None:
-        try:
-            return call(*args)
-        except InvalidSpec as err:
-            if not self.collect:
-                raise
-            self.found.append(Problem(err, index))
-            return None
-
-
 def _parse(
-    attributes: Mapping[str, str], secrets: Mapping[str, str] | None, findings: _Findings
+    attributes: Mapping[str, str], secrets: Mapping[str, str] | None, findings: Findings
 ) -> MountParams | None:
     for key, value in attributes.items():
         if not isinstance(value, str):
@@ -443,13 +405,13 @@ def _parse(
 
 def parse_mount(attributes: Mapping[str, str], secrets: Mapping[str, str] | None) -> MountParams:
     """Validate everything a mount needs, before any network call; raises the first problem."""
-    params = _parse(attributes, secrets, _Findings(collect=False))
+    params = _parse(attributes, secrets, Findings(collect=False))
     assert params is not None  # without collecting, every problem raised
     return params
 
 
 def mount_problems(attributes: Mapping[str, str], secrets: Mapping[str, str] | None) -> list[Problem]:
     """Every problem parse_mount would refuse (it raises the first), for `kvmount validate`."""
-    findings = _Findings(collect=True)
+    findings = Findings(collect=True)
     _parse(attributes, secrets, findings)
     return findings.found

@@ -92,6 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def mount(args: argparse.Namespace) -> list[str]:
     from kvmount.volume.atomic_writer import AtomicWriter, Payload
+    from kvmount.volume.mounts import MEMORY_FILESYSTEMS, filesystem_of
 
     params = class_parameters(_load_yaml(args.spc, "class"), args.spc)
     secrets: Mapping[str, str] | None = None
@@ -108,6 +109,14 @@ def mount(args: argparse.Namespace) -> list[str]:
     finally:
         mounter.close()
     os.makedirs(args.target, exist_ok=True)
+    kind = filesystem_of(args.target)
+    if kind not in MEMORY_FILESYSTEMS:
+        # Unlike the driver's tmpfs, these files outlive a reboot; their modes are as requested.
+        log.warning(
+            "target is not memory-backed: the files are stored on disk; mount a tmpfs there to keep "
+            "them in memory",
+            extra={"target": args.target, "filesystem": kind or "unknown"},
+        )
     AtomicWriter(args.target).write(Payload(f.path, f.mode, f.contents) for f in result.files)
     return sorted(f.path for f in result.files)
 

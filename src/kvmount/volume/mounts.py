@@ -43,6 +43,24 @@ def mount_points() -> set[str]:
         return {_unescape(line.split(" ", 5)[4]) for line in fh if line.strip()}
 
 
+MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
+def filesystem_of(path: str) -> str:
+    """The type (tmpfs, ext4, ...) of the file system ``path`` lies on."""
+    real = os.path.realpath(path)
+    best, kind = "", ""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+        for line in fh:
+            fields, _, rest = line.partition(" - ")
+            point = _unescape(fields.split(" ", 5)[4])
+            inside = real == point or real.startswith(point.rstrip("/") + "/")
+            # Later lines are mounted later: on the same point, the last one is on top.
+            if inside and len(point) >= len(best):
+                best, kind = point, rest.split(" ", 1)[0]
+    return kind
+
+
 def is_mounted(path: str) -> bool:
     """Whether ``path`` itself is a mount point (not merely inside one)."""
     return os.path.realpath(path) in mount_points()

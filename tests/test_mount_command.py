@@ -1,0 +1,79 @@
+"""`kvmount mount` against the Key Vault double: the files, their modes, and where they land."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kvmount.volume import mounts
+from tests.peers.keyvault_double import KeyVaultDouble
+
+VAULT = "kvtest"
+VALUE = "mount-command-secret-value"
+
+
+def write_inputs(kv: KeyVaultDouble, base: Path, objects: list[dict[str, str]]) -> tuple[Path, Path]:
+    client, secret = f"mc-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    kv.register_aad_client(client, secret=secret)
+    parameters = {
+        "keyvaultName": VAULT,
+        "tenantID": kv.tenant,
+        "cloudName": "AzureStackCloud",
+        "cloudEnvFileName": kv.write_cloud_env(base / "azurestack.json"),
+        "objects": yaml.safe_dump({"array": [yaml.safe_dump(o) for o in objects]}),
+    }
+    spc = {"kind": "SecretProviderClass", "spec": {"provider": "azure", "parameters": parameters}}
+    (base / "class.yaml").write_text(yaml.safe_dump(spc))
+    (base / "secrets.yaml").write_text(yaml.safe_dump({"clientid": client, "clientsecret": secret}))
+    return base / "class.yaml", base / "secrets.yaml"
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("memory", [False, True], ids=["disk", "tmpfs"])
+def test_requested_modes_and_a_warning_for_a_disk_target(
+    kv_env: KeyVaultDouble, tmp_path: Path, memory: bool
+) -> None:
+    if memory and os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    plain, private = f"plain-{uuid.uuid4().hex[:8]}", f"private-{uuid.uuid4().hex[:8]}"
+    for name in (plain, private):
+        kv_env.put_secret(VAULT, name, VALUE)
+    objects = [
+        {"objectName": plain, "objectType": "secret"},
+        {"objectName": private, "objectType": "secret", "filePermission": "0640"},
+    ]
+    spc, secrets = write_inputs(kv_env, tmp_path, objects)
+    target = tmp_path / "out"
+    assert mounts.filesystem_of(str(tmp_path)) not in mounts.MEMORY_FILESYSTEMS, "tmp_path must be on disk"
+    if memory:
+        target.mkdir()
+        mounts.mount_tmpfs(str(target), 1 << 20)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "kvmount.cli", "mount", "--class", str(spc), "--target", str(target),
+             "--secrets", str(secrets), "--permission", "0600"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert sorted(done.stdout.split()) == sorted([plain, private])
+        assert (mode(target / plain), mode(target / private)) == (0o600, 0o640)
+        warnings = [line for line in done.stderr.splitlines() if "not memory-backed" in line]
+        if memory:
+            assert warnings == []
+        else:
+            assert len(warnings) == 1 and f"target={target}" in warnings[0], done.stderr
+            assert "filesystem=" in warnings[0] and "filesystem=tmpfs" not in warnings[0]
+        assert VALUE not in done.stderr
+    finally:
+        if memory:
+            mounts.unmount(str(target))

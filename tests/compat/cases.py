@@ -131,6 +131,12 @@ def _spellings() -> Iterator[Case]:
         ("'..data'", "dotdot-prefix"),
     ):  # fmt: skip
         yield Case(f"alias-{case_id}", (item("{plain}", "secret", objectAlias=alias),))
+    yield Case("alias-empty", (item("{plain}", "secret", objectAlias="''"),))
+    yield Case(
+        "permission-0600-history",
+        (item("{hist}", "secret", objectVersionHistory="10", filePermission="0600"),),
+    )
+    yield Case("permission-0400-split", (item("{certpem}", "secret", filePermission="0400"),), flags=SPLIT)
     yield Case("alias-dot-slash-split", (item("{certpfx}", "secret", objectAlias="./tls"),), flags=SPLIT)
     yield Case("alias-collision", (item("{plain}", "secret"), item("{hex}", "secret", objectAlias="{plain}")))
     yield Case(
@@ -145,6 +151,8 @@ def _spellings() -> Iterator[Case]:
     yield Case("space-encoding", (item("{hex}", "secret", objectEncoding="' hex '"),))
     yield Case("space-vault-name", (item("{plain}", "secret"),), attributes={"keyvaultName": " kvtest "})
     yield Case("space-tenant", (item("{plain}", "secret"),), attributes={"tenantID": " {tenant}\t"})
+    yield Case("space-boolean", (item("{plain}", "secret"),), attributes={"useVMManagedIdentity": " false "})
+    yield Case("space-objects", (item("{plain}", "secret"),), attributes={"objects": "\n  {objects}  \n"})
     yield Case(
         "space-cloud-name", (item("{plain}", "secret"),), attributes={"cloudName": " AzureStackCloud "}
     )

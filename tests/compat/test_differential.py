@@ -112,7 +112,7 @@ def request(case: Case, setup: Setup, kv: KeyVaultDouble) -> pb.MountRequest:
     }
     if case.raw_objects == MISSING:
         del attributes["objects"]
-    secrets: dict[str, str] = {}
+    secrets: dict[str, str] | None = None  # the driver sends JSON null without a node-publish secret
     if case.identity == "sp":
         secrets = dict(setup.sp)
     elif case.identity == "sp-capitalised":
@@ -122,7 +122,9 @@ def request(case: Case, setup: Setup, kv: KeyVaultDouble) -> pb.MountRequest:
         attributes[TOKENS] = json.dumps(
             {"api://AzureADTokenExchange": {"token": f"sa.{os.urandom(8).hex()}.jwt"}}
         )
-    attributes.update(case.attributes)
+    attributes.update(
+        {k: v.replace("{objects}", attributes.get("objects", "")) for k, v in case.attributes.items()}
+    )
     filled = {key: fill(value, setup, kv) for key, value in attributes.items()}
     return pb.MountRequest(
         attributes=json.dumps(filled),

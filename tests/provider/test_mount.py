@@ -104,6 +104,28 @@ def test_pinned_version_and_history(provider: Provider, keyvault: KeyVaultDouble
     }
 
 
+def test_latest_with_history_is_the_newest_versions(
+    provider: Provider, keyvault: KeyVaultDouble, sp: dict[str, str]
+) -> None:
+    name = uid("latest")
+    ids = [keyvault.put_secret(VAULT, name, f"v{i}")["id"].rsplit("/", 1)[1] for i in range(3)]
+    response = provider.mount(
+        provider.attributes(
+            [
+                {
+                    "objectName": name,
+                    "objectType": "secret",
+                    "objectVersion": "latest",
+                    "objectVersionHistory": 2,
+                }
+            ]
+        ),
+        sp,
+    )
+    assert files(response) == {f"{name}/0": b"v2", f"{name}/1": b"v1"}
+    assert versions(response) == {f"secret/{name}/0": ids[2], f"secret/{name}/1": ids[1]}
+
+
 def test_rsa_and_ec_keys(provider: Provider, keyvault: KeyVaultDouble, sp: dict[str, str]) -> None:
     names = {kty: uid(kty.lower()) for kty in ("RSA", "EC")}
     jwks = {

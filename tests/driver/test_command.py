@@ -77,3 +77,18 @@ def test_max_call_recv_msg_size(provider_dir: Path, provider: ProviderDouble) ->
         assert len(response.files[0].contents) == 2 << 20
     finally:
         large.close()
+
+
+@pytest.mark.parametrize("flag", ["--rotation-poll-interval", "--provider-health-check-interval"])
+@pytest.mark.parametrize("value", ["0", "-1m", "500ms"])
+def test_a_period_that_would_spin_is_refused_in_one_line(flag: str, value: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kvmount.cli", "driver", f"{flag}={value}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert flag in last and f"'{value}' is too short: a period must be at least 1s" in last

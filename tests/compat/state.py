@@ -58,6 +58,7 @@ def seed(kv: KeyVaultDouble) -> State:
         for key in (
             "plain", "hex", "b64", "pemsecret", "pfxsecret", "rsa", "ec", "certpfx", "certpem",
             "certleaf", "certshuffled", "certgap", "certec", "hist", "changing", "changing2",
+            "rsahsm", "echsm", "oct", "empty", "unicode", "disabledlatest",
         )
     }  # fmt: skip
     kv.put_secret(VAULT, names["plain"], "plain value")
@@ -67,9 +68,16 @@ def seed(kv: KeyVaultDouble) -> State:
     # Plain secrets (no certificate behind them) whose content types say PEM and PKCS#12.
     kv.put_secret(VAULT, names["pemsecret"], (chain.key_pem() + chain.pem("leaf")).decode(), PEM_FILE)
     kv.put_secret(VAULT, names["pfxsecret"], chain.pfx_b64(), PKCS12)
-    kv.create_key(VAULT, names["rsa"], kty="RSA", size=2048)
+    kv.put_secret(VAULT, names["empty"], "")
+    kv.put_secret(VAULT, names["unicode"], "grüße ✓\r\nzweite Zeile\n")
+    kv.put_secret(VAULT, names["disabledlatest"], "enabled value")
+    kv.put_secret(VAULT, names["disabledlatest"], "disabled value", enabled=False)
+    key_version = kv.create_key(VAULT, names["rsa"], kty="RSA", size=2048)["key"]["kid"].rsplit("/", 1)[1]
     kv.create_key(VAULT, names["ec"], kty="EC", curve="P-384")
-    kv.import_certificate(VAULT, names["certpfx"], chain.pfx())
+    kv.create_key(VAULT, names["rsahsm"], kty="RSA-HSM", size=3072)
+    kv.create_key(VAULT, names["echsm"], kty="EC-HSM", curve="P-521")
+    kv.create_key(VAULT, names["oct"], kty="oct", size=256)
+    cert_version = _version(kv.import_certificate(VAULT, names["certpfx"], chain.pfx()))
     kv.import_certificate(
         VAULT, names["certpem"], chain.key_pem() + chain.pem("leaf", "intermediate", "root"), PEM_FILE
     )
@@ -85,5 +93,6 @@ def seed(kv: KeyVaultDouble) -> State:
         _next_second()
         versions.append(_version(kv.put_secret(VAULT, names["hist"], f"history value {i}")))
     kv.update(VAULT, "secrets", names["hist"], versions[3], {"attributes": {"enabled": False}})
+    names.update(vkey=key_version, vcert=cert_version)
     names.update(v1=versions[1], v2=versions[2], vdisabled=versions[3], vlatest=versions[4])
     return State(names)

@@ -38,7 +38,7 @@ def azure_driver(kv: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     env = {**os.environ, **kv.env()}
     cmd = [
         sys.executable, "-m", "kvmount.cli", "provider", f"--endpoint=unix://{sock}",
-        "--healthz-port=0", "--prometheus-port=0",
+        "--healthz-port=0", "--prometheus-port=0", f"--cloud-env-dirs={base}",
     ]  # fmt: skip
     with open(log, "wb") as out:
         provider = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)

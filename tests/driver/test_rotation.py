@@ -76,7 +76,7 @@ def stack(
     sock, log = providers / "azure.sock", base / "provider.log"
     cmd = [
         sys.executable, "-m", "kvmount.cli", "provider", f"--endpoint=unix://{sock}",
-        "--healthz-port=0", "--prometheus-port=0",
+        "--healthz-port=0", "--prometheus-port=0", f"--cloud-env-dirs={base}",
         # Shorter than the rotation interval: each round reads Key Vault anew.
         "--coalesce-seconds=1",
     ]  # fmt: skip

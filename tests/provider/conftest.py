@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -91,7 +92,9 @@ def start_provider(
     cmd = [
         sys.executable, "-m", "kvmount.cli", "provider", f"--endpoint=unix://{sock}",
         f"--healthz-port={healthz_port}", f"--prometheus-port={metrics_port}",
-        f"--nmi-port={kv.nmi_port}", *extra,
+        f"--nmi-port={kv.nmi_port}",
+        # The tests' environment files live in pytest's temporary directories.
+        f"--cloud-env-dirs={tempfile.gettempdir()}", *extra,
     ]  # fmt: skip
     with open(log, "wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)

@@ -8,6 +8,9 @@ mounts with different clouds cannot see each other's settings.
 from __future__ import annotations
 
 import json
+import os
+import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kvmount.keyvault.errors import InvalidSpec
@@ -45,15 +48,68 @@ _KNOWN = {
 }
 STACK = "AZURESTACKCLOUD"
 _ENV_KEYS = ("name", "activeDirectoryEndpoint", "keyVaultDNSSuffix")
+# Where upstream's documentation and AKS on Azure Stack put the file (a hostPath or
+# subPath mount into the provider's pod); --cloud-env-dirs changes the list.
+DEFAULT_ENV_DIRS = ("/etc/kubernetes", "/cloudEnv")
+# An environment file is a few hundred bytes; anything larger is not one.
+MAX_ENV_FILE_BYTES = 64 * 1024
 
 
-def _read_env_file(path: str) -> Cloud:
+def _inside(path: str, allowed_dirs: Sequence[str]) -> bool:
+    real_parent = os.path.realpath(os.path.dirname(path))
+    for allowed in allowed_dirs:
+        root = os.path.realpath(allowed)
+        if real_parent == root or real_parent.startswith(root.rstrip("/") + "/"):
+            return True
+    return False
+
+
+def read_env_bytes(path: str, allowed_dirs: Sequence[str] | None) -> bytes:
+    """The file's bytes, read only if it is a regular file of at most MAX_ENV_FILE_BYTES
+    under one of ``allowed_dirs`` (None: anywhere). A class names this path, so a
+    namespace user must not make the provider read /dev/zero, block on a FIFO or
+    follow a link out of the allowed directories."""
+    if not os.path.isabs(path) or os.path.normpath(path) != path or "\0" in path:
+        raise InvalidSpec("cloudEnvFileName", f"{path!r} must be a clean absolute path")
+    if allowed_dirs is not None and not _inside(path, allowed_dirs):
+        raise InvalidSpec(
+            "cloudEnvFileName",
+            f"{path!r} is outside the provider's --cloud-env-dirs ({','.join(allowed_dirs)}); "
+            "put the file there or add its directory to the flag",
+        )
+    # The parent is resolved (a subPath mount may sit behind links); the file itself is not.
+    real = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
+        fd = os.open(real, flags)
     except FileNotFoundError:
         raise InvalidSpec("cloudEnvFileName", f"{path!r} does not exist on the node") from None
-    except (OSError, ValueError) as err:
+    except OSError as err:
+        raise InvalidSpec(
+            "cloudEnvFileName", f"{path!r} cannot be opened as a regular file ({err.strerror})"
+        ) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidSpec("cloudEnvFileName", f"{path!r} is not a regular file")
+        if info.st_size > MAX_ENV_FILE_BYTES:
+            raise InvalidSpec("cloudEnvFileName", f"{path!r} is larger than {MAX_ENV_FILE_BYTES} bytes")
+        # Read one byte past the cap: a file growing after fstat is still refused.
+        data = os.read(fd, MAX_ENV_FILE_BYTES + 1)
+    except OSError as err:
+        raise InvalidSpec("cloudEnvFileName", f"{path!r} cannot be read ({err.strerror})") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_ENV_FILE_BYTES:
+        raise InvalidSpec("cloudEnvFileName", f"{path!r} is larger than {MAX_ENV_FILE_BYTES} bytes")
+    return data
+
+
+def _read_env_file(path: str, allowed_dirs: Sequence[str] | None) -> Cloud:
+    data = read_env_bytes(path, allowed_dirs)
+    try:
+        doc = json.loads(data)
+    except ValueError as err:
         raise InvalidSpec(
             "cloudEnvFileName", f"{path!r} is not a readable JSON file ({type(err).__name__})"
         ) from None
@@ -74,13 +130,16 @@ def _read_env_file(path: str) -> Cloud:
     )
 
 
-def resolve(cloud_name: str, env_file: str = "", default: str = "") -> Cloud:
-    """The cloud of a mount: its cloudName (else the provider's default), case-insensitive."""
+def resolve(
+    cloud_name: str, env_file: str = "", default: str = "", env_dirs: Sequence[str] | None = None
+) -> Cloud:
+    """The cloud of a mount: its cloudName (else the provider's default), case-insensitive;
+    a custom environment file is read only from ``env_dirs`` (None: from anywhere)."""
     key = (cloud_name or default or "AzurePublicCloud").upper()
     if key == STACK:
         if not env_file:
             raise InvalidSpec("cloudEnvFileName", "is required with cloudName AzureStackCloud")
-        return _read_env_file(env_file)
+        return _read_env_file(env_file, env_dirs)
     if key not in _KNOWN:
         names = ", ".join(c.name for c in _KNOWN.values())
         raise InvalidSpec("cloudName", f"{cloud_name!r} is not one of {names}, AzureStackCloud")

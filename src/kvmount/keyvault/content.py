@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from kvmount.keyvault.errors import Category, KeyVaultError
-from kvmount.keyvault.objects import Encoding, Format, ObjectSpec
+from kvmount.keyvault.filenames import check_owned_paths
+from kvmount.keyvault.objects import Encoding, Format, ObjectSpec, ObjectType, output_paths
 
 PKCS12 = "application/x-pkcs12"
 PEM_FILE = "application/x-pem-file"
@@ -186,6 +187,19 @@ def secret_files(
             pieces += [(".crt", certs.decode("ascii")), (".key", key.decode("ascii"))]
     pieces.append(("", content))
     return [(path + suffix, decode_secret(spec, text)) for suffix, text in pieces]
+
+
+def check_split_paths(objects: Sequence[ObjectSpec]) -> None:
+    """With --write-cert-and-key-in-separate-files any secret may turn out to be a
+    certificate's and also write <file>.crt and <file>.key: refused up front when
+    those could meet another object's file (a `tls` and an alias `tls.key`)."""
+
+    def owned(spec: ObjectSpec) -> list[tuple[str, str]]:
+        owner = f"object {spec.name!r}"
+        suffixes = ("", ".crt", ".key") if spec.type is ObjectType.SECRET else ("",)
+        return [(path + suffix, owner) for path in output_paths(spec) for suffix in suffixes]
+
+    check_owned_paths(pair for spec in objects for pair in owned(spec))
 
 
 def public_key_pem(spec: ObjectSpec, jwk: JsonWebKey) -> bytes:

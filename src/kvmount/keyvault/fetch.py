@@ -12,7 +12,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -24,7 +23,9 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
+    ServiceResponseTimeoutError,
 )
+from azure.core.pipeline.policies import RetryPolicy
 from azure.identity import CredentialUnavailableError
 from azure.keyvault.certificates import CertificateClient
 from azure.keyvault.keys import KeyClient
@@ -33,11 +34,52 @@ from azure.keyvault.secrets import SecretClient
 from kvmount.keyvault.coalesce import Coalescer
 from kvmount.keyvault.content import JsonWebKey
 from kvmount.keyvault.errors import Category, KeyVaultError
+from kvmount.keyvault.fairpool import BatchTimeout, FairPool
+from kvmount.keyvault.limits import ContentBudget
 from kvmount.keyvault.objects import ObjectSpec, ObjectType
 
 T = TypeVar("T")
+CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 30.0
+# The deadline (time.monotonic()) of the fetch running on this thread, if any.
+_budget = threading.local()
+
+
+class BudgetRetryPolicy(RetryPolicy[Any, Any]):
+    """The SDK's retries, whose waits (Retry-After or backoff) end at the fetch's
+    deadline: a server asking for an hour's pause must not hold a mount for an hour."""
+
+    def sleep(self, settings: dict[str, Any], transport: Any, response: Any = None) -> None:
+        wait = (self.get_retry_after(response) if response else None) or self.get_backoff_time(settings)
+        deadline: float | None = getattr(_budget, "deadline", None)
+        if deadline is not None:
+            wait = min(wait, max(0.0, deadline - time.monotonic()))
+        if wait > 0:
+            transport.sleep(wait)
+
+
 # Retries inside one call stay short: the driver retries the whole mount.
-CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 2, "connection_timeout": 10, "read_timeout": 30}
+CLIENT_OPTIONS: dict[str, Any] = {
+    "retry_policy": BudgetRetryPolicy(retry_total=2),
+    "connection_timeout": CONNECT_TIMEOUT,
+    "read_timeout": READ_TIMEOUT,
+}
+
+
+def call_options(deadline: float | None) -> dict[str, Any]:
+    """Per-call SDK options that end the call, its retries and its reads at ``deadline``."""
+    _budget.deadline = deadline
+    if deadline is None:
+        return {}
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise ServiceResponseTimeoutError("the mount's time budget is spent")
+    return {
+        "timeout": remaining,
+        "connection_timeout": min(CONNECT_TIMEOUT, remaining),
+        "read_timeout": min(READ_TIMEOUT, remaining),
+    }
+
+
 _AADSTS = re.compile(r"AADSTS\d+")
 
 
@@ -165,16 +207,19 @@ def _created(props: Any) -> datetime:
     return props.created_on or datetime.min.replace(tzinfo=UTC)
 
 
-def history_versions(clients: Clients, spec: ObjectSpec, limit: int | None = None) -> list[str]:
+def history_versions(
+    clients: Clients, spec: ObjectSpec, limit: int | None = None, deadline: float | None = None
+) -> list[str]:
     """The newest enabled versions, newest first, starting at objectVersion when
     one is set; at most ``limit`` (default the spec's history, 0 for all)."""
+    kw = call_options(deadline)
 
     def listing() -> list[Any]:
         if spec.type is ObjectType.SECRET:
-            return list(clients.secrets.list_properties_of_secret_versions(spec.name))
+            return list(clients.secrets.list_properties_of_secret_versions(spec.name, **kw))
         if spec.type is ObjectType.KEY:
-            return list(clients.keys.list_properties_of_key_versions(spec.name))
-        return list(clients.certificates.list_properties_of_certificate_versions(spec.name))
+            return list(clients.keys.list_properties_of_key_versions(spec.name, **kw))
+        return list(clients.certificates.list_properties_of_certificate_versions(spec.name, **kw))
 
     # Creation times have one-second resolution; on a tie, the later-listed is taken as newer.
     listed = list(enumerate(_timed(spec.type.value, listing)))
@@ -188,13 +233,14 @@ def history_versions(clients: Clients, spec: ObjectSpec, limit: int | None = Non
     return versions[:limit] if limit else versions
 
 
-def fetch_version(clients: Clients, spec: ObjectSpec, version: str) -> Fetched:
+def fetch_version(clients: Clients, spec: ObjectSpec, version: str, deadline: float | None = None) -> Fetched:
+    kw = call_options(deadline)
     if spec.type is ObjectType.SECRET:
-        secret = _timed("secret", lambda: clients.secrets.get_secret(spec.name, version or None))
+        secret = _timed("secret", lambda: clients.secrets.get_secret(spec.name, version or None, **kw))
         props = secret.properties
         return Fetched(spec, props.version or "", secret.value, props.content_type, props.key_id)
     if spec.type is ObjectType.KEY:
-        key = _timed("key", lambda: clients.keys.get_key(spec.name, version or None))
+        key = _timed("key", lambda: clients.keys.get_key(spec.name, version or None, **kw))
         jwk: Any = key.key  # the SDK's JsonWebKey sets its fields dynamically
         kty = str(getattr(jwk.kty, "value", jwk.kty))
         crv = None if jwk.crv is None else str(getattr(jwk.crv, "value", jwk.crv))
@@ -202,27 +248,27 @@ def fetch_version(clients: Clients, spec: ObjectSpec, version: str) -> Fetched:
             spec, key.properties.version or "", key=JsonWebKey(kty, jwk.n, jwk.e, crv, jwk.x, jwk.y)
         )
     if version:
-        cert = _timed("cert", lambda: clients.certificates.get_certificate_version(spec.name, version))
+        cert = _timed("cert", lambda: clients.certificates.get_certificate_version(spec.name, version, **kw))
     else:
-        cert = _timed("cert", lambda: clients.certificates.get_certificate(spec.name))
+        cert = _timed("cert", lambda: clients.certificates.get_certificate(spec.name, **kw))
     got = (cert.properties.version if cert.properties else None) or ""
     return Fetched(spec, got, certificate_der=bytes(cert.cer or b""))
 
 
+def _size(fetched: Fetched) -> int:
+    """About the bytes an object version holds, for --max-mount-bytes."""
+    if fetched.secret_value is not None:
+        return len(fetched.secret_value)
+    if fetched.certificate_der is not None:
+        return len(fetched.certificate_der)
+    return 1024  # a public key: a few hundred bytes
+
+
 class Fetcher:
-    """Runs a mount's fetches on a shared, bounded pool."""
+    """Runs mounts' fetches on a shared, bounded pool, each mount served in turn."""
 
     def __init__(self, max_concurrency: int = 8) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="kvfetch")
-
-    def map(self, func: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
-        """Apply func to every item in parallel; the first failure (in item order) is raised."""
-        futures = [self._pool.submit(func, item) for item in items]
-        errors = [f.exception() for f in futures]
-        for err in errors:
-            if err is not None:
-                raise err
-        return [f.result() for f in futures]
+        self._pool = FairPool(max_concurrency, name="kvfetch")
 
     def fetch_all(
         self,
@@ -232,6 +278,8 @@ class Fetcher:
         coalescer: Coalescer | None = None,
         principal: str = "",
         since: float | None = None,
+        deadline: float | None = None,
+        budget: ContentBudget | None = None,
     ) -> list[list[Fetched]]:
         """For each spec, its fetched versions: one, or its history newest first.
 
@@ -240,6 +288,8 @@ class Fetcher:
         ``since`` is when the mount began (time.monotonic()): it takes no read
         that began earlier and has completed, so it sees every change made
         before it. None marks a rotation poll (see Coalescer.run).
+        Past ``deadline`` (time.monotonic()) the mount fails as UNAVAILABLE;
+        ``budget`` counts the bytes as they arrive (--max-mount-bytes).
         """
         specs = list(specs)
         shared = coalescer or Coalescer(0)
@@ -257,7 +307,7 @@ class Fetcher:
             key = (clients.secrets.vault_url, principal, spec.type, spec.name, version, "history")
 
             def listing() -> list[str]:
-                return history_versions(clients, spec, 0)
+                return history_versions(clients, spec, 0, deadline)
 
             listed = guarded(spec, lambda: shared.run(key, listing, since=since))
             return listed[: spec.version_history]
@@ -267,16 +317,28 @@ class Fetcher:
             key = (clients.secrets.vault_url, principal, spec.type, spec.name, version)
 
             def read() -> Fetched:
-                return fetch_version(clients, spec, version)
+                return fetch_version(clients, spec, version, deadline)
 
             fetched = guarded(spec, lambda: shared.run(key, read, since=since))
+            if budget is not None:
+                budget.take(spec, _size(fetched))
             # A shared read may have been made for another spec of the same object.
             return replace(fetched, spec=spec)
 
+        def run_all(func: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+            try:
+                return self._pool.map(func, items, deadline)
+            except BatchTimeout:
+                raise KeyVaultError(
+                    f"keyvault {vault!r}: no answer within the mount's time budget; Key Vault or the "
+                    "network is slow or failing; retry later",
+                    Category.UNAVAILABLE,
+                ) from None
+
         needs_listing = any(s.has_history for s in specs)
-        plans = self.map(versions_of, specs) if needs_listing else [[s.version] for s in specs]
+        plans = run_all(versions_of, specs) if needs_listing else [[s.version] for s in specs]
         jobs = [(spec, version) for spec, versions in zip(specs, plans, strict=True) for version in versions]
-        results = self.map(fetch_one, jobs)
+        results = run_all(fetch_one, jobs)
         grouped: list[list[Fetched]] = [[] for _ in specs]
         index = {id(spec): i for i, spec in enumerate(specs)}
         for (spec, _), fetched in zip(jobs, results, strict=True):
@@ -284,4 +346,4 @@ class Fetcher:
         return grouped
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()

@@ -15,11 +15,13 @@ from kvmount.keyvault.coalesce import Coalescer
 from kvmount.keyvault.content import (
     ContentOptions,
     certificate_pem,
+    check_split_paths,
     public_key_pem,
     secret_files,
 )
 from kvmount.keyvault.fetch import ClientCache, Fetched, Fetcher, describe_failure
 from kvmount.keyvault.identity import NMI_PORT, CredentialCache, CredentialOptions, principal_key, prove
+from kvmount.keyvault.limits import ContentBudget, Limits
 from kvmount.keyvault.objects import MountParams, ObjectType, parse_mount
 from kvmount.keyvault.token_proxy import TokenProxy
 
@@ -50,6 +52,9 @@ class Settings:
     coalesce_seconds: float = 5.0
     # --custom-user-agent: added to the User-Agent of Key Vault and token requests.
     user_agent: str = ""
+    # --cloud-env-dirs: where cloudEnvFileName may point (None: anywhere, for `kvmount mount`).
+    cloud_env_dirs: tuple[str, ...] | None = None
+    limits: Limits = field(default_factory=Limits)
     # --token-proxy-url and --sni-name: where identity binding sends its token requests.
     token_proxy_url: str = ""
     sni_name: str = ""
@@ -82,11 +87,21 @@ class KeyVaultMounter:
         self.fetcher = Fetcher(self.settings.max_concurrency)
         self.coalescer = Coalescer(self.settings.coalesce_seconds)
 
-    def mount(self, params: MountParams, default_mode: int, refresh: bool = False) -> MountResult:
+    def mount(
+        self, params: MountParams, default_mode: int, refresh: bool = False, deadline: float | None = None
+    ) -> MountResult:
         """The files of a mount; ``refresh`` marks a rotation poll, which may be
-        answered from a read completed within the coalescing window."""
+        answered from a read completed within the coalescing window. Key Vault
+        reads end at ``deadline`` (time.monotonic())."""
         since = None if refresh else time.monotonic()
-        cloud = clouds.resolve(params.cloud_name, params.cloud_env_file, self.settings.default_cloud)
+        if self.settings.content.separate_cert_and_key:
+            check_split_paths(params.objects)
+        cloud = clouds.resolve(
+            params.cloud_name,
+            params.cloud_env_file,
+            self.settings.default_cloud,
+            self.settings.cloud_env_dirs,
+        )
         identity, credential = self.credentials.get(params, cloud)
         clients = self.clients.get(cloud.vault_url(params.vault_name), identity, credential)
         try:
@@ -94,8 +109,9 @@ class KeyVaultMounter:
         except Exception as err:
             raise describe_failure(params.vault_name, None, err) from None
         principal = principal_key(params, cloud)
+        budget = ContentBudget(self.settings.limits.max_mount_bytes)
         fetched = self.fetcher.fetch_all(
-            params.vault_name, clients, params.objects, self.coalescer, principal, since
+            params.vault_name, clients, params.objects, self.coalescer, principal, since, deadline, budget
         )
         files: list[File] = []
         versions: list[tuple[str, str]] = []
@@ -115,8 +131,10 @@ class KeyVaultMounter:
         secrets: Mapping[str, str] | None,
         default_mode: int,
         refresh: bool = False,
+        deadline: float | None = None,
     ) -> MountResult:
-        return self.mount(parse_mount(attributes, secrets), default_mode, refresh)
+        params = parse_mount(attributes, secrets, self.settings.limits)
+        return self.mount(params, default_mode, refresh, deadline)
 
     def close(self) -> None:
         self.fetcher.shutdown()

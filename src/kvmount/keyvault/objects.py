@@ -17,7 +17,9 @@ import yaml
 
 from kvmount.keyvault import goyaml
 from kvmount.keyvault.errors import InvalidSpec
+from kvmount.keyvault.filenames import check_names, check_owned_paths
 from kvmount.keyvault.findings import Findings, Problem, suggest
+from kvmount.keyvault.limits import Limits, check_objects
 
 VAULT_NAME = re.compile(r"^[-A-Za-z0-9]{3,24}$")
 # Pod information the CSI driver adds to the attributes.
@@ -253,22 +255,7 @@ def output_paths(spec: ObjectSpec) -> list[str]:
 
 
 def _check_no_collisions(objects: list[ObjectSpec]) -> None:
-    owners: dict[str, str] = {}
-    for spec in objects:
-        for path in output_paths(spec):
-            other = owners.get(path)
-            if other is not None:
-                raise InvalidSpec(
-                    f"object {spec.name!r}",
-                    f"writes file {path!r}, which {other} writes too; set a distinct objectAlias",
-                )
-            owners[path] = f"object {spec.name!r}"
-    # A file may not also be a directory of another object's history.
-    paths = set(owners)
-    for path in paths:
-        parent = path.rsplit("/", 1)[0] if "/" in path else ""
-        if parent in paths:
-            raise InvalidSpec(f"{owners[path]}", f"file {path!r} lies under file {parent!r}; rename one")
+    check_owned_paths((path, f"object {spec.name!r}") for spec in objects for path in output_paths(spec))
 
 
 def _service_account_token(attributes: Mapping[str, str], audience: str, needed_by: str) -> str:
@@ -372,7 +359,10 @@ def _identity(attributes: Mapping[str, str], secrets: Mapping[str, str] | None) 
 
 
 def _parse(
-    attributes: Mapping[str, str], secrets: Mapping[str, str] | None, findings: Findings
+    attributes: Mapping[str, str],
+    secrets: Mapping[str, str] | None,
+    findings: Findings,
+    limits: Limits | None = None,
 ) -> MountParams | None:
     for key, value in attributes.items():
         if not isinstance(value, str):
@@ -384,7 +374,12 @@ def _parse(
     items = findings.check(object_items, attributes.get("objects", "")) or []
     parsed = [findings.check(parse_object, item, i, index=i) for i, item in enumerate(items)]
     objects = [spec for spec in parsed if spec is not None]
-    findings.check(_check_no_collisions, objects)
+    # Paths are listed only for a mount within the caps (a history of 10^9 is not listed).
+    before = len(findings.found)
+    findings.check(check_objects, objects, limits or Limits())
+    findings.check(check_names, objects)
+    if len(findings.found) == before:
+        findings.check(_check_no_collisions, objects)
     if vault is None or identity is None or len(objects) < len(parsed) or findings.found:
         return None
     return MountParams(
@@ -403,9 +398,11 @@ def _parse(
     )
 
 
-def parse_mount(attributes: Mapping[str, str], secrets: Mapping[str, str] | None) -> MountParams:
+def parse_mount(
+    attributes: Mapping[str, str], secrets: Mapping[str, str] | None, limits: Limits | None = None
+) -> MountParams:
     """Validate everything a mount needs, before any network call; raises the first problem."""
-    params = _parse(attributes, secrets, Findings(collect=False))
+    params = _parse(attributes, secrets, Findings(collect=False), limits)
     assert params is not None  # without collecting, every problem raised
     return params
 

@@ -9,9 +9,10 @@ import grpc
 
 from kvmount import unix_grpc, upstream_flags
 from kvmount.flags import GoFlagParser, add_bool, go_duration, go_int
-from kvmount.keyvault import fetch
+from kvmount.keyvault import clouds, fetch, limits
 from kvmount.keyvault.content import ContentOptions
 from kvmount.keyvault.identity import NMI_PORT
+from kvmount.keyvault.limits import Limits
 from kvmount.keyvault.mount import KeyVaultMounter, Settings
 from kvmount.observability import metrics_route, serve_http
 from kvmount.proto import v1alpha1_pb2 as pb
@@ -67,6 +68,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=5.0,
         help="share identical Key Vault reads by one identity within this window (0: never)",
     )
+    _add_caps(parser)
+
+
+def _positive(value: str) -> int:
+    number = go_int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
+    return number
+
+
+def _positive_duration(value: str) -> float:
+    seconds = go_duration(value)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive duration such as 2m")
+    return seconds
+
+
+def _add_caps(parser: argparse.ArgumentParser) -> None:
+    """What a class (written by a namespace user) may ask of the provider; upstream has no caps."""
+    parser.add_argument(
+        "--cloud-env-dirs",
+        default=",".join(clouds.DEFAULT_ENV_DIRS),
+        help="comma-separated directories a class's cloudEnvFileName may name "
+        "(default %(default)s; upstream reads any path)",
+    )
+    parser.add_argument(
+        "--max-version-history",
+        type=_positive,
+        default=limits.DEFAULT_MAX_VERSION_HISTORY,
+        help="largest objectVersionHistory (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-objects-per-mount",
+        type=_positive,
+        default=limits.DEFAULT_MAX_OBJECTS,
+        help="objects in one mount, each history version counted (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-mount-bytes",
+        type=_positive,
+        default=limits.DEFAULT_MAX_MOUNT_BYTES,
+        help="content bytes of one mount (default %(default)s, 64 MiB)",
+    )
+    parser.add_argument(
+        "--default-mount-timeout",
+        type=_positive_duration,
+        default=server.DEFAULT_BUDGET,
+        help="time a Mount may take when the caller sets no gRPC deadline (default 2m)",
+    )
 
 
 def _health(endpoint: str, timeout: float) -> tuple[int, bytes, str]:
@@ -94,11 +144,15 @@ def run(args: argparse.Namespace) -> int:
         user_agent=args.custom_user_agent,
         token_proxy_url=args.token_proxy_url,
         sni_name=args.sni_name,
+        cloud_env_dirs=tuple(d for d in args.cloud_env_dirs.split(",") if d),
+        limits=Limits(args.max_version_history, args.max_objects_per_mount, args.max_mount_bytes),
     )
     fetch.observe_request = metrics.observe_keyvault
     mounter = KeyVaultMounter(settings)
     try:
-        grpc_server = unix_grpc.serve(args.endpoint, lambda s: server.register(s, mounter))
+        grpc_server = unix_grpc.serve(
+            args.endpoint, lambda s: server.register(s, mounter, args.default_mount_timeout)
+        )
     except (OSError, ValueError, RuntimeError) as err:
         log.error("cannot serve", extra={"endpoint": args.endpoint, "error": str(err)})
         return 1

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 RUNTIME_NAME = "kvmount-azure-provider"
 DEFAULT_MODE = 0o644
+# A Mount without a gRPC deadline gets this budget (--default-mount-timeout): kubelet's two minutes.
+DEFAULT_BUDGET = 120.0
+# gRPC reports "no deadline" as about 2^63 ns from now; anything past a day is taken as that.
+_NO_DEADLINE = 86400.0
 STATUS = {
     Category.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
     Category.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
@@ -75,9 +79,18 @@ def _pod(attributes: Mapping[str, str]) -> str:
     return f"{attributes.get(POD_NAMESPACE, '')}/{attributes.get(POD_NAME, '')}"
 
 
+def mount_deadline(remaining: float | None, default_budget: float) -> float:
+    """When Key Vault reads must end (time.monotonic()): a second before the caller's
+    deadline, so the caller gets the provider's error rather than its own timeout."""
+    if remaining is None or remaining > _NO_DEADLINE:
+        remaining = default_budget
+    return time.monotonic() + max(0.5, remaining - 1.0)
+
+
 class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
-    def __init__(self, mounter: KeyVaultMounter) -> None:
+    def __init__(self, mounter: KeyVaultMounter, default_budget: float = DEFAULT_BUDGET) -> None:
         self.mounter = mounter
+        self.default_budget = default_budget
 
     def Version(self, request: pb.VersionRequest, context: grpc.ServicerContext) -> pb.VersionResponse:
         observe_grpc("Version", grpc.StatusCode.OK.name, 0.0)
@@ -94,7 +107,8 @@ class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
             mode = _permission(request.permission)
             # The driver sends the current versions only when it polls a mounted volume (rotation).
             refresh = len(request.current_object_version) > 0
-            result = self.mounter.mount_attributes(attributes, secrets, mode, refresh)
+            deadline = mount_deadline(context.time_remaining(), self.default_budget)
+            result = self.mounter.mount_attributes(attributes, secrets, mode, refresh, deadline)
         except RequestError as err:
             code, message = err.code, str(err)
         except KeyVaultError as err:
@@ -120,5 +134,5 @@ class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
         )
 
 
-def register(server: grpc.Server, mounter: KeyVaultMounter) -> None:
-    pb_grpc.add_CSIDriverProviderServicer_to_server(ProviderServicer(mounter), server)
+def register(server: grpc.Server, mounter: KeyVaultMounter, default_budget: float = DEFAULT_BUDGET) -> None:
+    pb_grpc.add_CSIDriverProviderServicer_to_server(ProviderServicer(mounter, default_budget), server)

@@ -1,0 +1,122 @@
+"""A bounded pool that serves concurrent batches (mounts) round-robin.
+
+A first-come pool lets one mount of 2,000 objects hold every worker until
+its backlog drains, so every other mount on the node waits behind it. Here
+each batch keeps its own queue, and a free worker takes the next job from the
+next batch in turn: a small mount waits for at most one job of each other
+batch, whatever their backlogs. The number of jobs running at once stays at
+the pool's size. A batch that fails or runs out of time drops its queued jobs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class BatchTimeout(Exception):
+    """The batch's deadline passed before all its jobs ran."""
+
+
+class _Batch(Generic[T]):
+    def __init__(self, func: Callable[[T], Any], items: Sequence[T]) -> None:
+        self.func = func
+        self.queue: deque[int] = deque(range(len(items)))
+        self.items = items
+        self.results: list[Any] = [None] * len(items)
+        self.errors: dict[int, BaseException] = {}
+        self.running = 0
+        self.cancelled = False
+
+    @property
+    def finished(self) -> bool:
+        return self.running == 0 and (self.cancelled or not self.queue)
+
+
+class FairPool:
+    def __init__(self, workers: int, name: str = "fairpool") -> None:
+        self._cond = threading.Condition()
+        # Batches with queued jobs, in turn order.
+        self._ring: deque[_Batch[Any]] = deque()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+            for i in range(max(1, workers))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def map(self, func: Callable[[T], Any], items: Sequence[T], deadline: float | None = None) -> list[Any]:
+        """func over items, results in item order. On the first failure the batch's
+        queued jobs are dropped and, once its running jobs end, the failure of the
+        lowest item index is raised; after ``deadline`` (time.monotonic()) the queued
+        jobs are dropped and BatchTimeout is raised without waiting for running ones."""
+        batch: _Batch[T] = _Batch(func, items)
+        if not items:
+            return []
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the fetch pool is shut down")
+            self._ring.append(batch)
+            self._cond.notify_all()
+            while not batch.finished:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    self._cancel(batch)
+                    raise BatchTimeout()
+                self._cond.wait(remaining)
+        if batch.errors:
+            raise batch.errors[min(batch.errors)]
+        if batch.cancelled:
+            raise RuntimeError("the fetch pool was shut down")
+        return batch.results
+
+    def _cancel(self, batch: _Batch[Any]) -> None:
+        batch.cancelled = True
+        batch.queue.clear()
+        if batch in self._ring:
+            self._ring.remove(batch)
+
+    def _next_job(self) -> tuple[_Batch[Any], int] | None:
+        with self._cond:
+            while not self._ring and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            batch = self._ring.popleft()
+            index = batch.queue.popleft()
+            if batch.queue:
+                self._ring.append(batch)  # to the back of the line: one job per turn
+            batch.running += 1
+            return batch, index
+
+    def _work(self) -> None:
+        while (job := self._next_job()) is not None:
+            batch, index = job
+            try:
+                result, error = batch.func(batch.items[index]), None
+            except BaseException as err:  # handed to the waiting caller
+                result, error = None, err
+            with self._cond:
+                batch.running -= 1
+                if error is None:
+                    batch.results[index] = result
+                else:
+                    batch.errors[index] = error
+                    self._cancel(batch)
+                self._cond.notify_all()
+
+    def shutdown(self) -> None:
+        """Stop taking jobs; queued jobs of waiting batches are dropped."""
+        with self._cond:
+            self._closed = True
+            for batch in self._ring:
+                batch.cancelled = True
+                batch.queue.clear()
+            self._ring.clear()
+            self._cond.notify_all()

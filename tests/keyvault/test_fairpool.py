@@ -1,0 +1,138 @@
+"""The fetch pool: mounts served in turn, the global bound kept, a failed mount's queue dropped."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from kvmount.keyvault.fairpool import BatchTimeout, FairPool
+
+
+@pytest.fixture
+def pool() -> Iterator[FairPool]:
+    p = FairPool(2, name="test")
+    yield p
+    p.shutdown()
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < end, f"not within {timeout}s: {what}"
+        time.sleep(0.005)
+
+
+def test_a_small_batch_is_served_before_a_big_backlog_drains(pool: FairPool) -> None:
+    log: list[str] = []
+    lock = threading.Lock()
+
+    def job(tag: str) -> Callable[[int], int]:
+        def run(i: int) -> int:
+            with lock:
+                log.append(tag)
+            time.sleep(0.005)
+            return i
+
+        return run
+
+    big = threading.Thread(target=lambda: pool.map(job("big"), list(range(200))))
+    big.start()
+    wait_until(lambda: len(log) >= 4, "the big batch started")
+    with lock:
+        started = len(log)
+    assert pool.map(job("small"), [0, 1, 2]) == [0, 1, 2]
+    with lock:
+        done = len(log)
+        big_between = log[started:done].count("big")
+    big.join(60)
+    # Served in turn: the small batch waits for about one big job per small job (and the
+    # ones already running), not for the big one's backlog of ~190.
+    assert big_between <= 8, big_between
+    assert log.count("big") == 200
+
+
+def test_concurrency_never_exceeds_the_pool_size_across_batches(pool: FairPool) -> None:
+    active, peak = 0, 0
+    lock = threading.Lock()
+
+    def run(i: int) -> int:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.002)
+        with lock:
+            active -= 1
+        return i * 2
+
+    results: list[list[int]] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(pool.map(run, list(range(30))))) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == [[i * 2 for i in range(30)]] * 4
+    assert peak == 2
+
+
+def test_a_failure_drops_the_rest_of_its_batch_and_raises_the_first(pool: FairPool) -> None:
+    ran: list[int] = []
+
+    def run(i: int) -> int:
+        ran.append(i)
+        if i in (0, 1):
+            raise ValueError(f"job {i}")
+        return i
+
+    with pytest.raises(ValueError, match="job 0"):
+        pool.map(run, list(range(100)))
+    assert len(ran) < 10, ran
+    # The pool serves the next batch as before.
+    assert pool.map(lambda i: i + 1, [1, 2]) == [2, 3]
+
+
+def test_a_deadline_drops_the_queue_and_returns_without_waiting(pool: FairPool) -> None:
+    release = threading.Event()
+    ran: list[int] = []
+
+    def run(i: int) -> int:
+        ran.append(i)
+        release.wait(30)
+        return i
+
+    start = time.monotonic()
+    with pytest.raises(BatchTimeout):
+        pool.map(run, list(range(50)), deadline=time.monotonic() + 0.3)
+    assert time.monotonic() - start < 10
+    release.set()
+    assert pool.map(lambda i: i, [7]) == [7]
+    assert len(ran) == 2  # the two running when the deadline passed; the rest never ran
+
+
+def test_shutdown_fails_a_waiting_batch() -> None:
+    pool = FairPool(1)
+    gate, started = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def run(i: int) -> bool:
+        started.set()
+        return gate.wait(30)
+
+    def waiter() -> None:
+        try:
+            pool.map(run, list(range(5)))
+        except BaseException as err:  # handed to the test thread
+            errors.append(err)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    assert started.wait(10)
+    pool.shutdown()
+    gate.set()
+    thread.join(10)
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import shutil
 import tempfile
@@ -12,6 +13,7 @@ import grpc
 import pytest
 
 from kvmount import unix_grpc
+from kvmount.driver import command
 from kvmount.driver.registration import RegistrationServer
 from kvmount.proto import pluginregistration_pb2 as pb
 from kvmount.proto import pluginregistration_pb2_grpc as pb_grpc
@@ -114,3 +116,15 @@ def test_stop_removes_the_socket_and_a_restart_serves_again(short_dir: Path) -> 
 def test_endpoint_is_required(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--kubelet-registration-path"):
         RegistrationServer(tmp_path, DRIVER, "")
+
+
+def test_driver_flags_named_like_the_registrar() -> None:
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    defaults = parser.parse_args([])
+    assert defaults.kubelet_registration_path == ""  # off: a registrar sidecar may do it
+    assert defaults.plugin_registration_path == "/var/lib/kubelet/plugins_registry"
+    args = parser.parse_args(
+        [f"--kubelet-registration-path={CSI_SOCKET}", "--plugin-registration-path=/registration"]
+    )
+    assert (args.kubelet_registration_path, args.plugin_registration_path) == (CSI_SOCKET, "/registration")

@@ -120,6 +120,8 @@ class KubeAPIServer:
         self.workdir = Path(workdir)
         self.kubeconfig = self.workdir / "kubeconfig"
         self.ca_file = self.workdir / "ca.crt"
+        # Signs ServiceAccount tokens; kube-controller-manager's token controller needs it too.
+        self.service_account_key = self.workdir / "sa.key"
         self.admin_token = secrets.token_urlsafe(32)
         self.port = 0
         self.etcd_url = ""

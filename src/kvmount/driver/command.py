@@ -10,6 +10,7 @@ import threading
 from kvmount import unix_grpc, upstream_flags
 from kvmount.driver import csi
 from kvmount.driver.publish import Publisher
+from kvmount.driver.registration import DEFAULT_REGISTRY_DIR, RegistrationServer
 from kvmount.driver.rotation import Rotator
 from kvmount.driver.volumes import VolumeRegistry
 from kvmount.flags import GoFlagParser, add_bool, go_duration, go_int
@@ -86,6 +87,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="provider health check period (default 2m, at least 1s)",
     )
     parser.add_argument(
+        "--kubelet-registration-path",
+        default="",
+        help="register with kubelet itself, no node-driver-registrar: the CSI socket path as kubelet "
+        "sees it (e.g. /var/lib/kubelet/plugins/csi-secrets-store/csi.sock); empty: a registrar does it",
+    )
+    parser.add_argument(
+        "--plugin-registration-path",
+        default=DEFAULT_REGISTRY_DIR,
+        help=f"kubelet's plugin registry directory, as the driver sees it (default {DEFAULT_REGISTRY_DIR})",
+    )
+    parser.add_argument(
         "--kubeconfig", default="", help="kubeconfig file (default: in-cluster, or $KUBECONFIG)"
     )
     parser.add_argument(
@@ -153,6 +165,19 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, RuntimeError) as err:
         log.error("cannot serve", extra={"endpoint": args.endpoint, "error": str(err)})
         return 1
+    registration = None
+    if args.kubelet_registration_path:
+        try:
+            registration = RegistrationServer(
+                args.plugin_registration_path, args.drivername, args.kubelet_registration_path
+            ).start()
+        except (OSError, ValueError, RuntimeError) as err:
+            log.error(
+                "cannot serve kubelet plugin registration",
+                extra={"directory": args.plugin_registration_path, "error": str(err)},
+            )
+            server.stop(None)
+            return 1
     http = None
     if args.metrics_addr:
         http = serve_http(args.metrics_addr, {"/metrics": metrics_route(), "/healthz": ok_route()})
@@ -165,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
 
     def on_stop() -> None:
         stop.set()
+        if registration is not None:
+            registration.stop()
         if http is not None:
             http.shutdown()
 

@@ -1,0 +1,119 @@
+"""`kvmount driver` and `kvmount provider` as host processes next to the test node's kubelet.
+
+The driver serves CSI where kubelet looks for it (``<kubelet>/plugins/csi-secrets-store``),
+registers itself in kubelet's plugin registry (no node-driver-registrar), and talks to
+the API server as the ServiceAccount of deploy/driver/rbac.yaml, so that manifest is
+what grants it. The provider reaches the Key Vault double through its CA and the
+cloud environment file each SecretProviderClass names. Rotation polls every
+ROTATION seconds, so a test sees a new version within a few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.node import host
+from tests.node.cluster import NODE_NAME, Node
+
+ROTATION = 2.0
+DRIVER_NAME = "secrets-store.csi.k8s.io"
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Plugins:
+    def __init__(self, node: Node, kv_env: dict[str, str]) -> None:
+        self.node = node
+        self.csi_socket = node.kubelet_dir / "plugins" / "csi-secrets-store" / "csi.sock"
+        self.registry = node.kubelet_dir / "plugins_registry"
+        self.provider_dir = node.root / "providers"
+        self.state_dir = node.root / "driver-state"
+        self._kv_env = kv_env
+        self._kubeconfig = node.root / "driver.kubeconfig"
+        self.driver: subprocess.Popen[bytes] | None = None
+        self.provider: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Plugins:
+        api = self.node.api
+        for manifest in ("crds/secretproviderclasses.yaml", "crds/secretproviderclasspodstatuses.yaml",
+                         "driver/csidriver.yaml", "driver/rbac.yaml"):  # fmt: skip
+            api.apply_yaml(REPO / "deploy" / manifest)
+        token = api.service_account_token("kube-system", "secrets-store-csi-driver", expiration_seconds=86400)
+        api.write_kubeconfig(self._kubeconfig, token, user="secrets-store-csi-driver")
+        self.start_provider()
+        self.start_driver()
+        return self
+
+    def stop(self) -> None:
+        self.stop_driver()
+        if self.provider is not None:
+            host.kill_group(self.provider)
+            self.provider = None
+
+    def start_provider(self) -> None:
+        sock = self.provider_dir / "azure.sock"
+        self.provider = self._spawn(
+            "provider",
+            [
+                "provider",
+                f"--endpoint=unix://{sock}",
+                "--healthz-port=0",
+                "--prometheus-port=0",
+                f"--cloud-env-dirs={self.node.root}",  # the classes' cloudEnvFileName is there
+            ],
+            {**os.environ, **self._kv_env},
+        )
+        self._wait_for(sock, self.provider, "provider")
+
+    def start_driver(self) -> None:
+        self.driver = self._spawn(
+            "driver",
+            [
+                "driver",
+                f"--endpoint=unix://{self.csi_socket}",
+                f"--kubelet-registration-path={self.csi_socket}",
+                f"--plugin-registration-path={self.registry}",
+                f"--kubeconfig={self._kubeconfig}",
+                f"--nodeid={NODE_NAME}",
+                f"--provider-volume={self.provider_dir}",
+                "--additional-provider-volume-paths=",
+                "--metrics-addr=",
+                f"--state-dir={self.state_dir}",
+                f"--kubelet-root-dir={self.node.kubelet_dir}",
+                "--enable-secret-rotation",
+                f"--rotation-poll-interval={ROTATION}s",
+            ],
+            dict(os.environ),
+        )
+        self._wait_for(self.csi_socket, self.driver, "driver")
+
+    def stop_driver(self) -> None:
+        if self.driver is not None:
+            host.kill_group(self.driver)
+            self.driver = None
+
+    def log(self, name: str) -> str:
+        return self.node.log(name).read_text(errors="replace")
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with open(self.node.log(name), "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "kvmount.cli", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+
+    def _wait_for(self, sock: Path, proc: subprocess.Popen[bytes], name: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not sock.is_socket():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited ({proc.returncode}):\n{self.log(name)[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: no socket at {sock} in {timeout}s:\n{self.log(name)[-3000:]}")
+            time.sleep(0.05)

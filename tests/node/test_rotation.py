@@ -1,0 +1,48 @@
+"""Rotation reaching a running container, and a driver restart under running pods."""
+
+from __future__ import annotations
+
+from kvmount.volume import mounts
+from tests.node.conftest import MOUNT, VAULT, Cluster
+from tests.node.host import mounts_under
+from tests.node.plugins import ROTATION
+
+# The container reads its file once a second: the test sees what the app would.
+WATCH = f'while true; do echo "value=$(cat {MOUNT}/value)"; sleep 1; done'
+
+
+def start_watching_pod(cluster: Cluster, name: str, first: str) -> str:
+    run = cluster.name("rot")
+    cluster.kv.put_secret(VAULT, run, first)
+    cluster.secret_provider_class(name, [{"objectName": run, "objectType": "secret", "objectAlias": "value"}])
+    cluster.pod(name, WATCH, cluster.csi_volume(name, cluster.service_principal()))
+    cluster.running(name)
+    cluster.log_shows(name, f"value={first}")
+    return run
+
+
+def test_new_version_reaches_the_running_container(cluster: Cluster) -> None:
+    run = start_watching_pod(cluster, "web", "first")
+    cluster.kv.put_secret(VAULT, run, "second")
+    # One poll interval, plus the container's one-second read and the log round trip.
+    cluster.log_shows("web", "value=second", timeout=ROTATION + 10)
+    assert cluster.restarts("web") == 0
+
+
+def test_driver_restart_keeps_files_and_resumes_rotation(cluster: Cluster) -> None:
+    run = start_watching_pod(cluster, "web", "before")
+    pod = cluster.read_pod("web")
+    target = cluster.volume_dir(pod) / "mount"
+    mounted_before = mounts_under(cluster.volume_dir(pod))
+
+    cluster.plugins.stop_driver()
+    # The volume outlives the driver: the container keeps reading its file.
+    lines = cluster.logs("web").count("value=before")
+    cluster.log_shows("web", "value=before\n" * (lines + 2), timeout=30)
+    assert mounts.is_mounted(str(target))
+
+    cluster.plugins.start_driver()
+    cluster.kv.put_secret(VAULT, run, "after")
+    cluster.log_shows("web", "value=after", timeout=ROTATION + 20)
+    assert mounts_under(cluster.volume_dir(pod)) == mounted_before  # nothing mounted twice
+    assert cluster.restarts("web") == 0

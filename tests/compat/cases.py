@@ -115,6 +115,7 @@ def _versions() -> Iterator[Case]:
         (item("{hist}", "secret", objectVersionHistory="10", objectVersion="{vdisabled}"),),
     )
     yield Case("history-10-alias", (item("{hist}", "secret", objectVersionHistory="10", objectAlias="h"),))
+    yield Case("history-above-limit", (item("{hist}", "secret", objectVersionHistory="1001"),))
     yield Case("history-quoted", (item("{hist}", "secret", objectVersionHistory="'2'"),))
     yield Case("history-negative", (item("{hist}", "secret", objectVersionHistory="-1"),))
     yield Case("history-key", (item("{rsa}", "key", objectVersionHistory="10"),))
@@ -150,6 +151,22 @@ def _spellings() -> Iterator[Case]:
     )
     yield Case("permission-0400-split", (item("{certpem}", "secret", filePermission="0400"),), flags=SPLIT)
     yield Case("alias-dot-slash-split", (item("{certpfx}", "secret", objectAlias="./tls"),), flags=SPLIT)
+    yield Case(
+        "split-plain-and-key-alias",
+        (item("{plain}", "secret", objectAlias="p"), item("{hex}", "secret", objectAlias="p.key")),
+        flags=SPLIT,
+    )
+    yield Case(
+        "split-certificate-and-key-alias",
+        (item("{certpfx}", "secret", objectAlias="tls"), item("{hex}", "secret", objectAlias="tls.key")),
+        flags=SPLIT,
+    )
+    yield Case(
+        "alias-file-under-file",
+        (item("{plain}", "secret", objectAlias="a"), item("{hex}", "secret", objectAlias="a/b")),
+    )
+    yield Case("alias-long-name", (item("{plain}", "secret", objectAlias="n" * 256),))
+    yield Case("alias-longest-name", (item("{plain}", "secret", objectAlias="n" * 255),))
     yield Case("alias-collision", (item("{plain}", "secret"), item("{hex}", "secret", objectAlias="{plain}")))
     yield Case(
         "alias-collision-cleaned",
@@ -224,6 +241,7 @@ def _identities() -> Iterator[Case]:
     )
     yield Case("cloud-name-capitals", one, attributes={"cloudName": "AZURESTACKCLOUD"})
     yield Case("cloud-name-unknown", one, attributes={"cloudName": "MarsCloud"})
+    yield Case("cloud-env-file-outside-dirs", one, attributes={"cloudEnvFileName": "{outside_env}"})
     yield Case("cloud-env-file-missing", one, attributes={"cloudEnvFileName": "/nonexistent/env.json"})
     yield Case("vault-name-short", one, attributes={"keyvaultName": "kv"})
     yield Case("vault-name-bad", one, attributes={"keyvaultName": "kv_bad!"})

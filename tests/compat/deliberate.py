@@ -55,11 +55,33 @@ ROWS: tuple[Row, ...] = (
         ),
     ),
     Row(
-        "Two objects writing one file (same name or alias, also once cleaned: `x` and `./x`) are "
-        "refused naming both",
-        "answers both; the driver writes whichever comes last",
-        "one secret would silently replace another",
-        ("alias-collision", "alias-collision-cleaned"),
+        "Two objects writing one file (same name or alias, also once cleaned: `x` and `./x`), or a "
+        "file under another's (`a` and `a/b`), are refused naming both; with "
+        "`--write-cert-and-key-in-separate-files` every secret's `.crt` and `.key` count",
+        "answers both; the driver writes whichever comes last, or fails half-way through the volume; "
+        "only certificates' secrets get a `.crt` and `.key`",
+        "one secret would silently replace another; which secrets are certificates' is known only "
+        "after the fetch, so the check counts them all",
+        (
+            "alias-collision",
+            "alias-collision-cleaned",
+            "alias-file-under-file",
+            "split-plain-and-key-alias",
+            "split-certificate-and-key-alias",
+        ),
+    ),
+    Row(
+        "A file name with a part over 255 bytes is refused naming the object",
+        "answers it; its driver then fails to write the volume",
+        "the error names the object, before any network call",
+        ("alias-long-name",),
+    ),
+    Row(
+        "Limits: `--max-version-history` (1000), `--max-objects-per-mount` (10000), "
+        "`--max-mount-bytes` (64 MiB)",
+        "has none",
+        "one class cannot exhaust the node's provider, which every pod shares",
+        ("history-above-limit",),
     ),
     Row(
         "A file name with `..` inside a component (`a..b`) is accepted; `..` components and "
@@ -103,6 +125,13 @@ ROWS: tuple[Row, ...] = (
         "completed within `--coalesce-seconds` (5 s)",
         "reads every object for every mount and poll",
         "P pods starting together cost one read; a mount that starts after a change still sees it",
+    ),
+    Row(
+        "`cloudEnvFileName` is read only from `--cloud-env-dirs` (default `/etc/kubernetes,/cloudEnv`), "
+        "as a regular file of at most 64 KiB",
+        "reads whatever path the class names",
+        "a class author must not make the node's provider read arbitrary files",
+        ("cloud-env-file-outside-dirs",),
     ),
     Row(
         "`cloudEnvFileName` is read for each mount; no process-wide environment variable is set",

@@ -13,6 +13,7 @@ import json
 import os
 import posixpath
 import re
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,15 +55,19 @@ class Outcome:
 class Setup:
     state: State
     cloud_env: str
+    # The same environment file outside the temporary directory kvmount is told to read them from.
+    outside_env: str
     sp: dict[str, str]
 
 
 @pytest.fixture(scope="module")
-def setup(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) -> Setup:
+def setup(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     client_id, secret = f"cmp-app-{os.urandom(3).hex()}", f"cmp-secret-{os.urandom(8).hex()}"
     keyvault.register_aad_client(client_id, secret=secret)
     env = keyvault.write_cloud_env(tmp_path_factory.mktemp("compat") / "azurestack.json")
-    return Setup(seed(keyvault), env, {"clientid": client_id, "clientsecret": secret})
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as outside:
+        outside_env = keyvault.write_cloud_env(Path(outside) / "azurestack.json")
+        yield Setup(seed(keyvault), env, outside_env, {"clientid": client_id, "clientsecret": secret})
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +90,7 @@ def kvmount_provider(
 
 
 def fill(text: str, setup: Setup, kv: KeyVaultDouble) -> str:
-    for key, value in {**setup.state.names, "tenant": kv.tenant}.items():
+    for key, value in {**setup.state.names, "tenant": kv.tenant, "outside_env": setup.outside_env}.items():
         text = text.replace("{" + key + "}", value)
     return text
 

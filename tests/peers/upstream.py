@@ -45,7 +45,7 @@ import pytest
 
 from kvmount.proto import csi_pb2_grpc as csi_grpc
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
-from tests.peers.keyvault_double import KeyVaultDouble
+from tests.peers.keyvault_double import KeyVaultDouble, KeyVaultDoubleProcess
 from tests.provider.conftest import free_port
 
 CACHE = Path(os.environ.get("KVMOUNT_CACHE", Path.home() / ".cache" / "kvmount"))
@@ -124,7 +124,7 @@ class UpstreamProvider(_Process):
 
     stub: pb_grpc.CSIDriverProviderStub
 
-    def __init__(self, workdir: Path, kv: KeyVaultDouble, *flags: str) -> None:
+    def __init__(self, workdir: Path, kv: KeyVaultDouble | KeyVaultDoubleProcess, *flags: str) -> None:
         require(PROVIDER_BINARY)
         workdir.mkdir(parents=True, exist_ok=True)
         self.healthz_port, self.metrics_port = free_port(), free_port()

@@ -91,6 +91,7 @@ class Node:
         self.plugin_dir = root / "flexvolume"
         self.containerd_socket = root / "containerd" / "containerd.sock"
         self.kubelet_port = 0
+        self._kubelet_argv: list[str] = []
         # kubelet passes its environment to the FlexVolume drivers it execs.
         self._env = {**os.environ, **(env or {})}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -120,7 +121,7 @@ class Node:
     def stop(self) -> list[str]:
         """Take everything down and undo kubelet's changes; what could not be undone."""
         problems = []
-        if "kubelet" in self._procs:
+        if "containerd" in self._procs:
             self._remove_containers()
         for name in ("kubelet", "kube-controller-manager", "containerd"):
             proc = self._procs.pop(name, None)
@@ -254,21 +255,18 @@ class Node:
         self.kubelet_port = _free_port()
         config = self.root / "kubelet.yaml"
         config.write_text(yaml.safe_dump(self._kubelet_config()))
-        self._spawn(
-            "kubelet",
-            [
-                str(CACHE / "bin" / "kubelet"),
-                "--config", str(config),
-                "--kubeconfig", str(self.api.kubeconfig),
-                "--root-dir", str(self.kubelet_dir),
-                "--cert-dir", str(self.root / "kubelet-pki"),
-                "--hostname-override", NODE_NAME,
-                "--node-ip", "127.0.0.1",
-                "--volume-plugin-dir", str(self.plugin_dir),
-                "--v", "2",
-            ],
-            env=self._env,
-        )  # fmt: skip
+        self._kubelet_argv = [
+            str(CACHE / "bin" / "kubelet"),
+            "--config", str(config),
+            "--kubeconfig", str(self.api.kubeconfig),
+            "--root-dir", str(self.kubelet_dir),
+            "--cert-dir", str(self.root / "kubelet-pki"),
+            "--hostname-override", NODE_NAME,
+            "--node-ip", "127.0.0.1",
+            "--volume-plugin-dir", str(self.plugin_dir),
+            "--v", "2",
+        ]  # fmt: skip
+        self._spawn("kubelet", self._kubelet_argv, env=self._env)
         core = k8s.CoreV1Api(self.api.admin)
 
         def registered() -> bool:
@@ -286,6 +284,14 @@ class Node:
             NODE_NAME,
             {"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}},
         )
+
+    def restart_kubelet(self, wipe_plugin_registry: bool = False) -> None:
+        """Stop kubelet (its pods keep running) and start it again; optionally without its
+        plugin registry directory, like a node whose kubelet directory was recreated."""
+        host.kill_group(self._procs.pop("kubelet"))
+        if wipe_plugin_registry:
+            shutil.rmtree(self.kubelet_dir / "plugins_registry")
+        self._spawn("kubelet", self._kubelet_argv, env=self._env)
 
     def _kubelet_config(self) -> dict[str, object]:
         return {

@@ -1,34 +1,10 @@
-"""A pod's secrets through a real kubelet: registration, mount, pod status, unmount on delete."""
+"""A pod's secrets through a real kubelet: mount, pod status, unmount and garbage collection on delete."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from kubernetes.dynamic.exceptions import NotFoundError
-
 from kvmount.volume import mounts
 from tests.certs import make_chain
-from tests.node.cluster import NODE_NAME
 from tests.node.conftest import MOUNT, VAULT, Cluster, eventually
-from tests.node.host import processes_mentioning
-from tests.node.plugins import DRIVER_NAME
-
-
-def test_kubelet_registers_the_driver_without_a_registrar(cluster: Cluster) -> None:
-    # The dynamic client: the typed one cannot read a CSINode with no drivers yet.
-    csi_nodes = cluster.node.api.dynamic.resources.get(api_version="storage.k8s.io/v1", kind="CSINode")
-
-    def listed() -> list[dict[str, Any]] | None:
-        try:
-            drivers = csi_nodes.get(name=NODE_NAME).to_dict()["spec"].get("drivers") or []
-        except NotFoundError:
-            return None
-        return [d for d in drivers if d["name"] == DRIVER_NAME] or None
-
-    (driver,) = eventually(listed, 30, f"{DRIVER_NAME} in CSINode {NODE_NAME}")
-    assert driver["nodeID"] == NODE_NAME  # from the driver's NodeGetInfo, asked by kubelet
-    assert "registered with kubelet" in cluster.plugins.log("driver")
-    assert not [pid for pid in processes_mentioning("node-driver-registrar")]
 
 
 def test_pod_reads_secret_key_and_certificate(cluster: Cluster) -> None:

@@ -116,6 +116,7 @@ def _versions() -> Iterator[Case]:
     )
     yield Case("history-10-alias", (item("{hist}", "secret", objectVersionHistory="10", objectAlias="h"),))
     yield Case("history-above-limit", (item("{hist}", "secret", objectVersionHistory="1001"),))
+    yield Case("history-same-second", (item("{tied}", "secret", objectVersionHistory="10"),))
     yield Case("history-quoted", (item("{hist}", "secret", objectVersionHistory="'2'"),))
     yield Case("history-negative", (item("{hist}", "secret", objectVersionHistory="-1"),))
     yield Case("history-key", (item("{rsa}", "key", objectVersionHistory="10"),))

@@ -27,6 +27,15 @@ ROWS: tuple[Row, ...] = (
         ("history-2", "history-3", "history-2-pinned", "history-2-latest"),
     ),
     Row(
+        "Of versions created in the same second (Key Vault's timestamps have one-second resolution), "
+        "the one listed later counts as the newer",
+        "keeps them in listing order, the one listed first as the newer (its sort is stable only up to "
+        "12 versions)",
+        "the order Key Vault lists them in decides, the same for any number of versions; upstream's "
+        "comes from its sort's internals",
+        ("history-same-second",),
+    ),
+    Row(
         "A pinned `objectVersion` that is not an enabled version is `NOT_FOUND`, with or without "
         "`objectVersionHistory`",
         "with a history, answers OK and mounts no file for that object (without one it fails too)",

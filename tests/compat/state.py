@@ -51,6 +51,16 @@ def _ec_certificate_pfx() -> bytes:
     return pkcs12.serialize_key_and_certificates(b"ec", leaf_key, leaf, [root], serialization.NoEncryption())
 
 
+def _tied_versions(kv: KeyVaultDouble, suffix: str) -> str:
+    """A secret with two versions created in the same second (a fresh name until they are)."""
+    for attempt in range(5):
+        name = f"cmp-tied-{attempt}-{suffix}"
+        first = kv.put_secret(VAULT, name, "tied value 0")["attributes"]["created"]
+        if kv.put_secret(VAULT, name, "tied value 1")["attributes"]["created"] == first:
+            return name
+    raise AssertionError("could not create two versions within one second")
+
+
 def seed(kv: KeyVaultDouble) -> State:
     suffix = uuid.uuid4().hex[:6]
     names = {
@@ -93,6 +103,6 @@ def seed(kv: KeyVaultDouble) -> State:
         _next_second()
         versions.append(_version(kv.put_secret(VAULT, names["hist"], f"history value {i}")))
     kv.update(VAULT, "secrets", names["hist"], versions[3], {"attributes": {"enabled": False}})
-    names.update(vkey=key_version, vcert=cert_version)
+    names.update(vkey=key_version, vcert=cert_version, tied=_tied_versions(kv, suffix))
     names.update(v1=versions[1], v2=versions[2], vdisabled=versions[3], vlatest=versions[4])
     return State(names)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 SPLIT = ("--write-cert-and-key-in-separate-files=true",)
 NO_CHAIN = ("--construct-pem-chain=false",)
 FLAG_SETS = ((), SPLIT, NO_CHAIN)
-MISSING = "<no objects parameter>"
+MISSING = "<left out>"  # as raw_objects or an attribute's value: not sent at all
 
 
 @dataclass(frozen=True)
@@ -239,6 +239,11 @@ def _identities() -> Iterator[Case]:
         one,
         identity="none",
         attributes={"useVMManagedIdentity": "true", "tenantID": ""},
+    )
+    yield Case(
+        "pod-info-missing",
+        one,
+        attributes={"csi.storage.k8s.io/pod.name": MISSING, "csi.storage.k8s.io/pod.namespace": MISSING},
     )
     yield Case("cloud-name-capitals", one, attributes={"cloudName": "AZURESTACKCLOUD"})
     yield Case("cloud-name-unknown", one, attributes={"cloudName": "MarsCloud"})

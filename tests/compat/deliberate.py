@@ -112,6 +112,18 @@ ROWS: tuple[Row, ...] = (
         ("identity-vm-no-tenant",),
     ),
     Row(
+        "A Mount without the pod's name and namespace is served (pod identity still needs them)",
+        "refuses every Mount without them",
+        "`kvmount mount` and the FlexVolume adapter share the provider's pipeline; the driver sends "
+        "them whenever the CSIDriver sets `podInfoOnMount`",
+        ("pod-info-missing",),
+    ),
+    Row(
+        "A custom cloud's (`AzureStackCloud`) Azure AD endpoint is trusted as its environment file names it",
+        "asks the public cloud's instance discovery (`login.microsoftonline.com`) about it first",
+        "an air-gapped Azure Stack has no public endpoint to ask",
+    ),
+    Row(
         "Two identity modes at once (`clientID`, `useVMManagedIdentity`, `usePodIdentity`) are "
         "refused naming the fields",
         "refuses two of the booleans; `clientID` with one of them silently uses the boolean's mode",
@@ -156,6 +168,24 @@ ROWS: tuple[Row, ...] = (
         "Driver: the tmpfs is mounted `nosuid,nodev`, `mode=0755`, with a size limit",
         "mounts tmpfs with the kernel's defaults",
         "a secrets volume never needs device files or setuid; the limit bounds node memory",
+    ),
+    Row(
+        "Driver: a synced TLS Secret's `tls.crt` starts with the certificate of the file's key, then "
+        "its chain to the root, whatever the file's order",
+        "copies the file's certificates in file order",
+        "a TLS server presents the first certificate as its own; an intermediate first breaks the handshake",
+    ),
+    Row(
+        "Driver: TLS sync refuses a file with more than one private key, or a key that does not belong "
+        "to the leaf certificate (`SecretSyncFailed`)",
+        "takes the last key block, whether it matches or not",
+        "a `tls.key` that does not belong to `tls.crt` fails only when a client connects",
+    ),
+    Row(
+        "Driver: TLS sync also reads a PKCS#12 file written as base64 text (`objectFormat: pfx` "
+        "without `objectEncoding: base64`)",
+        "fails that entry and syncs nothing for it",
+        "that file is what the provider writes for such a class; reading it breaks no working setup",
     ),
     Row(
         "Driver: a Secret of a `secretObjects` name that the driver does not manage is never "

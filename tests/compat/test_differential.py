@@ -130,7 +130,7 @@ def request(case: Case, setup: Setup, kv: KeyVaultDouble) -> pb.MountRequest:
     attributes.update(
         {k: v.replace("{objects}", attributes.get("objects", "")) for k, v in case.attributes.items()}
     )
-    filled = {key: fill(value, setup, kv) for key, value in attributes.items()}
+    filled = {key: fill(value, setup, kv) for key, value in attributes.items() if value != MISSING}
     return pb.MountRequest(
         attributes=json.dumps(filled),
         secrets=json.dumps(secrets),

@@ -43,6 +43,7 @@ Stable API used by other tests::
     kv.go_env()                 # env() plus HTTPS_PROXY/NO_PROXY, for Go's MSAL (upstream's provider)
     kv.write_cloud_env(path)    # AzureStackCloud env file for cloudEnvFileName
     kv.requests() / kv.reset_log() / kv.set_latency(ms) / kv.set_outage(status)
+    kv.set_faults(Fault("status", count=2, status=429, retry_after="1"), ...)  # see Fault
     kv.register_aad_client(client_id, secret=None, cert_pem=None, federated=None)
     kv.deny_pod(namespace, name) / kv.allow_pod(namespace, name) / kv.set_pod_client_id(client_id)
     kv.deny_object(vault, kind, name, deny=True)  # 403 AccessDenied on reads of that object
@@ -61,7 +62,8 @@ CLI: ``python tests/peers/keyvault_double.py --port 0 --state-dir DIR [--imds-po
 
 Control API (JSON): ``GET /_double/requests``, ``POST /_double/reset-log``,
 ``POST /_double/latency {"ms"}``, ``POST /_double/outage {"status"}`` (0 clears;
--1 drops the connection without a response), ``POST /_double/aad-clients
+-1 drops the connection without a response), ``POST /_double/faults {"faults": [Fault
+fields]}`` (replaces the injected faults; see ``Fault``), ``POST /_double/aad-clients
 {"client_id", "secret"?, "cert_pem"?, "federated"?}``, ``POST /_double/nmi {"deny"|"allow":
 [ns, name]}`` or ``{"client_id"}``, ``POST /_double/deny {"vault", "kind", "name",
 "deny"}``, and ``ANY /_double/vault/<vault>/<data-plane
@@ -73,6 +75,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -82,6 +85,7 @@ import secrets as pysecrets
 import selectors
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -991,6 +995,60 @@ class _DropConnection(Exception):
     pass
 
 
+class _Fault(Exception):
+    """An injected failure the handler acts out on the socket: a reset, or a stall mid-body."""
+
+    def __init__(self, fault: Fault, response: Response) -> None:
+        super().__init__(fault.kind)
+        self.fault = fault
+        self.response = response
+
+
+@dataclass
+class Fault:
+    """One injected Key Vault failure (``POST /_double/faults``), taken by the next ``count``
+    data-plane requests whose path contains ``path``: ``status`` answers ``status`` (with
+    ``Retry-After: retry_after`` when set); ``reset`` resets the connection (TCP RST) without
+    an answer; ``stall`` sends the headers and half the body, then nothing for ``seconds``."""
+
+    kind: str
+    count: int = 1
+    path: str = ""
+    status: int = 503
+    retry_after: str = ""
+    seconds: float = 30.0
+
+
+class Faults:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[Fault] = []
+
+    def set(self, faults: list[Fault]) -> None:
+        with self._lock:
+            self._pending = [f for f in faults if f.count > 0]
+
+    def take(self, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._pending:
+                if fault.path in path:
+                    fault.count -= 1
+                    if fault.count <= 0:
+                        self._pending.remove(fault)
+                    return fault
+        return None
+
+    @staticmethod
+    def act(fault: Fault) -> Response:
+        body = {"error": {"code": "Throttled" if fault.status == 429 else "ServiceUnavailable",
+                          "message": "The double is injecting a fault."}}  # fmt: skip
+        extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+        response = _json(fault.status if fault.kind == "status" else 200, body, extra)
+        if fault.kind == "status":
+            return response
+        raise _Fault(fault, response)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
     server: _Server
@@ -1033,6 +1091,9 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         try:
             status, headers, payload = self.server.double.route(self.server.role, self, raw)
+        except _Fault as injected:
+            self._act_out(injected)
+            return
         except _DropConnection:
             self.close_connection = True
             with contextlib.suppress(OSError):
@@ -1046,6 +1107,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+    def _act_out(self, injected: _Fault) -> None:
+        self.close_connection = True
+        if injected.fault.kind == "stall":
+            status, headers, payload = injected.response
+            data = payload or b""
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            time.sleep(injected.fault.seconds)
+            return
+        # SO_LINGER 0: close() sends RST, as a load balancer dropping the connection does.
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def _pipe(one: socket.socket, other: socket.socket, idle: float = 60) -> None:
@@ -1104,6 +1183,7 @@ class DoubleServer:
         self.log: list[Json] = []
         self.latency_ms = 0
         self.outage = 0
+        self.faults = Faults()
         self.https = _Server(("127.0.0.1", port), self, "https", ctx)
         self.imds = _Server(("127.0.0.1", imds_port), self, "imds", None)
         self.nmi = _Server(("127.0.0.1", nmi_port), self, "nmi", None)
@@ -1186,6 +1266,12 @@ class DoubleServer:
             if token is not None:
                 with self.identity.lock:
                     entry["identity"] = self.identity.issued.get(token)
+            fault = self.faults.take(path)
+            if fault is not None:
+                entry["fault"] = fault.kind
+                entry["status"] = fault.status if fault.kind == "status" else 0
+                self.record(entry)
+                return Faults.act(fault)
             response = self._keyvault(h, entry["vault"], path, query, raw, token)
         else:
             entry["service"] = "unknown"
@@ -1504,6 +1590,9 @@ class DoubleServer:
         if method == "POST" and what == "latency":
             self.latency_ms = int(body.get("ms", 0))
             return _json(200, {"ms": self.latency_ms})
+        if method == "POST" and what == "faults":
+            self.faults.set([Fault(**f) for f in body.get("faults", [])])
+            return _json(200, {})
         if method == "POST" and what == "outage":
             self.outage = int(body.get("status", 0))
             return _json(200, {"status": self.outage})
@@ -1626,6 +1715,10 @@ class _ControlClient:
 
     def set_latency(self, ms: int) -> None:
         self._call("POST", "/_double/latency", {"ms": ms})
+
+    def set_faults(self, *faults: Fault) -> None:
+        """Replace the injected faults (none: clear them); see Fault."""
+        self._call("POST", "/_double/faults", {"faults": [dataclasses.asdict(f) for f in faults]})
 
     def set_outage(self, status: int) -> None:
         """Vault requests fail with status (0 clears, -1 drops connections)."""

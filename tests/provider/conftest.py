@@ -55,6 +55,22 @@ class Provider:
         attrs.update(extra)
         return attrs
 
+    def request(
+        self,
+        attributes: dict[str, str],
+        secrets: dict[str, str] | None = None,
+        permission: str = "420",
+        current: dict[str, str] | None = None,
+    ) -> pb.MountRequest:
+        """A MountRequest as the driver sends it; ``current`` (object versions) makes it a rotation poll."""
+        return pb.MountRequest(
+            attributes=json.dumps(attributes),
+            secrets=json.dumps(secrets),
+            target_path="/var/lib/kubelet/pods/uid/volumes/kubernetes.io~csi/v/mount",
+            permission=permission,
+            current_object_version=[pb.ObjectVersion(id=k, version=v) for k, v in (current or {}).items()],
+        )
+
     def mount(
         self,
         attributes: dict[str, str],
@@ -62,15 +78,9 @@ class Provider:
         permission: str = "420",
         current: dict[str, str] | None = None,
     ) -> pb.MountResponse:
-        """A Mount as the driver sends it; ``current`` (object versions) makes it a rotation poll."""
-        request = pb.MountRequest(
-            attributes=json.dumps(attributes),
-            secrets=json.dumps(secrets),
-            target_path="/var/lib/kubelet/pods/uid/volumes/kubernetes.io~csi/v/mount",
-            permission=permission,
-            current_object_version=[pb.ObjectVersion(id=k, version=v) for k, v in (current or {}).items()],
+        response: pb.MountResponse = self.stub.Mount(
+            self.request(attributes, secrets, permission, current), timeout=60
         )
-        response: pb.MountResponse = self.stub.Mount(request, timeout=60)
         return response
 
     def metrics(self) -> str:

@@ -20,7 +20,11 @@ T = TypeVar("T")
 
 
 class BatchTimeout(Exception):
-    """The batch's deadline passed before all its jobs ran."""
+    """The batch's deadline passed before all its jobs ran; ``item`` is the first unfinished one."""
+
+    def __init__(self, item: Any) -> None:
+        super().__init__("deadline passed")
+        self.item = item
 
 
 class _Batch(Generic[T]):
@@ -30,6 +34,7 @@ class _Batch(Generic[T]):
         self.items = items
         self.results: list[Any] = [None] * len(items)
         self.errors: dict[int, BaseException] = {}
+        self.done: set[int] = set()
         self.running = 0
         self.cancelled = False
 
@@ -68,7 +73,7 @@ class FairPool:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     self._cancel(batch)
-                    raise BatchTimeout()
+                    raise BatchTimeout(items[min(set(range(len(items))) - batch.done)])
                 self._cond.wait(remaining)
         if batch.errors:
             raise batch.errors[min(batch.errors)]
@@ -104,6 +109,7 @@ class FairPool:
                 result, error = None, err
             with self._cond:
                 batch.running -= 1
+                batch.done.add(index)
                 if error is None:
                     batch.results[index] = result
                 else:

@@ -328,10 +328,11 @@ class Fetcher:
         def run_all(func: Callable[[Any], Any], items: list[Any]) -> list[Any]:
             try:
                 return self._pool.map(func, items, deadline)
-            except BatchTimeout:
+            except BatchTimeout as late:
+                spec = late.item if isinstance(late.item, ObjectSpec) else late.item[0]
                 raise KeyVaultError(
-                    f"keyvault {vault!r}: no answer within the mount's time budget; Key Vault or the "
-                    "network is slow or failing; retry later",
+                    f"keyvault {vault!r}: {spec.describe()}: no answer within the mount's time budget; "
+                    "Key Vault or the network is slow or failing; retry later",
                     Category.UNAVAILABLE,
                 ) from None
 

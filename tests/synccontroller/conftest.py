@@ -175,7 +175,7 @@ def _start_gc(api: KubeAPIServer, workdir: Path) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def cluster(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     missing = [str(p) for p in [CONTROLLER_MANAGER] if not p.exists()]
     if binaries() is None or missing:

@@ -4,8 +4,6 @@ admission policies, the Azure provider and the Key Vault double: Secrets with no
 from __future__ import annotations
 
 import base64
-import os
-import signal
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,16 +14,18 @@ from kubernetes import client as _client
 
 from tests.driver.conftest import eventually
 from tests.provider.conftest import VAULT
-from tests.synccontroller.conftest import Cluster, holder_pid, lease_holder
+from tests.synccontroller.conftest import Cluster
 
 k8s: Any = _client
 
 
-def _decoded(secret: Any, key: str) -> str:
+def decoded(secret: Any, key: str) -> str:
     return base64.b64decode(secret.data[key]).decode()
 
 
-def _sync(name: str, spc: str, account: str, data: list[dict[str, str]], **extra: Any) -> dict[str, Any]:
+def sync_manifest(
+    name: str, spc: str, account: str, data: list[dict[str, str]], **extra: Any
+) -> dict[str, Any]:
     return {
         "apiVersion": "secret-sync.x-k8s.io/v1alpha1",
         "kind": "SecretSync",
@@ -56,7 +56,7 @@ def controller(cluster: Cluster) -> Iterator[Cluster]:
     cluster.stop_controllers()
 
 
-def _setup(cluster: Cluster, value: str) -> tuple[str, str]:
+def setup_namespace(cluster: Cluster, value: str) -> tuple[str, str]:
     """A namespace with a federated service account ``app``, a Key Vault secret and a class."""
     namespace = cluster.namespace()
     secret_name = f"db-{uuid.uuid4().hex[:6]}"
@@ -69,14 +69,16 @@ def _setup(cluster: Cluster, value: str) -> tuple[str, str]:
 
 
 def test_secret_sync_creates_its_secret_without_a_pod(controller: Cluster) -> None:
-    namespace, _ = _setup(controller, "s3cret-1")
+    namespace, _ = setup_namespace(controller, "s3cret-1")
     made = controller.secret_sync(
         namespace,
-        _sync("db-creds", "kv", "app", [{"sourcePath": "password", "targetKey": "pw"}], labels={"team": "a"}),
+        sync_manifest(
+            "db-creds", "kv", "app", [{"sourcePath": "password", "targetKey": "pw"}], labels={"team": "a"}
+        ),
     )
     eventually(lambda: controller.secret(namespace, "db-creds") is not None, 60, "the Secret is created")
     secret = controller.secret(namespace, "db-creds")
-    assert _decoded(secret, "pw") == "s3cret-1"
+    assert decoded(secret, "pw") == "s3cret-1"
     assert secret.type == "Opaque"
     assert secret.metadata.labels == {"team": "a", "secrets-store.sync.x-k8s.io": ""}
     [owner] = secret.metadata.owner_references
@@ -96,15 +98,15 @@ def test_secret_sync_creates_its_secret_without_a_pod(controller: Cluster) -> No
 
 
 def test_new_version_reaches_the_secret_within_the_interval(controller: Cluster) -> None:
-    namespace, kv_name = _setup(controller, "v1")
+    namespace, kv_name = setup_namespace(controller, "v1")
     controller.secret_sync(
-        namespace, _sync("rotating", "kv", "app", [{"sourcePath": "password", "targetKey": "pw"}])
+        namespace, sync_manifest("rotating", "kv", "app", [{"sourcePath": "password", "targetKey": "pw"}])
     )
     eventually(lambda: controller.secret(namespace, "rotating") is not None, 60, "the Secret is created")
     first = controller.secret(namespace, "rotating").metadata.resource_version
     controller.kv.put_secret(VAULT, kv_name, "v2")
     # The poll interval is 10 s; allow a loaded machine some slack.
-    eventually(lambda: _decoded(controller.secret(namespace, "rotating"), "pw") == "v2", 40, "v2 synced")
+    eventually(lambda: decoded(controller.secret(namespace, "rotating"), "pw") == "v2", 40, "v2 synced")
     second = controller.secret(namespace, "rotating").metadata.resource_version
     assert second != first
 
@@ -112,9 +114,9 @@ def test_new_version_reaches_the_secret_within_the_interval(controller: Cluster)
 def test_force_synchronization_syncs_at_once_and_unchanged_content_is_not_rewritten(
     controller: Cluster,
 ) -> None:
-    namespace, kv_name = _setup(controller, "same")
+    namespace, kv_name = setup_namespace(controller, "same")
     controller.secret_sync(
-        namespace, _sync("forced", "kv", "app", [{"sourcePath": "password", "targetKey": "pw"}])
+        namespace, sync_manifest("forced", "kv", "app", [{"sourcePath": "password", "targetKey": "pw"}])
     )
     hash_before = _synced(controller, namespace, "forced")
     controller.kv.put_secret(VAULT, kv_name, "changed")
@@ -123,7 +125,7 @@ def test_force_synchronization_syncs_at_once_and_unchanged_content_is_not_rewrit
         {"spec": {"forceSynchronization": "now1"}},
     )  # fmt: skip
     # Well before the 10 s poll: the spec change alone triggers the sync.
-    eventually(lambda: _decoded(controller.secret(namespace, "forced"), "pw") == "changed", 8, "forced sync")
+    eventually(lambda: decoded(controller.secret(namespace, "forced"), "pw") == "changed", 8, "forced sync")
     # The status follows the Secret.
     eventually(lambda: _hash(controller, namespace, "forced") != hash_before, 8, "a new hash")
     # Same content on the next polls: the Secret is left alone.
@@ -137,10 +139,10 @@ def test_force_synchronization_syncs_at_once_and_unchanged_content_is_not_rewrit
 def test_service_account_without_key_vault_access_fails_with_a_condition_naming_the_cause(
     controller: Cluster,
 ) -> None:
-    namespace, _ = _setup(controller, "x")
+    namespace, _ = setup_namespace(controller, "x")
     controller.service_account(namespace, "intruder", federated=False)
     controller.secret_sync(
-        namespace, _sync("stolen", "kv", "intruder", [{"sourcePath": "password", "targetKey": "pw"}])
+        namespace, sync_manifest("stolen", "kv", "intruder", [{"sourcePath": "password", "targetKey": "pw"}])
     )
 
     def failed() -> bool:
@@ -157,15 +159,15 @@ def test_service_account_without_key_vault_access_fails_with_a_condition_naming_
 
 
 def test_missing_class_and_unowned_secret_are_conditions_not_writes(controller: Cluster) -> None:
-    namespace, _ = _setup(controller, "y")
+    namespace, _ = setup_namespace(controller, "y")
     controller.secret_sync(
-        namespace, _sync("noclass", "absent", "app", [{"sourcePath": "password", "targetKey": "pw"}])
+        namespace, sync_manifest("noclass", "absent", "app", [{"sourcePath": "password", "targetKey": "pw"}])
     )
     controller.core.create_namespaced_secret(
         namespace, {"metadata": {"name": "mine"}, "stringData": {"pw": "the user's own"}}
     )
     controller.secret_sync(
-        namespace, _sync("mine", "kv", "app", [{"sourcePath": "password", "targetKey": "pw"}])
+        namespace, sync_manifest("mine", "kv", "app", [{"sourcePath": "password", "targetKey": "pw"}])
     )
 
     def reason(name: str) -> str:
@@ -176,13 +178,13 @@ def test_missing_class_and_unowned_secret_are_conditions_not_writes(controller: 
     eventually(lambda: reason("mine") == "ControllerPatchError", 60, "unowned Secret condition")
     message = controller.condition(namespace, "mine", "SecretCreated")["message"]  # type: ignore[index]
     assert "left untouched" in message
-    assert _decoded(controller.secret(namespace, "mine"), "pw") == "the user's own"
+    assert decoded(controller.secret(namespace, "mine"), "pw") == "the user's own"
 
 
 def test_deleting_the_secret_sync_removes_the_secret(controller: Cluster) -> None:
-    namespace, _ = _setup(controller, "z")
+    namespace, _ = setup_namespace(controller, "z")
     controller.secret_sync(
-        namespace, _sync("gone", "kv", "app", [{"sourcePath": "password", "targetKey": "pw"}])
+        namespace, sync_manifest("gone", "kv", "app", [{"sourcePath": "password", "targetKey": "pw"}])
     )
     eventually(lambda: controller.secret(namespace, "gone") is not None, 60, "the Secret is created")
     controller.custom.delete_namespaced_custom_object(
@@ -213,75 +215,4 @@ spec:
 """
     controller.secret_sync(namespace, yaml.safe_load(manifest))
     eventually(lambda: controller.secret(namespace, "sse2esecret") is not None, 60, "the Secret is created")
-    assert _decoded(controller.secret(namespace, "sse2esecret"), "bar") == "from-upstream-example"
-
-
-def test_admission_policies_refuse_the_controllers_forbidden_writes(cluster: Cluster) -> None:
-    """Each write the controller must never make, tried with the controller's own identity."""
-    namespace = cluster.namespace()
-    cluster.core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "users"}, "stringData": {"a": "b"}}
-    )
-    as_controller = k8s.CoreV1Api(cluster.api.api_client(cluster.controller_kubeconfig))
-    owner = {"apiVersion": "secret-sync.x-k8s.io/v1alpha1", "kind": "SecretSync", "uid": str(uuid.uuid4())}
-    label = {"secrets-store.sync.x-k8s.io": ""}
-
-    def refused(call: Any) -> str:
-        try:
-            call()
-        except k8s.ApiException as err:
-            return str(err.body) if err.status == 403 else f"HTTP {err.status}"
-        return ""
-
-    unowned = {"metadata": {"name": "unowned", "labels": label}, "stringData": {"a": "b"}}
-
-    # Policies reach the API server's admission a moment after they are created: wait on that.
-    def create_unowned() -> Any:
-        return as_controller.create_namespaced_secret(namespace, unowned)
-
-    eventually(lambda: "SecretSync" in refused(create_unowned), 30, "an unowned Secret is refused")
-    token_type = {
-        "metadata": {
-            "name": "tok",
-            "labels": label,
-            "ownerReferences": [{**owner, "name": "tok"}],
-            "annotations": {"kubernetes.io/service-account.name": "default"},
-        },
-        "type": "kubernetes.io/service-account-token",
-    }
-    assert "type" in refused(lambda: as_controller.create_namespaced_secret(namespace, token_type))
-    take_over = {"metadata": {"labels": label, "ownerReferences": [{**owner, "name": "users"}]}}
-    assert "take over" in refused(
-        lambda: as_controller.patch_namespaced_secret("users", namespace, take_over)
-    )
-    owned = {"metadata": {"name": "ok", "labels": label, "ownerReferences": [{**owner, "name": "ok"}]}}
-    as_controller.create_namespaced_secret(namespace, owned)  # allowed: what the controller does
-    assert "never deletes" in refused(lambda: as_controller.delete_namespaced_secret("ok", namespace))
-
-
-def test_leader_failover_keeps_syncing(cluster: Cluster) -> None:
-    election = [
-        "--leader-elect=true",
-        "--leader-elect-lease-duration=4s",
-        "--leader-elect-renew-deadline=3s",
-        "--leader-elect-retry-period=1s",
-    ]
-    first, second = cluster.start_controller(*election), cluster.start_controller(*election)
-    namespace, kv_name = _setup(cluster, "before")
-    cluster.secret_sync(namespace, _sync("ha", "kv", "app", [{"sourcePath": "password", "targetKey": "pw"}]))
-    eventually(lambda: cluster.secret(namespace, "ha") is not None, 60, "the leader syncs")
-    holder = lease_holder(cluster)
-    leader = next(c for c in (first, second) if c.process.pid == holder_pid(holder))
-    follower = second if leader is first else first
-    # Only the leader works: the follower waits for the Lease and syncs nothing.
-    assert "leader: leading " in leader.log.read_text()
-    assert "leader: leading " not in follower.log.read_text()
-    assert "reconcile: synced " not in follower.log.read_text()
-    os.kill(leader.process.pid, signal.SIGKILL)
-    leader.process.wait()
-    cluster.kv.put_secret(VAULT, kv_name, "after")
-    eventually(
-        lambda: holder_pid(lease_holder(cluster)) == follower.process.pid, 30, "the follower takes the lease"
-    )
-    eventually(lambda: _decoded(cluster.secret(namespace, "ha"), "pw") == "after", 40, "the new leader syncs")
-    cluster.stop_controllers()
+    assert decoded(controller.secret(namespace, "sse2esecret"), "bar") == "from-upstream-example"

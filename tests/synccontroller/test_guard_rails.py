@@ -1,0 +1,125 @@
+"""The sync controller's guard rails: what the API server refuses its identity, and leader failover."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from typing import Any
+
+from kubernetes import client as _client
+
+from tests.driver.conftest import eventually
+from tests.provider.conftest import VAULT
+from tests.synccontroller.conftest import CONTROLLER_SA, SYSTEM, Cluster, holder_pid, lease_holder
+from tests.synccontroller.test_sync_controller import decoded, setup_namespace, sync_manifest
+
+k8s: Any = _client
+
+
+def _snake(owner: dict[str, str]) -> dict[str, str]:
+    return {"api_version": owner["apiVersion"], "kind": owner["kind"], "uid": owner["uid"]}
+
+
+def test_admission_policies_refuse_the_controllers_forbidden_writes(cluster: Cluster) -> None:
+    """Each write the controller must never make, tried with the controller's own identity."""
+    namespace = cluster.namespace()
+    cluster.core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "users"}, "stringData": {"a": "b"}}
+    )
+    as_controller = k8s.CoreV1Api(cluster.api.api_client(cluster.controller_kubeconfig))
+    owner = {"apiVersion": "secret-sync.x-k8s.io/v1alpha1", "kind": "SecretSync", "uid": str(uuid.uuid4())}
+    label = {"secrets-store.sync.x-k8s.io": ""}
+
+    def refused(call: Any) -> str:
+        try:
+            call()
+        except k8s.ApiException as err:
+            return str(err.body) if err.status == 403 else f"HTTP {err.status}"
+        return ""
+
+    unowned = {"metadata": {"name": "unowned", "labels": label}, "stringData": {"a": "b"}}
+
+    # Policies reach the API server's admission a moment after they are created: wait on that.
+    def create_unowned() -> Any:
+        return as_controller.create_namespaced_secret(namespace, unowned)
+
+    eventually(lambda: "SecretSync" in refused(create_unowned), 30, "an unowned Secret is refused")
+    token_type = {
+        "metadata": {
+            "name": "tok",
+            "labels": label,
+            "ownerReferences": [{**owner, "name": "tok"}],
+            "annotations": {"kubernetes.io/service-account.name": "default"},
+        },
+        "type": "kubernetes.io/service-account-token",
+    }
+    assert "type" in refused(lambda: as_controller.create_namespaced_secret(namespace, token_type))
+    # RBAC lets the controller update Secrets; the policy is what stops a take-over.
+    users = as_controller.read_namespaced_secret("users", namespace)
+    users.metadata.labels = label
+    users.metadata.owner_references = [k8s.V1OwnerReference(**{**_snake(owner), "name": "users"})]
+    assert "take over" in refused(lambda: as_controller.replace_namespaced_secret("users", namespace, users))
+    # A real owner, so that the garbage collector keeps the Secret (its class is missing: nothing syncs it).
+    real = cluster.secret_sync(
+        namespace, sync_manifest("ok", "absent", "app", [{"sourcePath": "a", "targetKey": "a"}])
+    )
+    real_owner = {**owner, "uid": real["metadata"]["uid"], "name": "ok"}
+    owned = {"metadata": {"name": "ok", "labels": label, "ownerReferences": [real_owner]}}
+    as_controller.create_namespaced_secret(namespace, owned)  # allowed: what the controller does
+    # RBAC grants no delete; were it granted by mistake, the policy still refuses.
+    by_rbac = refused(lambda: as_controller.delete_namespaced_secret("ok", namespace))
+    assert "forbidden" in by_rbac and "never deletes" not in by_rbac
+    rbac = k8s.RbacAuthorizationV1Api(cluster.api.admin)
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "too-much"},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["delete"]}],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "too-much"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "too-much"},
+            "subjects": [{"kind": "ServiceAccount", "name": CONTROLLER_SA, "namespace": SYSTEM}],
+        },
+    )
+
+    def delete() -> Any:
+        return as_controller.delete_namespaced_secret("ok", namespace)
+
+    eventually(lambda: "never deletes" in refused(delete), 30, "the policy, not RBAC, refuses the delete")
+    assert cluster.secret(namespace, "ok") is not None
+
+
+def test_leader_failover_keeps_syncing(cluster: Cluster) -> None:
+    election = [
+        "--leader-elect=true",
+        "--leader-elect-lease-duration=4s",
+        "--leader-elect-renew-deadline=3s",
+        "--leader-elect-retry-period=1s",
+    ]
+    cluster.stop_controllers()  # only the two replicas below run
+    first, second = cluster.start_controller(*election), cluster.start_controller(*election)
+    namespace, kv_name = setup_namespace(cluster, "before")
+    cluster.secret_sync(
+        namespace, sync_manifest("ha", "kv", "app", [{"sourcePath": "password", "targetKey": "pw"}])
+    )
+    eventually(lambda: cluster.secret(namespace, "ha") is not None, 60, "the leader syncs")
+    holder = lease_holder(cluster)
+    leader = next(c for c in (first, second) if c.process.pid == holder_pid(holder))
+    follower = second if leader is first else first
+    # Only the leader works: the follower waits for the Lease and syncs nothing.
+    assert "leader: leading " in leader.log.read_text()
+    assert "leader: leading " not in follower.log.read_text()
+    assert "reconcile: synced " not in follower.log.read_text()
+    os.kill(leader.process.pid, signal.SIGKILL)
+    leader.process.wait()
+    cluster.kv.put_secret(VAULT, kv_name, "after")
+    eventually(
+        lambda: holder_pid(lease_holder(cluster)) == follower.process.pid, 30, "the follower takes the lease"
+    )
+    eventually(lambda: decoded(cluster.secret(namespace, "ha"), "pw") == "after", 40, "the new leader syncs")
+    cluster.stop_controllers()

@@ -26,6 +26,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -121,6 +122,9 @@ class Node:
     def stop(self) -> list[str]:
         """Take everything down and undo kubelet's changes; what could not be undone."""
         problems = []
+        # The containers' cgroups are named after them; their shims' state says which are ours.
+        tasks = self.root / "containerd" / "state" / "io.containerd.runtime.v2.task" / "k8s.io"
+        containers = [entry.name for entry in tasks.iterdir()] if tasks.is_dir() else []
         if "containerd" in self._procs:
             self._remove_containers()
         for name in ("kubelet", "kube-controller-manager", "containerd"):
@@ -140,7 +144,7 @@ class Node:
         failed = host.restore_sysctls(self._sysctls)
         if failed:
             problems.append(f"sysctls not restored: {failed}")
-        cgroups = host.remove_cgroups(self._cgroups)
+        cgroups = host.remove_cgroups(containers, self._cgroups)
         if cgroups:
             problems.append(f"cgroups left: {cgroups}")
         host.remove_log_links(self.root)
@@ -171,19 +175,25 @@ class Node:
                 start_new_session=True,  # its own process group, killed as one
             )
 
-    def _wait(self, what: str, ready: object, timeout: float, *names: str) -> None:
+    def _wait(self, what: str, ready: Callable[[], bool], timeout: float, *names: str) -> None:
+        """Until ``ready``; fails with the logs' ends (stop() removes them) if one of ``names`` exits."""
         deadline = time.monotonic() + timeout
         while True:
             for name in names:
                 proc = self._procs[name]
                 if proc.poll() is not None:
-                    tail = self.log(name).read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"{name} exited ({proc.returncode}) before {what}:\n{tail}")
-            if callable(ready) and ready():
+                    raise RuntimeError(
+                        f"{name} exited ({proc.returncode}) before {what}:\n{self._tail(name)}"
+                    )
+            if ready():
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"no {what} in {timeout}s; see {self.root}/logs")
+                tails = "\n".join(f"--- {name}:\n{self._tail(name)}" for name in names)
+                raise RuntimeError(f"no {what} in {timeout}s:\n{tails}")
             time.sleep(0.2)
+
+    def _tail(self, name: str) -> str:
+        return self.log(name).read_text(errors="replace")[-3000:]
 
     # -------------------------------------------------------------- containerd
 

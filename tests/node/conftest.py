@@ -8,6 +8,7 @@ Skipped, naming what is missing, on a machine that cannot run kubelet; under CI
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 import uuid
@@ -32,7 +33,7 @@ T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
-def node(keyvault: KeyVaultDouble) -> Iterator[Node]:
+def node(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     lacking = missing()
     if lacking:
         reason = "the real-node tests need " + "; ".join(lacking)
@@ -47,6 +48,8 @@ def node(keyvault: KeyVaultDouble) -> Iterator[Node]:
     try:
         yield node
     finally:
+        # The node's directory goes; its logs stay with pytest's temporary directories.
+        shutil.copytree(node.root / "logs", tmp_path_factory.mktemp("node-logs"), dirs_exist_ok=True)
         problems = node.stop()
         assert not problems, f"the node left things behind: {problems}"
 

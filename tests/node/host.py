@@ -32,7 +32,7 @@ KUBELET_SYSCTLS = (
 CONTAINER_LOG_LINKS = Path("/var/log/containers")
 SHIM_SOCKETS = Path("/run/containerd/s")
 # containerd's CRI puts containers in cgroup "/k8s.io/<id>" (kubelet gives no parent
-# without QoS cgroups); runc removes each container's, the parent stays.
+# without QoS cgroups); runc removes each container's when it is deleted, the parent stays.
 CGROUP_PARENT = "k8s.io"
 
 _MNT_DETACH = 2
@@ -151,26 +151,30 @@ def cgroup_parents() -> set[Path]:
     return {path for path in candidates if path.is_dir()}
 
 
-def remove_cgroups(existed: set[Path], timeout: float = 15.0) -> list[Path]:
-    """Kill what is left in the CRI cgroup parents that were not there before, and rmdir them
-    (children first); those that could not be removed.
+def remove_cgroups(container_ids: list[str], parents_existed: set[Path], timeout: float = 15.0) -> list[Path]:
+    """Kill what is left in these containers' cgroups and rmdir them, then the CRI parent where
+    it is new and empty; the container cgroups that could not be removed.
 
-    A cgroup stays busy until its last process has been reaped, so this tries again
-    until the deadline."""
+    Only this node's containers are touched: another node on this machine shares the parent.
+    A cgroup stays busy until its last process has been reaped, so this tries again until
+    the deadline."""
     deadline = time.monotonic() + timeout
     while True:
-        left = sorted(cgroup_parents() - existed)
-        for parent in left:
+        left = sorted(
+            parent / cid for parent in cgroup_parents() for cid in container_ids if (parent / cid).is_dir()
+        )
+        for cgroup in left:
             # Container processes whose shim is gone have no other handle.
-            for procs in parent.glob("**/cgroup.procs"):
-                with contextlib.suppress(OSError, ValueError):
-                    kill_pids([int(pid) for pid in procs.read_text().split()], timeout=2)
-            for path in sorted(parent.glob("**/"), key=lambda p: len(p.parts), reverse=True):
-                remove_if_empty(path)
-        left = sorted(cgroup_parents() - existed)
+            with contextlib.suppress(OSError, ValueError):
+                kill_pids([int(pid) for pid in (cgroup / "cgroup.procs").read_text().split()], timeout=2)
+            remove_if_empty(cgroup)
+        left = [cgroup for cgroup in left if cgroup.is_dir()]
         if not left or time.monotonic() > deadline:
-            return left
+            break
         time.sleep(0.2)
+    for parent in cgroup_parents() - parents_existed:
+        remove_if_empty(parent)
+    return left
 
 
 def remove_if_empty(*paths: Path) -> None:

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "flexvolume": ("kvmount.flexvolume.command", "FlexVolume driver (kubelet exec interface)"),
     "kms": ("kvmount.kms.command", "Ceph-CSI compatible passphrase store in Key Vault"),
     "validate": ("kvmount.validate.command", "check SecretProviderClass manifests offline"),
+    "doctor": ("kvmount.doctor.command", "find out why a pod's secrets do not mount"),
     "sync-controller": ("kvmount.synccontroller.command", "SecretSync objects -> Secrets, no pod needed"),
 }
 

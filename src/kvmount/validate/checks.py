@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -49,6 +49,13 @@ _SYNC_FIELD = re.compile(r"^(spec\.secretObjects\[\d+\](?:\.data\[\d+\])?(?:\.[A
 _POD_STAND_INS = {POD_NAME: "validate", POD_NAMESPACE: "validate"}
 _TOKEN_STAND_IN = json.dumps({TOKEN_AUDIENCE: {"token": "stand-in", "expirationTimestamp": ""}})
 _SECRET_STAND_IN = {"clientid": "stand-in", "clientsecret": "stand-in"}
+
+
+def stand_in(parameters: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """A class's parameters plus stand-ins for what the driver adds at mount time (the pod, its
+    service account token, the node-publish Secret), so the class's own checks can run offline."""
+    stand_ins = {**_POD_STAND_INS, SERVICE_ACCOUNT_TOKENS: _TOKEN_STAND_IN}
+    return {**stand_ins, **parameters}, dict(_SECRET_STAND_IN)
 
 
 class Severity(StrEnum):
@@ -158,9 +165,8 @@ def _parameters(
             )
     objects_pair = params.get("objects")
     items = object_lines(objects_pair[1], line(objects_pair[0])) if objects_pair else []
-    stand_ins = {**_POD_STAND_INS, SERVICE_ACCOUNT_TOKENS: _TOKEN_STAND_IN}
-    full = {**stand_ins, **attributes}
-    problems = mount_problems(full, _SECRET_STAND_IN)
+    full, secrets = stand_in(attributes)
+    problems = mount_problems(full, secrets)
     for problem in problems:
         err = problem.error
         message = str(err).removeprefix(f"{err.field}: ")
@@ -168,7 +174,7 @@ def _parameters(
         found.append(Finding(Severity.ERROR, path, message, at))
     if problems:
         return None
-    return [path for spec_ in parse_mount(full, _SECRET_STAND_IN).objects for path in output_paths(spec_)]
+    return [path for spec_ in parse_mount(full, secrets).objects for path in output_paths(spec_)]
 
 
 def _mount_place(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 
 from kvmount import unix_grpc
 from kvmount.driver import command
@@ -128,3 +129,24 @@ def test_driver_flags_named_like_the_registrar() -> None:
         [f"--kubelet-registration-path={CSI_SOCKET}", "--plugin-registration-path=/registration"]
     )
     assert (args.kubelet_registration_path, args.plugin_registration_path) == (CSI_SOCKET, "/registration")
+
+
+def test_daemonset_registers_without_a_registrar_sidecar() -> None:
+    manifest = Path(__file__).resolve().parents[2] / "deploy" / "driver" / "daemonset.yaml"
+    pod = yaml.safe_load(manifest.read_text())["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert "node-driver-registrar" not in containers
+    driver = containers["secrets-store"]
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(driver["args"][1:])  # after the "driver" subcommand
+    host_paths = {v["name"]: v["hostPath"]["path"].rstrip("/") for v in pod["volumes"]}
+    mounted = {m["name"]: m["mountPath"] for m in driver["volumeMounts"]}
+    # kubelet's registry directory is where the driver serves registration ...
+    assert host_paths["registration-dir"] == "/var/lib/kubelet/plugins_registry"
+    assert mounted["registration-dir"] == args.plugin_registration_path
+    # ... and the CSI socket it names is the one the driver serves, seen from the host.
+    env = {e["name"]: e.get("value") for e in driver["env"]}
+    served = unix_grpc.socket_path(env["CSI_ENDPOINT"])
+    assert Path(served).parent == Path(mounted["plugin-dir"])
+    assert args.kubelet_registration_path == f"{host_paths['plugin-dir']}/{Path(served).name}"

@@ -193,6 +193,26 @@ ROWS: tuple[Row, ...] = (
         "overwrites it",
         "another owner's Secret must not be clobbered",
     ),
+    Row(
+        "Driver: a target path must be a real directory below `--kubelet-root-dir` (default "
+        "`/var/lib/kubelet`, the chart's `kubeletRootDir`), reached without following a symbolic link; "
+        "spellings with `//` or `/./` are one target",
+        "mounts wherever the path leads, links followed; each spelling is locked and mounted apart",
+        "a link on the path would put the tmpfs, and later the unmount, somewhere else on the node; two "
+        "spellings would stack two tmpfs",
+    ),
+    Row(
+        "Driver: a pod name, namespace or SecretProviderClass name that is not a valid Kubernetes name is "
+        "refused (`INVALID_ARGUMENT`, naming the field)",
+        "passes it on",
+        "names become file names (standalone mode) and API paths; `../x` must be neither",
+    ),
+    Row(
+        "Driver: `--rotation-poll-interval` and `--provider-health-check-interval` under 1s are refused "
+        "at start",
+        "accepts any duration, 0 too",
+        "a period of 0 turns the loop into a busy loop",
+    ),
 )
 
 

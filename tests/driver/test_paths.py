@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
 import os
 import uuid
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 
-from kvmount.driver import kubelet_client
+from kvmount.driver import command, kubelet_client
 from kvmount.proto import csi_pb2 as csi
 from tests.driver.conftest import Driver, make_pod
 from tests.driver.provider_double import ProviderDouble
@@ -172,3 +174,15 @@ def test_names_that_become_paths_must_be_kubernetes_names(
     assert provider.requests == []
     assert set(driver.state_dir.parent.parent.rglob("*.json")) <= before, "no status file written"
     assert_clean(pod.target)
+
+
+def test_the_daemonset_mounts_kubelets_pods_below_its_kubelet_root() -> None:
+    manifest = Path(__file__).resolve().parents[2] / "deploy" / "driver" / "daemonset.yaml"
+    pod = yaml.safe_load(manifest.read_text())["spec"]["template"]["spec"]
+    driver = next(c for c in pod["containers"] if c["name"] == "secrets-store")
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    root = parser.parse_args(driver["args"][1:]).kubelet_root_dir  # after the "driver" subcommand
+    host_paths = {v["name"]: v.get("hostPath", {}).get("path") for v in pod["volumes"]}
+    pods = [m for m in driver["volumeMounts"] if host_paths.get(m["name"]) == f"{root}/pods"]
+    assert [m["mountPath"] for m in pods] == [f"{root}/pods"], "kubelet's pods seen at the same path"

@@ -106,7 +106,7 @@ ROWS: tuple[Row, ...] = (
         ("objects-item-mapping",),
     ),
     Row(
-        "`tenantID` is required for workload identity and service principals only",
+        "`tenantID` is required for workload identity, identity binding and service principals only",
         "refuses every mount without `tenantID`, managed and pod identity too",
         "a managed or pod identity's token comes from IMDS or NMI, which know the tenant",
         ("identity-vm-no-tenant",),

@@ -240,6 +240,20 @@ def _identities() -> Iterator[Case]:
         identity="none",
         attributes={"useVMManagedIdentity": "true", "tenantID": ""},
     )
+    # Identity binding: only what both refuse before any token request (the proxy is AKS's).
+    yield Case("identity-binding-not-boolean", one, attributes={"useAzureTokenProxy": "sometimes"})
+    yield Case("identity-binding-no-client-id", one, attributes={"useAzureTokenProxy": "true"})
+    yield Case(
+        "identity-binding-no-token",
+        one,
+        identity="none",
+        attributes={"useAzureTokenProxy": "true", "clientID": "x"},
+    )
+    yield Case(
+        "identity-binding-and-vm",
+        one,
+        attributes={"useAzureTokenProxy": "true", "useVMManagedIdentity": "true"},
+    )
     yield Case(
         "pod-info-missing",
         one,

@@ -40,6 +40,8 @@ def _load_yaml(path: str, what: str) -> Any:
         raise InputError(f"{what} {path!r}: {err.strerror}") from None
     except yaml.YAMLError:
         raise InputError(f"{what} {path!r}: not valid YAML") from None
+    except RecursionError:
+        raise InputError(f"{what} {path!r}: nested too deeply; check the file is the right one") from None
 
 
 def _as_text(value: object) -> str:
@@ -54,6 +56,8 @@ def class_parameters(doc: object, path: str) -> dict[str, str]:
     if not isinstance(doc, dict) or doc.get("kind") != "SecretProviderClass":
         raise InputError(f"class {path!r}: not a SecretProviderClass (kind: SecretProviderClass)")
     spec = doc.get("spec") or {}
+    if not isinstance(spec, dict):
+        raise InputError(f"class {path!r}: spec must be a mapping with provider and parameters")
     provider = spec.get("provider")
     if provider != "azure":
         raise InputError(f"class {path!r}: spec.provider is {provider!r}; kvmount mount serves 'azure'")
@@ -69,6 +73,9 @@ def secret_data(doc: object, path: str) -> dict[str, str]:
         raise InputError(f"secrets {path!r}: must be a mapping or a Kubernetes Secret")
     if doc.get("kind") != "Secret":
         return {str(k): _as_text(v) for k, v in doc.items()}
+    for field in ("data", "stringData"):
+        if not isinstance(doc.get(field) or {}, dict):
+            raise InputError(f"secrets {path!r}: {field} must be a mapping of keys to values")
     data: dict[str, str] = {}
     for key, value in (doc.get("data") or {}).items():
         try:

@@ -23,6 +23,8 @@ CLASS_KEY = "secretProviderClass"
 PERMISSION = "420"
 # kubelet gives a CSI call two minutes; without a deadline the driver assumes the same.
 DEFAULT_TIMEOUT = 120.0
+# The largest group id; 2^32 - 1 means "no change" to chown.
+MAX_GID = 2**32 - 2
 
 _STORE_CODES = {
     "SecretProviderClassNotFound": grpc.StatusCode.NOT_FOUND,
@@ -95,11 +97,13 @@ def pod_ref(context: Mapping[str, str]) -> PodRef | None:
 def parse_gid(group: str) -> int | None:
     if not group:
         return None
-    if not group.isdigit():
+    # ASCII digits only (str.isdigit takes "²", which int() refuses), and a gid chown can set.
+    if not (group.isascii() and group.isdigit() and len(group) <= 10) or int(group) > MAX_GID:
         raise PublishError(
             grpc.StatusCode.INVALID_ARGUMENT,
             "InvalidRequest",
-            f"volume_capability.mount.volume_mount_group {group[:32]!r} is not a numeric group id",
+            f"volume_capability.mount.volume_mount_group {group[:32]!r} is not a numeric group id "
+            f"(0 to {MAX_GID}); set the pod's fsGroup to one",
         )
     return int(group)
 

@@ -32,6 +32,8 @@ def compose(field: str, text: str) -> yaml.Node | None:
         return yaml.compose(text)
     except yaml.YAMLError as err:
         raise InvalidSpec(field, f"is not valid YAML ({_where(err)})") from None
+    except RecursionError:  # the composer recurses per level: thousands of [ or { exhaust the stack
+        raise InvalidSpec(field, "is nested too deeply; objects are a list of flat mappings") from None
 
 
 def is_null(node: yaml.Node | None) -> bool:

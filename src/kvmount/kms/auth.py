@@ -57,7 +57,9 @@ def build_credential(config: KMSConfig, client_cert: bytes | None) -> TokenCrede
         return CertificateCredential(
             config.tenant_id, config.client_id, certificate_data=client_cert, **options
         )
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: an encrypted private key, and no password to give
         raise InvalidSpec(
-            CLIENT_CERT, "must be a PEM or an unencrypted PKCS#12 holding the certificate and its private key"
+            CLIENT_CERT,
+            "must be a PEM or an unencrypted PKCS#12 holding the certificate and its private key "
+            "(an encrypted key is not supported; export it without a password)",
         ) from None

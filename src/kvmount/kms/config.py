@@ -82,6 +82,8 @@ def _parse_document(raw: bytes, path: str) -> Any:
         return yaml.safe_load(raw.decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError):
         raise InvalidSpec("--config", f"{path!r} is neither JSON nor YAML") from None
+    except RecursionError:
+        raise InvalidSpec("--config", f"{path!r} is nested too deeply to be a KMS configuration") from None
 
 
 def _sections(doc: Any, path: str) -> dict[str, Any]:
@@ -101,7 +103,7 @@ def _entry(sections: dict[str, Any], kms_id: str, path: str) -> dict[str, Any]:
         # csi-kms-connection-details holds each entry as a JSON string.
         try:
             entry = json.loads(entry)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidSpec(f"KMS {kms_id!r}", "its entry is not valid JSON") from None
     if not isinstance(entry, dict):
         raise InvalidSpec(f"KMS {kms_id!r}", "its entry must be a JSON object")
@@ -119,12 +121,20 @@ def _string(entry: dict[str, Any], kms_id: str, key: str, default: str | None = 
     return value
 
 
+def _https(value: str, field: str) -> urllib.parse.SplitResult:
+    try:
+        url = urllib.parse.urlsplit(value)
+        host = url.hostname
+    except ValueError:  # "https://[" and other URLs urllib cannot split
+        host = None
+    if not host or url.scheme != "https":
+        raise InvalidSpec(field, f"{value!r} must be an https URL, https://<host>")
+    return url
+
+
 def _https_url(value: str, field: str) -> str:
     # Hosts without a scheme are accepted, as azure-identity accepts them.
-    url = urllib.parse.urlsplit(value if "://" in value else f"https://{value}")
-    if url.scheme != "https" or not url.hostname:
-        raise InvalidSpec(field, f"{value!r} must be an https URL")
-    return f"https://{url.netloc}"
+    return f"https://{_https(value if '://' in value else f'https://{value}', field).netloc}"
 
 
 def parse_entry(kms_id: str, entry: dict[str, Any]) -> KMSConfig:
@@ -157,9 +167,7 @@ def parse_entry(kms_id: str, entry: dict[str, Any]) -> KMSConfig:
                 f"KMS {kms_id!r}: AZURE_FEDERATED_TOKEN_FILE",
                 f"is required for workload-identity (or set {FEDERATED_TOKEN_ENV})",
             )
-    vault = urllib.parse.urlsplit(vault_url)
-    if vault.scheme != "https" or not vault.hostname:
-        raise InvalidSpec(f"KMS {kms_id!r}: AZURE_VAULT_URL", f"{vault_url!r} must be an https URL")
+    _https(vault_url, f"KMS {kms_id!r}: AZURE_VAULT_URL")
     return KMSConfig(
         kms_id=kms_id,
         vault_url=vault_url,
@@ -181,7 +189,7 @@ def load_config(path: str, kms_id: str) -> KMSConfig:
 def _secret_manifest(raw: bytes) -> dict[str, Any] | None:
     try:
         doc = yaml.safe_load(raw.decode("utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError):
+    except (UnicodeDecodeError, yaml.YAMLError, RecursionError):
         return None
     return doc if isinstance(doc, dict) and doc.get("kind") == "Secret" else None
 

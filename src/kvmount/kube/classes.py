@@ -27,6 +27,11 @@ def parse_class(doc: Any, what: str) -> SecretProviderClass:
     if not isinstance(doc, dict):
         raise InvalidClass(what, "not an object")
     meta = doc.get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise InvalidClass(what, "metadata must be a mapping (name, namespace)")
+    for key in ("name", "namespace"):
+        if not isinstance(meta.get(key) or "", str):
+            raise InvalidClass(what, f"metadata.{key} must be a string")
     spec = doc.get("spec")
     if not isinstance(spec, dict):
         raise InvalidClass(what, "spec is missing")

@@ -36,10 +36,14 @@ class FileStore:
                 raise StoreUnavailable(f"class file {path}: {err.strerror}") from None
             except yaml.YAMLError:
                 raise InvalidClass(f"class file {path}", "not valid YAML") from None
+            except RecursionError:
+                raise InvalidClass(f"class file {path}", "nested too deeply to be a class") from None
             for doc in docs:
                 if not isinstance(doc, dict) or doc.get("kind") != "SecretProviderClass":
                     continue
                 meta = doc.get("metadata") or {}
+                if not isinstance(meta, dict):
+                    raise InvalidClass(f"class file {path}", "metadata must be a mapping with name")
                 if meta.get("name") == name and (meta.get("namespace") or "default") == namespace:
                     return parse_class(doc, f"SecretProviderClass {namespace}/{name} in {path}")
         raise ClassNotFound(namespace, name, f"in {self.classes_dir}")

@@ -62,7 +62,7 @@ def test_each_object_gets_its_own_verdict(
 ) -> None:
     kv, tag = kv_env, uuid.uuid4().hex[:8]
     value = f"value-{uuid.uuid4().hex}"
-    names = {k: f"{k}-{tag}" for k in ("ok", "denied", "missing", "disabled", "key", "history")}
+    names = {k: f"{k}-{tag}" for k in ("ok", "denied", "missing", "disabled", "key", "history", "expired")}
     kv.put_secret(VAULT, names["ok"], value)
     kv.put_secret(VAULT, names["denied"], value)
     kv.deny_object(VAULT, "secrets", names["denied"])
@@ -70,6 +70,10 @@ def test_each_object_gets_its_own_verdict(
     kv.create_key(VAULT, names["key"])
     kv.put_secret(VAULT, names["history"], value)
     kv.deny_object(VAULT, "secrets", names["history"])
+    expired = kv.put_secret(VAULT, names["expired"], value)
+    kv.update(
+        VAULT, "secrets", names["expired"], expired["id"].rsplit("/", 1)[1], {"attributes": {"exp": 1e9}}
+    )
     objects: list[dict[str, object]] = [
         {"objectName": names["ok"], "objectType": "secret"},
         {"objectName": names["denied"], "objectType": "secret"},
@@ -77,6 +81,7 @@ def test_each_object_gets_its_own_verdict(
         {"objectName": names["disabled"], "objectType": "secret"},
         {"objectName": names["key"], "objectType": "secret"},
         {"objectName": names["history"], "objectType": "secret", "objectVersionHistory": 2},
+        {"objectName": names["expired"], "objectType": "secret"},
     ]
     secrets, password = service_principal(kv, tmp_path)
     spc = write_class(tmp_path / "spc.yaml", kv, objects)
@@ -98,6 +103,9 @@ def test_each_object_gets_its_own_verdict(
     wrong = row(lines, names["key"])
     assert "wrong type" in wrong and "but a key of that name -> set objectType: key" in wrong
     assert "lacks secrets/get and secrets/list" in row(lines, names["history"])
+    expired_row = row(lines, names["expired"])
+    assert expired_row.startswith("warn") and "expired on 2001-09-09 01:46 UTC" in expired_row
+    assert "-> rotate it: add a new version with a later expiry" in expired_row
     output = "\n".join(lines)
     assert value not in output and password not in output
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError
@@ -81,12 +82,13 @@ def access_rows(params: MountParams, mounter: KeyVaultMounter, source: str = "")
 def _object_row(params: MountParams, spec: ObjectSpec, clients: Clients, mounter: KeyVaultMounter) -> Row:
     check = f"object {spec.describe()}"
     try:
+        version = "" if spec.latest else spec.version
         if spec.has_history:
             versions = history_versions(clients, spec)
             if not versions:
                 return Row(check, Verdict.FAIL, "no enabled version", "enable a version or add one")
-        else:
-            fetch_version(clients, spec, "" if spec.latest else spec.version)
+            version = versions[0]
+        expires = fetch_version(clients, spec, version).expires_on
     except Exception as err:
         return _failure_row(check, params.vault_name, spec, clients, err)
     try:
@@ -97,6 +99,13 @@ def _object_row(params: MountParams, spec: ObjectSpec, clients: Clients, mounter
             return Row(check, Verdict.FAIL, f"readable, but cannot be written: {err}", _TYPE_FIX)
         return Row(check, Verdict.FAIL, str(err))
     names = ", ".join(f.path for f in files[:4]) + (", ..." if len(files) > 4 else "")
+    if expires is not None and expires < datetime.now(UTC):
+        return Row(
+            check,
+            Verdict.WARN,
+            f"expired on {expires:%Y-%m-%d %H:%M} UTC (Key Vault still serves it); writes {names}",
+            "rotate it: add a new version with a later expiry",
+        )
     return Row(check, Verdict.OK, f"readable; writes {names}")
 
 

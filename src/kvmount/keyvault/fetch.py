@@ -95,6 +95,8 @@ class Fetched:
     key_id: str | None = None
     key: JsonWebKey | None = None
     certificate_der: bytes | None = None
+    # Key Vault still serves a version after its expiry; `kvmount doctor` warns about it.
+    expires_on: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -238,21 +240,32 @@ def fetch_version(clients: Clients, spec: ObjectSpec, version: str, deadline: fl
     if spec.type is ObjectType.SECRET:
         secret = _timed("secret", lambda: clients.secrets.get_secret(spec.name, version or None, **kw))
         props = secret.properties
-        return Fetched(spec, props.version or "", secret.value, props.content_type, props.key_id)
+        return Fetched(
+            spec,
+            props.version or "",
+            secret.value,
+            props.content_type,
+            props.key_id,
+            expires_on=props.expires_on,
+        )
     if spec.type is ObjectType.KEY:
         key = _timed("key", lambda: clients.keys.get_key(spec.name, version or None, **kw))
         jwk: Any = key.key  # the SDK's JsonWebKey sets its fields dynamically
         kty = str(getattr(jwk.kty, "value", jwk.kty))
         crv = None if jwk.crv is None else str(getattr(jwk.crv, "value", jwk.crv))
         return Fetched(
-            spec, key.properties.version or "", key=JsonWebKey(kty, jwk.n, jwk.e, crv, jwk.x, jwk.y)
+            spec,
+            key.properties.version or "",
+            key=JsonWebKey(kty, jwk.n, jwk.e, crv, jwk.x, jwk.y),
+            expires_on=key.properties.expires_on,
         )
     if version:
         cert = _timed("cert", lambda: clients.certificates.get_certificate_version(spec.name, version, **kw))
     else:
         cert = _timed("cert", lambda: clients.certificates.get_certificate(spec.name, **kw))
     got = (cert.properties.version if cert.properties else None) or ""
-    return Fetched(spec, got, certificate_der=bytes(cert.cer or b""))
+    expires = cert.properties.expires_on if cert.properties else None
+    return Fetched(spec, got, certificate_der=bytes(cert.cer or b""), expires_on=expires)
 
 
 def _size(fetched: Fetched) -> int:

@@ -5,7 +5,8 @@
 # $KVMOUNT_CACHE/bin/upstream-secrets-store-csi-driver (see
 # lib/go-module-peer.sh). The proxy refuses the driver's logging dependency
 # monis.app/mlog, so the build replaces it with our stand-in in
-# tests/peers/mlog. Idempotent.
+# tests/peers/mlog. Idempotent. A build with an empty Go build cache took
+# 2 min (idle) to 4 min (busy) on 2 cores.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/lib/go-module-peer.sh"

@@ -20,6 +20,7 @@ from tests.node import host
 from tests.node.cluster import NODE_NAME, Node
 
 ROTATION = 2.0
+RESTART_INTERVAL = 20.0
 DRIVER_NAME = "secrets-store.csi.k8s.io"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -85,6 +86,9 @@ class Plugins:
                 f"--kubelet-root-dir={self.node.kubelet_dir}",
                 "--enable-secret-rotation",
                 f"--rotation-poll-interval={ROTATION}s",
+                # Only workloads that opt in are rolled out (tests/node/test_restart.py).
+                "--enable-workload-restart",
+                f"--workload-restart-min-interval={RESTART_INTERVAL}s",
             ],
             dict(os.environ),
         )

@@ -11,6 +11,7 @@ from kvmount import unix_grpc, upstream_flags
 from kvmount.driver import csi
 from kvmount.driver.publish import Publisher
 from kvmount.driver.registration import DEFAULT_REGISTRY_DIR, RegistrationServer
+from kvmount.driver.restart import Restarter
 from kvmount.driver.rotation import Rotator
 from kvmount.driver.volumes import VolumeRegistry
 from kvmount.flags import GoFlagParser, add_bool, go_duration, go_int
@@ -72,6 +73,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_interval,
         default=120.0,
         help="rotation period (default 2m, at least 1s)",
+    )
+    add_bool(
+        parser,
+        "--enable-workload-restart",
+        False,
+        "when rotation changes a pod's files, roll out its Deployment, StatefulSet or DaemonSet if it "
+        'or its SecretProviderClass has the annotation kvmount.io/restart-on-rotation: "true"',
+    )
+    parser.add_argument(
+        "--workload-restart-min-interval",
+        type=_interval,
+        default=300.0,
+        help="least time between two rollouts of one workload (default 5m)",
     )
     parser.add_argument(
         "--max-call-recv-msg-size",
@@ -182,7 +196,13 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_addr:
         http = serve_http(args.metrics_addr, {"/metrics": metrics_route(), "/healthz": ok_route()})
     stop = threading.Event()
-    Rotator(publisher, api, node_id, args.rotation_poll_interval).start(
+    restarter = None
+    if args.enable_workload_restart:
+        if api is None:
+            log.warning("--enable-workload-restart needs the Kubernetes API; ignored in standalone mode")
+        else:
+            restarter = Restarter(api, publisher.registry, args.workload_restart_min_interval)
+    Rotator(publisher, api, node_id, args.rotation_poll_interval, restarter=restarter).start(
         stop, periodic=args.enable_secret_rotation
     )
     if args.provider_health_check:

@@ -237,6 +237,7 @@ class Publisher:
                     object_versions=objects,
                     refreshed_at=time.time(),
                     refresh_token=previous.refresh_token if previous else "",
+                    restart_pending=previous.restart_pending if previous else "",
                 )
             )
             self._secrets[target] = secrets_with_tokens(req)

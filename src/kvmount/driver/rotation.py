@@ -39,6 +39,7 @@ from kvmount.driver.request import (
     PublishError,
     VolumeRequest,
 )
+from kvmount.driver.restart import Restarter
 from kvmount.driver.volumes import SA_TOKENS, VolumeState
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.errors import StoreError
@@ -67,13 +68,20 @@ class Rotator:
     """Rotation for the volumes of ``publisher``; ``api`` is None in standalone mode."""
 
     def __init__(
-        self, publisher: Publisher, api: KubeStore | None, node_id: str, interval: float, workers: int = 4
+        self,
+        publisher: Publisher,
+        api: KubeStore | None,
+        node_id: str,
+        interval: float,
+        workers: int = 4,
+        restarter: Restarter | None = None,
     ) -> None:
         self.publisher = publisher
         self.api = api
         self.node_id = node_id
         self.interval = interval
         self.workers = workers
+        self.restarter = restarter
 
     # ------------------------------------------------------------ served volumes
 
@@ -186,6 +194,10 @@ class Rotator:
             self.publisher.store.record_event(
                 pod, "Normal", "MountRotationComplete", f"{where}: content rotated"
             )
+        if self.restarter is not None:
+            if outcome.changed:
+                self.restarter.changed(state.target_path)
+            self.restarter.settle(state.target_path)
 
     # ------------------------------------------------------------ triggers
 

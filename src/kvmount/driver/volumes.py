@@ -41,6 +41,8 @@ class VolumeState:
     refreshed_at: float = 0.0
     # The pod's refresh annotation value last acted on (on-demand refresh).
     refresh_token: str = ""
+    # A rollout of the pod's workload still due after a rotation changed the files (driver/restart.py).
+    restart_pending: str = ""
 
     def __post_init__(self) -> None:
         self.volume_context = {k: v for k, v in self.volume_context.items() if k != SA_TOKENS}

@@ -1,0 +1,238 @@
+"""Restart on rotation: roll out the workload of a pod whose mounted content changed, once per change.
+
+Opt-in: the annotation ``kvmount.io/restart-on-rotation: "true"`` on the
+Deployment, StatefulSet or DaemonSet, or on the SecretProviderClass (every
+workload using it), and ``--enable-workload-restart`` on the driver.
+
+When a rotation changes a volume's files, the volume is marked with a value
+derived from its class and the new object versions (kept in the volume state,
+so a driver restart does not lose it). The workload's pod template then gets
+that value as an annotation: a rollout, with the workload's own
+maxUnavailable / maxSurge. Every node that sees the same change computes the
+same value, so the first patch rolls out and the others find it already
+there; the patch carries the workload's resourceVersion, so two nodes racing
+cannot both roll it out. The workload's ``kvmount.io/last-restart`` annotation
+spaces rollouts at least ``--workload-restart-min-interval`` apart: a change
+within that time waits, and the latest value is rolled out when it ends.
+Bare pods and Jobs are never touched; an event on the pod says why.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+from typing import Any
+
+from kvmount.driver.volumes import VolumeRegistry, VolumeState
+from kvmount.kube.api_store import REQUEST_TIMEOUT, KubeStore
+from kvmount.kube.classes import CLASSES, GROUP, VERSION
+from kvmount.kube.podstatus import PodRef
+
+log = logging.getLogger(__name__)
+
+OPT_IN = "kvmount.io/restart-on-rotation"
+ROLLED_TO = "kvmount.io/rotated-versions"
+LAST_RESTART = "kvmount.io/last-restart"
+# Owner kinds a rollout exists for.
+_WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+def rollout_value(state: VolumeState) -> str:
+    """The same on every node for the same class and object versions."""
+    material = json.dumps([state.pod_namespace, state.class_name, sorted(state.object_versions)])
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _parse_time(value: str) -> datetime.datetime | None:
+    try:
+        return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    except ValueError:
+        return None
+
+
+class Restarter:
+    def __init__(self, api: KubeStore, registry: VolumeRegistry, min_interval: float) -> None:
+        self.api = api
+        self.registry = registry
+        self.min_interval = min_interval
+
+    def changed(self, target_path: str) -> None:
+        """A rotation changed this volume's files: a rollout is due."""
+        state = self.registry.load(target_path)
+        if state is not None:
+            state.restart_pending = rollout_value(state)
+            self.registry.save(state)
+
+    def settle(self, target_path: str) -> None:
+        """Roll out the workload if a rollout is due and allowed; called after every rotation."""
+        state = self.registry.load(target_path)
+        if state is None or not state.restart_pending:
+            return
+        try:
+            done = self._settle(state)
+        except Exception as err:  # an API failure: the next rotation round tries again
+            log.warning(
+                "workload restart failed", extra={"target_path": target_path, "error": type(err).__name__}
+            )
+            return
+        if done:
+            state.restart_pending = ""
+            self.registry.save(state)
+
+    def _apps(self) -> Any:
+        from kubernetes import client
+
+        return client.AppsV1Api(self.api.api_client())
+
+    def _settle(self, state: VolumeState) -> bool:
+        """True when nothing is left to do for this change."""
+        from kubernetes.client.exceptions import ApiException
+
+        pod = self.api.get_pod(state.pod_namespace, state.pod_name)
+        if pod is None or pod["metadata"].get("uid") != state.pod_uid:
+            return True
+        ref = PodRef(state.pod_namespace, state.pod_name, state.pod_uid)
+        try:
+            workload = self._workload(pod)
+        except ApiException as err:
+            if err.status not in (401, 403):
+                raise
+            # Without the feature's RBAC the workload cannot even be read; say so where it was asked for.
+            if self._opted_in(state, None):
+                self._forbidden(ref, "the workload of this pod")
+            else:
+                log.warning("cannot read the pod's workload (RBAC)", extra={"pod": state.pod_name})
+            return True
+        if not self._opted_in(state, workload):
+            return True
+        if workload is None:
+            self.api.record_event(
+                ref,
+                "Normal",
+                "RestartSkipped",
+                "mounted secrets rotated, but no Deployment, StatefulSet or DaemonSet owns this pod "
+                "(bare pods and Jobs are never restarted): restart it yourself to read them anew",
+            )
+            return True
+        kind, doc = workload
+        meta = doc["metadata"]
+        template = ((doc.get("spec") or {}).get("template") or {}).get("metadata") or {}
+        if (template.get("annotations") or {}).get(ROLLED_TO) == state.restart_pending:
+            return True  # another pod or node rolled this change out already
+        last = _parse_time(str((meta.get("annotations") or {}).get(LAST_RESTART) or ""))
+        if last is not None and (_now() - last).total_seconds() < self.min_interval:
+            log.info("workload restart deferred (rate limit)", extra={"workload": f"{kind} {meta['name']}"})
+            return False
+        patch = {
+            "metadata": {
+                "resourceVersion": meta["resourceVersion"],
+                "annotations": {LAST_RESTART: _now().strftime("%Y-%m-%dT%H:%M:%SZ")},
+            },
+            "spec": {"template": {"metadata": {"annotations": {ROLLED_TO: state.restart_pending}}}},
+        }
+        what = f"{kind} {state.pod_namespace}/{meta['name']}"
+        try:
+            self._patch(kind, meta["name"], state.pod_namespace, patch)
+        except ApiException as err:
+            if err.status == 409:
+                return False  # changed meanwhile (another node): look again next round
+            if err.status in (401, 403):
+                self._forbidden(ref, what)
+                return True
+            raise
+        changed = ", ".join(f"{i}@{v}" for i, v in sorted(state.object_versions))
+        workload_ref = PodRef(state.pod_namespace, meta["name"], meta["uid"], kind, "apps/v1")
+        self.api.record_event(
+            workload_ref,
+            "Normal",
+            "RotationRollout",
+            f"SecretProviderClass {state.class_name} rotated ({changed}): rolling out new pods",
+        )
+        log.info("workload restarted", extra={"workload": what, "class": state.class_name})
+        return True
+
+    def _forbidden(self, ref: PodRef, what: str) -> None:
+        self.api.record_event(
+            ref,
+            "Warning",
+            "RestartForbidden",
+            f"mounted secrets rotated, but the driver may not read or patch {what}: grant it get on "
+            "replicasets and get, patch on deployments, statefulsets and daemonsets "
+            "(chart value rotation.restartWorkloads)",
+        )
+
+    def _patch(self, kind: str, name: str, namespace: str, patch: dict[str, Any]) -> None:
+        apps = self._apps()
+        call = {
+            "Deployment": apps.patch_namespaced_deployment,
+            "StatefulSet": apps.patch_namespaced_stateful_set,
+            "DaemonSet": apps.patch_namespaced_daemon_set,
+        }[kind]
+        call(name, namespace, patch, _request_timeout=REQUEST_TIMEOUT)
+
+    def _workload(self, pod: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """(kind, object) of the workload that owns the pod, through its ReplicaSet for a Deployment."""
+        owner = _controller(pod)
+        namespace = pod["metadata"]["namespace"]
+        if owner is not None and owner["kind"] == "ReplicaSet":
+            rs = self._read("ReplicaSet", owner["name"], namespace)
+            owner = _controller(rs) if rs is not None else None
+        if owner is None or owner["kind"] not in _WORKLOADS:
+            return None
+        found = self._read(owner["kind"], owner["name"], namespace)
+        return (owner["kind"], found) if found is not None else None
+
+    def _read(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        apps = self._apps()
+        read = {
+            "ReplicaSet": apps.read_namespaced_replica_set,
+            "Deployment": apps.read_namespaced_deployment,
+            "StatefulSet": apps.read_namespaced_stateful_set,
+            "DaemonSet": apps.read_namespaced_daemon_set,
+        }[kind]
+        try:
+            response = read(name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        doc: dict[str, Any] = json.loads(response.data)
+        return doc
+
+    def _opted_in(self, state: VolumeState, workload: tuple[str, dict[str, Any]] | None) -> bool:
+        if workload is not None and _opts_in(workload[1]):
+            return True
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            spc: Any = client.CustomObjectsApi(self.api.api_client()).get_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                state.pod_namespace,
+                CLASSES,
+                state.class_name,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException:
+            return False
+        return isinstance(spc, dict) and _opts_in(spc)
+
+
+def _opts_in(doc: dict[str, Any]) -> bool:
+    return str(((doc.get("metadata") or {}).get("annotations") or {}).get(OPT_IN, "")).lower() == "true"
+
+
+def _controller(doc: dict[str, Any]) -> dict[str, Any] | None:
+    for ref in (doc.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return dict(ref)
+    return None

@@ -1,0 +1,134 @@
+"""`kvmount doctor --node`: the driver and provider processes on their sockets, their health
+endpoints, and the CSI tmpfs volumes mounted under kubelet's directory."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kvmount.cli import main
+from kvmount.volume.mounts import mount_tmpfs, unmount
+from tests.doctor.test_access import row
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _start(argv: list[str], sock: Path, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kvmount.cli", *argv], stdout=out, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 30
+    while not sock.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"{argv[0]} did not start: {log.read_text()}")
+        time.sleep(0.05)
+    return process
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[tuple[Path, Path, int]]:
+    """(provider directory, driver socket, provider health port): both components running."""
+    providers, kubelet = tmp_path / "providers", tmp_path / "kubelet"
+    providers.mkdir()
+    kubelet.mkdir()
+    health = _port()
+    provider = _start(
+        ["provider", f"--endpoint=unix://{providers / 'azure.sock'}", f"--healthz-port={health}",
+         f"--prometheus-port={_port()}"],
+        providers / "azure.sock",
+        tmp_path / "provider.log",
+    )  # fmt: skip
+    driver = _start(
+        ["driver", f"--endpoint=unix://{tmp_path / 'csi.sock'}", "--nodeid=node-1",
+         f"--standalone-classes-dir={tmp_path}", f"--state-dir={tmp_path / 'state'}",
+         f"--provider-volume={providers}", f"--metrics-addr=127.0.0.1:{_port()}",
+         f"--kubelet-root-dir={kubelet}"],
+        tmp_path / "csi.sock",
+        tmp_path / "driver.log",
+    )  # fmt: skip
+    try:
+        yield providers, tmp_path / "csi.sock", health
+    finally:
+        for process in (provider, driver):
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def test_a_healthy_node(
+    node: tuple[Path, Path, int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    providers, csi_socket, health = node
+    kubelet = tmp_path / "kubelet"
+    volume = kubelet / "pods" / "uid-1" / "volumes" / "kubernetes.io~csi" / "secrets" / "mount"
+    volume.mkdir(parents=True)
+    mount_tmpfs(str(volume), 1 << 20)
+    try:
+        code = main(
+            ["doctor", "--node", "--provider-dir", str(providers), "--driver-socket", str(csi_socket),
+             "--kubelet-dir", str(kubelet), "--health-url", f"http://127.0.0.1:{health}/healthz"]
+        )  # fmt: skip
+    finally:
+        unmount(str(volume))
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0, lines
+    assert "secrets-store.csi.k8s.io" in row(lines, "driver socket") and "ready" in row(
+        lines, "driver socket"
+    )
+    assert row(lines, "provider azure").startswith("ok ") and "kvmount" in row(lines, "provider azure")
+    assert row(lines, "health").startswith("ok ") and "HTTP 200" in row(lines, "health")
+    assert "1 CSI tmpfs volumes" in row(
+        lines, "mounts"
+    ) and "uid-1/volumes/kubernetes.io~csi/secrets/mount" in (row(lines, "mounts"))
+
+
+def test_cause_provider_socket_not_answering(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A provider that died leaves its socket file: the driver finds it, and every mount waits on it."""
+    providers = tmp_path / "providers"
+    providers.mkdir()
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(providers / "azure.sock"))
+    stale.close()  # bound, never listening: what a crashed provider leaves
+    code = main(
+        ["doctor", "--node", "--provider-dir", str(providers), "--driver-socket", str(tmp_path / "csi.sock"),
+         "--kubelet-dir", str(tmp_path)]
+    )  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1
+    provider = row(lines, "provider azure")
+    assert (
+        provider.startswith("FAIL")
+        and "is not answering" in provider
+        and "-> restart the provider" in provider
+    )
+    driver = row(lines, "driver socket")
+    assert driver.startswith("FAIL") and "does not exist -> is the driver running on this node?" in driver
+
+
+def test_cause_no_provider_installed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["doctor", "--node", "--provider-dir", str(tmp_path), "--driver-socket", str(tmp_path / "csi.sock"),
+         "--kubelet-dir", str(tmp_path)]
+    )  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1
+    line = row(lines, "provider socket")
+    assert (
+        line.startswith("FAIL")
+        and f"no provider socket in {tmp_path} -> is the provider's pod running" in line
+    )

@@ -346,23 +346,20 @@ BAD: list[tuple[str, Any, str, str]] = [
 
 
 @pytest.mark.parametrize(("case", "bad", "reason", "names"), BAD, ids=[b[0] for b in BAD])
-def test_invalid_entries_fail_before_any_write(
+def test_an_invalid_entry_is_skipped_and_the_others_sync(
     api: Any, ns: str, case: str, bad: Any, reason: str, names: str
 ) -> None:
-    calls: list[int] = []
-
-    def core() -> Any:
-        calls.append(1)
-        return k8s.CoreV1Api(api)
-
+    """As upstream's driver: the broken entry is reported and writes nothing, the valid one syncs."""
     with pytest.raises(SyncError) as info:
-        SecretSync(core).sync(ns, [opaque("first"), bad], TLS_FILES, pod_status(api, ns), CLASS)
+        SecretSync(lambda: k8s.CoreV1Api(api)).sync(
+            ns, [opaque("first"), bad], TLS_FILES, pod_status(api, ns), CLASS
+        )
     assert info.value.reason == reason
     message = str(info.value)
     assert names in message
     assert f"SecretProviderClass {ns}/{CLASS}" in message
-    assert calls == []  # the API server is not even contacted
-    assert k8s.CoreV1Api(api).list_namespaced_secret(ns).items == []
+    assert [s.metadata.name for s in k8s.CoreV1Api(api).list_namespaced_secret(ns).items] == ["first"]
+    assert decoded(read(api, ns, "first")) == {"username": b"admin", "password": SENSITIVE}
     # No file content in the message, whole or in part.
     for content in TLS_FILES.values():
         for line in content.splitlines():
@@ -445,3 +442,12 @@ def test_nothing_to_sync_needs_no_api_server() -> None:
         raise AssertionError("not called")
 
     assert SecretSync(core).sync("default", [], FILES, Owner("x", "y"), CLASS) == []
+
+
+def test_only_broken_entries_need_no_api_server() -> None:
+    def core() -> Any:
+        raise AssertionError("not called")
+
+    with pytest.raises(SyncError) as info:
+        SecretSync(core).sync("default", [opaque("db", data=[])], FILES, Owner("x", "y"), CLASS)
+    assert info.value.reason == "InvalidSecretObject"

@@ -109,8 +109,9 @@ def secret_data(
 ) -> tuple[str, str, dict[str, bytes]]:
     """(name, type, data) of one ``secretObjects`` entry, checked; ``where`` prefixes messages.
 
-    For ``kubernetes.io/tls``, ``tls.key`` gets the private key alone (PKCS#8
-    PEM) and ``tls.crt`` the certificate chain alone (PEM, leaf first), from a
+    For ``kubernetes.io/tls``, ``tls.key`` gets the private key alone (PEM,
+    PKCS#1 for RSA and SEC1 for EC, as upstream) and ``tls.crt`` the
+    certificate chain alone (PEM, leaf first), from a
     PEM file or a password-less PKCS#12 file (DER or base64). Other keys and
     types get the file's bytes unchanged. Raises SyncError.
     """

@@ -101,29 +101,35 @@ class SecretSync:
     ) -> list[str]:
         """Create or update every entry's Secret; returns the names synced. Raises SyncError.
 
-        All entries are checked first. A Secret that exists without the managed
-        label is left alone; the others are still synced, then SyncError
-        (SecretNotManaged) names the refused ones.
+        Each entry is checked before its Secret is written. As upstream's driver
+        does, an entry that fails (invalid, naming no mounted file, a bad
+        certificate, a second entry of one name) or whose Secret exists without
+        the managed label is skipped and the others are still synced; then
+        SyncError names every skipped entry (the reason is the first one's).
         """
         desired: list[_Desired] = []
+        refused: list[SyncError] = []
         seen: dict[str, int] = {}
         for i, secret_object in enumerate(secret_objects):
-            want = self._desired(
-                secret_object, files, f"SecretProviderClass {namespace}/{class_name} secretObjects[{i}]"
-            )
+            where = f"SecretProviderClass {namespace}/{class_name} secretObjects[{i}]"
+            try:
+                want = self._desired(secret_object, files, where)
+            except SyncError as err:
+                refused.append(err)
+                continue
             if want.name in seen:
-                raise invalid(
-                    f"{want.where}.secretName {short(want.name)} is also secretObjects[{seen[want.name]}]'s: "
-                    "merge the two entries"
+                refused.append(
+                    invalid(
+                        f"{where}.secretName {short(want.name)} is also secretObjects[{seen[want.name]}]'s: "
+                        "merge the two entries"
+                    )
                 )
+                continue
             seen[want.name] = i
             desired.append(want)
-        if not desired:
-            return []
 
-        api = self._core()
         synced: list[str] = []
-        refused: list[SyncError] = []
+        api = self._core() if desired else None
         for want in desired:
             try:
                 self._sync_one(api, namespace, want, owner)

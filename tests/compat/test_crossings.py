@@ -61,7 +61,7 @@ class Published:
 
     files: dict[str, tuple[int, bytes]]
     pod_status: dict[str, Any]
-    secrets: dict[str, dict[str, Any]]
+    secrets: dict[str, dict[str, Any] | None]
 
 
 def _objects(seeded: dict[str, str]) -> list[dict[str, str]]:
@@ -76,7 +76,15 @@ def _objects(seeded: dict[str, str]) -> list[dict[str, str]]:
     ]
 
 
+# First, so that upstream's controller has passed it once the others exist: it names no
+# mounted file, so it makes no Secret and the others still sync.
+BROKEN: dict[str, Any] = {
+    "secretName": "app-broken",
+    "type": "Opaque",
+    "data": [{"objectName": "nope", "key": "x"}],
+}
 SECRET_OBJECTS: list[dict[str, Any]] = [
+    BROKEN,
     {
         "secretName": "app-opaque",
         "type": "Opaque",
@@ -260,14 +268,13 @@ def _publish(
     node.NodePublishVolume(request, timeout=120)
     names = {"namespace": namespace, "uid": uid, "node": node_name, "kubelet": str(kubelet_root)}
     status = _pod_status(api, namespace)
-    return Published(
-        files=_files(target),
-        pod_status=_normal(status, names),
-        secrets={
-            s["secretName"]: _normal(_synced(api, namespace, s["secretName"], status), names)
-            for s in SECRET_OBJECTS
-        },
-    )
+    secrets: dict[str, dict[str, Any] | None] = {
+        s["secretName"]: _normal(_synced(api, namespace, s["secretName"], status), names)
+        for s in SECRET_OBJECTS
+        if s is not BROKEN
+    }
+    secrets[BROKEN["secretName"]] = _secret_or_none(api, namespace, BROKEN["secretName"])
+    return Published(files=_files(target), pod_status=_normal(status, names), secrets=secrets)
 
 
 def _files(target: Path) -> dict[str, tuple[int, bytes]]:
@@ -303,6 +310,18 @@ def _pod_status(api: KubeAPIServer, namespace: str) -> dict[str, Any]:
         lambda: statuses.get(name=name, namespace=namespace).to_dict(), f"pod status {namespace}/{name}"
     )
     return found
+
+
+def _secret_or_none(api: KubeAPIServer, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        found: dict[str, Any] = (
+            api.dynamic.resources.get(api_version="v1", kind="Secret")
+            .get(name=name, namespace=namespace)
+            .to_dict()
+        )
+        return found
+    except NotFoundError:
+        return None
 
 
 def _synced(api: KubeAPIServer, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
@@ -356,3 +375,4 @@ def test_synced_secrets_are_those_of_upstream(
     published: dict[str, Published], pair: str, files_as: str, api_as: str
 ) -> None:
     assert published[pair].secrets == published[api_as].secrets
+    assert published[pair].secrets[BROKEN["secretName"]] is None

@@ -40,12 +40,12 @@ def _start(argv: list[str], sock: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[tuple[Path, Path, int]]:
-    """(provider directory, driver socket, provider health port): both components running."""
+def node(tmp_path: Path) -> Iterator[tuple[Path, Path, int, int]]:
+    """(provider directory, driver socket, provider health port, driver metrics port): both running."""
     providers, kubelet = tmp_path / "providers", tmp_path / "kubelet"
     providers.mkdir()
     kubelet.mkdir()
-    health = _port()
+    health, metrics = _port(), _port()
     provider = _start(
         ["provider", f"--endpoint=unix://{providers / 'azure.sock'}", f"--healthz-port={health}",
          f"--prometheus-port={_port()}"],
@@ -55,13 +55,13 @@ def node(tmp_path: Path) -> Iterator[tuple[Path, Path, int]]:
     driver = _start(
         ["driver", f"--endpoint=unix://{tmp_path / 'csi.sock'}", "--nodeid=node-1",
          f"--standalone-classes-dir={tmp_path}", f"--state-dir={tmp_path / 'state'}",
-         f"--provider-volume={providers}", f"--metrics-addr=127.0.0.1:{_port()}",
+         f"--provider-volume={providers}", f"--metrics-addr=127.0.0.1:{metrics}",
          f"--kubelet-root-dir={kubelet}"],
         tmp_path / "csi.sock",
         tmp_path / "driver.log",
     )  # fmt: skip
     try:
-        yield providers, tmp_path / "csi.sock", health
+        yield providers, tmp_path / "csi.sock", health, metrics
     finally:
         for process in (provider, driver):
             process.terminate()
@@ -69,11 +69,11 @@ def node(tmp_path: Path) -> Iterator[tuple[Path, Path, int]]:
 
 
 def test_a_healthy_node(
-    node: tuple[Path, Path, int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    node: tuple[Path, Path, int, int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    providers, csi_socket, health = node
+    providers, csi_socket, health, metrics = node
     kubelet = tmp_path / "kubelet"
     volume = kubelet / "pods" / "uid-1" / "volumes" / "kubernetes.io~csi" / "secrets" / "mount"
     volume.mkdir(parents=True)
@@ -81,7 +81,8 @@ def test_a_healthy_node(
     try:
         code = main(
             ["doctor", "--node", "--provider-dir", str(providers), "--driver-socket", str(csi_socket),
-             "--kubelet-dir", str(kubelet), "--health-url", f"http://127.0.0.1:{health}/healthz"]
+             "--kubelet-dir", str(kubelet), "--health-url", f"http://127.0.0.1:{health}/healthz",
+             "--metrics-url", f"http://127.0.0.1:{metrics}/metrics"]
         )  # fmt: skip
     finally:
         unmount(str(volume))
@@ -92,6 +93,7 @@ def test_a_healthy_node(
     )
     assert row(lines, "provider azure").startswith("ok ") and "kvmount" in row(lines, "provider azure")
     assert row(lines, "health").startswith("ok ") and "HTTP 200" in row(lines, "health")
+    assert row(lines, "driver metrics").endswith("  publishes: 0 ok, 0 failed; rotations: 0 ok, 0 failed")
     assert "1 CSI tmpfs volumes" in row(
         lines, "mounts"
     ) and "uid-1/volumes/kubernetes.io~csi/secrets/mount" in (row(lines, "mounts"))
@@ -132,3 +134,29 @@ def test_cause_no_provider_installed(tmp_path: Path, capsys: pytest.CaptureFixtu
         line.startswith("FAIL")
         and f"no provider socket in {tmp_path} -> is the provider's pod running" in line
     )
+
+
+def test_failed_publishes_show_in_the_driver_metrics(
+    node: tuple[Path, Path, int, int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A publish kubelet sent for a class that does not exist: the node's row counts it by reason."""
+    import grpc
+
+    from kvmount.driver.kubelet_client import publish_request, target_path
+    from kvmount.proto import csi_pb2_grpc as csi_grpc
+
+    providers, csi_socket, _, metrics = node
+    target = target_path(str(tmp_path / "kubelet"), "uid-2", "secrets")
+    request = publish_request(
+        target=target, class_name="missing", pod_name="web", pod_namespace="default", pod_uid="uid-2"
+    )
+    with grpc.insecure_channel(f"unix://{csi_socket}") as channel, pytest.raises(grpc.RpcError):
+        csi_grpc.NodeStub(channel).NodePublishVolume(request, timeout=30)
+    code = main(
+        ["doctor", "--node", "--provider-dir", str(providers), "--driver-socket", str(csi_socket),
+         "--kubelet-dir", str(tmp_path / "kubelet"), "--metrics-url", f"http://127.0.0.1:{metrics}/metrics"]
+    )  # fmt: skip
+    line = row(capsys.readouterr().out.splitlines(), "driver metrics")
+    assert code == 0  # a warning: the node works, one pod's class does not
+    assert line.startswith("warn") and "publishes: 0 ok, 1 failed (" in line
+    assert line.endswith("-> doctor --pod NS/NAME for a pod that waits")

@@ -419,3 +419,32 @@ def test_failed_mount_events_are_shown(cluster: Cluster, capsys: pytest.CaptureF
     )
     lines = cluster.doctor(capsys, "--pod", pod, expect=None)
     assert "FailedMount x3, last: MountVolume.SetUp failed for volume" in row(lines, "events")
+
+
+def test_class_by_name_with_a_pod(
+    cluster: Cluster, kv_env: KeyVaultDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`doctor --class NAME --pod NS/POD`: the class from the API server, the pod's own identity."""
+    ns, tag = cluster.namespace(), uuid.uuid4().hex[:8]
+    client = f"wi-{tag}"
+    kv_env.register_aad_client(client, federated=[f"system:serviceaccount:{ns}:app"])
+    kv_env.put_secret(VAULT, f"s-{tag}", f"value-{tag}")
+    cluster.server.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app"}}, ns)
+    objects = [
+        {"objectName": f"s-{tag}", "objectType": "secret"},
+        {"objectName": f"gone-{tag}", "objectType": "key"},
+    ]
+    name = cluster.spc(ns, objects, clientID=client, tenantID=kv_env.tenant)
+    pod = cluster.pod(ns, volume(name), account="app")
+    lines = cluster.doctor(capsys, "--class", name, "--pod", pod)
+    assert row(lines, "class").startswith("ok ")
+    assert f"workload-identity: client {client}" in row(lines, "identity")
+    assert row(lines, "token").startswith("ok ")
+    assert row(lines, f"s-{tag}").startswith("ok ")
+    assert "not found (404)" in fail_line(lines, f"gone-{tag}")
+    assert f"value-{tag}" not in "\n".join(lines)
+
+    lines = cluster.doctor(capsys, "--class", "no-such-class", "--namespace", ns)
+    assert f"SecretProviderClass {ns}/no-such-class not found -> create it in namespace {ns}" in fail_line(
+        lines, "class"
+    )

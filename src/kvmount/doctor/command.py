@@ -70,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--driver-socket", default=node.DRIVER_SOCKET, help="the driver's CSI socket")
     parser.add_argument("--kubelet-dir", default=node.KUBELET_DIR, help="kubelet's root directory")
     parser.add_argument(
+        "--metrics-url",
+        action="append",
+        default=[],
+        help="the driver's /metrics (e.g. http://127.0.0.1:8095/metrics)",
+    )
+    parser.add_argument(
         "--health-url",
         action="append",
         default=[],
@@ -188,6 +194,7 @@ def _node_rows(args: argparse.Namespace) -> list[Row]:
     rows = list(node.driver_rows(args.driver_socket))
     rows += node.provider_rows(args.provider_dir or list(node.PROVIDER_DIRS))
     rows += node.health_rows(args.health_url)
+    rows += node.metrics_rows(args.metrics_url)
     rows += node.mount_rows(args.kubelet_dir)
     return rows
 

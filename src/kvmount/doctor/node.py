@@ -87,6 +87,47 @@ def health_rows(urls: list[str]) -> Iterator[Row]:
             yield Row("health", Verdict.FAIL, f"{url}: unreachable ({reason})", "is the component running?")
 
 
+def _counts(text: str, name: str) -> tuple[float, dict[str, float]]:
+    """A counter's total and its totals by error_type, from Prometheus text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total, by_reason = 0.0, dict[str, float]()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == f"{name}_total":
+                total += sample.value
+                reason = sample.labels.get("error_type", "")
+                if reason:
+                    by_reason[reason] = by_reason.get(reason, 0.0) + sample.value
+    return total, by_reason
+
+
+def _outcome(text: str, name: str, what: str) -> str:
+    done, _ = _counts(text, name)
+    failed, reasons = _counts(text, f"{name}_error")
+    top = ", ".join(f"{r} x{n:.0f}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:4] if n)
+    return f"{what}: {done:.0f} ok, {failed:.0f} failed{f' ({top})' if top else ''}"
+
+
+def metrics_rows(urls: list[str]) -> Iterator[Row]:
+    """The driver's counters since it started: publishes and rotations, failures by reason."""
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+                text = response.read().decode("utf-8", "replace")
+        except (urllib.error.URLError, OSError) as err:
+            yield Row("driver metrics", Verdict.FAIL, f"{url}: unreachable ({getattr(err, 'reason', err)})")
+            continue
+        publishes, rotations = (
+            _outcome(text, "node_publish", "publishes"),
+            _outcome(text, "rotation_reconcile", "rotations"),
+        )
+        failures = _counts(text, "node_publish_error")[0] + _counts(text, "rotation_reconcile_error")[0]
+        verdict = Verdict.WARN if failures else Verdict.INFO
+        fix = "doctor --pod NS/NAME for a pod that waits" if failures else ""
+        yield Row("driver metrics", verdict, f"{publishes}; {rotations}", fix)
+
+
 def served_mounts(kubelet_dir: str, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
     """tmpfs mount points of CSI volumes under kubelet's pods directory (what the driver serves)."""
     prefix = os.path.join(kubelet_dir, "pods") + "/"

@@ -8,7 +8,6 @@ mean is checked by ``keyvault.objects.parse_mount``, as for the provider.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import os
 from collections.abc import Mapping
@@ -65,7 +64,7 @@ def parse_json(raw: str) -> dict[str, str]:
     """kubelet's options argument: a JSON object of strings."""
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         # The text may hold the (base64) client secret, so it is not quoted back.
         raise InvalidSpec("options", "is not valid JSON") from None
     if not isinstance(doc, dict):
@@ -117,7 +116,7 @@ def _decode_secret(key: str, value: str) -> str:
     compact = "".join(value.split())
     try:
         return base64.b64decode(compact, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 once decoded
         raise InvalidSpec(key, "is not base64 of UTF-8 text") from None
 
 

@@ -205,17 +205,21 @@ def check_split_paths(objects: Sequence[ObjectSpec]) -> None:
 def public_key_pem(spec: ObjectSpec, jwk: JsonWebKey) -> bytes:
     """A Key Vault key's public part as PKIX (SubjectPublicKeyInfo) PEM."""
     public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
-    if jwk.kty in ("RSA", "RSA-HSM") and jwk.n and jwk.e:
-        public = rsa.RSAPublicNumbers(int.from_bytes(jwk.e, "big"), int.from_bytes(jwk.n, "big")).public_key()
-    elif jwk.kty in ("EC", "EC-HSM") and jwk.crv in _CURVES and jwk.x and jwk.y:
-        curve = _CURVES[jwk.crv]
-        public = ec.EllipticCurvePublicNumbers(
-            int.from_bytes(jwk.x, "big"), int.from_bytes(jwk.y, "big"), curve
-        ).public_key()
-    elif jwk.kty in ("EC", "EC-HSM"):
-        raise _bad(spec, f"curve {jwk.crv!r} is not supported; use P-256, P-384 or P-521")
-    else:
-        raise _bad(spec, f"key type {jwk.kty!r} is not supported; use RSA, RSA-HSM, EC or EC-HSM")
+    try:
+        if jwk.kty in ("RSA", "RSA-HSM") and jwk.n and jwk.e:
+            numbers = rsa.RSAPublicNumbers(int.from_bytes(jwk.e, "big"), int.from_bytes(jwk.n, "big"))
+            public = numbers.public_key()
+        elif jwk.kty in ("EC", "EC-HSM") and jwk.crv in _CURVES and jwk.x and jwk.y:
+            curve = _CURVES[jwk.crv]
+            public = ec.EllipticCurvePublicNumbers(
+                int.from_bytes(jwk.x, "big"), int.from_bytes(jwk.y, "big"), curve
+            ).public_key()
+        elif jwk.kty in ("EC", "EC-HSM"):
+            raise _bad(spec, f"curve {jwk.crv!r} is not supported; use P-256, P-384 or P-521")
+        else:
+            raise _bad(spec, f"key type {jwk.kty!r} is not supported; use RSA, RSA-HSM, EC or EC-HSM")
+    except ValueError:  # numbers no key has: n below 3, a point off the curve
+        raise _bad(spec, "Key Vault returned a public key that cannot be read") from None
     return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 

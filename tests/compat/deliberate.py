@@ -177,7 +177,7 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "Driver: TLS sync refuses a file with more than one private key, or a key that does not belong "
-        "to the leaf certificate (`SecretSyncFailed`)",
+        "to the leaf certificate (`FailedToCreateSecret`)",
         "takes the last key block, whether it matches or not",
         "a `tls.key` that does not belong to `tls.crt` fails only when a client connects",
     ),
@@ -189,7 +189,7 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "Driver: a Secret of a `secretObjects` name that the driver does not manage is never "
-        "overwritten; the pod gets a `SecretSyncFailed` event",
+        "overwritten; the pod gets a `FailedToCreateSecret` event",
         "overwrites it",
         "another owner's Secret must not be clobbered",
     ),

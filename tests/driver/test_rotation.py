@@ -310,8 +310,8 @@ def test_unmanaged_secret_is_left_untouched(stack: Stack, rotating: Driver, kube
     pod = ns.create_pod(kubelet_dir, "web", "kv")
     ns.publish(rotating, pod, "kv")
     assert (pod.target / "db").read_text() == "from key vault"  # the mount itself succeeds
-    eventually(lambda: bool(ns.events("web", "SecretSyncFailed")), 10, "sync refused event")
-    (event,) = ns.events("web", "SecretSyncFailed")[:1]
+    eventually(lambda: bool(ns.events("web", "FailedToCreateSecret")), 10, "sync refused event")
+    (event,) = ns.events("web", "FailedToCreateSecret")[:1]
     assert "theirs" in event.message and "from key vault" not in event.message
     after = ns.secret("theirs")
     assert after.metadata.resource_version == before.metadata.resource_version

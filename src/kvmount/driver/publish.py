@@ -272,7 +272,8 @@ class Publisher:
             log.warning(
                 "secret sync failed", extra={"class": spc.name, "reason": err.reason, "error": str(err)}
             )
-            self.store.record_event(pod.ref, "Warning", "SecretSyncFailed", str(err))
+            # Upstream's reason for a Secret it could not sync: alerts written for it keep working.
+            self.store.record_event(pod.ref, "Warning", "FailedToCreateSecret", str(err))
             return
         metrics.sync_done(spc.provider, time.monotonic() - start, None)
 

@@ -62,6 +62,7 @@ class Published:
     files: dict[str, tuple[int, bytes]]
     pod_status: dict[str, Any]
     secrets: dict[str, dict[str, Any] | None]
+    events: set[tuple[str, str]]
 
 
 def _objects(seeded: dict[str, str]) -> list[dict[str, str]]:
@@ -274,7 +275,7 @@ def _publish(
         if s is not BROKEN
     }
     secrets[BROKEN["secretName"]] = _secret_or_none(api, namespace, BROKEN["secretName"])
-    return Published(files=_files(target), pod_status=_normal(status, names), secrets=secrets)
+    return Published(_files(target), _normal(status, names), secrets, _events(api, namespace))
 
 
 def _files(target: Path) -> dict[str, tuple[int, bytes]]:
@@ -309,6 +310,19 @@ def _pod_status(api: KubeAPIServer, namespace: str) -> dict[str, Any]:
     found: dict[str, Any] = _eventually(
         lambda: statuses.get(name=name, namespace=namespace).to_dict(), f"pod status {namespace}/{name}"
     )
+    return found
+
+
+def _events(api: KubeAPIServer, namespace: str) -> set[tuple[str, str]]:
+    """(type, reason) of the pod's events, once the broken entry's has come."""
+    core = k8s.CoreV1Api(api.admin)
+
+    def read() -> set[tuple[str, str]]:
+        events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=web").items
+        found = {(str(e.type), str(e.reason)) for e in events}
+        return found if ("Warning", "FailedToCreateSecret") in found else set()
+
+    found: set[tuple[str, str]] = _eventually(read, f"FailedToCreateSecret event on {namespace}/web")
     return found
 
 
@@ -376,3 +390,4 @@ def test_synced_secrets_are_those_of_upstream(
 ) -> None:
     assert published[pair].secrets == published[api_as].secrets
     assert published[pair].secrets[BROKEN["secretName"]] is None
+    assert published[pair].events == published[api_as].events

@@ -161,15 +161,33 @@ class ProviderClients:
             self._clients.clear()
 
 
+# How gRPC words UNAVAILABLE when no provider took the call (no socket, refused, dropped).
+_TRANSPORT_FAILURES = (
+    "failed to connect",
+    "connection refused",
+    "socket closed",
+    "connection reset",
+    "goaway",
+)
+
+
+def _answered(details: str) -> bool:
+    """Whether an UNAVAILABLE came from the provider itself rather than from the transport."""
+    lowered = details.lower()
+    return bool(details) and not any(words in lowered for words in _TRANSPORT_FAILURES)
+
+
 def _rpc_error(provider: str, socket: str, err: grpc.RpcError, timeout: float) -> ProviderError:
     code: grpc.StatusCode = err.code()
     details = str(err.details() or "")
-    if code is grpc.StatusCode.UNAVAILABLE:
+    if code is grpc.StatusCode.UNAVAILABLE and not _answered(details):
         return ProviderError(
             code,
             "ProviderUnavailable",
             f"provider {provider!r} is not answering on {socket}: is the provider running?",
         )
+    if code is grpc.StatusCode.UNAVAILABLE:  # the provider's own answer: Key Vault is failing
+        return ProviderError(code, "ProviderUnavailable", f"provider {provider!r}: {details}")
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return ProviderError(
             code, "ProviderTimeout", f"provider {provider!r} did not answer within {timeout:.0f}s"

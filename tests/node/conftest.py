@@ -9,6 +9,7 @@ Skipped, naming what is missing, on a machine that cannot run kubelet; under CI
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
 import time
 import uuid
@@ -40,18 +41,28 @@ def node(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) -> 
         if in_ci():
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
-    # Short: unix socket paths under kubelet's root must stay below 108 bytes.
-    root = Path(tempfile.mkdtemp(prefix="kvn-", dir="/tmp"))
-    cloud_env = keyvault.write_cloud_env(root / "azurestack.json")
-    # kubelet's environment is the FlexVolume driver's: the double's CA and cloud.
-    node = Node(root, env={**keyvault.env(), "AZURE_ENVIRONMENT_FILEPATH": cloud_env}).start()
+    # SIGTERM (a CI step's timeout) would end pytest without teardown and leave kubelet,
+    # containerd, mounts and sysctls behind; as an interrupt, pytest tears down first.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        yield node
-    finally:
-        # The node's directory goes; its logs stay with pytest's temporary directories.
-        shutil.copytree(node.root / "logs", tmp_path_factory.mktemp("node-logs"), dirs_exist_ok=True)
-        problems = node.stop()
+        # Short: unix socket paths under kubelet's root must stay below 108 bytes.
+        root = Path(tempfile.mkdtemp(prefix="kvn-", dir="/tmp"))
+        cloud_env = keyvault.write_cloud_env(root / "azurestack.json")
+        # kubelet's environment is the FlexVolume driver's: the double's CA and cloud.
+        node = Node(root, env={**keyvault.env(), "AZURE_ENVIRONMENT_FILEPATH": cloud_env}).start()
+        try:
+            yield node
+        finally:
+            # The node's directory goes; its logs stay with pytest's temporary directories.
+            shutil.copytree(node.root / "logs", tmp_path_factory.mktemp("node-logs"), dirs_exist_ok=True)
+            problems = node.stop()
         assert not problems, f"the node left things behind: {problems}"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 @pytest.fixture(scope="session")

@@ -67,6 +67,15 @@ def test_missing_options_fail_and_mount_nothing(driver: Driver, target: str) -> 
     assert "keyvaultobjecttypes" in driver.log()
 
 
+def test_the_installed_kubelet_root_bounds_the_targets(driver: Driver, tmp_path: Path) -> None:
+    outside = f"/run/kvmount-flex-{tmp_path.name}"
+    options = {"keyvaultname": "kv1", "keyvaultobjectnames": "a", "keyvaultobjecttypes": "secret"}
+    for done in (driver.mount(outside, options), driver("unmount", outside)):
+        assert done.returncode == 1 and done.doc["status"] == "Failure"
+        assert f"not below the kubelet root '{tmp_path}'" in done.doc["message"]
+    assert not os.path.lexists(outside)
+
+
 def test_unmount_of_what_is_not_mounted_succeeds(driver: Driver, target: str) -> None:
     assert driver("unmount", target).doc == {"status": "Success"}
     os.makedirs(target)

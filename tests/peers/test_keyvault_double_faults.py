@@ -1,0 +1,59 @@
+"""The Key Vault double's injected faults, as a raw HTTPS client sees them."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.peers.keyvault_double import Fault, KeyVaultDouble
+
+
+@pytest.fixture
+def name(keyvault: KeyVaultDouble) -> Iterator[str]:
+    secret = f"faulty-{uuid.uuid4().hex[:8]}"
+    keyvault.put_secret("kvtest", secret, "value")
+    yield secret
+    keyvault.set_faults()
+
+
+def get(keyvault: KeyVaultDouble, path: str, timeout: float = 10) -> http.client.HTTPResponse:
+    context = ssl.create_default_context(cafile=str(keyvault.ca_path))
+    conn = http.client.HTTPSConnection(
+        "kvtest.vault.localhost", keyvault.port, context=context, timeout=timeout
+    )
+    conn.request("GET", f"{path}?api-version=7.4")
+    return conn.getresponse()
+
+
+def test_status_faults_answer_with_retry_after_then_run_out(keyvault: KeyVaultDouble, name: str) -> None:
+    keyvault.set_faults(Fault("status", count=2, path=name, status=429, retry_after="7"))
+    for _ in range(2):
+        response = get(keyvault, f"/secrets/{name}")
+        assert (response.status, response.getheader("Retry-After")) == (429, "7")
+    # Then the data plane answers again (401: this raw client sends no token).
+    assert get(keyvault, f"/secrets/{name}").status == 401
+    # Other paths were never affected.
+    keyvault.set_faults(Fault("status", count=1, path=name, status=503))
+    assert get(keyvault, "/secrets/other").status == 401
+
+
+def test_a_reset_fault_resets_the_connection(keyvault: KeyVaultDouble, name: str) -> None:
+    keyvault.set_faults(Fault("reset", count=1, path=name))
+    with pytest.raises((ConnectionResetError, http.client.RemoteDisconnected, ssl.SSLError)):
+        get(keyvault, f"/secrets/{name}").read()
+
+
+def test_a_stall_fault_sends_half_the_body_then_nothing(keyvault: KeyVaultDouble, name: str) -> None:
+    keyvault.set_faults(Fault("stall", count=1, path=name, seconds=30))
+    response = get(keyvault, f"/secrets/{name}", timeout=1)
+    assert response.status == 200
+    length = int(response.getheader("Content-Length") or 0)
+    with pytest.raises((TimeoutError, socket.timeout)):
+        response.read(length)
+    entries = [r for r in keyvault.requests() if r.get("path") == f"/secrets/{name}"]
+    assert entries[-1]["fault"] == "stall"

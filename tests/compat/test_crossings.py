@@ -9,7 +9,6 @@ controller acts on its node's pod statuses only) and in a namespace of its own.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -25,6 +24,7 @@ from kubernetes import client as k8s
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from kvmount.driver import kubelet_client
+from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import csi_pb2_grpc as csi_grpc
 from kvmount.volume import mounts
 from tests.certs import make_chain, server_tls
@@ -37,13 +37,12 @@ from tests.provider.conftest import start_provider, stop_provider
 
 VAULT = "kvtest"
 GROUP_VERSION = "secrets-store.csi.x-k8s.io/v1"
+POD_STATUS = "SecretProviderClassPodStatus"
 VOLUME = "secrets-store-inline"
-PAIRS = ("kvmount+kvmount", "upstream+upstream", "kvmount+upstream", "upstream+kvmount")
-# (pair, the pair whose files it must match, the pair whose pod status and Secrets it must match)
-CROSSINGS = [
-    ("kvmount+upstream", "kvmount+kvmount", "upstream+upstream"),
-    ("upstream+kvmount", "kvmount+kvmount", "upstream+upstream"),
-]
+# driver+provider. A crossing's files must be OURS's, its API objects UPSTREAM's.
+OURS, UPSTREAM = "kvmount+kvmount", "upstream+upstream"
+PAIRS = (OURS, UPSTREAM, "kvmount+upstream", "upstream+kvmount")
+crossing = pytest.mark.parametrize("pair", PAIRS[2:])
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -63,6 +62,8 @@ class Published:
     pod_status: dict[str, Any]
     secrets: dict[str, dict[str, Any] | None]
     events: set[tuple[str, str]]
+    # After NodeUnpublishVolume: (target still there, pod status still there, the namespace's Secrets)
+    unpublished: tuple[bool, bool, list[str]]
 
 
 def _objects(seeded: dict[str, str]) -> list[dict[str, str]]:
@@ -122,15 +123,6 @@ def seeded(keyvault: KeyVaultDouble) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def kvmount_provider_dir(
-    keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Path]:
-    provider = start_provider(tmp_path_factory.mktemp("kvmount-provider"), keyvault)
-    yield provider.socket.parent
-    stop_provider(provider)
-
-
-@pytest.fixture(scope="module")
 def kubelet_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("kubelet")
     yield root
@@ -139,31 +131,42 @@ def kubelet_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             mounts.unmount(point)
 
 
-def _start_drivers(
-    provider_dirs: dict[str, Path],
+@pytest.fixture(scope="module")
+def drivers(
+    secrets_store_api: KubeAPIServer,
+    upstream_provider: Callable[..., UpstreamProvider],
     upstream_driver: Callable[..., UpstreamDriver],
-    api: KubeAPIServer,
+    keyvault: KeyVaultDouble,
     tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[dict[str, csi_grpc.NodeStub], list[Callable[[], None]]]:
+) -> Iterator[dict[str, csi_grpc.NodeStub]]:
+    """Each pair's driver, on a node of its own, talking to the pair's provider."""
+    provider = start_provider(tmp_path_factory.mktemp("kvmount-provider"), keyvault)
+    provider_dirs = {"kvmount": provider.socket.parent, "upstream": upstream_provider().socket.parent}
     stubs: dict[str, csi_grpc.NodeStub] = {}
-    stops: list[Callable[[], None]] = []
-    for pair in PAIRS:
-        driver_kind, provider_kind = pair.split("+")
-        node = f"node-{pair.replace('+', '-')}"
-        if driver_kind == "upstream":
-            up = upstream_driver(provider_dirs[provider_kind], f"--nodeid={node}")
-            stubs[pair] = up.node
-        else:
-            ours = start_driver(
-                tmp_path_factory.mktemp("kvmount-driver"),
-                provider_dirs[provider_kind],
-                f"--kubeconfig={api.kubeconfig}",
-                "--standalone-classes-dir=",
-                f"--nodeid={node}",
+    ours = []
+    try:
+        for pair in PAIRS:
+            driver_kind, provider_kind = pair.split("+")
+            node = f"--nodeid=node-{pair.replace('+', '-')}"
+            if driver_kind == "upstream":
+                stubs[pair] = upstream_driver(provider_dirs[provider_kind], node).node
+                continue
+            base, kubeconfig = tmp_path_factory.mktemp("kvmount-driver"), secrets_store_api.kubeconfig
+            ours.append(
+                start_driver(
+                    base,
+                    provider_dirs[provider_kind],
+                    f"--kubeconfig={kubeconfig}",
+                    "--standalone-classes-dir=",
+                    node,
+                )
             )
-            stubs[pair] = ours.node
-            stops.append(functools.partial(stop_driver, ours))
-    return stubs, stops
+            stubs[pair] = ours[-1].node
+        yield stubs
+    finally:
+        for driver in ours:
+            stop_driver(driver)
+        stop_provider(provider)
 
 
 @pytest.fixture(scope="module")
@@ -171,30 +174,21 @@ def published(
     keyvault: KeyVaultDouble,
     seeded: dict[str, str],
     secrets_store_api: KubeAPIServer,
-    upstream_provider: Callable[..., UpstreamProvider],
-    upstream_driver: Callable[..., UpstreamDriver],
-    kvmount_provider_dir: Path,
+    drivers: dict[str, csi_grpc.NodeStub],
     kubelet_root: Path,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[dict[str, Published]]:
+) -> dict[str, Published]:
     """Every pair publishes the same pod and class once; what each made, by pair."""
-    api = secrets_store_api
-    provider_dirs = {"kvmount": kvmount_provider_dir, "upstream": upstream_provider().socket.parent}
     client_id, client_secret = f"x-app-{uuid.uuid4().hex[:6]}", f"x-{uuid.uuid4().hex}"
     keyvault.register_aad_client(client_id, secret=client_secret)
     cloud_env = keyvault.write_cloud_env(tmp_path_factory.mktemp("cloud") / "azurestack.json")
-    stubs, stops = _start_drivers(provider_dirs, upstream_driver, api, tmp_path_factory)
-    try:
-        yield {
-            pair: _publish(
-                api, stubs[pair], pair, keyvault, seeded, cloud_env, kubelet_root,
-                {"clientid": client_id, "clientsecret": client_secret},
-            )
-            for pair in PAIRS
-        }  # fmt: skip
-    finally:
-        for stop in stops:
-            stop()
+    node_secret = {"clientid": client_id, "clientsecret": client_secret}
+    return {
+        pair: _publish(
+            secrets_store_api, drivers[pair], pair, keyvault, seeded, cloud_env, kubelet_root, node_secret
+        )
+        for pair in PAIRS
+    }
 
 
 def _publish(
@@ -274,8 +268,17 @@ def _publish(
         for s in SECRET_OBJECTS
         if s is not BROKEN
     }
-    secrets[BROKEN["secretName"]] = _secret_or_none(api, namespace, BROKEN["secretName"])
-    return Published(_files(target), _normal(status, names), secrets, _events(api, namespace))
+    secrets[BROKEN["secretName"]] = _get_or_none(api, "Secret", namespace, BROKEN["secretName"])
+    published = (_files(target), _normal(status, names), secrets, _events(api, namespace))
+    node.NodeUnpublishVolume(
+        csi.NodeUnpublishVolumeRequest(volume_id=request.volume_id, target_path=str(target)), timeout=60
+    )
+    # Both drivers clean up within the call; the status and Secrets go with the pod (garbage collector).
+    secret_names = sorted(
+        str(getattr(x.metadata, "name", "")) for x in core.list_namespaced_secret(namespace).items
+    )
+    status_kept = _get_or_none(api, POD_STATUS, namespace, f"web-{namespace}-app", GROUP_VERSION) is not None
+    return Published(*published, (target.exists(), status_kept, secret_names))
 
 
 def _files(target: Path) -> dict[str, tuple[int, bytes]]:
@@ -305,7 +308,7 @@ def _eventually(read: Callable[[], Any], what: str, timeout: float = 30) -> Any:
 
 
 def _pod_status(api: KubeAPIServer, namespace: str) -> dict[str, Any]:
-    statuses = api.dynamic.resources.get(api_version=GROUP_VERSION, kind="SecretProviderClassPodStatus")
+    statuses = api.dynamic.resources.get(api_version=GROUP_VERSION, kind=POD_STATUS)
     name = f"web-{namespace}-app"
     found: dict[str, Any] = _eventually(
         lambda: statuses.get(name=name, namespace=namespace).to_dict(), f"pod status {namespace}/{name}"
@@ -326,13 +329,12 @@ def _events(api: KubeAPIServer, namespace: str) -> set[tuple[str, str]]:
     return found
 
 
-def _secret_or_none(api: KubeAPIServer, namespace: str, name: str) -> dict[str, Any] | None:
+def _get_or_none(
+    api: KubeAPIServer, kind: str, namespace: str, name: str, api_version: str = "v1"
+) -> dict[str, Any] | None:
     try:
-        found: dict[str, Any] = (
-            api.dynamic.resources.get(api_version="v1", kind="Secret")
-            .get(name=name, namespace=namespace)
-            .to_dict()
-        )
+        resource = api.dynamic.resources.get(api_version=api_version, kind=kind)
+        found: dict[str, Any] = resource.get(name=name, namespace=namespace).to_dict()
         return found
     except NotFoundError:
         return None
@@ -367,27 +369,32 @@ def _normal(obj: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     return normal
 
 
-@pytest.mark.parametrize(("pair", "files_as", "api_as"), CROSSINGS, ids=[c[0] for c in CROSSINGS])
-def test_files_are_those_of_kvmount(
-    published: dict[str, Published], pair: str, files_as: str, api_as: str
-) -> None:
-    assert published[pair].files == published[files_as].files
-    assert {"password", "password-copy", "signing.pub", "rsa.pem", "rsa.crt", "ec.pem"} == set(
-        published[pair].files
-    )
+@crossing
+def test_files_are_those_of_kvmount(published: dict[str, Published], pair: str) -> None:
+    assert published[pair].files == published[OURS].files
+    assert set(published[pair].files) == {
+        "password",
+        "password-copy",
+        "signing.pub",
+        "rsa.pem",
+        "rsa.crt",
+        "ec.pem",
+    }
 
 
-@pytest.mark.parametrize(("pair", "files_as", "api_as"), CROSSINGS, ids=[c[0] for c in CROSSINGS])
-def test_pod_status_is_that_of_upstream(
-    published: dict[str, Published], pair: str, files_as: str, api_as: str
-) -> None:
-    assert published[pair].pod_status == published[api_as].pod_status
+@crossing
+def test_pod_status_is_that_of_upstream(published: dict[str, Published], pair: str) -> None:
+    assert published[pair].pod_status == published[UPSTREAM].pod_status
 
 
-@pytest.mark.parametrize(("pair", "files_as", "api_as"), CROSSINGS, ids=[c[0] for c in CROSSINGS])
-def test_synced_secrets_are_those_of_upstream(
-    published: dict[str, Published], pair: str, files_as: str, api_as: str
-) -> None:
-    assert published[pair].secrets == published[api_as].secrets
+@crossing
+def test_synced_secrets_and_events_are_those_of_upstream(published: dict[str, Published], pair: str) -> None:
+    assert published[pair].secrets == published[UPSTREAM].secrets
     assert published[pair].secrets[BROKEN["secretName"]] is None
-    assert published[pair].events == published[api_as].events
+    assert published[pair].events == published[UPSTREAM].events
+
+
+@crossing
+def test_unpublish_is_that_of_upstream(published: dict[str, Published], pair: str) -> None:
+    assert published[pair].unpublished == published[UPSTREAM].unpublished
+    assert published[pair].unpublished[:2] == (False, True)

@@ -57,6 +57,31 @@ def test_every_example_class_is_clean() -> None:
         assert [one.text() for one in found] == []
 
 
+def test_every_identity_mode_validates_without_a_pod() -> None:
+    """What the driver adds at mount time (pod, tokens of both audiences, node-publish Secret) is
+    stood in for, so each identity's class is clean offline."""
+    identities = [
+        {"clientID": "c", "tenantId": "t"},
+        {"clientID": "c", "tenantId": "t", "useAzureTokenProxy": "true"},
+        {"useVMManagedIdentity": "true", "userAssignedIdentityID": "u"},
+        {"usePodIdentity": "true"},
+        {"tenantID": "t"},
+    ]
+    for extra in identities:
+        params = {
+            "keyvaultName": "my-vault",
+            "objects": "array:\n  - |\n    objectName: a\n    objectType: key\n",
+        }
+        doc = {
+            "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+            "kind": "SecretProviderClass",
+            "metadata": {"name": "x"},
+            "spec": {"provider": "azure", "parameters": {**params, **extra}},
+        }
+        found, _ = check_text(yaml.safe_dump(doc), "x.yaml")
+        assert [one.text() for one in found] == [], extra
+
+
 def test_suggestions_and_fixes_are_in_the_messages() -> None:
     found, _ = check_text((CORPUS / "parameters.yaml").read_text(), "parameters.yaml")
     messages = {one.finding.field: one.finding.message for one in found}

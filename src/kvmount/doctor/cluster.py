@@ -16,6 +16,7 @@ import yaml
 
 from kvmount.doctor.report import Row, Verdict
 from kvmount.keyvault.objects import (
+    IDENTITY_BINDING_AUDIENCE,
     POD_NAME,
     POD_NAMESPACE,
     POD_UID,
@@ -234,8 +235,9 @@ class ClusterDoctor:
 
     def _identity_rows(self, pod: Any, volume: Any, mode: IdentityMode, found: Volume) -> Iterator[Row]:
         namespace = pod.metadata.namespace
-        if mode is IdentityMode.WORKLOAD:
-            yield from self._workload_rows(pod, found)
+        if mode in (IdentityMode.WORKLOAD, IdentityMode.TOKEN_PROXY):
+            audience = TOKEN_AUDIENCE if mode is IdentityMode.WORKLOAD else IDENTITY_BINDING_AUDIENCE
+            yield from self._workload_rows(pod, found, audience)
         elif mode is IdentityMode.SERVICE_PRINCIPAL:
             ref = volume.csi.node_publish_secret_ref if volume is not None else None
             ref = ref.name if ref is not None else ""
@@ -266,17 +268,17 @@ class ClusterDoctor:
                 return
             found.secrets, found.source = secret, f"nodePublishSecretRef {namespace}/{ref}"
 
-    def _workload_rows(self, pod: Any, found: Volume) -> Iterator[Row]:
+    def _workload_rows(self, pod: Any, found: Volume, audience: str) -> Iterator[Row]:
         namespace, account = pod.metadata.namespace, found.attributes[SERVICE_ACCOUNT_NAME]
         driver: Any = self._csi_driver(self.driver)
         audiences = [r.audience for r in ((driver.spec.token_requests if driver else None) or [])]
-        if driver is not None and TOKEN_AUDIENCE not in audiences:
+        if driver is not None and audience not in audiences:
             yield Row(
                 "identity",
                 Verdict.FAIL,
                 f"class {found.class_name} uses workload identity, but CSIDriver {self.driver} requests no "
-                f"token for {TOKEN_AUDIENCE}",
-                f"add tokenRequests: [{{audience: {TOKEN_AUDIENCE}}}] to the CSIDriver "
+                f"token for {audience}",
+                f"add tokenRequests: [{{audience: {audience}}}] to the CSIDriver "
                 "(deploy/driver/csidriver.yaml)",
             )
             return
@@ -294,7 +296,7 @@ class ClusterDoctor:
             return
         try:
             tokens = self.store.tokens_for(
-                namespace, account, [(TOKEN_AUDIENCE, 3600)], bound_pod=(pod.metadata.name, pod.metadata.uid)
+                namespace, account, [(audience, 3600)], bound_pod=(pod.metadata.name, pod.metadata.uid)
             )
         except StoreError as err:
             yield Row("identity", Verdict.SKIP, f"no service account token for the check: {err}")

@@ -63,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cloud-name", default="", help="the provider's default cloud (--cloud-name)")
     parser.add_argument("--nmi-port", type=int, default=NMI_PORT, help="aad-pod-identity's NMI port")
     parser.add_argument(
+        "--token-proxy-url", default="", help="the provider's --token-proxy-url (identity binding)"
+    )
+    parser.add_argument("--sni-name", default="", help="the provider's --sni-name (identity binding)")
+    parser.add_argument(
         "--provider-dir",
         action="append",
         help=f"provider socket directory (default {', '.join(node.PROVIDER_DIRS)})",
@@ -105,9 +109,14 @@ def _class_file(path: str) -> dict[str, Any]:
 
 
 def _mounter(args: argparse.Namespace) -> KeyVaultMounter:
-    return KeyVaultMounter(
-        Settings(default_cloud=args.cloud_name, nmi_port=args.nmi_port, coalesce_seconds=0)
+    settings = Settings(
+        default_cloud=args.cloud_name,
+        nmi_port=args.nmi_port,
+        coalesce_seconds=0,
+        token_proxy_url=args.token_proxy_url,
+        sni_name=args.sni_name,
     )
+    return KeyVaultMounter(settings)
 
 
 def _access(volume: Volume, mounter: KeyVaultMounter) -> list[Row]:

@@ -21,6 +21,7 @@ import yaml
 from kvmount.keyvault import goyaml
 from kvmount.keyvault.findings import suggest
 from kvmount.keyvault.objects import (
+    IDENTITY_BINDING_AUDIENCE,
     PARAMETERS,
     POD_NAME,
     POD_NAMESPACE,
@@ -47,7 +48,12 @@ _UNKNOWN_KEY = re.compile(r"unknown key '([^']+)'")
 _SYNC_FIELD = re.compile(r"^(spec\.secretObjects\[\d+\](?:\.data\[\d+\])?(?:\.[A-Za-z]+)?)")
 # What the driver adds at mount time; offline, stand-ins let the class's own checks run.
 _POD_STAND_INS = {POD_NAME: "validate", POD_NAMESPACE: "validate"}
-_TOKEN_STAND_IN = json.dumps({TOKEN_AUDIENCE: {"token": "stand-in", "expirationTimestamp": ""}})
+_TOKEN_STAND_IN = json.dumps(
+    {
+        audience: {"token": "stand-in", "expirationTimestamp": ""}
+        for audience in (TOKEN_AUDIENCE, IDENTITY_BINDING_AUDIENCE)
+    }
+)
 _SECRET_STAND_IN = {"clientid": "stand-in", "clientsecret": "stand-in"}
 
 

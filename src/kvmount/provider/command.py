@@ -66,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--coalesce-seconds",
         type=float,
         default=5.0,
-        help="share identical Key Vault reads by one identity within this window (0: never)",
+        help="identical Key Vault reads by one identity share a read in flight; rotation polls "
+        "also take one completed within this many seconds (0: nothing shared)",
     )
     _add_caps(parser)
 

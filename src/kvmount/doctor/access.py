@@ -10,7 +10,6 @@ code only: no response body, value or token is ever printed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -20,9 +19,10 @@ from azure.core.exceptions import HttpResponseError
 from kvmount.doctor.report import Row, Verdict
 from kvmount.keyvault import clouds
 from kvmount.keyvault.errors import Category, KeyVaultError
-from kvmount.keyvault.fetch import Clients, classify, failure_suffix, fetch_version, history_versions
+from kvmount.keyvault.fetch import classify, failure_suffix, fetch_version, history_versions
 from kvmount.keyvault.mount import KeyVaultMounter
 from kvmount.keyvault.objects import TOKEN_AUDIENCE, IdentityMode, MountParams, ObjectSpec, ObjectType
+from kvmount.keyvault.vault_client import VaultClient
 
 _PERMISSION = {ObjectType.SECRET: "secrets", ObjectType.KEY: "keys", ObjectType.CERT: "certificates"}
 _ROLE = {
@@ -79,7 +79,7 @@ def access_rows(params: MountParams, mounter: KeyVaultMounter, source: str = "")
     return rows
 
 
-def _object_row(params: MountParams, spec: ObjectSpec, clients: Clients, mounter: KeyVaultMounter) -> Row:
+def _object_row(params: MountParams, spec: ObjectSpec, clients: VaultClient, mounter: KeyVaultMounter) -> Row:
     check = f"object {spec.describe()}"
     try:
         version = "" if spec.latest else spec.version
@@ -115,7 +115,7 @@ def _inner_code(err: Exception) -> str:
     return str(inner.get("code", "")) if isinstance(inner, dict) else ""
 
 
-def _failure_row(check: str, vault: str, spec: ObjectSpec, clients: Clients, err: Exception) -> Row:
+def _failure_row(check: str, vault: str, spec: ObjectSpec, clients: VaultClient, err: Exception) -> Row:
     category = classify(err)
     status = f" ({getattr(err, 'status_code', None) or category.value})"
     permission = _PERMISSION[spec.type]
@@ -168,18 +168,13 @@ def _failure_row(check: str, vault: str, spec: ObjectSpec, clients: Clients, err
     return Row(check, Verdict.FAIL, f"{category.value}{failure_suffix(err)}", "")
 
 
-def _other_kind(clients: Clients, spec: ObjectSpec) -> ObjectType | None:
+def _other_kind(clients: VaultClient, spec: ObjectSpec) -> ObjectType | None:
     """The other object type that has this name, if one can be read (a probe; its value is dropped)."""
-    probes: dict[ObjectType, Callable[[], object]] = {
-        ObjectType.KEY: lambda: clients.keys.get_key(spec.name),
-        ObjectType.CERT: lambda: clients.certificates.get_certificate(spec.name),
-        ObjectType.SECRET: lambda: clients.secrets.get_secret(spec.name),
-    }
-    for kind, probe in probes.items():
+    for kind in (ObjectType.KEY, ObjectType.CERT, ObjectType.SECRET):
         if kind is spec.type:
             continue
         try:
-            probe()
+            clients.get_object(kind.value, spec.name, "")
         except Exception:  # any failure means "not known to be that type"
             continue
         return kind

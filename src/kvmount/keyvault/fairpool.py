@@ -6,6 +6,10 @@ each batch keeps its own queue, and a free worker takes the next job from the
 next batch in turn: a small mount waits for at most one job of each other
 batch, whatever their backlogs. The number of jobs running at once stays at
 the pool's size. A batch that fails or runs out of time drops its queued jobs.
+
+Hand-offs are kept cheap (profiled, bench/RESULTS.md): a new job wakes one idle
+worker, a finished job wakes no one unless it finishes its batch, and then only
+that batch's caller. Workers start as jobs arrive, up to the pool's size.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ class BatchTimeout(Exception):
 
 
 class _Batch(Generic[T]):
-    def __init__(self, func: Callable[[T], Any], items: Sequence[T]) -> None:
+    def __init__(self, func: Callable[[T], Any], items: Sequence[T], lock: threading.Lock) -> None:
         self.func = func
+        # The caller waits on this; it shares the pool's lock.
+        self.changed = threading.Condition(lock)
         self.queue: deque[int] = deque(range(len(items)))
         self.items = items
         self.results: list[Any] = [None] * len(items)
@@ -45,15 +51,24 @@ class _Batch(Generic[T]):
 
 class FairPool:
     def __init__(self, workers: int, name: str = "fairpool") -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        # Idle workers wait on this for a queued job.
+        self._queued = threading.Condition(self._lock)
         # Batches with queued jobs, in turn order.
         self._ring: deque[_Batch[Any]] = deque()
         self._closed = False
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
-            for i in range(max(1, workers))
-        ]
-        for thread in self._threads:
+        self._name = name
+        self._size = max(1, workers)
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+
+    def _add_workers(self, jobs: int) -> None:
+        """Start workers for ``jobs`` new jobs that idle ones cannot take, up to the pool's size."""
+        for _ in range(min(self._size - len(self._threads), jobs - self._idle)):
+            thread = threading.Thread(
+                target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
             thread.start()
 
     def map(self, func: Callable[[T], Any], items: Sequence[T], deadline: float | None = None) -> list[Any]:
@@ -61,20 +76,21 @@ class FairPool:
         queued jobs are dropped and, once its running jobs end, the failure of the
         lowest item index is raised; after ``deadline`` (time.monotonic()) the queued
         jobs are dropped and BatchTimeout is raised without waiting for running ones."""
-        batch: _Batch[T] = _Batch(func, items)
+        batch: _Batch[T] = _Batch(func, items, self._lock)
         if not items:
             return []
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise RuntimeError("the fetch pool is shut down")
             self._ring.append(batch)
-            self._cond.notify_all()
+            self._add_workers(len(items))
+            self._queued.notify(len(items))
             while not batch.finished:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     self._cancel(batch)
                     raise BatchTimeout(items[min(set(range(len(items))) - batch.done)])
-                self._cond.wait(remaining)
+                batch.changed.wait(remaining)
         if batch.errors:
             raise batch.errors[min(batch.errors)]
         if batch.cancelled:
@@ -88,9 +104,11 @@ class FairPool:
             self._ring.remove(batch)
 
     def _next_job(self) -> tuple[_Batch[Any], int] | None:
-        with self._cond:
+        with self._lock:
             while not self._ring and not self._closed:
-                self._cond.wait()
+                self._idle += 1
+                self._queued.wait()
+                self._idle -= 1
             if self._closed:
                 return None
             batch = self._ring.popleft()
@@ -107,7 +125,7 @@ class FairPool:
                 result, error = batch.func(batch.items[index]), None
             except BaseException as err:  # handed to the waiting caller
                 result, error = None, err
-            with self._cond:
+            with self._lock:
                 batch.running -= 1
                 batch.done.add(index)
                 if error is None:
@@ -115,14 +133,16 @@ class FairPool:
                 else:
                     batch.errors[index] = error
                     self._cancel(batch)
-                self._cond.notify_all()
+                if batch.finished:
+                    batch.changed.notify()
 
     def shutdown(self) -> None:
         """Stop taking jobs; queued jobs of waiting batches are dropped."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             for batch in self._ring:
                 batch.cancelled = True
                 batch.queue.clear()
+                batch.changed.notify()
             self._ring.clear()
-            self._cond.notify_all()
+            self._queued.notify_all()

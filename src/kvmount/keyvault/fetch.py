@@ -1,12 +1,14 @@
 """Fetching objects and their versions from Key Vault, concurrently.
 
 One mount's objects (and the versions of an object's history) are fetched in
-parallel with a bound. SDK clients are cached per vault and identity, so their
-connections and the credential's tokens are reused across mounts.
+parallel with a bound. Clients (keyvault/vault_client.py) are cached per vault and
+identity, so their connections, challenge and the credential's tokens are reused
+across mounts.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
 import time
@@ -27,9 +29,6 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline.policies import RetryPolicy
 from azure.identity import CredentialUnavailableError
-from azure.keyvault.certificates import CertificateClient
-from azure.keyvault.keys import KeyClient
-from azure.keyvault.secrets import SecretClient
 
 from kvmount.keyvault.coalesce import Coalescer
 from kvmount.keyvault.content import JsonWebKey
@@ -37,6 +36,7 @@ from kvmount.keyvault.errors import Category, KeyVaultError
 from kvmount.keyvault.fairpool import BatchTimeout, FairPool
 from kvmount.keyvault.limits import ContentBudget
 from kvmount.keyvault.objects import ObjectSpec, ObjectType
+from kvmount.keyvault.vault_client import VaultClient, version_of
 
 T = TypeVar("T")
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 30.0
@@ -97,13 +97,6 @@ class Fetched:
     certificate_der: bytes | None = None
     # Key Vault still serves a version after its expiry; `kvmount doctor` warns about it.
     expires_on: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Clients:
-    secrets: SecretClient
-    keys: KeyClient
-    certificates: CertificateClient
 
 
 def _observe(object_type: str, category: str, seconds: float) -> None:
@@ -168,30 +161,30 @@ def failure_suffix(err: Exception) -> str:
 
 
 class ClientCache:
-    """SDK clients by (vault URL, identity key); least recently used evicted."""
+    """Vault clients by (vault URL, identity key); least recently used evicted."""
 
     def __init__(self, max_entries: int = 256, user_agent: str = "") -> None:
-        self._entries: OrderedDict[tuple[str, str], Clients] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], VaultClient] = OrderedDict()
         self._lock = threading.Lock()
         self._max = max_entries
         # user_agent: the SDK's UserAgentPolicy puts it in front of its own.
-        self._options = {**CLIENT_OPTIONS, "user_agent": user_agent} if user_agent else CLIENT_OPTIONS
+        self._user_agent = user_agent
 
-    def get(self, vault_url: str, identity: str, credential: TokenCredential) -> Clients:
+    def get(self, vault_url: str, identity: str, credential: TokenCredential) -> VaultClient:
         key = (vault_url, identity)
         with self._lock:
-            clients = self._entries.get(key)
-            if clients is None:
-                clients = Clients(
-                    SecretClient(vault_url, credential, **self._options),
-                    KeyClient(vault_url, credential, **self._options),
-                    CertificateClient(vault_url, credential, **self._options),
+            client = self._entries.get(key)
+            if client is None:
+                # A policy belongs to one pipeline (it links to the next), so each client has its own.
+                retry = BudgetRetryPolicy(retry_total=2)
+                client = VaultClient(
+                    vault_url, credential, retry, CONNECT_TIMEOUT, READ_TIMEOUT, self._user_agent
                 )
-                self._entries[key] = clients
+                self._entries[key] = client
                 while len(self._entries) > self._max:
-                    self._entries.popitem(last=False)[1].secrets.close()
+                    self._entries.popitem(last=False)[1].close()
             self._entries.move_to_end(key)
-            return clients
+            return client
 
 
 def _timed(object_type: str, call: Callable[[], T]) -> T:
@@ -205,28 +198,45 @@ def _timed(object_type: str, call: Callable[[], T]) -> T:
     return result
 
 
-def _created(props: Any) -> datetime:
-    return props.created_on or datetime.min.replace(tzinfo=UTC)
+def _attributes(doc: dict[str, Any]) -> dict[str, Any]:
+    attributes = doc.get("attributes")
+    return attributes if isinstance(attributes, dict) else {}
+
+
+def _expiry(doc: dict[str, Any]) -> datetime | None:
+    exp = _attributes(doc).get("exp")
+    return datetime.fromtimestamp(exp, UTC) if isinstance(exp, int | float) else None
+
+
+def _base64url(value: Any) -> bytes | None:
+    """A JWK field as the SDK decodes it (base64url, padding optional)."""
+    if not isinstance(value, str):
+        return None
+    return base64.b64decode(value.replace("-", "+").replace("_", "/") + "=" * (-len(value) % 4))
 
 
 def history_versions(
-    clients: Clients, spec: ObjectSpec, limit: int | None = None, deadline: float | None = None
+    client: VaultClient, spec: ObjectSpec, limit: int | None = None, deadline: float | None = None
 ) -> list[str]:
     """The newest enabled versions, newest first, starting at objectVersion when
     one is set; at most ``limit`` (default the spec's history, 0 for all)."""
     kw = call_options(deadline)
+    id_field = "kid" if spec.type is ObjectType.KEY else "id"
 
-    def listing() -> list[Any]:
-        if spec.type is ObjectType.SECRET:
-            return list(clients.secrets.list_properties_of_secret_versions(spec.name, **kw))
-        if spec.type is ObjectType.KEY:
-            return list(clients.keys.list_properties_of_key_versions(spec.name, **kw))
-        return list(clients.certificates.list_properties_of_certificate_versions(spec.name, **kw))
+    def listing() -> list[dict[str, Any]]:
+        return list(client.list_versions(spec.type.value, spec.name, deadline, **kw))
 
     # Creation times have one-second resolution; on a tie, the later-listed is taken as newer.
     listed = list(enumerate(_timed(spec.type.value, listing)))
-    props = [p for _, p in sorted(listed, key=lambda ip: (_created(ip[1]), ip[0]), reverse=True)]
-    versions = [p.version for p in props if p.enabled is not False]
+    items = [
+        i
+        for _, i in sorted(
+            listed, key=lambda ii: (_attributes(ii[1]).get("created") or 0, ii[0]), reverse=True
+        )
+    ]
+    versions = [
+        version_of(str(i.get(id_field, ""))) for i in items if _attributes(i).get("enabled") is not False
+    ]
     if not spec.latest:
         if spec.version not in versions:
             raise ResourceNotFoundError(f"version {spec.version} is not an enabled version")
@@ -235,37 +245,38 @@ def history_versions(
     return versions[:limit] if limit else versions
 
 
-def fetch_version(clients: Clients, spec: ObjectSpec, version: str, deadline: float | None = None) -> Fetched:
+def fetch_version(
+    client: VaultClient, spec: ObjectSpec, version: str, deadline: float | None = None
+) -> Fetched:
     kw = call_options(deadline)
+    kind = spec.type.value
+    doc = _timed(kind, lambda: client.get_object(kind, spec.name, version, deadline, **kw))
     if spec.type is ObjectType.SECRET:
-        secret = _timed("secret", lambda: clients.secrets.get_secret(spec.name, version or None, **kw))
-        props = secret.properties
+        value, content_type, key_id = doc.get("value"), doc.get("contentType"), doc.get("kid")
         return Fetched(
             spec,
-            props.version or "",
-            secret.value,
-            props.content_type,
-            props.key_id,
-            expires_on=props.expires_on,
+            version_of(str(doc.get("id", ""))),
+            value if isinstance(value, str) else None,
+            content_type if isinstance(content_type, str) else None,
+            key_id if isinstance(key_id, str) else None,
+            expires_on=_expiry(doc),
         )
     if spec.type is ObjectType.KEY:
-        key = _timed("key", lambda: clients.keys.get_key(spec.name, version or None, **kw))
-        jwk: Any = key.key  # the SDK's JsonWebKey sets its fields dynamically
-        kty = str(getattr(jwk.kty, "value", jwk.kty))
-        crv = None if jwk.crv is None else str(getattr(jwk.crv, "value", jwk.crv))
-        return Fetched(
-            spec,
-            key.properties.version or "",
-            key=JsonWebKey(kty, jwk.n, jwk.e, crv, jwk.x, jwk.y),
-            expires_on=key.properties.expires_on,
+        jwk = doc.get("key")
+        jwk = jwk if isinstance(jwk, dict) else {}
+        crv = jwk.get("crv")
+        key = JsonWebKey(
+            str(jwk.get("kty", "")),
+            _base64url(jwk.get("n")),
+            _base64url(jwk.get("e")),
+            crv if isinstance(crv, str) else None,
+            _base64url(jwk.get("x")),
+            _base64url(jwk.get("y")),
         )
-    if version:
-        cert = _timed("cert", lambda: clients.certificates.get_certificate_version(spec.name, version, **kw))
-    else:
-        cert = _timed("cert", lambda: clients.certificates.get_certificate(spec.name, **kw))
-    got = (cert.properties.version if cert.properties else None) or ""
-    expires = cert.properties.expires_on if cert.properties else None
-    return Fetched(spec, got, certificate_der=bytes(cert.cer or b""), expires_on=expires)
+        return Fetched(spec, version_of(str(jwk.get("kid", ""))), key=key, expires_on=_expiry(doc))
+    cer = doc.get("cer")
+    der = base64.b64decode(cer) if isinstance(cer, str) else b""
+    return Fetched(spec, version_of(str(doc.get("id", ""))), certificate_der=der, expires_on=_expiry(doc))
 
 
 def _size(fetched: Fetched) -> int:
@@ -286,7 +297,7 @@ class Fetcher:
     def fetch_all(
         self,
         vault: str,
-        clients: Clients,
+        clients: VaultClient,
         specs: Iterable[ObjectSpec],
         coalescer: Coalescer | None = None,
         principal: str = "",
@@ -317,7 +328,7 @@ class Fetcher:
             if not spec.has_history:
                 return [spec.version]
             version = "" if spec.latest else spec.version
-            key = (clients.secrets.vault_url, principal, spec.type, spec.name, version, "history")
+            key = (clients.vault_url, principal, spec.type, spec.name, version, "history")
 
             def listing() -> list[str]:
                 return history_versions(clients, spec, 0, deadline)
@@ -327,7 +338,7 @@ class Fetcher:
 
         def fetch_one(job: tuple[ObjectSpec, str]) -> Fetched:
             spec, version = job
-            key = (clients.secrets.vault_url, principal, spec.type, spec.name, version)
+            key = (clients.vault_url, principal, spec.type, spec.name, version)
 
             def read() -> Fetched:
                 return fetch_version(clients, spec, version, deadline)

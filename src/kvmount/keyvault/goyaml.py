@@ -10,6 +10,8 @@ is the text "0644", where a YAML 1.1 reader (PyYAML) would see the integer
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 
 import yaml
 
@@ -20,6 +22,13 @@ _NULL = "tag:yaml.org,2002:null"
 _GO_INT = re.compile(r"([+-]?)(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)")
 _GO_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _INT32 = 2**31
+# A class's objects are composed again on every mount of every pod that uses it, and
+# PyYAML's pure-Python composer was a sixth of a mount's CPU (bench/RESULTS.md). Recent
+# documents' node trees are kept, up to this many bytes of text (nodes are only read).
+_CACHE_BYTES = 256 * 1024
+_cache: OrderedDict[str, yaml.Node | None] = OrderedDict()
+_cache_bytes = 0
+_cache_lock = threading.Lock()
 
 
 def _where(err: yaml.YAMLError) -> str:
@@ -27,9 +36,26 @@ def _where(err: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}" if mark else "syntax error"
 
 
+def _composed(text: str) -> yaml.Node | None:
+    global _cache_bytes
+    with _cache_lock:
+        if text in _cache:
+            _cache.move_to_end(text)
+            return _cache[text]
+    node = yaml.compose(text)
+    if len(text) <= _CACHE_BYTES // 8:
+        with _cache_lock:
+            if text not in _cache:
+                _cache[text] = node
+                _cache_bytes += len(text)
+            while _cache_bytes > _CACHE_BYTES:
+                _cache_bytes -= len(_cache.popitem(last=False)[0])
+    return node
+
+
 def compose(field: str, text: str) -> yaml.Node | None:
     try:
-        return yaml.compose(text)
+        return _composed(text)
     except yaml.YAMLError as err:
         raise InvalidSpec(field, f"is not valid YAML ({_where(err)})") from None
     except RecursionError:  # the composer recurses per level: thousands of [ or { exhaust the stack

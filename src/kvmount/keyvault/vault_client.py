@@ -1,0 +1,177 @@
+"""Key Vault reads for one vault and one identity: the SDK's pipeline, JSON answers.
+
+Why not the SDK's SecretClient, KeyClient and CertificateClient: profiled
+(bench/RESULTS.md), most of a read's CPU went to what a read-only mount does not
+need: three pipelines of thirteen policies each (tracing, logging, request ids,
+redirects), typed models built and then taken apart again, and requests reading
+the environment (proxies, CA bundle, ~/.netrc) again on every request. Here one
+azure-core Pipeline per vault and identity holds the parts that matter: the Key
+Vault SDK's own challenge policy (the challenge's tenant and resource, CAE, the
+token from the azure-identity credential), the retry policy, the user agent, and
+one connection pool. Answers are Key Vault's REST JSON, read directly.
+
+The first request of a new client goes alone: it takes the challenge and the
+token, so concurrent fetches and mounts of a new identity cost one challenge and
+one token request, not one each (single flight).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ResourceNotModifiedError,
+    ServiceResponseTimeoutError,
+    map_error,
+)
+from azure.core.pipeline import Pipeline
+from azure.core.pipeline.policies import RetryPolicy, UserAgentPolicy
+from azure.core.pipeline.transport import RequestsTransport
+from azure.core.rest import HttpRequest
+from azure.keyvault.secrets._shared import ChallengeAuthPolicy
+from azure.keyvault.secrets._shared.client_base import DEFAULT_VERSION
+from azure.keyvault.secrets._version import VERSION
+
+# The REST API version the SDK's clients send.
+API_VERSION = str(getattr(DEFAULT_VERSION, "value", DEFAULT_VERSION))
+SDK_MONIKER = f"keyvault-secrets/{VERSION}"
+# As the SDK's generated operations map them, so callers see the SDK's exception types.
+_ERROR_MAP: dict[int, type[HttpResponseError]] = {
+    401: ClientAuthenticationError,
+    404: ResourceNotFoundError,
+    409: ResourceExistsError,
+    304: ResourceNotModifiedError,
+}
+COLLECTIONS = {"secret": "secrets", "key": "keys", "cert": "certificates"}
+
+
+class _EnvOnceSession(requests.Session):
+    """A requests Session that reads the environment (proxies, REQUESTS_CA_BUNDLE) once per
+    host, not on every request: the provider's environment does not change while it runs.
+    ~/.netrc is not consulted (requests would stat it per request): Key Vault takes bearer
+    tokens, never basic credentials."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._settings: dict[tuple[str, Any, Any, Any], dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self.auth = _no_auth
+
+    def merge_environment_settings(
+        self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        if proxies or not isinstance(url, str):
+            return dict(super().merge_environment_settings(url, proxies, stream, verify, cert))  # type: ignore[arg-type]
+        parts = urllib.parse.urlsplit(url)
+        key = (f"{parts.scheme}://{parts.netloc}", stream, verify, cert)
+        with self._lock:
+            found = self._settings.get(key)
+        if found is None:
+            found = dict(super().merge_environment_settings(url, {}, stream, verify, cert))
+            with self._lock:
+                self._settings[key] = found
+        return dict(found)
+
+
+def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    return request
+
+
+def version_of(object_id: str) -> str:
+    """The version in a Key Vault id (https://<vault>/<collection>/<name>/<version>)."""
+    parts = urllib.parse.urlsplit(object_id).path.strip("/").split("/")
+    return parts[2] if len(parts) >= 3 else ""
+
+
+class VaultClient:
+    """GETs against one vault for one identity, answered as Key Vault's JSON documents."""
+
+    def __init__(
+        self,
+        vault_url: str,
+        credential: TokenCredential,
+        retry_policy: RetryPolicy[Any, Any],
+        connection_timeout: float,
+        read_timeout: float,
+        user_agent: str = "",
+    ) -> None:
+        self.vault_url = vault_url.rstrip("/")
+        self._session = _EnvOnceSession()
+        transport = RequestsTransport(
+            session=self._session,
+            session_owner=False,
+            connection_timeout=connection_timeout,
+            read_timeout=read_timeout,
+        )
+        policies: list[Any] = [
+            UserAgentPolicy(user_agent or None, sdk_moniker=SDK_MONIKER),
+            retry_policy,
+            ChallengeAuthPolicy(credential),
+        ]
+        self._pipeline: Pipeline[Any, Any] = Pipeline(transport, policies)
+        self._first = threading.Lock()
+        self._primed = False
+
+    def get(self, path: str, deadline: float | None = None, **options: Any) -> dict[str, Any]:
+        """The JSON document at ``path`` (below the vault URL, or an absolute nextLink)."""
+        url = path if path.startswith("https://") else f"{self.vault_url}{path}"
+        joiner = "&" if "?" in url else "?"
+        if "api-version=" not in url:
+            url = f"{url}{joiner}api-version={API_VERSION}"
+        request = HttpRequest("GET", url, headers={"Accept": "application/json"})
+        response = self._send(request, deadline, options)
+        if response.status_code != 200:
+            map_error(status_code=response.status_code, response=response, error_map=_ERROR_MAP)
+            raise HttpResponseError(response=response)
+        doc = json.loads(response.text())
+        if not isinstance(doc, dict):
+            raise HttpResponseError(message="Key Vault answered with JSON that is not an object")
+        return doc
+
+    def _send(self, request: HttpRequest, deadline: float | None, options: dict[str, Any]) -> Any:
+        if not self._primed:
+            timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._first.acquire(timeout=timeout):
+                raise ServiceResponseTimeoutError("the mount's time budget is spent")
+            try:
+                if not self._primed:
+                    response = self._pipeline.run(request, **options).http_response
+                    # Any answer from the vault means the challenge and a token were had.
+                    self._primed = True
+                    return response
+            finally:
+                self._first.release()
+        return self._pipeline.run(request, **options).http_response
+
+    def get_object(
+        self, kind: str, name: str, version: str, deadline: float | None = None, **options: Any
+    ) -> dict[str, Any]:
+        """A secret, key or certificate bundle; ``version`` "" for the current one."""
+        path = (
+            f"/{COLLECTIONS[kind]}/{urllib.parse.quote(name, safe='')}/{urllib.parse.quote(version, safe='')}"
+        )
+        return self.get(path, deadline, **options)
+
+    def list_versions(
+        self, kind: str, name: str, deadline: float | None = None, **options: Any
+    ) -> Iterator[dict[str, Any]]:
+        """Every version item of an object, page after page."""
+        path: str | None = f"/{COLLECTIONS[kind]}/{urllib.parse.quote(name, safe='')}/versions?maxresults=25"
+        while path:
+            page = self.get(path, deadline, **options)
+            yield from page.get("value") or []
+            path = page.get("nextLink") or None
+
+    def close(self) -> None:
+        self._session.close()

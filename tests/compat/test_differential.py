@@ -65,7 +65,8 @@ def setup(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) ->
     client_id, secret = f"cmp-app-{os.urandom(3).hex()}", f"cmp-secret-{os.urandom(8).hex()}"
     keyvault.register_aad_client(client_id, secret=secret)
     env = keyvault.write_cloud_env(tmp_path_factory.mktemp("compat") / "azurestack.json")
-    with tempfile.TemporaryDirectory(dir="/dev/shm") as outside:
+    elsewhere = next(d for d in ("/dev/shm", "/var/tmp") if os.path.isdir(d))  # not under gettempdir()
+    with tempfile.TemporaryDirectory(dir=elsewhere) as outside:
         outside_env = keyvault.write_cloud_env(Path(outside) / "azurestack.json")
         yield Setup(seed(keyvault), env, outside_env, {"clientid": client_id, "clientsecret": secret})
 

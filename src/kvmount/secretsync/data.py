@@ -1,6 +1,6 @@
 """A ``secretObjects`` entry and the mounted files -> the Secret's name, type, data, labels and
-annotations, checked as the API server would check them, so that one bad entry fails
-before any Secret is written. Pure: no API calls."""
+annotations, checked as the API server would check them, so that a bad entry is refused
+before its Secret is written (the other entries still sync). Pure: no API calls."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from kvmount.secretsync.tls import TLS, TLS_CERT, TLS_KEY, check_pair, tls_chain
 
 MANAGED_LABEL = "secrets-store.csi.k8s.io/managed"
 # Keys the API server insists on for its built-in types; checked here so that
-# one bad entry fails before any Secret is written.
+# a bad entry is refused before its Secret is written.
 _REQUIRED_KEYS = {
     TLS: (TLS_CERT, TLS_KEY),
     "kubernetes.io/ssh-auth": ("ssh-privatekey",),

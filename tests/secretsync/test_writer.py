@@ -171,6 +171,13 @@ def test_tls_from_pkcs12(api: Any, ns: str, encoding: str) -> None:
     assert certs_of(data["tls.crt"]) == der(chain.leaf, chain.intermediate, chain.root)
 
 
+def test_the_managed_label_is_the_drivers_whatever_the_entry_says(api: Any, ns: str) -> None:
+    """As upstream's driver: an entry's own value for the managed label is overridden."""
+    entry = opaque(labels={"app": "web", MANAGED_LABEL: "false"})
+    assert SecretSync(core_of(api)).sync(ns, [entry], FILES, pod_status(api, ns), CLASS) == ["db"]
+    assert read(api, ns, "db").metadata.labels == {"app": "web", MANAGED_LABEL: "true"}
+
+
 def test_update_when_content_changes_keeps_foreign_labels(api: Any, ns: str) -> None:
     owner = pod_status(api, ns)
     sync = SecretSync(core_of(api))
@@ -318,12 +325,6 @@ BAD: list[tuple[str, Any, str, str]] = [
         entry_with(annotations={"a": 1}),
         "InvalidSecretObject",
         "secretObjects[1].annotations",
-    ),
-    (
-        "managed label",
-        entry_with(labels={MANAGED_LABEL: "false"}),
-        "InvalidSecretObject",
-        "secretObjects[1].labels",
     ),
     (
         "tls without tls.key",

@@ -166,12 +166,8 @@ def metadata(
                 f"{where}.labels[{key}] is not a valid label value: at most 63 letters, digits, "
                 "'-', '_' and '.', starting and ending with a letter or digit"
             )
-    managed = dialect.managed_label
-    if labels.get(managed, dialect.managed_value) != dialect.managed_value:
-        raise invalid(
-            f"{where}.labels may not set {managed}: {dialect.writer} sets it to {dialect.managed_value!r}"
-        )
     for key in annotations:
         if not _is_qualified_name(key):
             raise invalid(f"{where}.annotations key {short(key)} is not a valid annotation name")
-    return {**labels, managed: dialect.managed_value}, annotations
+    # The managed label is the writer's whatever the entry says, as upstream's driver sets it.
+    return {**labels, dialect.managed_label: dialect.managed_value}, annotations

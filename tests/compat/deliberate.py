@@ -188,6 +188,17 @@ ROWS: tuple[Row, ...] = (
         "that file is what the provider writes for such a class; reading it breaks no working setup",
     ),
     Row(
+        "Driver: a `secretObjects` entry without `type` syncs an `Opaque` Secret",
+        "refuses the entry (`secret type is empty`) and syncs no Secret for it",
+        "Opaque is the API server's own default; no setup that works with upstream changes",
+    ),
+    Row(
+        "Driver: an entry the API server would refuse (a data key such as `a/b`) is refused before any "
+        "API call; the entries after it still sync",
+        "sends it, and on the refusal stops: the entries after it are never synced (retried every 5 s)",
+        "one bad entry must not take every later Secret with it",
+    ),
+    Row(
         "Driver: a Secret of a `secretObjects` name that the driver does not manage is never "
         "overwritten; the pod gets a `FailedToCreateSecret` event",
         "overwrites it",

@@ -165,6 +165,13 @@ ROWS: tuple[Row, ...] = (
         "bounded label cardinality; no object names or secrets in metrics",
     ),
     Row(
+        "Driver: `ControllerGetCapabilities` answers no capability; `ValidateVolumeCapabilities` checks "
+        "its arguments and answers `NOT_FOUND`",
+        "answers one capability of type `UNKNOWN`; every Controller call is `UNIMPLEMENTED`",
+        "conformance tests (csi-sanity) reject an `UNKNOWN` capability; a node-only plugin has no "
+        "volume a controller made",
+    ),
+    Row(
         "Driver: the tmpfs is mounted `nosuid,nodev`, `mode=0755`, with a size limit",
         "mounts tmpfs with the kernel's defaults",
         "a secrets volume never needs device files or setuid; the limit bounds node memory",

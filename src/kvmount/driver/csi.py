@@ -1,4 +1,4 @@
-"""The CSI Identity and Node services: request checks and gRPC statuses.
+"""The CSI Identity, Node and (a minimal) Controller service: request checks and gRPC statuses.
 
 Checks follow the CSI spec (INVALID_ARGUMENT for a missing required field)
 in upstream's order; the work is done by publish.Publisher. A request's
@@ -159,6 +159,36 @@ class NodeServicer(csi_grpc.NodeServicer):
         return csi.NodeGetInfoResponse(node_id=self.node_id)
 
 
+class ControllerServicer(csi_grpc.ControllerServicer):
+    """A node-only plugin's controller: no capability, and no volume a controller made.
+
+    Upstream answers one capability of type UNKNOWN, which conformance tests
+    reject; no capability says the same to every CO. Nothing calls this in a
+    cluster (the CSIDriver has attachRequired: false)."""
+
+    def ControllerGetCapabilities(
+        self, request: csi.ControllerGetCapabilitiesRequest, context: grpc.ServicerContext
+    ) -> csi.ControllerGetCapabilitiesResponse:
+        return csi.ControllerGetCapabilitiesResponse()
+
+    def ValidateVolumeCapabilities(
+        self, request: csi.ValidateVolumeCapabilitiesRequest, context: grpc.ServicerContext
+    ) -> csi.ValidateVolumeCapabilitiesResponse:
+        def check() -> csi.ValidateVolumeCapabilitiesResponse:
+            if not request.volume_id:
+                raise _invalid("volume_id missing in request")
+            if not request.volume_capabilities:
+                raise _invalid("volume_capabilities missing in request")
+            # Inline ephemeral volumes only: no volume id ever came from a CreateVolume here.
+            raise PublishError(
+                grpc.StatusCode.NOT_FOUND,
+                "InvalidRequest",
+                f"volume {request.volume_id[:200]!r} does not exist: this driver serves inline volumes only",
+            )
+
+        return _call("ValidateVolumeCapabilities", context, check)
+
+
 def check_publish(request: csi.NodePublishVolumeRequest) -> VolumeRequest:
     """The request's required fields, in upstream's order; raises PublishError(INVALID_ARGUMENT)."""
     if not request.HasField("volume_capability"):
@@ -187,3 +217,4 @@ def check_publish(request: csi.NodePublishVolumeRequest) -> VolumeRequest:
 def register(server: grpc.Server, driver_name: str, publisher: Publisher, node_id: str) -> None:
     csi_grpc.add_IdentityServicer_to_server(IdentityServicer(driver_name), server)
     csi_grpc.add_NodeServicer_to_server(NodeServicer(publisher, node_id), server)
+    csi_grpc.add_ControllerServicer_to_server(ControllerServicer(), server)

@@ -165,3 +165,10 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert "no SecretProviderClass" in capsys.readouterr().err
     assert main(["doctor", "--pod", "nonamespace"]) == 2
     assert "use NAMESPACE/NAME" in capsys.readouterr().err
+    assert main(["doctor", "--pod", "ns/web", "--kubeconfig", str(tmp_path / "none")]) == 1
+    out = capsys.readouterr().out
+    assert (
+        out.startswith("FAIL  API server  cannot configure the Kubernetes API client")
+        and "Traceback" not in out
+    )
+    assert "-> check --kubeconfig" in out

@@ -225,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as err:
         print(f"kvmount doctor: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except (StoreError, Unreadable) as err:
+        rows = [Row("API server", Verdict.FAIL, str(err), "check --kubeconfig and the doctor's permissions")]
     finally:
         mounter.close()
     print(as_json(rows) if args.output == "json" else render(rows))

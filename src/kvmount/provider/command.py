@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
 import grpc
 
 from kvmount import unix_grpc, upstream_flags
 from kvmount.flags import GoFlagParser, add_bool, go_duration, go_int
-from kvmount.keyvault import clouds, fetch, limits
-from kvmount.keyvault.content import ContentOptions
-from kvmount.keyvault.identity import NMI_PORT
+from kvmount.keyvault import clouds, limits
 from kvmount.keyvault.limits import Limits
-from kvmount.keyvault.mount import KeyVaultMounter, Settings
 from kvmount.observability import metrics_route, serve_http
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
 from kvmount.provider import metrics, server
 
+if TYPE_CHECKING:
+    from kvmount.keyvault.mount import KeyVaultMounter
+
 log = logging.getLogger(__name__)
 PARSER = GoFlagParser
+# aad-pod-identity's NMI port, keyvault.identity.NMI_PORT (a test holds them equal): not
+# imported from there, since that module loads the Azure SDK, which waits for the first Mount.
+NMI_PORT = 2579
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: derived from the API server's certificate)",
     )
     parser.add_argument(
-        "--max-concurrent-fetches", type=go_int, default=8, help="Key Vault requests in flight at once"
+        "--max-concurrent-fetches", type=go_int, default=16, help="Key Vault requests in flight at once"
     )
     parser.add_argument("--nmi-port", type=go_int, default=NMI_PORT, help="aad-pod-identity NMI port")
     parser.add_argument(
@@ -132,10 +136,12 @@ def _health(endpoint: str, timeout: float) -> tuple[int, bytes, str]:
     return 200, b"ok\n", "text/plain"
 
 
-def run(args: argparse.Namespace) -> int:
-    exit_code = upstream_flags.start(args, "provider")
-    if exit_code is not None:
-        return exit_code
+def _mounter(args: argparse.Namespace) -> KeyVaultMounter:
+    """The Key Vault pipeline the flags describe (imports the Azure SDK)."""
+    from kvmount.keyvault import fetch
+    from kvmount.keyvault.content import ContentOptions
+    from kvmount.keyvault.mount import KeyVaultMounter, Settings
+
     settings = Settings(
         content=ContentOptions(args.construct_pem_chain, args.write_cert_and_key_in_separate_files),
         default_cloud=args.cloud_name,
@@ -149,7 +155,14 @@ def run(args: argparse.Namespace) -> int:
         limits=Limits(args.max_version_history, args.max_objects_per_mount, args.max_mount_bytes),
     )
     fetch.observe_request = metrics.observe_keyvault
-    mounter = KeyVaultMounter(settings)
+    return KeyVaultMounter(settings)
+
+
+def run(args: argparse.Namespace) -> int:
+    exit_code = upstream_flags.start(args, "provider")
+    if exit_code is not None:
+        return exit_code
+    mounter = server.LazyMounter(lambda: _mounter(args))
     try:
         grpc_server = unix_grpc.serve(
             args.endpoint, lambda s: server.register(s, mounter, args.default_mount_timeout)

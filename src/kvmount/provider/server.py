@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import grpc
 
 from kvmount import __version__
 from kvmount.keyvault.errors import Category, KeyVaultError
-from kvmount.keyvault.mount import KeyVaultMounter
 from kvmount.keyvault.objects import POD_NAME, POD_NAMESPACE
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
 from kvmount.provider.metrics import observe_grpc
+
+if TYPE_CHECKING:
+    from kvmount.keyvault.mount import KeyVaultMounter
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +91,30 @@ def mount_deadline(remaining: float | None, default_budget: float) -> float:
     return time.monotonic() + max(0.5, remaining - 1.0)
 
 
+class LazyMounter:
+    """The Key Vault pipeline, built on the first Mount: the Azure SDK it imports is about
+    30 MiB and half a second (bench/RESULTS.md), which a node whose pods never mount a
+    Key Vault object never pays, and which does not delay serving the socket."""
+
+    def __init__(self, build: Callable[[], KeyVaultMounter]) -> None:
+        self._build = build
+        self._mounter: KeyVaultMounter | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> KeyVaultMounter:
+        with self._lock:
+            if self._mounter is None:
+                self._mounter = self._build()
+            return self._mounter
+
+    def close(self) -> None:
+        with self._lock:
+            if self._mounter is not None:
+                self._mounter.close()
+
+
 class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
-    def __init__(self, mounter: KeyVaultMounter, default_budget: float = DEFAULT_BUDGET) -> None:
+    def __init__(self, mounter: LazyMounter, default_budget: float = DEFAULT_BUDGET) -> None:
         self.mounter = mounter
         self.default_budget = default_budget
 
@@ -108,7 +134,7 @@ class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
             # The driver sends the current versions only when it polls a mounted volume (rotation).
             refresh = len(request.current_object_version) > 0
             deadline = mount_deadline(context.time_remaining(), self.default_budget)
-            result = self.mounter.mount_attributes(attributes, secrets, mode, refresh, deadline)
+            result = self.mounter.get().mount_attributes(attributes, secrets, mode, refresh, deadline)
         except RequestError as err:
             code, message = err.code, str(err)
         except KeyVaultError as err:
@@ -134,5 +160,5 @@ class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
         )
 
 
-def register(server: grpc.Server, mounter: KeyVaultMounter, default_budget: float = DEFAULT_BUDGET) -> None:
+def register(server: grpc.Server, mounter: LazyMounter, default_budget: float = DEFAULT_BUDGET) -> None:
     pb_grpc.add_CSIDriverProviderServicer_to_server(ProviderServicer(mounter, default_budget), server)

@@ -1,0 +1,23 @@
+"""`kvmount provider` serves its socket without the Azure SDK, which it loads on the first Mount."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from kvmount.keyvault.identity import NMI_PORT
+from kvmount.provider import command
+
+
+def test_the_provider_command_does_not_load_the_azure_sdk() -> None:
+    heavy = "{'azure', 'msal', 'requests', 'cryptography'}"
+    probe = (
+        "import sys, kvmount.provider.command, kvmount.provider.server; "
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {heavy}))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout
+
+
+def test_nmi_port_default_is_the_identity_modules() -> None:
+    assert command.NMI_PORT == NMI_PORT

@@ -308,7 +308,8 @@ class ClusterDoctor:
         account_ns, account = self.driver_account.split("/", 1)
         missing = [
             verb
-            for verb in ("get", "create", "update", "patch")
+            # What secretsync/writer.py does: read, then create or replace (never patch).
+            for verb in ("get", "create", "update")
             if not self._may(account_ns, account, verb, namespace)
         ]
         if missing:

@@ -1,0 +1,169 @@
+"""charts/kvmount: lint, deploy/ rendered from it, and every object accepted by a real API server.
+
+`helm install`, `helm upgrade` and `helm uninstall` run against an API server of
+this module's own (the session one holds the same cluster-wide objects, applied
+by other tests, which helm would refuse to adopt).
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes.client.exceptions import ApiException
+
+from tests.chart.values import ALL_FEATURES, CHART, REPO, helm_template
+from tests.compat.upstream import helm
+from tests.conftest import in_ci
+from tests.peers.kube import KubeAPIServer, binaries
+
+
+def run_helm(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HELM_CACHE_HOME": "/nonexistent-cache", "HELM_CONFIG_HOME": "/nonexistent-config"}
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
+    return subprocess.run([str(helm()), *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_lint_is_clean() -> None:
+    for chart in (CHART, CHART / "charts" / "kvmount-driver"):
+        done = run_helm("lint", "--strict", str(chart))
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_deploy_is_the_render_of_the_chart(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(REPO / "scripts" / "render-manifests"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PATH": f"{helm().parent}:{os.environ['PATH']}"},
+    )
+    assert done.returncode == 0, done.stderr
+    rendered = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.yaml"))
+    assert rendered, "render-manifests wrote nothing"
+    drifted = [str(p) for p in rendered if not filecmp.cmp(tmp_path / p, REPO / "deploy" / p, shallow=False)]
+    assert not drifted, f"deploy/ differs from charts/kvmount in {drifted}: run scripts/render-manifests"
+
+
+@pytest.fixture(scope="module")
+def own_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer]:
+    if binaries() is None:
+        reason = "etcd or kube-apiserver not installed: run scripts/peers/kube-apiserver.sh"
+        if in_ci():
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    server = KubeAPIServer(tmp_path_factory.mktemp("chart-api")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def dry_run_create(api: KubeAPIServer, doc: dict[str, Any], namespace: str) -> None:
+    resource = api.dynamic.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+    ns = namespace if resource.namespaced else None
+    body = {**doc, "metadata": {**doc["metadata"], **({"namespace": ns} if ns else {})}}
+    resource.create(body=body, namespace=ns, dry_run="All")
+
+
+@pytest.mark.parametrize("features", [False, True], ids=["defaults", "all-features"])
+def test_every_rendered_object_passes_server_validation(own_api: KubeAPIServer, features: bool) -> None:
+    namespace = f"chart-{uuid.uuid4().hex[:8]}"
+    own_api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    docs = helm_template(ALL_FEATURES if features else {}, namespace=namespace, include_crds=True)
+    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    assert {c["metadata"]["name"] for c in crds} >= {
+        "secretproviderclasses.secrets-store.csi.x-k8s.io",
+        "secretproviderclasspodstatuses.secrets-store.csi.x-k8s.io",
+    }
+    kinds = set()
+    for doc in docs:
+        kinds.add(doc["kind"])
+        try:
+            dry_run_create(own_api, doc, namespace)
+        except ApiException as err:
+            raise AssertionError(f"{doc['kind']} {doc['metadata']['name']}: {err.body}") from None
+    assert {"DaemonSet", "CSIDriver", "ClusterRole", "ServiceAccount"} <= kinds
+    if features:
+        assert {"Deployment", "ValidatingAdmissionPolicy", "Role"} <= kinds
+
+
+def names(api: KubeAPIServer, api_version: str, kind: str, namespace: str | None = None) -> list[str]:
+    """kind/name of the objects of a kind that helm manages (in the namespace, if namespaced)."""
+    resource = api.dynamic.resources.get(api_version=api_version, kind=kind)
+    listed = resource.get(namespace=namespace, label_selector="app.kubernetes.io/managed-by=Helm").to_dict()
+    return [f"{kind}/{item['metadata']['name']}" for item in listed["items"]]
+
+
+def kvmount_objects(api: KubeAPIServer, namespace: str) -> list[str]:
+    """Every object the chart makes (CRDs aside: helm leaves crds/ in place on uninstall)."""
+    found = names(api, "apps/v1", "DaemonSet", namespace) + names(api, "apps/v1", "Deployment", namespace)
+    found += names(api, "v1", "ServiceAccount", namespace)
+    for kind in ("ClusterRole", "ClusterRoleBinding"):
+        found += names(api, "rbac.authorization.k8s.io/v1", kind)
+    found += names(api, "storage.k8s.io/v1", "CSIDriver")
+    return sorted(found)
+
+
+def driver_args(api: KubeAPIServer, namespace: str) -> list[str]:
+    resource = api.dynamic.resources.get(api_version="apps/v1", kind="DaemonSet")
+    daemonset = resource.get(name="secrets-store-csi-driver", namespace=namespace).to_dict()
+    args: list[str] = daemonset["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args
+
+
+def test_install_upgrade_uninstall(own_api: KubeAPIServer, tmp_path: Path) -> None:
+    namespace = f"kvmount-{uuid.uuid4().hex[:8]}"
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(ALL_FEATURES))
+    kube = own_api.kubeconfig
+    done = run_helm(
+        "install",
+        "kvm",
+        str(CHART),
+        "-n",
+        namespace,
+        "--create-namespace",
+        "-f",
+        str(values),
+        kubeconfig=kube,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--enable-secret-rotation=true" in driver_args(own_api, namespace)
+    assert "ClusterRole/secretprovidersyncing-role" in kvmount_objects(own_api, namespace)
+
+    # A changed value rolls the driver's pod template; syncSecret off takes its RBAC away.
+    done = run_helm(
+        "upgrade", "kvm", str(CHART), "-n", namespace, "-f", str(values),
+        "--set", "secrets-store-csi-driver.rotationPollInterval=45s",
+        "--set", "secrets-store-csi-driver.syncSecret.enabled=false",
+        kubeconfig=kube,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "--rotation-poll-interval=45s" in driver_args(own_api, namespace)
+    assert "ClusterRole/secretprovidersyncing-role" not in kvmount_objects(own_api, namespace)
+
+    done = run_helm("uninstall", "kvm", "-n", namespace, "--wait", kubeconfig=kube)
+    assert done.returncode == 0, done.stderr
+    assert kvmount_objects(own_api, namespace) == []
+
+
+def test_a_misspelled_value_fails_install_naming_it(own_api: KubeAPIServer, tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"secrets-store-csi-driver": {"syncSecret": {"enabeld": True}}}))
+    done = run_helm(
+        "install", "kvm", str(CHART), "-n", "default", "-f", str(values), kubeconfig=own_api.kubeconfig
+    )
+    assert done.returncode != 0
+    assert "'enabeld' not allowed" in done.stderr and "secrets-store-csi-driver" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    listed = run_helm("list", "-A", "-q", kubeconfig=own_api.kubeconfig)
+    assert "kvm" not in listed.stdout.split()

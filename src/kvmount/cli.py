@@ -30,7 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     lines = ["usage: kvmount COMMAND [options]", "", "commands:"]
-    lines += [f"  {name:<11} {desc}" for name, (_, desc) in COMMANDS.items()]
+    width = max(map(len, COMMANDS))
+    lines += [f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items()]
     lines += ["", "kvmount COMMAND --help shows a command's options."]
     return "\n".join(lines)
 

@@ -319,3 +319,15 @@ def test_metrics_and_health(driver: Driver, provider: ProviderDouble, kubelet_di
     assert re.search(r'node_unpublish_total\{os_type="linux"\} [1-9]', text)
     assert 'csi_operations_seconds_count{grpc_code="OK",method="NodePublishVolume"}' in text
     assert SECRET not in text
+
+
+def test_publish_without_a_deadline_gets_the_default_budget(
+    driver: Driver, provider: ProviderDouble, kubelet_dir: Path
+) -> None:
+    """A caller that sets no gRPC deadline (grpcurl, a custom CO) still gets its volume."""
+    driver.write_class("app", {"file.username": "admin", "keyvaultName": "kv1"})
+    pod = make_pod(kubelet_dir)
+    driver.node.NodePublishVolume(pod.publish_request("app"))  # no timeout
+    assert (pod.target / "username").read_text() == "admin"
+    driver.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=30)
+    assert_clean(pod.target)

@@ -38,6 +38,7 @@ def volume(tmp_path: Path) -> Iterator[Path]:
         ("..data", "reserved"),
         ("..x/y", "reserved"),
         ("a\x00b", "NUL"),
+        (".", "the volume itself"),
     ],
 )
 def test_bad_paths_are_refused(path: str, rule: str) -> None:

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _NodeCap = csi.NodeServiceCapability
+# Longer than any caller would wait: the caller set no deadline.
+_NO_DEADLINE = 86400.0
 
 
 def _invalid(message: str) -> PublishError:
@@ -113,7 +115,9 @@ class NodeServicer(csi_grpc.NodeServicer):
         def publish() -> csi.NodePublishVolumeResponse:
             volume = check_publish(request)
             remaining = context.time_remaining()
-            deadline = None if remaining is None else time.monotonic() + remaining
+            # A call without a deadline reads as ~9e18 s remaining: treat it as none (the default budget).
+            no_deadline = remaining is None or remaining > _NO_DEADLINE
+            deadline = None if no_deadline else time.monotonic() + remaining
             self.publisher.publish(volume, deadline)
             return csi.NodePublishVolumeResponse()
 

@@ -51,6 +51,8 @@ def _check_path(path: str) -> None:
     parts = path.split("/")
     if ".." in parts:
         raise PayloadError(f"file path {path!r} contains '..'; paths must stay inside the volume")
+    if path == ".":
+        raise PayloadError("file path '.' names the volume itself, not a file in it")
     if os.path.normpath(path) != path:
         raise PayloadError(f"file path {path!r} is not clean (no '.', '//' or trailing '/')")
     if parts[0].startswith(".."):

@@ -7,13 +7,15 @@ next batch in turn: a small mount waits for at most one job of each other
 batch, whatever their backlogs. The number of jobs running at once stays at
 the pool's size. A batch that fails or runs out of time drops its queued jobs.
 
-Hand-offs are kept cheap (profiled, bench/RESULTS.md): a new job wakes one idle
-worker, a finished job wakes no one unless it finishes its batch, and then only
-that batch's caller. Workers start as jobs arrive, up to the pool's size.
+Hand-offs are kept cheap (profiled, bench/RESULTS.md): each new job puts one token
+in a queue (C-level, no Python lock per wait) that wakes one idle worker; a finished
+job wakes no one unless it finishes its batch, and then only that batch's caller.
+Workers start as jobs arrive, up to the pool's size.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import deque
@@ -52,8 +54,8 @@ class _Batch(Generic[T]):
 class FairPool:
     def __init__(self, workers: int, name: str = "fairpool") -> None:
         self._lock = threading.Lock()
-        # Idle workers wait on this for a queued job.
-        self._queued = threading.Condition(self._lock)
+        # One token per queued job (None: shut down); an idle worker waits for one.
+        self._tokens: queue.SimpleQueue[bool | None] = queue.SimpleQueue()
         # Batches with queued jobs, in turn order.
         self._ring: deque[_Batch[Any]] = deque()
         self._closed = False
@@ -84,7 +86,8 @@ class FairPool:
                 raise RuntimeError("the fetch pool is shut down")
             self._ring.append(batch)
             self._add_workers(len(items))
-            self._queued.notify(len(items))
+            for _ in items:
+                self._tokens.put(True)
             while not batch.finished:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -104,19 +107,26 @@ class FairPool:
             self._ring.remove(batch)
 
     def _next_job(self) -> tuple[_Batch[Any], int] | None:
-        with self._lock:
-            while not self._ring and not self._closed:
+        while True:
+            with self._lock:
                 self._idle += 1
-                self._queued.wait()
+            # A token may outlive its job (a cancelled batch): the ring is then empty; wait again.
+            token = self._tokens.get()
+            with self._lock:
                 self._idle -= 1
-            if self._closed:
-                return None
-            batch = self._ring.popleft()
-            index = batch.queue.popleft()
-            if batch.queue:
-                self._ring.append(batch)  # to the back of the line: one job per turn
-            batch.running += 1
-            return batch, index
+                if token is None or self._closed:
+                    return None
+                if self._ring:
+                    return self._take()
+
+    def _take(self) -> tuple[_Batch[Any], int]:
+        """The next job in turn; the lock is held."""
+        batch = self._ring.popleft()
+        index = batch.queue.popleft()
+        if batch.queue:
+            self._ring.append(batch)  # to the back of the line: one job per turn
+        batch.running += 1
+        return batch, index
 
     def _work(self) -> None:
         while (job := self._next_job()) is not None:
@@ -145,4 +155,5 @@ class FairPool:
                 batch.queue.clear()
                 batch.changed.notify()
             self._ring.clear()
-            self._queued.notify_all()
+            for _ in self._threads:
+                self._tokens.put(None)

@@ -36,7 +36,7 @@ from kvmount.keyvault.errors import Category, KeyVaultError
 from kvmount.keyvault.fairpool import BatchTimeout, FairPool
 from kvmount.keyvault.limits import ContentBudget
 from kvmount.keyvault.objects import ObjectSpec, ObjectType
-from kvmount.keyvault.vault_client import VaultClient, version_of
+from kvmount.keyvault.vault_client import VaultClient, shared_transport, version_of
 
 T = TypeVar("T")
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 30.0
@@ -161,10 +161,12 @@ def failure_suffix(err: Exception) -> str:
 
 
 class ClientCache:
-    """Vault clients by (vault URL, identity key); least recently used evicted."""
+    """Vault clients by (vault URL, identity key), least recently used evicted; the
+    clients of one vault share its connection pool."""
 
     def __init__(self, max_entries: int = 256, user_agent: str = "") -> None:
         self._entries: OrderedDict[tuple[str, str], VaultClient] = OrderedDict()
+        self._transports: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._max = max_entries
         # user_agent: the SDK's UserAgentPolicy puts it in front of its own.
@@ -177,12 +179,15 @@ class ClientCache:
             if client is None:
                 # A policy belongs to one pipeline (it links to the next), so each client has its own.
                 retry = BudgetRetryPolicy(retry_total=2)
-                client = VaultClient(
-                    vault_url, credential, retry, CONNECT_TIMEOUT, READ_TIMEOUT, self._user_agent
-                )
+                if vault_url not in self._transports:
+                    self._transports[vault_url] = shared_transport(CONNECT_TIMEOUT, READ_TIMEOUT)
+                transport = self._transports[vault_url]
+                client = VaultClient(vault_url, credential, retry, transport, self._user_agent)
                 self._entries[key] = client
                 while len(self._entries) > self._max:
-                    self._entries.popitem(last=False)[1].close()
+                    self._entries.popitem(last=False)
+                for unused in self._transports.keys() - {url for url, _ in self._entries}:
+                    self._transports.pop(unused).close()
             self._entries.move_to_end(key)
             return client
 

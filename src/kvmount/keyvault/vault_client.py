@@ -8,7 +8,9 @@ the environment (proxies, CA bundle, ~/.netrc) again on every request. Here one
 azure-core Pipeline per vault and identity holds the parts that matter: the Key
 Vault SDK's own challenge policy (the challenge's tenant and resource, CAE, the
 token from the azure-identity credential), the retry policy, the user agent, and
-one connection pool. Answers are Key Vault's REST JSON, read directly.
+one connection pool per vault, shared by every identity that reads it (a request's
+identity is its bearer token, not its connection). Answers are Key Vault's REST JSON,
+read directly.
 
 The first request of a new client goes alone: it takes the challenge and the
 token, so concurrent fetches and mounts of a new identity cost one challenge and
@@ -88,6 +90,17 @@ def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
     return request
 
 
+def shared_transport(connection_timeout: float = 300, read_timeout: float = 300) -> RequestsTransport:
+    """A transport (one connection pool, the environment read once) for many pipelines.
+    Its session is not owned by the transport, so no pipeline or credential closes it."""
+    return RequestsTransport(
+        session=_EnvOnceSession(),
+        session_owner=False,
+        connection_timeout=connection_timeout,
+        read_timeout=read_timeout,
+    )
+
+
 def version_of(object_id: str) -> str:
     """The version in a Key Vault id (https://<vault>/<collection>/<name>/<version>)."""
     parts = urllib.parse.urlsplit(object_id).path.strip("/").split("/")
@@ -102,18 +115,10 @@ class VaultClient:
         vault_url: str,
         credential: TokenCredential,
         retry_policy: RetryPolicy[Any, Any],
-        connection_timeout: float,
-        read_timeout: float,
+        transport: RequestsTransport,
         user_agent: str = "",
     ) -> None:
         self.vault_url = vault_url.rstrip("/")
-        self._session = _EnvOnceSession()
-        transport = RequestsTransport(
-            session=self._session,
-            session_owner=False,
-            connection_timeout=connection_timeout,
-            read_timeout=read_timeout,
-        )
         policies: list[Any] = [
             UserAgentPolicy(user_agent or None, sdk_moniker=SDK_MONIKER),
             retry_policy,
@@ -172,6 +177,3 @@ class VaultClient:
             page = self.get(path, deadline, **options)
             yield from page.get("value") or []
             path = page.get("nextLink") or None
-
-    def close(self) -> None:
-        self._session.close()

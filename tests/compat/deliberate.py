@@ -206,6 +206,18 @@ ROWS: tuple[Row, ...] = (
         "one bad entry must not take every later Secret with it",
     ),
     Row(
+        "Driver: a failed publish is also a `FailedToMount` Warning event on the pod, and a rotation a "
+        "`MountRotationComplete` or `MountRotationFailed` event",
+        "puts no event on the pod from a publish or a rotation (kubelet's own `FailedMount` carries "
+        "the error)",
+        "the pod's events name the class, provider and object that failed, without the node's logs",
+    ),
+    Row(
+        "Driver: a failed first publish removes the target directory it made",
+        "leaves the empty target directory behind",
+        "nothing of a failed mount stays on the node; kubelet's retry makes the directory again",
+    ),
+    Row(
         "Driver: a Secret of a `secretObjects` name that the driver does not manage is never "
         "overwritten; the pod gets a `FailedToCreateSecret` event",
         "overwrites it",

@@ -4,7 +4,8 @@ driver with kvmount's provider, each publishing a volume for a pod from a Secret
 The files must be byte-identical to what kvmount with kvmount writes; the
 SecretProviderClassPodStatus, the synced Secrets and the pod's events identical in content
 to what upstream with upstream makes — at the first publish, after a rotation, and after
-unpublish. The stage is tests/compat/crossing.py.
+unpublish; a refusal reaches kubelet with the provider's own code, as through upstream's driver.
+The stage is tests/compat/crossing.py.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from kubernetes import client as k8s
 
@@ -301,3 +303,33 @@ def test_rotation_is_that_of_kvmount_for_files_and_of_upstream_for_the_api(
 ) -> None:
     assert rotated[pair][0] == rotated[OURS][0]
     assert rotated[pair][1:] == rotated[UPSTREAM][1:]
+
+
+@pytest.fixture(scope="module")
+def refused(
+    keyvault: KeyVaultDouble,
+    secrets_store_api: KubeAPIServer,
+    drivers: dict[str, csi_grpc.NodeStub],
+    node_secret: dict[str, str],
+    kubelet_root: Path,
+) -> dict[str, tuple[grpc.StatusCode, bool]]:
+    """Every pair publishes a class naming an object the vault lacks: (code, a pod status was made)."""
+    missing = [{"objectName": f"x-missing-{uuid.uuid4().hex[:8]}", "objectType": "secret"}]
+    made = {}
+    for pair in PAIRS:
+        scene = stage(secrets_store_api, pair, keyvault, missing, [], node_secret, kubelet_root)
+        with pytest.raises(grpc.RpcError) as info:
+            drivers[pair].NodePublishVolume(scene.request, timeout=120)
+        name = f"web-{scene.namespace}-app"
+        status = get_or_none(secrets_store_api, POD_STATUS, scene.namespace, name, GROUP_VERSION)
+        made[pair] = (info.value.code(), status is not None)
+    return made
+
+
+@crossing
+def test_a_refusal_reaches_kubelet_with_the_providers_code(
+    refused: dict[str, tuple[grpc.StatusCode, bool]], pair: str
+) -> None:
+    provider = pair.split("+")[1]
+    assert refused[pair] == refused[f"{provider}+{provider}"]
+    assert refused[pair][1] is False

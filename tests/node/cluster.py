@@ -138,6 +138,9 @@ class Node:
             if sock is not None:
                 sock.unlink(missing_ok=True)
         self.api.stop()
+        alive = host.processes_mentioning(str(self.root))
+        if alive:
+            problems.append(f"processes still running: {alive}")
         still_mounted = host.unmount_all(self.root)
         if still_mounted:
             problems.append(f"still mounted: {still_mounted}")

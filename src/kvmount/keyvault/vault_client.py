@@ -44,6 +44,8 @@ from azure.core.rest import HttpRequest
 from azure.keyvault.secrets._shared import ChallengeAuthPolicy
 from azure.keyvault.secrets._shared.client_base import DEFAULT_VERSION
 from azure.keyvault.secrets._version import VERSION
+from requests.sessions import merge_setting
+from requests.structures import CaseInsensitiveDict
 
 # The REST API version the SDK's clients send.
 API_VERSION = str(getattr(DEFAULT_VERSION, "value", DEFAULT_VERSION))
@@ -58,11 +60,17 @@ _ERROR_MAP: dict[int, type[HttpResponseError]] = {
 COLLECTIONS = {"secret": "secrets", "key": "keys", "cert": "certificates"}
 
 
-class _EnvOnceSession(requests.Session):
-    """A requests Session that reads the environment (proxies, REQUESTS_CA_BUNDLE) once per
-    host, not on every request: the provider's environment does not change while it runs.
-    ~/.netrc is not consulted (requests would stat it per request): Key Vault takes bearer
-    tokens, never basic credentials."""
+class _LeanSession(requests.Session):
+    """A requests Session for many small GETs (profiled, bench/RESULTS.md):
+
+    * the environment (proxies, REQUESTS_CA_BUNDLE) is read once per host, not on every
+      request: the provider's environment does not change while it runs;
+    * ~/.netrc is not consulted (requests would stat it per request): Key Vault takes
+      bearer tokens, never basic credentials;
+    * a GET without a body goes from a PreparedRequest straight to the connection adapter,
+      past the Session's cookies, hooks and redirects, which azure-core does not use
+      (it sends allow_redirects=False and handles redirects itself).
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -85,6 +93,44 @@ class _EnvOnceSession(requests.Session):
                 self._settings[key] = found
         return dict(found)
 
+    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        lean = (
+            method == "GET"
+            and isinstance(url, str)
+            and not args
+            and kwargs.keys() <= _LEAN_KEYWORDS
+            and kwargs.get("data") is None
+            and kwargs.get("files") is None
+            and kwargs.get("allow_redirects") is False
+        )
+        if not lean:
+            return super().request(method, url, *args, **kwargs)
+        prepared = requests.PreparedRequest()
+        prepared.prepare_method(method)
+        prepared.prepare_url(url, None)
+        # The Session's default headers (Accept-Encoding, Connection, ...) under the request's own.
+        prepared.prepare_headers(
+            merge_setting(kwargs.get("headers"), self.headers, dict_class=CaseInsensitiveDict)
+        )
+        settings = self.merge_environment_settings(
+            prepared.url,
+            kwargs.get("proxies") or {},
+            kwargs.get("stream"),
+            kwargs.get("verify"),
+            kwargs.get("cert"),
+        )
+        response = self.get_adapter(str(prepared.url)).send(
+            prepared, timeout=kwargs.get("timeout"), **settings
+        )
+        if not settings["stream"]:
+            _ = response.content  # read the body now, as Session.send does
+        return response
+
+
+_LEAN_KEYWORDS = frozenset(
+    {"headers", "data", "files", "verify", "timeout", "cert", "allow_redirects", "proxies"}
+)
+
 
 def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
     return request
@@ -94,7 +140,7 @@ def shared_transport(connection_timeout: float = 300, read_timeout: float = 300)
     """A transport (one connection pool, the environment read once) for many pipelines.
     Its session is not owned by the transport, so no pipeline or credential closes it."""
     return RequestsTransport(
-        session=_EnvOnceSession(),
+        session=_LeanSession(),
         session_owner=False,
         connection_timeout=connection_timeout,
         read_timeout=read_timeout,

@@ -33,7 +33,7 @@ from types import TracebackType
 import yaml
 from kubernetes import client as k8s
 
-from tests.node import host
+from tests.node import host, sysctls
 from tests.peers.kube import CACHE, KubeAPIServer, binaries
 
 NODE_NAME = "kvmount-node"
@@ -96,7 +96,7 @@ class Node:
         # kubelet passes its environment to the FlexVolume drivers it execs.
         self._env = {**os.environ, **(env or {})}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._sysctls = host.read_sysctls()
+        self._sysctls = sysctls.Guard(root.name)
         self._shim_dir_existed = host.SHIM_SOCKETS.exists()
         self._log_dir_existed = host.CONTAINER_LOG_LINKS.exists()
         self._cgroups = host.cgroup_parents()
@@ -113,6 +113,7 @@ class Node:
             self._start_containerd(timeout)
             self._import_images()
             self._start_controller_manager()
+            self._sysctls.acquire()
             self._start_kubelet(timeout)
         except BaseException:
             self.stop()
@@ -144,7 +145,7 @@ class Node:
         still_mounted = host.unmount_all(self.root)
         if still_mounted:
             problems.append(f"still mounted: {still_mounted}")
-        failed = host.restore_sysctls(self._sysctls)
+        failed = self._sysctls.release()
         if failed:
             problems.append(f"sysctls not restored: {failed}")
         cgroups = host.remove_cgroups(containers, self._cgroups)

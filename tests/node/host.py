@@ -1,11 +1,12 @@
 """What a node leaves on the host, and how to take it back.
 
-kubelet and containerd change more than their own directories: kubelet sets
-kernel tunables (it assumes it owns the machine), mounts tmpfs and bind mounts
-under its root, and links container logs into /var/log/containers; containerd's
-shims outlive containerd and serve sockets under /run/containerd/s. A test run
-must leave the machine as it found it, whatever failed, so each piece here is
-recorded before the node starts and undone, best effort, at teardown.
+kubelet and containerd change more than their own directories: kubelet mounts
+tmpfs and bind mounts under its root and links container logs into
+/var/log/containers; containerd's shims outlive containerd and serve sockets under
+/run/containerd/s; containers get cgroups under /k8s.io. A test run must leave the
+machine as it found it, whatever failed, so each piece here is recorded before the
+node starts and undone, best effort, at teardown. (kubelet's kernel tunables:
+tests/node/sysctls.py.)
 """
 
 from __future__ import annotations
@@ -19,15 +20,6 @@ import subprocess
 import time
 from pathlib import Path
 
-# The tunables kubelet's setupKernelTunables writes when protectKernelDefaults is off.
-KUBELET_SYSCTLS = (
-    "vm.overcommit_memory",
-    "vm.panic_on_oom",
-    "kernel.panic",
-    "kernel.panic_on_oops",
-    "kernel.keys.root_maxkeys",
-    "kernel.keys.root_maxbytes",
-)
 # Host paths outside the node's directory that kubelet or containerd create.
 CONTAINER_LOG_LINKS = Path("/var/log/containers")
 SHIM_SOCKETS = Path("/run/containerd/s")
@@ -37,27 +29,6 @@ CGROUP_PARENT = "k8s.io"
 
 _MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _sysctl_path(name: str) -> Path:
-    return Path("/proc/sys") / name.replace(".", "/")
-
-
-def read_sysctls() -> dict[str, str]:
-    return {name: _sysctl_path(name).read_text().strip() for name in KUBELET_SYSCTLS}
-
-
-def restore_sysctls(before: dict[str, str]) -> list[str]:
-    """Write back every tunable that changed; the names that could not be restored."""
-    failed = []
-    for name, value in before.items():
-        path = _sysctl_path(name)
-        try:
-            if path.read_text().strip() != value:
-                path.write_text(value)
-        except OSError:
-            failed.append(name)
-    return failed
 
 
 def mounts_under(root: Path) -> list[str]:

@@ -10,7 +10,10 @@ the pool's size. A batch that fails or runs out of time drops its queued jobs.
 Hand-offs are kept cheap (profiled, bench/RESULTS.md): each new job puts one token
 in a queue (C-level, no Python lock per wait) that wakes one idle worker; a finished
 job wakes no one unless it finishes its batch, and then only that batch's caller.
-Workers start as jobs arrive, up to the pool's size.
+Workers start as jobs arrive, up to the pool's size, and a worker that finishes
+a job takes the next one without sleeping. A batch may cap how many of its jobs
+run at once: threads that all want the GIL cost CPU in hand-offs, so one batch
+need not occupy every worker when a few keep up with the network.
 """
 
 from __future__ import annotations
@@ -34,8 +37,13 @@ class BatchTimeout(Exception):
 
 
 class _Batch(Generic[T]):
-    def __init__(self, func: Callable[[T], Any], items: Sequence[T], lock: threading.Lock) -> None:
+    def __init__(
+        self, func: Callable[[T], Any], items: Sequence[T], lock: threading.Lock, limit: int
+    ) -> None:
         self.func = func
+        self.limit = limit
+        # In the pool's ring: it has queued jobs and fewer than ``limit`` running.
+        self.in_ring = False
         # The caller waits on this; it shares the pool's lock.
         self.changed = threading.Condition(lock)
         self.queue: deque[int] = deque(range(len(items)))
@@ -56,8 +64,10 @@ class FairPool:
         self._lock = threading.Lock()
         # One token per queued job (None: shut down); an idle worker waits for one.
         self._tokens: queue.SimpleQueue[bool | None] = queue.SimpleQueue()
-        # Batches with queued jobs, in turn order.
+        # Batches with queued jobs and room under their limit, in turn order.
         self._ring: deque[_Batch[Any]] = deque()
+        # Every batch whose caller waits (for shutdown; some are out of the ring, at their limit).
+        self._batches: set[_Batch[Any]] = set()
         self._closed = False
         self._name = name
         self._size = max(1, workers)
@@ -73,27 +83,40 @@ class FairPool:
             self._threads.append(thread)
             thread.start()
 
-    def map(self, func: Callable[[T], Any], items: Sequence[T], deadline: float | None = None) -> list[Any]:
-        """func over items, results in item order. On the first failure the batch's
-        queued jobs are dropped and, once its running jobs end, the failure of the
-        lowest item index is raised; after ``deadline`` (time.monotonic()) the queued
-        jobs are dropped and BatchTimeout is raised without waiting for running ones."""
-        batch: _Batch[T] = _Batch(func, items, self._lock)
+    def map(
+        self,
+        func: Callable[[T], Any],
+        items: Sequence[T],
+        deadline: float | None = None,
+        limit: int | None = None,
+    ) -> list[Any]:
+        """func over items, results in item order, at most ``limit`` at once. On the
+        first failure the batch's queued jobs are dropped and, once its running jobs
+        end, the failure of the lowest item index is raised; after ``deadline``
+        (time.monotonic()) the queued jobs are dropped and BatchTimeout is raised
+        without waiting for running ones."""
+        wanted = len(items) if limit is None else max(1, min(limit, len(items)))
+        batch: _Batch[T] = _Batch(func, items, self._lock, wanted)
         if not items:
             return []
         with self._lock:
             if self._closed:
                 raise RuntimeError("the fetch pool is shut down")
             self._ring.append(batch)
-            self._add_workers(len(items))
-            for _ in items:
+            batch.in_ring = True
+            self._batches.add(batch)
+            self._add_workers(wanted)
+            for _ in range(wanted):
                 self._tokens.put(True)
-            while not batch.finished:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    self._cancel(batch)
-                    raise BatchTimeout(items[min(set(range(len(items))) - batch.done)])
-                batch.changed.wait(remaining)
+            try:
+                while not batch.finished:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        self._cancel(batch)
+                        raise BatchTimeout(items[min(set(range(len(items))) - batch.done)])
+                    batch.changed.wait(remaining)
+            finally:
+                self._batches.discard(batch)
         if batch.errors:
             raise batch.errors[min(batch.errors)]
         if batch.cancelled:
@@ -103,8 +126,9 @@ class FairPool:
     def _cancel(self, batch: _Batch[Any]) -> None:
         batch.cancelled = True
         batch.queue.clear()
-        if batch in self._ring:
+        if batch.in_ring:
             self._ring.remove(batch)
+            batch.in_ring = False
 
     def _next_job(self) -> tuple[_Batch[Any], int] | None:
         while True:
@@ -123,13 +147,15 @@ class FairPool:
         """The next job in turn; the lock is held."""
         batch = self._ring.popleft()
         index = batch.queue.popleft()
-        if batch.queue:
-            self._ring.append(batch)  # to the back of the line: one job per turn
         batch.running += 1
+        batch.in_ring = bool(batch.queue) and batch.running < batch.limit
+        if batch.in_ring:
+            self._ring.append(batch)  # to the back of the line: one job per turn
         return batch, index
 
     def _work(self) -> None:
-        while (job := self._next_job()) is not None:
+        job = self._next_job()
+        while job is not None:
             batch, index = job
             try:
                 result, error = batch.func(batch.items[index]), None
@@ -143,16 +169,24 @@ class FairPool:
                 else:
                     batch.errors[index] = error
                     self._cancel(batch)
+                if batch.queue and not batch.in_ring and not batch.cancelled:
+                    self._ring.append(batch)  # below its limit again
+                    batch.in_ring = True
                 if batch.finished:
                     batch.changed.notify()
+                # Straight on to the next job, if any: no sleep, no wake-up.
+                job = self._take() if self._ring and not self._closed else None
+            if job is None:
+                job = self._next_job()
 
     def shutdown(self) -> None:
         """Stop taking jobs; queued jobs of waiting batches are dropped."""
         with self._lock:
             self._closed = True
-            for batch in self._ring:
+            for batch in self._batches:
                 batch.cancelled = True
                 batch.queue.clear()
+                batch.in_ring = False
                 batch.changed.notify()
             self._ring.clear()
             for _ in self._threads:

@@ -293,6 +293,14 @@ def _size(fetched: Fetched) -> int:
     return 1024  # a public key: a few hundred bytes
 
 
+# A mount runs at most this many of its fetches at once. At 20 ms per request that is
+# 300 reads/s for one mount (50 objects in about 0.2 s); letting one mount wake every
+# worker instead cost CPU in GIL hand-offs without being faster when Key Vault answers
+# quickly (bench/RESULTS.md: 0.5 ms of CPU per object with 2 to 4 at once, 0.74 with 16).
+# Concurrent mounts still use the whole pool (--max-concurrent-fetches).
+PER_MOUNT = 6
+
+
 class Fetcher:
     """Runs mounts' fetches on a shared, bounded pool, each mount served in turn."""
 
@@ -356,7 +364,7 @@ class Fetcher:
 
         def run_all(func: Callable[[Any], Any], items: list[Any]) -> list[Any]:
             try:
-                return self._pool.map(func, items, deadline)
+                return self._pool.map(func, items, deadline, PER_MOUNT)
             except BatchTimeout as late:
                 spec = late.item if isinstance(late.item, ObjectSpec) else late.item[0]
                 raise KeyVaultError(

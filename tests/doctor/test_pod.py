@@ -328,9 +328,7 @@ def test_cause_driver_may_not_sync_secrets(cluster: Cluster, capsys: pytest.Capt
     pod = cluster.pod(ns, volume(name))
     lines = cluster.doctor(capsys, "--pod", pod, "--driver-account", "kube-system/not-the-driver")
     line = fail_line(lines, "sync RBAC")
-    assert (
-        f"ServiceAccount kube-system/not-the-driver may not get/create/update Secrets in {ns}" in line
-    )
+    assert f"ServiceAccount kube-system/not-the-driver may not get/create/update Secrets in {ns}" in line
     assert "-> kubectl apply -f deploy/driver/rbac.yaml" in line
     # deploy/driver/rbac.yaml is applied: the driver's own account may (RBAC reaches the authorizer
     # a moment after the binding is made, so this is polled).

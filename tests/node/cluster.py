@@ -33,7 +33,7 @@ from types import TracebackType
 import yaml
 from kubernetes import client as k8s
 
-from tests.node import host, sysctls
+from tests.node import host, machine
 from tests.peers.kube import CACHE, KubeAPIServer, binaries
 
 NODE_NAME = "kvmount-node"
@@ -96,10 +96,7 @@ class Node:
         # kubelet passes its environment to the FlexVolume drivers it execs.
         self._env = {**os.environ, **(env or {})}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._sysctls = sysctls.Guard(root.name)
-        self._shim_dir_existed = host.SHIM_SOCKETS.exists()
-        self._log_dir_existed = host.CONTAINER_LOG_LINKS.exists()
-        self._cgroups = host.cgroup_parents()
+        self._machine = machine.Guard(root.name)
 
     def log(self, name: str) -> Path:
         return self.root / "logs" / f"{name}.log"
@@ -110,10 +107,10 @@ class Node:
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
         try:
             self.api.start()
+            self._machine.acquire()
             self._start_containerd(timeout)
             self._import_images()
             self._start_controller_manager()
-            self._sysctls.acquire()
             self._start_kubelet(timeout)
         except BaseException:
             self.stop()
@@ -145,17 +142,13 @@ class Node:
         still_mounted = host.unmount_all(self.root)
         if still_mounted:
             problems.append(f"still mounted: {still_mounted}")
-        failed = self._sysctls.release()
-        if failed:
-            problems.append(f"sysctls not restored: {failed}")
-        cgroups = host.remove_cgroups(containers, self._cgroups)
+        cgroups = host.remove_cgroups(containers)
         if cgroups:
             problems.append(f"cgroups left: {cgroups}")
         host.remove_log_links(self.root)
-        if not self._log_dir_existed:
-            host.remove_if_empty(host.CONTAINER_LOG_LINKS)
-        if not self._shim_dir_existed:
-            host.remove_if_empty(host.SHIM_SOCKETS, host.SHIM_SOCKETS.parent)
+        failed = self._machine.release()  # the last node on the machine: sysctls, shared dirs
+        if failed:
+            problems.append(f"sysctls not restored: {failed}")
         if not still_mounted:
             shutil.rmtree(self.root, ignore_errors=True)
         return problems

@@ -5,8 +5,8 @@ tmpfs and bind mounts under its root and links container logs into
 /var/log/containers; containerd's shims outlive containerd and serve sockets under
 /run/containerd/s; containers get cgroups under /k8s.io. A test run must leave the
 machine as it found it, whatever failed, so each piece here is recorded before the
-node starts and undone, best effort, at teardown. (kubelet's kernel tunables:
-tests/node/sysctls.py.)
+node starts and undone, best effort, at teardown. (What nodes share, kubelet's
+kernel tunables and these directories themselves: tests/node/machine.py.)
 """
 
 from __future__ import annotations
@@ -122,18 +122,16 @@ def cgroup_parents() -> set[Path]:
     return {path for path in candidates if path.is_dir()}
 
 
-def remove_cgroups(container_ids: list[str], parents_existed: set[Path], timeout: float = 15.0) -> list[Path]:
-    """Kill what is left in these containers' cgroups and rmdir them, then the CRI parent where
-    it is new and empty; the container cgroups that could not be removed.
+def remove_cgroups(container_ids: list[str], timeout: float = 15.0) -> list[Path]:
+    """Kill what is left in these containers' cgroups and rmdir them; those that remain.
 
-    Only this node's containers are touched: another node on this machine shares the parent.
-    A cgroup stays busy until its last process has been reaped, so this tries again until
-    the deadline."""
+    Only this node's containers are touched: another node on this machine shares the
+    parent (tests/node/machine.py removes it). A cgroup stays busy until its last process
+    has been reaped, so this tries again until the deadline."""
     deadline = time.monotonic() + timeout
     while True:
-        left = sorted(
-            parent / cid for parent in cgroup_parents() for cid in container_ids if (parent / cid).is_dir()
-        )
+        mine = (parent / cid for parent in cgroup_parents() for cid in container_ids)
+        left = sorted(cgroup for cgroup in mine if cgroup.is_dir())
         for cgroup in left:
             # Container processes whose shim is gone have no other handle.
             with contextlib.suppress(OSError, ValueError):
@@ -141,11 +139,8 @@ def remove_cgroups(container_ids: list[str], parents_existed: set[Path], timeout
             remove_if_empty(cgroup)
         left = [cgroup for cgroup in left if cgroup.is_dir()]
         if not left or time.monotonic() > deadline:
-            break
+            return left
         time.sleep(0.2)
-    for parent in cgroup_parents() - parents_existed:
-        remove_if_empty(parent)
-    return left
 
 
 def remove_if_empty(*paths: Path) -> None:

@@ -1,11 +1,14 @@
-"""kubelet's kernel tunables, put back by the last test node on the machine.
+"""What all test nodes on a machine share, put back by the last one to stop.
 
 kubelet assumes it owns the machine and sets a few sysctls when it starts
-(protectKernelDefaults off). Test sessions may run nodes side by side, so the
-values from before are recorded once, by the first node to start, in a
-machine-wide directory, and written back by the last one to stop. A node that
-was killed without teardown is noticed by its dead process; its record stays
-the truth for the next node.
+(protectKernelDefaults off); kubelet and containerd create host directories that
+every node uses (/run/containerd/s for shim sockets, /var/log/containers, the
+/k8s.io cgroup parents). Test sessions may run nodes side by side, so the
+sysctls and which of those directories were absent are recorded once, by the
+first node to start, in a machine-wide directory, and the last one to stop
+writes the values back and removes the directories (if empty). A node that was
+killed without teardown is noticed by its dead process; its record stays the
+truth for the next node.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.node.host import CGROUP_PARENT, CONTAINER_LOG_LINKS, SHIM_SOCKETS, remove_if_empty
+
 # The tunables kubelet's setupKernelTunables writes.
 KUBELET_SYSCTLS = (
     "vm.overcommit_memory",
@@ -27,7 +32,7 @@ KUBELET_SYSCTLS = (
     "kernel.keys.root_maxbytes",
 )
 STATE = Path("/run/kvmount-test-nodes")
-_BEFORE = "sysctls-before.json"
+_BEFORE = "before.json"
 
 
 def _path(name: str) -> Path:
@@ -48,6 +53,13 @@ def write(values: dict[str, str]) -> list[str]:
         except OSError:
             failed.append(name)
     return failed
+
+
+def shared_dirs() -> list[Path]:
+    """Host directories a node may create, children before parents."""
+    cgroups = Path("/sys/fs/cgroup")
+    parents = [cgroups / CGROUP_PARENT, *(h / CGROUP_PARENT for h in cgroups.iterdir() if h.is_dir())]
+    return [SHIM_SOCKETS, SHIM_SOCKETS.parent, CONTAINER_LOG_LINKS, *parents]
 
 
 @contextlib.contextmanager
@@ -86,7 +98,7 @@ def _others(me: Path) -> list[Path]:
 
 
 class Guard:
-    """Held by one node from before its kubelet starts until after it stopped."""
+    """Held by one node from before its containerd starts until after it stopped."""
 
     def __init__(self, name: str) -> None:
         self._me = STATE / f"{os.getpid()}-{name}"
@@ -97,7 +109,8 @@ class Guard:
             # Kept if there: written by a running node, or by one killed without teardown,
             # after whose kubelet the current values are not the machine's own.
             if not before.exists():
-                before.write_text(json.dumps(read()))
+                absent = [str(path) for path in shared_dirs() if not path.exists()]
+                before.write_text(json.dumps({"sysctls": read(), "absent": absent}))
             self._me.touch()
 
     def release(self) -> list[str]:
@@ -107,7 +120,9 @@ class Guard:
             self._me.unlink(missing_ok=True)
             before = STATE / _BEFORE
             if not _others(self._me) and before.exists():
-                failed = write(json.loads(before.read_text()))
+                record = json.loads(before.read_text())
+                failed = write(record["sysctls"])
+                remove_if_empty(*(Path(path) for path in record["absent"]))
                 before.unlink()
             if not any(STATE.iterdir()):
                 STATE.rmdir()

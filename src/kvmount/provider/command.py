@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: derived from the API server's certificate)",
     )
     parser.add_argument(
-        "--max-concurrent-fetches", type=go_int, default=16, help="Key Vault requests in flight at once"
+        "--max-concurrent-fetches", type=go_int, default=32, help="Key Vault requests in flight at once"
     )
     parser.add_argument("--nmi-port", type=go_int, default=NMI_PORT, help="aad-pod-identity NMI port")
     parser.add_argument(

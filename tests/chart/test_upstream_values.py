@@ -57,7 +57,10 @@ AZURE_VALUES: Doc = {
             "nodeSelector": {"pool": "secrets"},
             "tolerations": [{"operator": "Exists", "effect": "NoSchedule"}],
             "driver": {
-                "resources": {"requests": {"cpu": "30m", "memory": "150Mi"}, "limits": {"memory": "300Mi"}}
+                "resources": {
+                    "requests": {"cpu": "30m", "memory": "150Mi"},
+                    "limits": {"cpu": "400m", "memory": "300Mi"},
+                }
             },
         },
         "enableSecretRotation": True,

@@ -41,6 +41,13 @@ def go_int(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
 
 
+def absolute_path(value: str) -> str:
+    """A flag naming a directory on the node: relative paths would depend on the working directory."""
+    if not value.startswith("/") or "\x00" in value:
+        raise argparse.ArgumentTypeError(f"{value[:200]!r} is not an absolute path")
+    return value
+
+
 def go_duration(value: str) -> float:
     """A Go duration such as ``2m``, ``1m30s``, ``500ms`` or ``1.5h``, in seconds."""
     sign, body = (-1.0, value[1:]) if value.startswith("-") else (1.0, value.removeprefix("+"))

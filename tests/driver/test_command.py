@@ -92,3 +92,16 @@ def test_a_period_that_would_spin_is_refused_in_one_line(flag: str, value: str) 
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert flag in last and f"'{value}' is too short: a period must be at least 1s" in last
+
+
+def test_a_relative_kubelet_root_is_refused_in_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kvmount.cli", "driver", "--kubelet-root-dir=var/lib/kubelet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "--kubelet-root-dir" in last and "'var/lib/kubelet' is not an absolute path" in last

@@ -14,7 +14,7 @@ from kvmount.driver.registration import DEFAULT_REGISTRY_DIR, RegistrationServer
 from kvmount.driver.restart import Restarter
 from kvmount.driver.rotation import Rotator
 from kvmount.driver.volumes import VolumeRegistry
-from kvmount.flags import GoFlagParser, add_bool, go_duration, go_int
+from kvmount.flags import GoFlagParser, absolute_path, add_bool, go_duration, go_int
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.file_store import FileStore
 from kvmount.kube.store import Store
@@ -127,6 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--kubelet-root-dir",
+        type=absolute_path,
         default=DEFAULT_KUBELET_ROOT,
         help="kubelet's --root-dir (upstream chart value kubeletRootDir): every target path must be a "
         f"real directory below it (default {DEFAULT_KUBELET_ROOT})",

@@ -19,6 +19,7 @@ import logging
 import sys
 from typing import Any, NoReturn
 
+from kvmount.flags import absolute_path
 from kvmount.flexvolume import reply
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.exit = _exit_without_reply  # type: ignore[method-assign]
     parser.add_argument(
         "--kubelet-root-dir",
+        type=absolute_path,
         default=None,
         help="kubelet's --root-dir; mount targets must be real directories below it "
         "(default /var/lib/kubelet; set by `install --kubelet-root-dir`)",

@@ -14,6 +14,7 @@ import shlex
 import sys
 import tempfile
 
+from kvmount.flags import absolute_path
 from kvmount.volume.target import DEFAULT_KUBELET_ROOT
 
 DEFAULT_PLUGIN_DIR = "/usr/libexec/kubernetes/kubelet-plugins/volume/exec"
@@ -40,6 +41,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-file", default=DEFAULT_LOG_FILE, help="where the driver logs, on the node")
     p.add_argument(
         "--kubelet-root-dir",
+        type=absolute_path,
         default=DEFAULT_KUBELET_ROOT,
         help="kubelet's --root-dir on the node: mount targets must be real directories below it",
     )

@@ -48,16 +48,17 @@ class Settings:
     default_cloud: str = ""
     max_concurrency: int = 8
     nmi_port: int = NMI_PORT
-    # Identical reads by one principal within this window are shared (0: never).
+    # Identical reads of one principal share a read in flight; rotation polls also
+    # take a read completed within this window (0: nothing is shared).
     coalesce_seconds: float = 5.0
     # --custom-user-agent: added to the User-Agent of Key Vault and token requests.
     user_agent: str = ""
-    # --cloud-env-dirs: where cloudEnvFileName may point (None: anywhere, for `kvmount mount`).
-    cloud_env_dirs: tuple[str, ...] | None = None
-    limits: Limits = field(default_factory=Limits)
     # --token-proxy-url and --sni-name: where identity binding sends its token requests.
     token_proxy_url: str = ""
     sni_name: str = ""
+    # --cloud-env-dirs: where cloudEnvFileName may point (None: anywhere, for `kvmount mount`).
+    cloud_env_dirs: tuple[str, ...] | None = None
+    limits: Limits = field(default_factory=Limits)
 
 
 def _files_of(fetched: Fetched, path: str, mode: int, content: ContentOptions) -> list[File]:

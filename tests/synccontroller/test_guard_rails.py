@@ -11,7 +11,7 @@ from kubernetes import client as _client
 
 from tests.driver.conftest import eventually
 from tests.provider.conftest import VAULT
-from tests.synccontroller.conftest import CONTROLLER_SA, SYSTEM, Cluster, holder_pid, lease_holder
+from tests.synccontroller.conftest import AUDIENCE, CONTROLLER_SA, SYSTEM, Cluster, holder_pid, lease_holder
 from tests.synccontroller.test_sync_controller import decoded, setup_namespace, sync_manifest
 
 k8s: Any = _client
@@ -92,6 +92,17 @@ def test_admission_policies_refuse_the_controllers_forbidden_writes(cluster: Clu
 
     eventually(lambda: "never deletes" in refused(delete), 30, "the policy, not RBAC, refuses the delete")
     assert cluster.secret(namespace, "ok") is not None
+
+    # Tokens for Azure AD only: a token for the API server would let it act as that account.
+    cluster.core.create_namespaced_service_account(namespace, {"metadata": {"name": "admin-like"}})
+
+    def token(audience: str) -> Any:
+        body = {"spec": {"audiences": [audience], "expirationSeconds": 600}}
+        return as_controller.create_namespaced_service_account_token("admin-like", namespace, body)
+
+    api_token = refused(lambda: token(cluster.api.issuer))
+    assert "may request tokens only for the audiences" in api_token, api_token
+    assert token(AUDIENCE).status.token  # allowed: what a sync hands the provider
 
 
 def test_leader_failover_keeps_syncing(cluster: Cluster) -> None:

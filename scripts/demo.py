@@ -112,6 +112,8 @@ def main() -> int:
             "CLASS_FILE": str(work / "spc.yaml"),
             "NODE_PUBLISH_SECRETS": "clientid=demo-app clientsecret=demo-client-secret",
             "DEMO_DIR": str(work / "csi"),
+            # The class's cloud environment file lives beside it, outside DEMO_DIR.
+            "CLOUD_ENV_DIRS": str(work),
         }
         return subprocess.run(["bash", str(REPO / "scripts" / "demo-driver")], env=driver_env).returncode
 

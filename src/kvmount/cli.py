@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("kvmount.validate.command", "check SecretProviderClass manifests offline"),
     "doctor": ("kvmount.doctor.command", "find out why a pod's secrets do not mount"),
     "sync-controller": ("kvmount.synccontroller.command", "SecretSync objects -> Secrets, no pod needed"),
+    "registrar": ("kvmount.sidecars.registrar", "register a CSI driver with kubelet (node-driver-registrar)"),
+    "livenessprobe": ("kvmount.sidecars.livenessprobe", "/healthz from a CSI driver's Probe (livenessprobe)"),
 }
 
 

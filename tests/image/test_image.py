@@ -24,6 +24,8 @@ TARGETS = {
     "kvmount": ([], "65532:65532"),
     "kvmount-driver": (["driver"], "0:0"),
     "kvmount-provider": (["provider"], "65532:65532"),
+    "kvmount-registrar": (["registrar"], "0:0"),
+    "kvmount-livenessprobe": (["livenessprobe"], "0:0"),
     "kvmount-flexvolume": (["flexvolume"], "0:0"),
     "kvmount-kms": (["kms"], "65532:65532"),
 }

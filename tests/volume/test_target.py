@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kvmount.volume import mounts
-from kvmount.volume.target import KubeletRoot, OutsideRoot, TargetError, clean
+from kvmount.volume.target import KubeletRoot, OutsideRoot, TargetError, clean, root_from_mounts
 
 
 @pytest.mark.parametrize(
@@ -96,3 +96,23 @@ def test_mount_and_unmount_through_the_checked_directory(tmp_path: Path) -> None
         finally:
             assert opened.unmount()
         assert not opened.is_mounted() and not opened.unmount()
+
+
+def _mountinfo(tmp_path: Path, *points: str) -> str:
+    lines = [f"{i} 1 0:{i} / {p} rw,relatime shared:{i} - tmpfs tmpfs rw" for i, p in enumerate(points, 30)]
+    path = tmp_path / "mountinfo"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_kubelet_root_is_the_parent_of_the_one_pods_mount(tmp_path: Path) -> None:
+    # As a pod of upstream's driver chart sees it with kubeletRootDir=/data/kubelet (one space escaped).
+    info = _mountinfo(tmp_path, "/", "/csi", "/data/my\\040kubelet/pods", "/etc/hosts")
+    assert root_from_mounts(info) == "/data/my kubelet"
+
+
+def test_no_kubelet_root_from_no_or_several_pods_mounts(tmp_path: Path) -> None:
+    assert root_from_mounts(_mountinfo(tmp_path, "/", "/csi")) is None
+    assert root_from_mounts(_mountinfo(tmp_path, "/a/kubelet/pods", "/b/kubelet/pods")) is None
+    assert root_from_mounts(_mountinfo(tmp_path, "/pods")) is None
+    assert root_from_mounts(str(tmp_path / "absent")) is None

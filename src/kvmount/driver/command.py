@@ -21,7 +21,7 @@ from kvmount.kube.store import Store
 from kvmount.observability import metrics_route, ok_route, serve_http
 from kvmount.provider_client import ProviderClients
 from kvmount.secretsync.writer import SecretSync
-from kvmount.volume.target import DEFAULT_KUBELET_ROOT, KubeletRoot
+from kvmount.volume.target import DEFAULT_KUBELET_ROOT, KubeletRoot, root_from_mounts
 
 log = logging.getLogger(__name__)
 PARSER = GoFlagParser
@@ -128,9 +128,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kubelet-root-dir",
         type=absolute_path,
-        default=DEFAULT_KUBELET_ROOT,
+        default=None,
         help="kubelet's --root-dir (upstream chart value kubeletRootDir): every target path must be a "
-        f"real directory below it (default {DEFAULT_KUBELET_ROOT})",
+        "real directory below it (default: the parent of the one mount point named pods, as a pod of "
+        f"upstream's chart has it, else {DEFAULT_KUBELET_ROOT})",
     )
 
 
@@ -139,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     if exit_code is not None:
         return exit_code
     node_id = args.nodeid or socket.gethostname()
+    kubelet_root = args.kubelet_root_dir or root_from_mounts() or DEFAULT_KUBELET_ROOT
     if not args.nodeid:
         log.info("--nodeid not set, using the host name", extra={"node_id": node_id})
     store: Store
@@ -162,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         tmpfs_size=2 * args.max_call_recv_msg_size + _TMPFS_HEADROOM,
         rotation_interval=args.rotation_poll_interval if args.enable_secret_rotation else None,
         syncer=syncer,
-        kubelet_root=KubeletRoot(args.kubelet_root_dir),
+        kubelet_root=KubeletRoot(kubelet_root),
     )
     log.info(
         "starting",
@@ -171,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
             "node_id": node_id,
             "mode": "standalone" if args.standalone_classes_dir else "kubernetes",
             "rotation": args.enable_secret_rotation,
+            "kubelet_root": kubelet_root,
         },
     )
     try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+import re
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,6 +106,29 @@ def _not_a_directory(path: str, name: str, dir_fd: int) -> str:
         f"target_path {path[:200]!r}: {name[:64]!r} is {what}; kvmount mounts only on a real "
         "directory below the kubelet root, reached without following links"
     )
+
+
+def root_from_mounts(mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """kubelet's root directory as this process's mounts show it, or None when they do not.
+
+    A driver pod mounts kubelet's ``<root>/pods`` at the same path (upstream's chart does,
+    from its value kubeletRootDir, and passes the driver no flag naming it), so a pod on a
+    node whose kubelet root is not /var/lib/kubelet finds it here. Only one mount point
+    named ``pods`` counts: none or several (a host process that sees every node's mounts)
+    give None, and the caller keeps its default.
+    """
+    try:
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as fh:
+            points = {_unescape(line.split(" ")[4]) for line in fh if line.count(" ") >= 4}
+    except OSError:
+        return None
+    roots = {posixpath.dirname(p) for p in points if posixpath.basename(p) == "pods" and p != "/pods"}
+    return roots.pop() if len(roots) == 1 else None
+
+
+def _unescape(field: str) -> str:
+    """A mountinfo path: the kernel writes space, tab, newline and backslash as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 class KubeletRoot:

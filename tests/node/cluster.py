@@ -85,8 +85,11 @@ def _runc() -> str:
 
 
 class Node:
-    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, root: Path, env: dict[str, str] | None = None, controllers: tuple[str, ...] = ()
+    ) -> None:
         self.root = root
+        self._controllers = CONTROLLERS + controllers  # kube-controller-manager's
         self.api = KubeAPIServer(root / "api")
         self.kubelet_dir = root / "kubelet"
         self.plugin_dir = root / "flexvolume"
@@ -246,7 +249,7 @@ class Node:
                 "--kubeconfig", str(self.api.kubeconfig),
                 "--authentication-kubeconfig", str(self.api.kubeconfig),
                 "--authorization-kubeconfig", str(self.api.kubeconfig),
-                "--controllers", ",".join(CONTROLLERS),
+                "--controllers", ",".join(self._controllers),
                 "--service-account-private-key-file", str(self.api.service_account_key),
                 "--root-ca-file", str(self.api.ca_file),
                 "--leader-elect=false",

@@ -2,21 +2,25 @@
 `kvmount driver` and `kvmount provider` beside its kubelet (tests/node/plugins.py), the
 Key Vault double behind them, and helpers that build pods and wait on what the API says.
 
+With KVMOUNT_NODE_PLUGINS=chart the driver and provider are instead the pods of
+charts/kvmount, installed with `helm install` from the built image (tests/node/chart.py);
+tests that control the host processes are marked host_processes_only.
+
 Skipped, naming what is missing, on a machine that cannot run kubelet; under CI
 (env CI set) that fails instead.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -24,18 +28,23 @@ from kubernetes import client as k8s
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from tests.conftest import in_ci
+from tests.node import chart
+from tests.node.chart import ChartPlugins
 from tests.node.cluster import BUSYBOX, NODE_NAME, Node, missing
 from tests.node.plugins import DRIVER_NAME, Plugins
+from tests.node.wait import eventually
 from tests.peers.keyvault_double import KeyVaultDouble
 
 VAULT = "kvtest"
 MOUNT = "/mnt/secrets"
-T = TypeVar("T")
+CHART_MODE = os.environ.get("KVMOUNT_NODE_PLUGINS") == "chart"
+# A test that stops, restarts or reads the files of the host processes (tests/node/plugins.py).
+host_processes_only = pytest.mark.skipif(CHART_MODE, reason="controls the driver as a host process")
 
 
 @pytest.fixture(scope="session")
 def node(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    lacking = missing()
+    lacking = chart.missing() if CHART_MODE else missing()
     if lacking:
         reason = "the real-node tests need " + "; ".join(lacking)
         if in_ci():
@@ -49,10 +58,16 @@ def node(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) -> 
         root = Path(tempfile.mkdtemp(prefix="kvn-", dir="/tmp"))
         cloud_env = keyvault.write_cloud_env(root / "azurestack.json")
         # kubelet's environment is the FlexVolume driver's: the double's CA and cloud.
-        node = Node(root, env={**keyvault.env(), "AZURE_ENVIRONMENT_FILEPATH": cloud_env}).start()
+        env = {**keyvault.env(), "AZURE_ENVIRONMENT_FILEPATH": cloud_env}
+        if CHART_MODE:
+            chart.share(root)
+        node = Node(root, env=env, controllers=chart.CONTROLLERS if CHART_MODE else ()).start()
+        binder = chart.Binder(node).start() if CHART_MODE else None
         try:
             yield node
         finally:
+            if binder is not None:
+                binder.stop()
             # The node's directory goes; its logs stay with pytest's temporary directories.
             shutil.copytree(node.root / "logs", tmp_path_factory.mktemp("node-logs"), dirs_exist_ok=True)
             problems = node.stop()
@@ -66,8 +81,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 @pytest.fixture(scope="session")
-def plugins(node: Node, keyvault: KeyVaultDouble) -> Iterator[Plugins]:
-    started = Plugins(node, keyvault.env())
+def plugins(node: Node, keyvault: KeyVaultDouble) -> Iterator[Plugins | ChartPlugins]:
+    started = ChartPlugins(node, keyvault) if CHART_MODE else Plugins(node, keyvault.env())
     try:
         yield started.start()
     finally:
@@ -79,14 +94,14 @@ class Cluster:
     """What a test uses: the API as admin, its own namespace, the double."""
 
     node: Node
-    plugins: Plugins
+    plugins: Plugins | ChartPlugins
     kv: KeyVaultDouble
     namespace: str
     core: k8s.CoreV1Api
 
     @property
     def cloud_env(self) -> str:
-        return str(self.node.root / "azurestack.json")
+        return self.plugins.cloud_env
 
     def name(self, prefix: str) -> str:
         return f"{prefix}-{uuid.uuid4().hex[:6]}"
@@ -249,7 +264,7 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(node: Node, plugins: Plugins, keyvault: KeyVaultDouble) -> Iterator[Cluster]:
+def cluster(node: Node, plugins: Plugins | ChartPlugins, keyvault: KeyVaultDouble) -> Iterator[Cluster]:
     """A fresh namespace with ServiceAccount "app"; deleted, with its pods, after the test."""
     core = k8s.CoreV1Api(node.api.admin)
     namespace = f"t-{uuid.uuid4().hex[:8]}"
@@ -262,15 +277,3 @@ def cluster(node: Node, plugins: Plugins, keyvault: KeyVaultDouble) -> Iterator[
     finally:
         # The namespace controller deletes the pods; kubelet unmounts their volumes.
         core.delete_namespace(namespace)
-
-
-def eventually(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    """The first truthy result of ``check``, polled until ``timeout`` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.25)

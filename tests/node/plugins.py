@@ -32,6 +32,7 @@ class Plugins:
         self.registry = node.kubelet_dir / "plugins_registry"
         self.provider_dir = node.root / "providers"
         self.state_dir = node.root / "driver-state"
+        self.cloud_env = str(node.root / "azurestack.json")  # in the provider's --cloud-env-dirs
         self._kv_env = kv_env
         self._kubeconfig = node.root / "driver.kubeconfig"
         self.driver: subprocess.Popen[bytes] | None = None

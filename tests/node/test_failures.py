@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tests.node.conftest import MOUNT, VAULT, Cluster, eventually
+from tests.node.conftest import MOUNT, VAULT, Cluster
+from tests.node.wait import eventually
 
 
 def test_missing_object_is_named_in_failed_mount_then_pod_starts(cluster: Cluster) -> None:

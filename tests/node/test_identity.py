@@ -7,7 +7,8 @@ import base64
 import json
 from typing import Any
 
-from tests.node.conftest import MOUNT, VAULT, Cluster, eventually
+from tests.node.conftest import MOUNT, VAULT, Cluster
+from tests.node.wait import eventually
 
 AUDIENCE = "api://AzureADTokenExchange"
 

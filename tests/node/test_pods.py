@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from kvmount.volume import mounts
 from tests.certs import make_chain
-from tests.node.conftest import MOUNT, VAULT, Cluster, eventually
+from tests.node.conftest import MOUNT, VAULT, Cluster
+from tests.node.wait import eventually
 
 
 def test_pod_reads_secret_key_and_certificate(cluster: Cluster) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from tests.node.cluster import NODE_NAME
-from tests.node.conftest import MOUNT, VAULT, Cluster, eventually
+from tests.node.conftest import CHART_MODE, MOUNT, VAULT, Cluster
 from tests.node.host import processes_mentioning
 from tests.node.plugins import DRIVER_NAME
+from tests.node.wait import eventually
 
 
 def registrations(cluster: Cluster) -> int:
@@ -34,6 +36,9 @@ def test_csinode_lists_the_driver_without_a_registrar(cluster: Cluster) -> None:
     assert not processes_mentioning("node-driver-registrar")
 
 
+# A pod's hostPath mount keeps the directory kubelet's restart removed: the driver pod
+# would register into that, not the new one, until it is restarted itself.
+@pytest.mark.skipif(CHART_MODE, reason="the wiped registry is not the driver pod's hostPath")
 def test_registers_again_when_kubelet_restarts_with_a_wiped_registry(cluster: Cluster) -> None:
     eventually(lambda: registrations(cluster) >= 1, 30, "the first registration")
     before = registrations(cluster)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from kvmount.volume import mounts
-from tests.node.conftest import MOUNT, VAULT, Cluster, eventually
+from tests.node.conftest import MOUNT, VAULT, Cluster, host_processes_only
 from tests.node.host import mounts_under
-from tests.node.plugins import ROTATION
+from tests.node.plugins import ROTATION, Plugins
+from tests.node.wait import eventually
 
 # The container reads its file once a second: the test sees what the app would.
 WATCH = f'while true; do echo "value=$(cat {MOUNT}/value)"; sleep 1; done'
@@ -29,19 +30,22 @@ def test_new_version_reaches_the_running_container(cluster: Cluster) -> None:
     assert cluster.restarts("web") == 0
 
 
+@host_processes_only
 def test_driver_restart_keeps_files_and_resumes_rotation(cluster: Cluster) -> None:
+    plugins = cluster.plugins
+    assert isinstance(plugins, Plugins)
     run = start_watching_pod(cluster, "web", "before")
     pod = cluster.read_pod("web")
     target = cluster.volume_dir(pod) / "mount"
     mounted_before = mounts_under(cluster.volume_dir(pod))
 
-    cluster.plugins.stop_driver()
+    plugins.stop_driver()
     # The volume outlives the driver: the container keeps reading its file.
     reads = cluster.logs("web").count("value=before")
     eventually(lambda: cluster.logs("web").count("value=before") >= reads + 2, 30, "reads without a driver")
     assert mounts.is_mounted(str(target))
 
-    cluster.plugins.start_driver()
+    plugins.start_driver()
     cluster.kv.put_secret(VAULT, run, "after")
     cluster.log_shows("web", "value=after", timeout=ROTATION + 20)
     assert mounts_under(cluster.volume_dir(pod)) == mounted_before  # nothing mounted twice

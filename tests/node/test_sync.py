@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tests.node.conftest import MOUNT, VAULT, Cluster, eventually
+from tests.node.conftest import MOUNT, VAULT, Cluster
+from tests.node.wait import eventually
 
 
 def test_synced_secret_feeds_env_and_goes_with_the_last_pod(cluster: Cluster) -> None:

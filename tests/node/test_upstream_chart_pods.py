@@ -10,8 +10,9 @@ through `kvmount registrar` (the driver is not asked to register itself), and th
 liveness probe is answered by `kvmount livenessprobe`.
 
 Values set besides the images (IMAGES), each because of this test environment, not kvmount:
-- ``kubeletRootDir`` (both charts) and ``providersDir`` (both): the node's kubelet and
-  providers directories are temporary ones, so parallel runs do not share host paths;
+- ``kubeletRootDir`` (both charts), ``providersDir`` (both) and the driver's
+  ``additionalProvidersDirs``: the node's kubelet and providers directories are
+  temporary ones, so parallel runs share no host path and none is left on the machine;
 - the host ports (``metricsAddr``, ``linux.healthzPort``, ``livenessProbe.port``): the
   pods are on the host network, and fixed ports would collide between parallel runs;
 - ``linux.volumes``/``linux.volumeMounts`` of the provider: Key Vault is the double, whose
@@ -101,6 +102,7 @@ def environment_values(node: Node, kv: KeyVaultDouble) -> dict[str, Any]:
             "linux": {
                 "kubeletRootDir": kubelet,
                 "providersDir": providers,
+                "additionalProvidersDirs": [str(node.root / "more-providers")],
                 "metricsAddr": f":{_free_port()}",
                 "crds": {"enabled": False},
                 "env": [{"name": "KUBECONFIG", "value": chart.DRIVER_KUBECONFIG}],

@@ -5,6 +5,7 @@ in the session's shared one would delete other tests' objects whose owners never
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -187,10 +188,15 @@ def cluster(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) 
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
     workdir = tmp_path_factory.mktemp("synccluster")
-    api = KubeAPIServer(workdir / "api").start()
-    gc = _start_gc(api, workdir)
-    provider = start_provider(workdir, keyvault)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        # Each peer is stopped even when a later one fails to start.
+        api = KubeAPIServer(workdir / "api").start()
+        cleanup.callback(api.stop)
+        gc = _start_gc(api, workdir)
+        cleanup.callback(gc.wait, timeout=30)
+        cleanup.callback(gc.terminate)
+        provider = start_provider(workdir, keyvault)
+        cleanup.callback(stop_provider, provider)
         for path in (DEPLOY / "crds" / "secretproviderclasses.yaml", DEPLOY / "crds" / "secretsyncs.yaml"):
             api.apply_yaml(path)
         k8s.CoreV1Api(api.admin).create_namespace({"metadata": {"name": SYSTEM}})
@@ -201,13 +207,8 @@ def cluster(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) 
         token = api.service_account_token(SYSTEM, CONTROLLER_SA)
         kubeconfig = api.write_kubeconfig(workdir / "controller.kubeconfig", token, CONTROLLER_SA)
         made = Cluster(api, keyvault, provider, workdir, kubeconfig)
+        cleanup.callback(made.stop_controllers)
         yield made
-        made.stop_controllers()
-    finally:
-        stop_provider(provider)
-        gc.terminate()
-        gc.wait(timeout=30)
-        api.stop()
 
 
 def lease_holder(cluster: Cluster) -> str:

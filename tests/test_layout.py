@@ -13,6 +13,7 @@ FLOORS = {
     "__init__": 0,
     "flags": 0,
     "json_file": 0,
+    "csi_attributes": 0,
     "unix_grpc": 0,
     "observability": 0,
     "proto": 0,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from kvmount.csi_attributes import SA_TOKENS
 from kvmount.keyvault import clouds
 from kvmount.keyvault.errors import InvalidSpec
 from kvmount.keyvault.objects import (
-    SERVICE_ACCOUNT_TOKENS,
     Encoding,
     Format,
     IdentityMode,
@@ -181,10 +181,10 @@ def test_tenant_id_spellings_and_case_insensitive_secret_keys() -> None:
             "object 'b'",
             "distinct objectAlias",
         ),
-        ({"clientID": "c"}, SERVICE_ACCOUNT_TOKENS, "api://AzureADTokenExchange"),
+        ({"clientID": "c"}, SA_TOKENS, "api://AzureADTokenExchange"),
         (
-            {"clientID": "c", SERVICE_ACCOUNT_TOKENS: '{"other": {"token": "t"}}'},
-            SERVICE_ACCOUNT_TOKENS,
+            {"clientID": "c", SA_TOKENS: '{"other": {"token": "t"}}'},
+            SA_TOKENS,
             "audience",
         ),
         ({"tenantID": ""}, "tenantID", "required"),
@@ -297,7 +297,7 @@ def test_history_files_may_not_collide_with_another_object() -> None:
 
 def test_identity_modes() -> None:
     tokens = json.dumps({"api://AzureADTokenExchange": {"token": "sa-jwt", "expirationTimestamp": "x"}})
-    wi = parse_mount(attrs(clientID="cid", **{SERVICE_ACCOUNT_TOKENS: tokens}), None)
+    wi = parse_mount(attrs(clientID="cid", **{SA_TOKENS: tokens}), None)
     assert (wi.identity, wi.client_id, wi.service_account_token) == (IdentityMode.WORKLOAD, "cid", "sa-jwt")
     mi = parse_mount(attrs(useVMManagedIdentity="true", userAssignedIdentityID="uid", tenantID=""), None)
     assert (mi.identity, mi.client_id) == (IdentityMode.MANAGED, "uid")

@@ -7,10 +7,10 @@ import re
 
 import pytest
 
+from kvmount.csi_attributes import SA_TOKENS
 from kvmount.keyvault.errors import InvalidSpec, KeyVaultError
 from kvmount.keyvault.objects import (
     IDENTITY_BINDING_AUDIENCE,
-    SERVICE_ACCOUNT_TOKENS,
     TOKEN_AUDIENCE,
     IdentityMode,
     parse_mount,
@@ -34,7 +34,7 @@ def test_binding_takes_the_token_of_its_own_audience() -> None:
         attrs(
             useAzureTokenProxy="true",
             clientID="c",
-            **{SERVICE_ACCOUNT_TOKENS: tokens(IDENTITY_BINDING_AUDIENCE)},
+            **{SA_TOKENS: tokens(IDENTITY_BINDING_AUDIENCE)},
         ),
         None,
     )
@@ -50,16 +50,16 @@ def test_binding_takes_the_token_of_its_own_audience() -> None:
     [
         ({"useAzureTokenProxy": "true"}, "clientID", "required for useAzureTokenProxy"),
         (
-            {"useAzureTokenProxy": "true", "clientID": "c", SERVICE_ACCOUNT_TOKENS: tokens(TOKEN_AUDIENCE)},
-            SERVICE_ACCOUNT_TOKENS,
+            {"useAzureTokenProxy": "true", "clientID": "c", SA_TOKENS: tokens(TOKEN_AUDIENCE)},
+            SA_TOKENS,
             IDENTITY_BINDING_AUDIENCE,
         ),
-        ({"useAzureTokenProxy": "true", "clientID": "c"}, SERVICE_ACCOUNT_TOKENS, IDENTITY_BINDING_AUDIENCE),
+        ({"useAzureTokenProxy": "true", "clientID": "c"}, SA_TOKENS, IDENTITY_BINDING_AUDIENCE),
         ({"useAzureTokenProxy": "1", "useVMManagedIdentity": "1"}, "useAzureTokenProxy", "one identity"),
         ({"useAzureTokenProxy": "yes"}, "useAzureTokenProxy", "not a boolean"),
         (
             {"useAzureTokenProxy": "true", "clientID": "c", "tenantID": "",
-             SERVICE_ACCOUNT_TOKENS: tokens(IDENTITY_BINDING_AUDIENCE)},
+             SA_TOKENS: tokens(IDENTITY_BINDING_AUDIENCE)},
             "tenantID",
             "required",
         ),

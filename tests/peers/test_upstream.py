@@ -16,6 +16,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from kvmount.csi_attributes import SA_TOKENS
 from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import v1alpha1_pb2 as pb
 from tests.certs import make_chain
@@ -24,7 +25,6 @@ from tests.peers.upstream import UpstreamDriver, UpstreamProvider
 from tests.provider.conftest import Provider, start_provider, stop_provider
 
 VAULT = "kvtest"
-SERVICE_ACCOUNT_TOKENS = "csi.storage.k8s.io/serviceAccount.tokens"
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def test_upstream_and_kvmount_mount_the_same_files(
             seeded,
             None,
             clientID=f"up-wi-{os.urandom(3).hex()}",
-            **{SERVICE_ACCOUNT_TOKENS: json.dumps(tokens)},
+            **{SA_TOKENS: json.dumps(tokens)},
         )
     keyvault.reset_log()
     theirs = upstream_provider().stub.Mount(request, timeout=60)

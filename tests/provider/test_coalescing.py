@@ -9,7 +9,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from kvmount.keyvault.objects import SERVICE_ACCOUNT_TOKENS
+from kvmount.csi_attributes import SA_TOKENS
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.provider.conftest import VAULT, Provider
 
@@ -96,7 +96,7 @@ def test_workload_identity_pods_of_one_service_account_share_but_each_proves_its
 
     def attributes(subject: str) -> dict[str, str]:
         tokens = json.dumps({"api://AzureADTokenExchange": {"token": sa_token(subject)}})
-        return provider.attributes(objects, clientID="wi-shared", **{SERVICE_ACCOUNT_TOKENS: tokens})
+        return provider.attributes(objects, clientID="wi-shared", **{SA_TOKENS: tokens})
 
     keyvault.reset_log()
     current: dict[str, str] = {}

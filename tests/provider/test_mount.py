@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from kvmount.keyvault.objects import SERVICE_ACCOUNT_TOKENS
+from kvmount.csi_attributes import SA_TOKENS
 from kvmount.proto import v1alpha1_pb2 as pb
 from tests.certs import make_chain
 from tests.peers.keyvault_double import KeyVaultDouble
@@ -263,7 +263,7 @@ def test_workload_identity_sends_the_service_account_token(
     attributes = provider.attributes(
         [{"objectName": name, "objectType": "secret"}],
         clientID="wi-client",
-        **{SERVICE_ACCOUNT_TOKENS: tokens},
+        **{SA_TOKENS: tokens},
     )
     assert files(provider.mount(attributes)) == {name: b"wi-value"}
     (request,) = aad_token_requests(keyvault)

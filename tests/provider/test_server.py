@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from kvmount.keyvault.objects import SERVICE_ACCOUNT_TOKENS
+from kvmount.csi_attributes import SA_TOKENS
 from kvmount.proto import v1alpha1_pb2 as pb
 from tests.certs import make_chain
 from tests.peers.keyvault_double import KeyVaultDouble
@@ -87,7 +87,7 @@ def test_no_secret_token_or_key_leaks(
             provider.attributes(
                 [{"objectName": "missing-y", "objectType": "secret"}],
                 clientID="c",
-                **{SERVICE_ACCOUNT_TOKENS: tokens},
+                **{SA_TOKENS: tokens},
             ),
             None,
         ),

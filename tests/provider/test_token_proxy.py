@@ -22,7 +22,8 @@ from typing import ClassVar
 import grpc
 import pytest
 
-from kvmount.keyvault.objects import IDENTITY_BINDING_AUDIENCE, SERVICE_ACCOUNT_TOKENS
+from kvmount.csi_attributes import SA_TOKENS
+from kvmount.keyvault.objects import IDENTITY_BINDING_AUDIENCE
 from kvmount.proto import v1alpha1_pb2 as pb
 from tests.certs import server_tls
 from tests.peers.keyvault_double import KeyVaultDouble
@@ -102,7 +103,7 @@ def binding_attributes(provider: Provider, name: str) -> dict[str, str]:
         [{"objectName": name, "objectType": "secret"}],
         useAzureTokenProxy="true",
         clientID=f"bound-{uuid.uuid4().hex[:8]}",
-        **{SERVICE_ACCOUNT_TOKENS: json.dumps(token)},
+        **{SA_TOKENS: json.dumps(token)},
     )
 
 

@@ -11,11 +11,9 @@ import pytest
 import yaml
 
 from kvmount.cli import main
+from kvmount.csi_attributes import POD_NAME, POD_NAMESPACE, SA_TOKENS
 from kvmount.keyvault.errors import InvalidSpec
 from kvmount.keyvault.objects import (
-    POD_NAME,
-    POD_NAMESPACE,
-    SERVICE_ACCOUNT_TOKENS,
     TOKEN_AUDIENCE,
     parse_mount,
 )
@@ -106,7 +104,7 @@ def test_the_provider_refuses_what_validate_lists(path: Path) -> None:
         params = {
             k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in doc["spec"]["parameters"].items()
         }
-        attributes = {POD_NAME: "p", POD_NAMESPACE: "n", SERVICE_ACCOUNT_TOKENS: token, **params}
+        attributes = {POD_NAME: "p", POD_NAMESPACE: "n", SA_TOKENS: token, **params}
         secrets = {"clientid": "c", "clientsecret": "s"}
         provider_side = [
             one.finding.message

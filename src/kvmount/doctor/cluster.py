@@ -14,13 +14,10 @@ from typing import Any, TypeVar
 
 import yaml
 
+from kvmount.csi_attributes import POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
 from kvmount.doctor.report import Row, Verdict
 from kvmount.keyvault.objects import (
     IDENTITY_BINDING_AUDIENCE,
-    POD_NAME,
-    POD_NAMESPACE,
-    POD_UID,
-    SERVICE_ACCOUNT_TOKENS,
     TOKEN_AUDIENCE,
     IdentityMode,
     parse_mount,
@@ -35,7 +32,6 @@ from kvmount.validate.document import documents
 DRIVER = "secrets-store.csi.k8s.io"
 CRDS = (f"{CLASSES}.{GROUP}", f"{POD_STATUSES}.{GROUP}")
 DRIVER_ACCOUNT = "kube-system/secrets-store-csi-driver"
-SERVICE_ACCOUNT_NAME = "csi.storage.k8s.io/serviceAccount.name"
 T = TypeVar("T")
 
 
@@ -221,7 +217,7 @@ class ClusterDoctor:
             POD_NAME: pod.metadata.name,
             POD_NAMESPACE: pod.metadata.namespace,
             POD_UID: pod.metadata.uid,
-            SERVICE_ACCOUNT_NAME: account,
+            SA_NAME: account,
         }
         found = Volume(volume.name if volume else "", class_name, attributes)
         return found, list(self._identity_rows(pod, volume, identity_mode(parameters), found))
@@ -269,7 +265,7 @@ class ClusterDoctor:
             found.secrets, found.source = secret, f"nodePublishSecretRef {namespace}/{ref}"
 
     def _workload_rows(self, pod: Any, found: Volume, audience: str) -> Iterator[Row]:
-        namespace, account = pod.metadata.namespace, found.attributes[SERVICE_ACCOUNT_NAME]
+        namespace, account = pod.metadata.namespace, found.attributes[SA_NAME]
         driver: Any = self._csi_driver(self.driver)
         audiences = [r.audience for r in ((driver.spec.token_requests if driver else None) or [])]
         if driver is not None and audience not in audiences:
@@ -301,7 +297,7 @@ class ClusterDoctor:
         except StoreError as err:
             yield Row("identity", Verdict.SKIP, f"no service account token for the check: {err}")
             return
-        found.attributes[SERVICE_ACCOUNT_TOKENS] = tokens
+        found.attributes[SA_TOKENS] = tokens
         found.source = f"token of ServiceAccount {namespace}/{account}"
 
     def _sync_rows(self, namespace: str) -> Iterator[Row]:

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 import grpc
 
 from kvmount import unix_grpc
+from kvmount.csi_attributes import EPHEMERAL, POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME
 from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import csi_pb2_grpc as csi_grpc
 
@@ -51,11 +52,11 @@ def publish_request(
 ) -> csi.NodePublishVolumeRequest:
     context = {
         "secretProviderClass": class_name,
-        "csi.storage.k8s.io/pod.name": pod_name,
-        "csi.storage.k8s.io/pod.namespace": pod_namespace,
-        "csi.storage.k8s.io/pod.uid": pod_uid,
-        "csi.storage.k8s.io/serviceAccount.name": service_account,
-        "csi.storage.k8s.io/ephemeral": "true",
+        POD_NAME: pod_name,
+        POD_NAMESPACE: pod_namespace,
+        POD_UID: pod_uid,
+        SA_NAME: service_account,
+        EPHEMERAL: "true",
         **(attributes or {}),
     }
     mode = csi.VolumeCapability.AccessMode.SINGLE_NODE_WRITER

@@ -8,16 +8,12 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from kvmount.driver.volumes import SA_TOKENS
+from kvmount.csi_attributes import POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
 from kvmount.kube.classes import SecretProviderClass
 from kvmount.kube.errors import StoreError
 from kvmount.kube.names import name_problem
 from kvmount.kube.podstatus import PodRef
 
-POD_NAME = "csi.storage.k8s.io/pod.name"
-POD_NAMESPACE = "csi.storage.k8s.io/pod.namespace"
-POD_UID = "csi.storage.k8s.io/pod.uid"
-SA_NAME = "csi.storage.k8s.io/serviceAccount.name"
 CLASS_KEY = "secretProviderClass"
 # The default file mode sent to providers, as a JSON decimal (0644).
 PERMISSION = "420"

@@ -27,20 +27,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from kvmount.csi_attributes import EPHEMERAL, POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
 from kvmount.driver import metrics
 from kvmount.driver.kubelet_client import volume_id
 from kvmount.driver.publish import Publisher
 from kvmount.driver.request import (
     CLASS_KEY,
-    POD_NAME,
-    POD_NAMESPACE,
-    POD_UID,
-    SA_NAME,
     PublishError,
     VolumeRequest,
 )
 from kvmount.driver.restart import Restarter
-from kvmount.driver.volumes import SA_TOKENS, VolumeState
+from kvmount.driver.volumes import VolumeState
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.errors import StoreError
 from kvmount.kube.podstatus import PodRef
@@ -49,7 +46,6 @@ from kvmount.volume import mounts
 log = logging.getLogger(__name__)
 
 REFRESH_ANNOTATION = "secrets-store.csi.k8s.io/refresh"
-EPHEMERAL_KEY = "csi.storage.k8s.io/ephemeral"
 # One volume's rotation gets as long as kubelet gives a publish.
 ROTATION_TIMEOUT = 120.0
 WATCH_RETRY_SECONDS = 5.0
@@ -130,7 +126,7 @@ class Rotator:
             POD_NAMESPACE: namespace,
             POD_UID: meta["uid"],
             SA_NAME: account,
-            EPHEMERAL_KEY: "true",
+            EPHEMERAL: "true",
         }
         context.setdefault(CLASS_KEY, class_name)
         return VolumeState(

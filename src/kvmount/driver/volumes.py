@@ -17,11 +17,10 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 
+from kvmount.csi_attributes import SA_TOKENS
 from kvmount.json_file import write_json
 
 log = logging.getLogger(__name__)
-
-SA_TOKENS = "csi.storage.k8s.io/serviceAccount.tokens"
 
 
 @dataclass

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from kvmount.csi_attributes import POD_NAME, POD_NAMESPACE, POD_UID
 from kvmount.keyvault.errors import InvalidSpec
 from kvmount.keyvault.identity import NMI_PORT
-from kvmount.keyvault.objects import POD_NAME, POD_NAMESPACE, POD_UID
 
 KUBELET_PREFIX = "kubernetes.io/"
 SECRET_PREFIX = "kubernetes.io/secret/"

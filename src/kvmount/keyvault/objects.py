@@ -15,6 +15,7 @@ from enum import StrEnum
 
 import yaml
 
+from kvmount.csi_attributes import POD_NAME, POD_NAMESPACE, SA_TOKENS
 from kvmount.keyvault import goyaml
 from kvmount.keyvault.errors import InvalidSpec
 from kvmount.keyvault.filenames import check_names, check_owned_paths
@@ -23,10 +24,6 @@ from kvmount.keyvault.limits import Limits, check_objects
 
 VAULT_NAME = re.compile(r"^[-A-Za-z0-9]{3,24}$")
 # Pod information the CSI driver adds to the attributes.
-POD_NAME = "csi.storage.k8s.io/pod.name"
-POD_NAMESPACE = "csi.storage.k8s.io/pod.namespace"
-POD_UID = "csi.storage.k8s.io/pod.uid"
-SERVICE_ACCOUNT_TOKENS = "csi.storage.k8s.io/serviceAccount.tokens"
 # The audience of the service account token that workload identity exchanges.
 TOKEN_AUDIENCE = "api://AzureADTokenExchange"
 # The audience of the token that identity binding (useAzureTokenProxy) exchanges.
@@ -259,10 +256,10 @@ def _check_no_collisions(objects: list[ObjectSpec]) -> None:
 
 
 def _service_account_token(attributes: Mapping[str, str], audience: str, needed_by: str) -> str:
-    raw = attributes.get(SERVICE_ACCOUNT_TOKENS, "")
+    raw = attributes.get(SA_TOKENS, "")
     if not raw:
         raise InvalidSpec(
-            SERVICE_ACCOUNT_TOKENS,
+            SA_TOKENS,
             f"is missing; {needed_by} needs the CSIDriver to request a token for audience {audience}",
         )
     try:
@@ -270,11 +267,11 @@ def _service_account_token(attributes: Mapping[str, str], audience: str, needed_
         token = tokens[audience]["token"]
     except (ValueError, KeyError, TypeError):
         raise InvalidSpec(
-            SERVICE_ACCOUNT_TOKENS,
+            SA_TOKENS,
             f"has no token for audience {audience}; add it to the CSIDriver's tokenRequests",
         ) from None
     if not isinstance(token, str):
-        raise InvalidSpec(SERVICE_ACCOUNT_TOKENS, f"token for {audience} is not a string")
+        raise InvalidSpec(SA_TOKENS, f"token for {audience} is not a string")
     return token
 
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import grpc
 
 from kvmount import __version__
+from kvmount.csi_attributes import POD_NAME, POD_NAMESPACE
 from kvmount.keyvault.errors import Category, KeyVaultError
-from kvmount.keyvault.objects import POD_NAME, POD_NAMESPACE
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
 from kvmount.provider.metrics import observe_grpc

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kvmount.csi_attributes import POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION, parse_class
 from kvmount.kube.errors import StoreError
@@ -29,11 +30,6 @@ from kvmount.synccontroller import api
 
 log = logging.getLogger(__name__)
 
-POD_NAME = "csi.storage.k8s.io/pod.name"
-POD_NAMESPACE = "csi.storage.k8s.io/pod.namespace"
-POD_UID = "csi.storage.k8s.io/pod.uid"
-SA_NAME = "csi.storage.k8s.io/serviceAccount.name"
-SA_TOKENS = "csi.storage.k8s.io/serviceAccount.tokens"
 # The provider's default file mode, as the driver sends it (0644 as a JSON decimal).
 PERMISSION = "420"
 TOKEN_SECONDS = 3600

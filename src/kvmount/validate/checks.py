@@ -18,14 +18,12 @@ from typing import Any
 
 import yaml
 
+from kvmount.csi_attributes import POD_NAME, POD_NAMESPACE, SA_TOKENS
 from kvmount.keyvault import goyaml
 from kvmount.keyvault.findings import suggest
 from kvmount.keyvault.objects import (
     IDENTITY_BINDING_AUDIENCE,
     PARAMETERS,
-    POD_NAME,
-    POD_NAMESPACE,
-    SERVICE_ACCOUNT_TOKENS,
     TOKEN_AUDIENCE,
     mount_problems,
     output_paths,
@@ -60,7 +58,7 @@ _SECRET_STAND_IN = {"clientid": "stand-in", "clientsecret": "stand-in"}
 def stand_in(parameters: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     """A class's parameters plus stand-ins for what the driver adds at mount time (the pod, its
     service account token, the node-publish Secret), so the class's own checks can run offline."""
-    stand_ins = {**_POD_STAND_INS, SERVICE_ACCOUNT_TOKENS: _TOKEN_STAND_IN}
+    stand_ins = {**_POD_STAND_INS, SA_TOKENS: _TOKEN_STAND_IN}
     return {**stand_ins, **parameters}, dict(_SECRET_STAND_IN)
 
 

@@ -96,6 +96,22 @@ def test_every_rendered_object_passes_server_validation(own_api: KubeAPIServer, 
         assert {"Deployment", "ValidatingAdmissionPolicy", "Role"} <= kinds
 
 
+def _rendered_driver_args(values: dict[str, Any]) -> list[str]:
+    (daemonset,) = [
+        d for d in helm_template(values) if d["kind"] == "DaemonSet" and "driver" in d["metadata"]["name"]
+    ]
+    args: list[str] = daemonset["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args
+
+
+def test_restart_values_become_the_drivers_flags() -> None:
+    on = _rendered_driver_args(ALL_FEATURES)
+    assert "--enable-workload-restart=true" in on
+    assert "--workload-restart-min-interval=10m" in on
+    off = _rendered_driver_args({})
+    assert not [a for a in off if "workload-restart" in a]
+
+
 def names(api: KubeAPIServer, api_version: str, kind: str, namespace: str | None = None) -> list[str]:
     """kind/name of the objects of a kind that helm manages (in the namespace, if namespaced)."""
     resource = api.dynamic.resources.get(api_version=api_version, kind=kind)

@@ -19,7 +19,7 @@ ALL_FEATURES: Doc = {
     "secrets-store-csi-driver": {
         "syncSecret": {"enabled": True},
         "enableSecretRotation": True,
-        "rotation": {"restartWorkloads": True},
+        "rotation": {"restartWorkloads": True, "restartMinInterval": "10m"},
         "providerHealthCheck": True,
     },
     "flexvolume": {"enabled": True},

@@ -28,7 +28,7 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 
 from tests.node import cluster, host
 from tests.node.cluster import NODE_NAME, Node, _free_port
-from tests.node.plugins import ROTATION
+from tests.node.plugins import RESTART_INTERVAL, ROTATION
 from tests.node.wait import eventually
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.peers.kube import CACHE
@@ -129,7 +129,7 @@ def values_for(node: Node, kv: KeyVaultDouble) -> dict[str, Any]:
             "enableSecretRotation": True,
             "rotationPollInterval": f"{ROTATION:g}s",
             "syncSecret": {"enabled": True},
-            "rotation": {"restartWorkloads": True},
+            "rotation": {"restartWorkloads": True, "restartMinInterval": f"{RESTART_INTERVAL:g}s"},
         },
     }
 

@@ -20,10 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 # Each pod prints the value it started with, then idles: only a new pod shows a new value.
 READ_ONCE = f'echo "value=$(cat {MOUNT}/value)"; while true; do sleep 1; done'
 
-# The chart sets neither of what these need: a 20 s --workload-restart-min-interval (it has
-# no value for it; the default is 5 min), and a driver without the restart grant (its
-# rotation.restartWorkloads binds it cluster-wide).
-needs_short_interval = pytest.mark.skipif(CHART_MODE, reason="the chart has no restart-interval value")
+# The chart cannot give a driver without the restart grant: its rotation.restartWorkloads
+# binds it cluster-wide.
 needs_no_grant = pytest.mark.skipif(CHART_MODE, reason="the chart grants restarts cluster-wide")
 
 
@@ -133,7 +131,6 @@ def _start(cluster: Cluster, name: str, opt_in: bool, class_opt_in: bool = False
     return run
 
 
-@needs_short_interval
 def test_opted_in_deployment_rolls_out_once_per_change_and_is_rate_limited(cluster: Cluster) -> None:
     _grant_restart(cluster)
     run = _start(cluster, "web", opt_in=True)

@@ -41,6 +41,11 @@ def refused(kms: Kms, code: int, message: str, *args: str) -> str:
     return stderr
 
 
+def request(action: str, config: str, cert: str, kms_id: str = "ceph") -> tuple[str, ...]:
+    """An ``action`` on volume v1 of ``kms_id``, with the credentials file ``cert``."""
+    return (action, "--config", config, "--kms-id", kms_id, "--volume-id", "v1", "--credentials", cert)
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
@@ -55,38 +60,12 @@ def refused(kms: Kms, code: int, message: str, *args: str) -> str:
 def test_bad_entry(kms: Kms, tmp_path: Path, cert: str, entry: dict[str, str], message: str) -> None:
     config = write_config(tmp_path / "config.json", {"ceph": entry})
     for action in ("create", "fetch", "remove", "rotate"):
-        refused(
-            kms,
-            2,
-            message,
-            action,
-            "--config",
-            config,
-            "--kms-id",
-            "ceph",
-            "--volume-id",
-            "v1",
-            "--credentials",
-            cert,
-        )
+        refused(kms, 2, message, *request(action, config, cert))
 
 
 def test_unknown_kms_id(kms: Kms, tmp_path: Path, cert: str) -> None:
     config = write_config(tmp_path / "config.json", {"ceph": UNREACHABLE})
-    refused(
-        kms,
-        2,
-        "--kms-id: 'other' is not in",
-        "fetch",
-        "--config",
-        config,
-        "--kms-id",
-        "other",
-        "--volume-id",
-        "v1",
-        "--credentials",
-        cert,
-    )
+    refused(kms, 2, "--kms-id: 'other' is not in", *request("fetch", config, cert, kms_id="other"))
 
 
 def test_bad_volume_id_before_anything_else(kms: Kms, tmp_path: Path) -> None:
@@ -136,33 +115,14 @@ def test_workload_identity_takes_no_credentials(kms: Kms, tmp_path: Path, cert: 
         kms,
         2,
         "--credentials is not used: KMS 'ceph' authenticates with workload identity",
-        "fetch",
-        "--config",
-        config,
-        "--kms-id",
-        "ceph",
-        "--volume-id",
-        "v1",
-        "--credentials",
-        cert,
+        *request("fetch", config, cert),
     )
 
 
 def test_unreachable_vault_is_a_failure_not_a_crash(kms: Kms, tmp_path: Path, cert: str) -> None:
     config = write_config(tmp_path / "config.json", {"ceph": UNREACHABLE})
     refused(
-        kms,
-        1,
-        "volume 'v1': Key Vault or the token endpoint is unreachable",
-        "fetch",
-        "--config",
-        config,
-        "--kms-id",
-        "ceph",
-        "--volume-id",
-        "v1",
-        "--credentials",
-        cert,
+        kms, 1, "volume 'v1': Key Vault or the token endpoint is unreachable", *request("fetch", config, cert)
     )
 
 

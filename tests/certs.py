@@ -132,3 +132,41 @@ def server_tls(common_name: str, dns_names: Sequence[str], days: int = 30) -> Tl
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ),
     )
+
+
+@dataclass(frozen=True)
+class ClientCA:
+    """A CA for client certificates, as kube-apiserver's --client-ca-file takes them."""
+
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+    def pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def issue(self, user: str, groups: Sequence[str] = ()) -> tuple[bytes, bytes]:
+        """(certificate PEM, key PEM) of ``user`` (CN) in ``groups`` (O), as the API server reads them."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+        subject.append(x509.NameAttribute(NameOID.COMMON_NAME, user))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name(subject))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        return cert.public_bytes(serialization.Encoding.PEM), key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+
+def client_ca(common_name: str) -> ClientCA:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return ClientCA(key, _cert(common_name, key, common_name, key, ca=True))

@@ -433,7 +433,7 @@ def test_pods_sharing_a_class_cost_one_read_per_object_per_round(
         "test-node",
         8 << 20,
         3600.0,
-        SecretSync(store.core),
+        SecretSync(store.rest),
         kubelet_root=KubeletRoot(str(kubelet_dir)),
     )
     rotator = Rotator(publisher, store, "test-node", 3600.0)

@@ -12,7 +12,8 @@ would be against one:
 * TLS: a throwaway CA signs the serving certificate for 127.0.0.1/localhost.
 * Authentication: a static token file holding one admin token (user "admin",
   group system:masters), plus ServiceAccount tokens (TokenRequest API, signed
-  with a throwaway RSA key) for least-privilege identities such as the driver.
+  with a throwaway RSA key) for least-privilege identities such as the driver,
+  and client certificates that ``server.client_ca`` issues (user = CN, groups = O).
 * Authorization: RBAC. The admin is in system:masters and may do anything; a
   ServiceAccount may do only what Roles bound to it allow, so a test can prove
   the driver's RBAC manifest is sufficient.
@@ -54,7 +55,7 @@ from kubernetes import config as k8s_config
 from kubernetes import dynamic
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from tests.certs import server_tls
+from tests.certs import client_ca, server_tls
 
 CACHE = Path(os.environ.get("KVMOUNT_CACHE", Path.home() / ".cache" / "kvmount"))
 APISERVER = CACHE / "bin" / "kube-apiserver"
@@ -123,6 +124,8 @@ class KubeAPIServer:
         # Signs ServiceAccount tokens; kube-controller-manager's token controller needs it too.
         self.service_account_key = self.workdir / "sa.key"
         self.admin_token = secrets.token_urlsafe(32)
+        # Signs client certificates the API server accepts (user = CN, groups = O).
+        self.client_ca = client_ca("kube-apiserver clients")
         self.port = 0
         self.etcd_url = ""
         self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -159,6 +162,8 @@ class KubeAPIServer:
             tokens = self.workdir / "tokens.csv"
             tokens.write_text(f'{self.admin_token},admin,admin-uid,"system:masters"\n')
             tokens.chmod(0o600)
+            client_ca_file = self.workdir / "client-ca.crt"
+            client_ca_file.write_bytes(self.client_ca.pem())
             self._spawn(
                 "kube-apiserver",
                 [
@@ -167,6 +172,7 @@ class KubeAPIServer:
                     "--secure-port", str(self.port),
                     "--tls-cert-file", str(cert), "--tls-private-key-file", str(key),
                     "--token-auth-file", str(tokens), "--authorization-mode", "RBAC",
+                    "--client-ca-file", str(client_ca_file),
                     "--service-account-issuer", self.issuer,
                     "--service-account-key-file", str(sa_pub),
                     "--service-account-signing-key-file", str(sa_key),

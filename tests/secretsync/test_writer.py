@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,6 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from kubernetes import client as _client
 
+from kvmount.kube.kubeconfig import Connection, from_kubeconfig
+from kvmount.kube.rest import RestClient
 from kvmount.secretsync.data import MANAGED_LABEL
 from kvmount.secretsync.errors import SyncError
 from kvmount.secretsync.writer import Owner, SecretSync
@@ -50,8 +53,16 @@ def ns(api: Any) -> str:
     return name
 
 
-def core_of(api: Any) -> Callable[[], Any]:
-    return lambda: k8s.CoreV1Api(api)
+@pytest.fixture
+def rest(server: KubeAPIServer) -> Iterator[RestClient]:
+    """The writer's own client (kube/rest.py), as the admin."""
+    made = RestClient(from_kubeconfig([str(server.kubeconfig)]))
+    yield made
+    made.close()
+
+
+def rest_of(client: RestClient) -> Callable[[], RestClient]:
+    return lambda: client
 
 
 def pod_status(api: Any, ns: str, pod: str = "web") -> Owner:
@@ -96,10 +107,10 @@ def opaque(name: str = "db", **extra: Any) -> dict[str, Any]:
 FILES = {"user": b"admin", "pass": SENSITIVE}
 
 
-def test_opaque_two_keys_from_two_files(api: Any, ns: str) -> None:
+def test_opaque_two_keys_from_two_files(api: Any, rest: RestClient, ns: str) -> None:
     owner = pod_status(api, ns)
     entry = opaque(labels={"app": "web"}, annotations={"example.com/note": "synced"})
-    assert SecretSync(core_of(api)).sync(ns, [entry], FILES, owner, CLASS) == ["db"]
+    assert SecretSync(rest_of(rest)).sync(ns, [entry], FILES, owner, CLASS) == ["db"]
 
     secret = read(api, ns, "db")
     assert secret.type == "Opaque"
@@ -138,14 +149,14 @@ def tls(name: str = "tls", object_name: str = "cert") -> dict[str, Any]:
     }
 
 
-def test_tls_from_pem_in_any_order(api: Any, ns: str) -> None:
+def test_tls_from_pem_in_any_order(api: Any, rest: RestClient, ns: str) -> None:
     chain = make_chain()
     # Key Vault's order is key, leaf, intermediate; any order must do.
     pem = chain.pem("intermediate") + chain.key_pem() + chain.pem("leaf")
     entry = tls()
     entry["data"].append({"objectName": "ca", "key": "ca.crt"})
     files = {"cert": pem, "ca": chain.pem("root")}
-    SecretSync(core_of(api)).sync(ns, [entry], files, pod_status(api, ns), CLASS)
+    SecretSync(rest_of(rest)).sync(ns, [entry], files, pod_status(api, ns), CLASS)
 
     secret = read(api, ns, "tls")
     assert secret.type == "kubernetes.io/tls"
@@ -157,13 +168,13 @@ def test_tls_from_pem_in_any_order(api: Any, ns: str) -> None:
 
 
 @pytest.mark.parametrize("encoding", ["binary", "base64"])
-def test_tls_from_pkcs12(api: Any, ns: str, encoding: str) -> None:
+def test_tls_from_pkcs12(api: Any, rest: RestClient, ns: str, encoding: str) -> None:
     chain = make_chain()
     pfx = chain.pfx()  # leaf + intermediate + root
     if encoding == "base64":
         text = base64.b64encode(pfx)
         pfx = b"\n".join(text[i : i + 64] for i in range(0, len(text), 64)) + b"\n"
-    SecretSync(core_of(api)).sync(ns, [tls()], {"cert": pfx}, pod_status(api, ns), CLASS)
+    SecretSync(rest_of(rest)).sync(ns, [tls()], {"cert": pfx}, pod_status(api, ns), CLASS)
 
     data = decoded(read(api, ns, "tls"))
     assert set(data) == {"tls.key", "tls.crt"}
@@ -171,16 +182,18 @@ def test_tls_from_pkcs12(api: Any, ns: str, encoding: str) -> None:
     assert certs_of(data["tls.crt"]) == der(chain.leaf, chain.intermediate, chain.root)
 
 
-def test_the_managed_label_is_the_drivers_whatever_the_entry_says(api: Any, ns: str) -> None:
+def test_the_managed_label_is_the_drivers_whatever_the_entry_says(
+    api: Any, rest: RestClient, ns: str
+) -> None:
     """As upstream's driver: an entry's own value for the managed label is overridden."""
     entry = opaque(labels={"app": "web", MANAGED_LABEL: "false"})
-    assert SecretSync(core_of(api)).sync(ns, [entry], FILES, pod_status(api, ns), CLASS) == ["db"]
+    assert SecretSync(rest_of(rest)).sync(ns, [entry], FILES, pod_status(api, ns), CLASS) == ["db"]
     assert read(api, ns, "db").metadata.labels == {"app": "web", MANAGED_LABEL: "true"}
 
 
-def test_update_when_content_changes_keeps_foreign_labels(api: Any, ns: str) -> None:
+def test_update_when_content_changes_keeps_foreign_labels(api: Any, rest: RestClient, ns: str) -> None:
     owner = pod_status(api, ns)
-    sync = SecretSync(core_of(api))
+    sync = SecretSync(rest_of(rest))
     sync.sync(ns, [opaque(labels={"app": "web"})], FILES, owner, CLASS)
     # Someone else labels and annotates the managed Secret: merged, not dropped.
     k8s.CoreV1Api(api).patch_namespaced_secret(
@@ -198,17 +211,17 @@ def test_update_when_content_changes_keeps_foreign_labels(api: Any, ns: str) -> 
     assert owners(after) == owners(before)
 
 
-def test_second_owner_is_added(api: Any, ns: str) -> None:
+def test_second_owner_is_added(api: Any, rest: RestClient, ns: str) -> None:
     first, second = pod_status(api, ns, "web-0"), pod_status(api, ns, "web-1")
-    sync = SecretSync(core_of(api))
+    sync = SecretSync(rest_of(rest))
     sync.sync(ns, [opaque()], FILES, first, CLASS)
     sync.sync(ns, [opaque()], FILES, second, CLASS)
     assert [uid for *_, uid in owners(read(api, ns, "db"))] == [first.uid, second.uid]
 
 
-def test_no_write_when_nothing_changed(api: Any, ns: str) -> None:
+def test_no_write_when_nothing_changed(api: Any, rest: RestClient, ns: str) -> None:
     owner = pod_status(api, ns)
-    sync = SecretSync(core_of(api))
+    sync = SecretSync(rest_of(rest))
     entry = opaque(labels={"app": "web"}, annotations={"a": "b"})
     sync.sync(ns, [entry], FILES, owner, CLASS)
     version = read(api, ns, "db").metadata.resource_version
@@ -216,36 +229,31 @@ def test_no_write_when_nothing_changed(api: Any, ns: str) -> None:
     assert read(api, ns, "db").metadata.resource_version == version
 
 
-class Racing:
-    """CoreV1Api whose first replace loses a race: another writer changes the Secret first."""
+class Racing(RestClient):
+    """A client whose first replace loses a race: another writer changes the Secret first."""
 
-    def __init__(self, real: Any) -> None:
-        self.real = real
-        self.replaces = 0
+    replaces = 0
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-    def replace_namespaced_secret(self, name: str, namespace: str, body: Any, **kwargs: Any) -> Any:
+    def replace(self, where: str, body: Any) -> dict[str, Any]:
         self.replaces += 1
         if self.replaces == 1:
-            self.real.patch_namespaced_secret(name, namespace, {"metadata": {"labels": {"racer": "yes"}}})
-        return self.real.replace_namespaced_secret(name, namespace, body, **kwargs)
+            self.patch(where, {"metadata": {"labels": {"racer": "yes"}}})
+        return super().replace(where, body)
 
 
-def test_conflicting_update_is_retried_on_a_fresh_read(api: Any, ns: str) -> None:
+def test_conflicting_update_is_retried_on_a_fresh_read(api: Any, rest: RestClient, ns: str) -> None:
     owner = pod_status(api, ns)
-    SecretSync(core_of(api)).sync(ns, [opaque()], FILES, owner, CLASS)
-    racing = Racing(k8s.CoreV1Api(api))
+    SecretSync(rest_of(rest)).sync(ns, [opaque()], FILES, owner, CLASS)
+    racing = Racing(rest.connection)
     rotated = {"user": b"admin", "pass": b"rotated"}
-    assert SecretSync(lambda: racing).sync(ns, [opaque()], rotated, owner, CLASS) == ["db"]
+    assert SecretSync(rest_of(racing)).sync(ns, [opaque()], rotated, owner, CLASS) == ["db"]
     assert racing.replaces == 2  # the first was refused (409): its resourceVersion was stale
     secret = read(api, ns, "db")
     assert decoded(secret)["password"] == b"rotated"
     assert secret.metadata.labels["racer"] == "yes"  # the other writer's change survived
 
 
-def test_unmanaged_secret_is_left_alone_and_others_sync(api: Any, ns: str) -> None:
+def test_unmanaged_secret_is_left_alone_and_others_sync(api: Any, rest: RestClient, ns: str) -> None:
     theirs = base64.b64encode(b"theirs").decode()
     k8s.CoreV1Api(api).create_namespaced_secret(
         ns, {"metadata": {"name": "taken", "labels": {"app": "other"}}, "data": {"password": theirs}}
@@ -253,7 +261,7 @@ def test_unmanaged_secret_is_left_alone_and_others_sync(api: Any, ns: str) -> No
     before = read(api, ns, "taken").to_dict()
 
     with pytest.raises(SyncError) as info:
-        SecretSync(core_of(api)).sync(
+        SecretSync(rest_of(rest)).sync(
             ns, [opaque("taken"), opaque("free")], FILES, pod_status(api, ns), CLASS
         )
     assert info.value.reason == "SecretNotManaged"
@@ -265,9 +273,9 @@ def test_unmanaged_secret_is_left_alone_and_others_sync(api: Any, ns: str) -> No
     assert decoded(read(api, ns, "free"))["password"] == SENSITIVE
 
 
-def test_type_of_a_managed_secret_cannot_change(api: Any, ns: str) -> None:
+def test_type_of_a_managed_secret_cannot_change(api: Any, rest: RestClient, ns: str) -> None:
     owner = pod_status(api, ns)
-    sync = SecretSync(core_of(api))
+    sync = SecretSync(rest_of(rest))
     sync.sync(ns, [opaque("tls")], FILES, owner, CLASS)
     chain = make_chain()
     with pytest.raises(SyncError) as info:
@@ -348,13 +356,11 @@ BAD: list[tuple[str, Any, str, str]] = [
 
 @pytest.mark.parametrize(("case", "bad", "reason", "names"), BAD, ids=[b[0] for b in BAD])
 def test_an_invalid_entry_is_skipped_and_the_others_sync(
-    api: Any, ns: str, case: str, bad: Any, reason: str, names: str
+    api: Any, rest: RestClient, ns: str, case: str, bad: Any, reason: str, names: str
 ) -> None:
     """As upstream's driver: the broken entry is reported and writes nothing, the valid one syncs."""
     with pytest.raises(SyncError) as info:
-        SecretSync(lambda: k8s.CoreV1Api(api)).sync(
-            ns, [opaque("first"), bad], TLS_FILES, pod_status(api, ns), CLASS
-        )
+        SecretSync(rest_of(rest)).sync(ns, [opaque("first"), bad], TLS_FILES, pod_status(api, ns), CLASS)
     assert info.value.reason == reason
     message = str(info.value)
     assert names in message
@@ -388,7 +394,7 @@ def test_forbidden_without_rbac_for_secrets(server: KubeAPIServer, api: Any, ns:
     owner = pod_status(api, ns)
     driver: Any = server.api_client(kubeconfig)
     try:
-        sync = SecretSync(lambda: k8s.CoreV1Api(driver))
+        sync = SecretSync(rest_of(RestClient(from_kubeconfig([str(kubeconfig)]))))
         with pytest.raises(SyncError) as info:
             sync.sync(ns, [opaque()], FILES, owner, CLASS)
         assert info.value.reason == "APIServerForbidden"
@@ -423,32 +429,26 @@ def test_forbidden_without_rbac_for_secrets(server: KubeAPIServer, api: Any, ns:
 
 
 def test_unreachable_api_server() -> None:
-    settings = k8s.Configuration()
-    settings.host = "https://127.0.0.1:1"
-    settings.retries = 1
-    unreachable = k8s.ApiClient(settings)
-    try:
-        with pytest.raises(SyncError) as info:
-            SecretSync(lambda: k8s.CoreV1Api(unreachable)).sync(
-                "default", [opaque()], FILES, Owner("web-default-app", "uid"), CLASS
-            )
-        assert info.value.reason == "APIServerUnavailable"
-        assert "unreachable" in str(info.value)
-    finally:
-        unreachable.close()
+    unreachable = RestClient(Connection("https://127.0.0.1:1", ssl.create_default_context(), None))
+    with pytest.raises(SyncError) as info:
+        SecretSync(rest_of(unreachable)).sync(
+            "default", [opaque()], FILES, Owner("web-default-app", "uid"), CLASS
+        )
+    assert info.value.reason == "APIServerUnavailable"
+    assert "unreachable (MaxRetryError)" in str(info.value)
 
 
 def test_nothing_to_sync_needs_no_api_server() -> None:
-    def core() -> Any:
+    def never() -> RestClient:
         raise AssertionError("not called")
 
-    assert SecretSync(core).sync("default", [], FILES, Owner("x", "y"), CLASS) == []
+    assert SecretSync(never).sync("default", [], FILES, Owner("x", "y"), CLASS) == []
 
 
 def test_only_broken_entries_need_no_api_server() -> None:
-    def core() -> Any:
+    def never() -> RestClient:
         raise AssertionError("not called")
 
     with pytest.raises(SyncError) as info:
-        SecretSync(core).sync("default", [opaque("db", data=[])], FILES, Owner("x", "y"), CLASS)
+        SecretSync(never).sync("default", [opaque("db", data=[])], FILES, Owner("x", "y"), CLASS)
     assert info.value.reason == "InvalidSecretObject"

@@ -16,7 +16,6 @@ from kvmount.driver.rotation import Rotator
 from kvmount.driver.volumes import VolumeRegistry
 from kvmount.flags import GoFlagParser, absolute_path, add_bool, go_duration, go_int
 from kvmount.kube.api_store import KubeStore
-from kvmount.kube.file_store import FileStore
 from kvmount.kube.store import Store
 from kvmount.observability import metrics_route, ok_route, serve_http
 from kvmount.provider_client import ProviderClients
@@ -146,10 +145,13 @@ def run(args: argparse.Namespace) -> int:
     store: Store
     api = syncer = None
     if args.standalone_classes_dir:
+        # Here: its YAML parser is needed in standalone mode only.
+        from kvmount.kube.file_store import FileStore
+
         store = FileStore(args.standalone_classes_dir, args.state_dir)
     else:
         store = api = KubeStore(args.kubeconfig, args.drivername, node_id)
-        syncer = SecretSync(api.core)
+        syncer = SecretSync(api.rest)
     additional = (
         DEFAULT_ADDITIONAL_PROVIDER_PATHS
         if args.additional_provider_volume_paths is None

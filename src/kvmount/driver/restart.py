@@ -26,9 +26,10 @@ import logging
 from typing import Any
 
 from kvmount.driver.volumes import VolumeRegistry, VolumeState
-from kvmount.kube.api_store import REQUEST_TIMEOUT, KubeStore
+from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
 from kvmount.kube.podstatus import PodRef
+from kvmount.kube.rest import STRATEGIC_MERGE_PATCH, ApiError, path
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,12 @@ ROLLED_TO = "kvmount.io/rotated-versions"
 LAST_RESTART = "kvmount.io/last-restart"
 # Owner kinds a rollout exists for.
 _WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
+_RESOURCES = {
+    "ReplicaSet": "replicasets",
+    "Deployment": "deployments",
+    "StatefulSet": "statefulsets",
+    "DaemonSet": "daemonsets",
+}
 
 
 def rollout_value(state: VolumeState) -> str:
@@ -85,22 +92,15 @@ class Restarter:
             state.restart_pending = ""
             self.registry.save(state)
 
-    def _apps(self) -> Any:
-        from kubernetes import client
-
-        return client.AppsV1Api(self.api.api_client())
-
     def _settle(self, state: VolumeState) -> bool:
         """True when nothing is left to do for this change."""
-        from kubernetes.client.exceptions import ApiException
-
         pod = self.api.get_pod(state.pod_namespace, state.pod_name)
         if pod is None or pod["metadata"].get("uid") != state.pod_uid:
             return True
         ref = PodRef(state.pod_namespace, state.pod_name, state.pod_uid)
         try:
             workload = self._workload(pod)
-        except ApiException as err:
+        except ApiError as err:
             if err.status not in (401, 403):
                 raise
             # Without the feature's RBAC the workload cannot even be read; say so where it was asked for.
@@ -138,8 +138,10 @@ class Restarter:
         }
         what = f"{kind} {state.pod_namespace}/{meta['name']}"
         try:
-            self._patch(kind, meta["name"], state.pod_namespace, patch)
-        except ApiException as err:
+            # Strategic merge, as for kubectl; the resourceVersion in it makes it conditional.
+            where = path("apps/v1", _RESOURCES[kind], state.pod_namespace, meta["name"])
+            self.api.rest().patch(where, patch, STRATEGIC_MERGE_PATCH)
+        except ApiError as err:
             if err.status == 409:
                 return False  # changed meanwhile (another node): look again next round
             if err.status in (401, 403):
@@ -167,15 +169,6 @@ class Restarter:
             "(chart value rotation.restartWorkloads)",
         )
 
-    def _patch(self, kind: str, name: str, namespace: str, patch: dict[str, Any]) -> None:
-        apps = self._apps()
-        call = {
-            "Deployment": apps.patch_namespaced_deployment,
-            "StatefulSet": apps.patch_namespaced_stateful_set,
-            "DaemonSet": apps.patch_namespaced_daemon_set,
-        }[kind]
-        call(name, namespace, patch, _request_timeout=REQUEST_TIMEOUT)
-
     def _workload(self, pod: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
         """(kind, object) of the workload that owns the pod, through its ReplicaSet for a Deployment."""
         owner = _controller(pod)
@@ -189,42 +182,23 @@ class Restarter:
         return (owner["kind"], found) if found is not None else None
 
     def _read(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
-
-        apps = self._apps()
-        read = {
-            "ReplicaSet": apps.read_namespaced_replica_set,
-            "Deployment": apps.read_namespaced_deployment,
-            "StatefulSet": apps.read_namespaced_stateful_set,
-            "DaemonSet": apps.read_namespaced_daemon_set,
-        }[kind]
         try:
-            response = read(name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
-        except ApiException as err:
+            return self.api.rest().get(path("apps/v1", _RESOURCES[kind], namespace, name))
+        except ApiError as err:
             if err.status == 404:
                 return None
             raise
-        doc: dict[str, Any] = json.loads(response.data)
-        return doc
 
     def _opted_in(self, state: VolumeState, workload: tuple[str, dict[str, Any]] | None) -> bool:
         if workload is not None and _opts_in(workload[1]):
             return True
-        from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
-
         try:
-            spc: Any = client.CustomObjectsApi(self.api.api_client()).get_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                state.pod_namespace,
-                CLASSES,
-                state.class_name,
-                _request_timeout=REQUEST_TIMEOUT,
+            spc = self.api.rest().get(
+                path(f"{GROUP}/{VERSION}", CLASSES, state.pod_namespace, state.class_name)
             )
-        except ApiException:
+        except ApiError:
             return False
-        return isinstance(spc, dict) and _opts_in(spc)
+        return _opts_in(spc)
 
 
 def _opts_in(doc: dict[str, Any]) -> bool:

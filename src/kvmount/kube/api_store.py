@@ -13,17 +13,20 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
+from kvmount.kube import kubeconfig
 from kvmount.kube.classes import CLASSES, GROUP, VERSION, SecretProviderClass, parse_class
 from kvmount.kube.errors import ClassNotFound, StoreError, StoreUnavailable, api_error
 from kvmount.kube.podstatus import NODE_LABEL, POD_STATUSES, PodRef, PodStatus
+from kvmount.kube.rest import ApiError, RestClient, Unreachable, path
 
-REQUEST_TIMEOUT = 10.0
 # A pod watch is renewed this often (the server ends it after at most this long).
 WATCH_SECONDS = 300
 EVENT_SOURCE = "csi-secrets-store-driver"
+CUSTOM = f"{GROUP}/{VERSION}"
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +49,26 @@ class KubeStore:
         self.driver_name = driver_name
         self.node = node
         self.component = component
+        self._rest: RestClient | None = None
         self._api_client: Any = None
         self._lock = threading.Lock()
 
-    def _client(self) -> Any:
+    def rest(self) -> RestClient:
+        """The REST client, configured on first use (so CSI is served before the API server is
+        reachable, and a configuration error fails the publish that needs it, not the driver)."""
+        with self._lock:
+            if self._rest is None:
+                try:
+                    self._rest = RestClient(kubeconfig.load(self.kubeconfig))
+                except kubeconfig.ConfigError as err:
+                    raise StoreUnavailable(f"cannot configure the Kubernetes API client: {err}") from None
+            return self._rest
+
+    def api_client(self) -> Any:
+        """A ``kubernetes`` ApiClient, for the tools that use API groups this store has no call
+        for (doctor, the sync controller's informer and leader election); the driver never asks."""
         with self._lock:
             if self._api_client is None:
-                # Imported here: the client is slow to import and unused in standalone mode.
                 from kubernetes import client
                 from kubernetes import config as kube_config
 
@@ -72,69 +88,47 @@ class KubeStore:
                 self._api_client = client.ApiClient(settings)
             return self._api_client
 
-    def api_client(self) -> Any:
-        """The shared ApiClient, for API groups this store has no call for."""
-        return self._client()
-
-    def _custom_objects(self) -> Any:
-        from kubernetes import client
-
-        return client.CustomObjectsApi(self._client())
-
-    def core(self) -> Any:
-        """A CoreV1Api on the shared connection pool."""
-        from kubernetes import client
-
-        return client.CoreV1Api(self._client())
-
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **query: Any) -> T:
+        """``fn(*args, **query)`` with no answer as StoreUnavailable; the server's answers stay ApiError."""
         try:
-            return fn(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
-        except ApiException:
-            raise
-        except (HTTPError, OSError) as err:
-            raise StoreUnavailable(f"{what}: API server unreachable ({type(err).__name__})") from None
+            return fn(*args, **query)
+        except Unreachable as err:
+            raise StoreUnavailable(f"{what}: API server unreachable ({err})") from None
 
     def get_class(self, namespace: str, name: str) -> SecretProviderClass:
-        from kubernetes.client.exceptions import ApiException
-
-        api = self._custom_objects()
+        rest = self.rest()
         what = f"SecretProviderClass {namespace}/{name}"
         try:
-            doc = self._call(what, api.get_namespaced_custom_object, GROUP, VERSION, namespace, CLASSES, name)
-        except ApiException as err:
+            doc = self._call(what, rest.get, path(CUSTOM, CLASSES, namespace, name))
+        except ApiError as err:
             if err.status == 404:
                 raise ClassNotFound(namespace, name, "in the API server") from None
             raise api_error(what, "get", err) from None
         return parse_class(doc, what)
 
     def put_pod_status(self, status: PodStatus) -> str:
-        from kubernetes.client.exceptions import ApiException
-
-        api = self._custom_objects()
+        rest = self.rest()
         what = f"SecretProviderClassPodStatus {status.namespace}/{status.name}"
-        args = (GROUP, VERSION, status.namespace, POD_STATUSES)
+        collection = path(CUSTOM, POD_STATUSES, status.namespace)
+        here = path(CUSTOM, POD_STATUSES, status.namespace, status.name)
         body = status.manifest()
         try:
-            created = self._call(what, api.create_namespaced_custom_object, *args, body)
+            created = self._call(what, rest.create, collection, body)
             return str(created["metadata"]["uid"])
-        except ApiException as err:
+        except ApiError as err:
             if err.status != 409:
                 raise api_error(what, "create", err) from None
         # It exists: a pod of the same name (a StatefulSet's) ran on another node,
         # or this is a republish. Take it over with a read-modify-write.
         for _ in range(3):
             try:
-                current = self._call(what, api.get_namespaced_custom_object, *args, status.name)
+                current = self._call(what, rest.get, here)
                 if _same_status(current, body):
                     return str(current["metadata"]["uid"])
                 body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-                replaced = self._call(what, api.replace_namespaced_custom_object, *args, status.name, body)
+                replaced = self._call(what, rest.replace, here, body)
                 return str(replaced["metadata"]["uid"])
-            except ApiException as err:
+            except ApiError as err:
                 if err.status != 409:
                     raise api_error(what, "update", err) from None
         raise StoreUnavailable(f"{what}: kept conflicting with concurrent updates; will retry")
@@ -143,72 +137,56 @@ class KubeStore:
         """Left to the garbage collector, as upstream: the status is owned by the pod."""
 
     def node_pod_statuses(self, node_name: str) -> list[dict[str, Any]]:
-        from kubernetes.client.exceptions import ApiException
-
-        api = self._custom_objects()
+        rest = self.rest()
         what = f"SecretProviderClassPodStatuses of node {node_name}"
+        selector = f"{NODE_LABEL}={node_name}"
         try:
-            found = self._call(
-                what,
-                api.list_cluster_custom_object,
-                GROUP,
-                VERSION,
-                POD_STATUSES,
-                label_selector=f"{NODE_LABEL}={node_name}",
-            )
-        except ApiException as err:
+            found = self._call(what, rest.get, path(CUSTOM, POD_STATUSES), labelSelector=selector)
+        except ApiError as err:
             raise api_error(what, "list", err) from None
         return list(found.get("items") or [])
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
-
-        core = self.core()
+        rest = self.rest()
         what = f"pod {namespace}/{name}"
         try:
-            response = self._call(what, core.read_namespaced_pod, name, namespace, _preload_content=False)
-        except ApiException as err:
+            return self._call(what, rest.get, path("v1", "pods", namespace, name))
+        except ApiError as err:
             if err.status == 404:
                 return None
             raise api_error(what, "get", err) from None
-        pod: dict[str, Any] = json.loads(response.data)
-        return pod
 
     def node_publish_secret(self, namespace: str, name: str) -> dict[str, str]:
-        from kubernetes.client.exceptions import ApiException
-
-        core = self.core()
+        rest = self.rest()
         what = f"Secret {namespace}/{name} (nodePublishSecretRef)"
         try:
-            secret = self._call(what, core.read_namespaced_secret, name, namespace)
-        except ApiException as err:
+            secret = self._call(what, rest.get, path("v1", "secrets", namespace, name))
+        except ApiError as err:
             if err.status == 404:
                 raise StoreError("NodePublishSecretNotFound", f"{what} not found") from None
             raise api_error(what, "get", err) from None
-        return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (secret.data or {}).items()}
+        data: dict[str, str] = secret.get("data") or {}
+        return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in data.items()}
 
     def service_account_tokens(self, pod: dict[str, Any]) -> str | None:
-        from kubernetes.client.exceptions import ApiException
-
+        rest = self.rest()
         storage_what = f"CSIDriver {self.driver_name}"
         try:
-            from kubernetes import client
-
             driver = self._call(
-                storage_what, client.StorageV1Api(self._client()).read_csi_driver, self.driver_name
+                storage_what, rest.get, path("storage.k8s.io/v1", "csidrivers", name=self.driver_name)
             )
-        except ApiException as err:
+        except ApiError as err:
             if err.status == 404:
                 return None  # no CSIDriver object, so kubelet would send no tokens either
             raise api_error(storage_what, "get", err) from None
-        requests = driver.spec.token_requests or []
+        requests = (driver.get("spec") or {}).get("tokenRequests") or []
         if not requests:
             return None
         meta, spec = pod["metadata"], pod.get("spec") or {}
         return self.tokens_for(
             meta["namespace"],
             spec.get("serviceAccountName") or "default",
-            [(r.audience or "", r.expiration_seconds or 3600) for r in requests],
+            [(r.get("audience") or "", r.get("expirationSeconds") or 3600) for r in requests],
             bound_pod=(meta["name"], meta["uid"]),
         )
 
@@ -221,13 +199,13 @@ class KubeStore:
     ) -> str:
         """Service account tokens (TokenRequest), one per (audience, lifetime), as the JSON that
         kubelet puts in ``csi.storage.k8s.io/serviceAccount.tokens``; bound to the pod when named."""
-        from kubernetes.client.exceptions import ApiException
-
+        rest = self.rest()
         what = f"token of ServiceAccount {namespace}/{account}"
+        where = path("v1", "serviceaccounts", namespace, account, "token")
         tokens: dict[str, dict[str, str]] = {}
         for audience, seconds in audiences:
             body: dict[str, Any] = {
-                "spec": {"audiences": [audience] if audience else [], "expirationSeconds": seconds}
+                "spec": {"audiences": [audience] if audience else [], "expirationSeconds": seconds},
             }
             if bound_pod is not None:
                 body["spec"]["boundObjectRef"] = {
@@ -237,25 +215,22 @@ class KubeStore:
                     "uid": bound_pod[1],
                 }
             try:
-                made = self._call(
-                    what, self.core().create_namespaced_service_account_token, account, namespace, body
-                )
-            except ApiException as err:
+                made = self._call(what, rest.create, where, body)
+            except ApiError as err:
                 if err.status == 404:
                     raise StoreError(
                         "ServiceAccountNotFound", f"ServiceAccount {namespace}/{account} not found"
                     ) from None
                 raise api_error(what, "create", err) from None
-            expires = made.status.expiration_timestamp
+            status = made.get("status") or {}
             tokens[audience] = {
-                "token": made.status.token,
-                "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ") if expires else "",
+                "token": str(status.get("token") or ""),
+                # The API's own spelling (RFC 3339, seconds, UTC), as kubelet passes it on.
+                "expirationTimestamp": str(status.get("expirationTimestamp") or ""),
             }
         return json.dumps(tokens)
 
     def record_event(self, pod: PodRef, kind: str, reason: str, message: str) -> None:
-        from kubernetes.client.exceptions import ApiException
-
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "metadata": {"generateName": f"{pod.name}.", "namespace": pod.namespace},
@@ -275,13 +250,14 @@ class KubeStore:
             "count": 1,
         }
         try:
+            rest = self.rest()
             self._call(
                 f"event on pod {pod.namespace}/{pod.name}",
-                self.core().create_namespaced_event,
-                pod.namespace,
+                rest.create,
+                path("v1", "events", pod.namespace),
                 body,
             )
-        except (ApiException, StoreError) as err:
+        except (ApiError, StoreError) as err:
             # Events are a courtesy: losing one must not fail the work it reports.
             log.warning(
                 "cannot record event",
@@ -289,19 +265,13 @@ class KubeStore:
             )
 
     def watch_node_pods(self, node_name: str) -> Iterator[tuple[str, dict[str, str]]]:
-        from kubernetes import watch as kube_watch
-
-        watch: Any = kube_watch  # the module carries no annotations
-        stream = watch.Watch().stream(
-            self.core().list_pod_for_all_namespaces,
-            field_selector=f"spec.nodeName={node_name}",
-            timeout_seconds=WATCH_SECONDS,
-            _request_timeout=WATCH_SECONDS + REQUEST_TIMEOUT,
+        events = self.rest().watch(
+            path("v1", "pods"), WATCH_SECONDS, fieldSelector=f"spec.nodeName={node_name}"
         )
-        for event in stream:
-            pod = event["object"]
-            if event["type"] in ("ADDED", "MODIFIED") and pod.metadata is not None:
-                yield str(pod.metadata.uid), dict(pod.metadata.annotations or {})
+        for event in events:
+            meta = (event.get("object") or {}).get("metadata")
+            if event.get("type") in ("ADDED", "MODIFIED") and meta is not None:
+                yield str(meta.get("uid")), dict(meta.get("annotations") or {})
 
 
 def _same_status(current: dict[str, Any], body: dict[str, Any]) -> bool:

@@ -23,9 +23,9 @@ import base64
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from kvmount.kube.api_store import REQUEST_TIMEOUT
+from kvmount.kube.rest import ApiError, RestClient, Unreachable, path
 from kvmount.secretsync.data import DRIVER, Dialect, metadata, secret_data
 from kvmount.secretsync.errors import SyncError, invalid, short
 
@@ -33,6 +33,7 @@ OWNER_API_VERSION = "secrets-store.csi.x-k8s.io/v1"
 OWNER_KIND = "SecretProviderClassPodStatus"
 # A few tries when another writer (a pod on another node) updates the same Secret.
 ATTEMPTS = 5
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class _Desired:
     annotations: dict[str, str]
 
 
-def _api_error(err: Any, verb: str, what: str, writer: str) -> SyncError:
+def _api_error(err: ApiError, verb: str, what: str, writer: str) -> SyncError:
     if err.status in (401, 403):
         return SyncError(
             "APIServerForbidden",
@@ -86,8 +87,10 @@ class SecretSync:
     driver's pod statuses, which share Secrets).
     """
 
-    def __init__(self, core: Callable[[], Any], dialect: Dialect = DRIVER, sole_owner: bool = False) -> None:
-        self._core = core
+    def __init__(
+        self, rest: Callable[[], RestClient], dialect: Dialect = DRIVER, sole_owner: bool = False
+    ) -> None:
+        self._rest = rest
         self.dialect = dialect
         self.sole_owner = sole_owner
 
@@ -129,10 +132,9 @@ class SecretSync:
             desired.append(want)
 
         synced: list[str] = []
-        api = self._core() if desired else None
         for want in desired:
             try:
-                self._sync_one(api, namespace, want, owner)
+                self._sync_one(self._rest(), namespace, want, owner)
             except SyncError as err:
                 # Only problems of this one Secret; anything else would fail the others too.
                 if err.reason not in ("SecretNotManaged", "SecretTypeMismatch", "InvalidSecretObject"):
@@ -153,7 +155,7 @@ class SecretSync:
         where: str,
     ) -> bool:
         """Create or update one Secret; True if it was written, False if it was up to date."""
-        return self._sync_one(self._core(), namespace, self._desired(secret_object, files, where), owner)
+        return self._sync_one(self._rest(), namespace, self._desired(secret_object, files, where), owner)
 
     def _desired(self, secret_object: Mapping[str, Any], files: Mapping[str, bytes], where: str) -> _Desired:
         """One entry, checked, as the API will carry it; raises SyncError naming ``where``."""
@@ -162,34 +164,29 @@ class SecretSync:
         encoded = {k: base64.b64encode(v).decode("ascii") for k, v in data.items()}
         return _Desired(where, name, secret_type, encoded, labels, annotations)
 
-    def _call(self, verb: str, what: str, fn: Any, *args: Any, passing: tuple[int, ...] = ()) -> Any:
-        """``fn(*args)`` with API errors as SyncError, except statuses in ``passing``."""
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
+    def _call(
+        self, verb: str, what: str, fn: Callable[..., T], *args: Any, passing: tuple[int, ...] = ()
+    ) -> T:
+        """``fn(*args)`` with API errors as SyncError, except statuses in ``passing`` (left as ApiError)."""
         try:
-            return fn(*args, _request_timeout=REQUEST_TIMEOUT)
-        except ApiException as err:
+            return fn(*args)
+        except ApiError as err:
             if err.status in passing:
                 raise
             raise _api_error(err, verb, what, self.dialect.writer) from None
-        except (HTTPError, OSError) as err:
+        except Unreachable as err:
             raise SyncError(
-                "APIServerUnavailable", f"{what}: API server unreachable ({type(err).__name__}); will retry"
+                "APIServerUnavailable", f"{what}: API server unreachable ({err}); will retry"
             ) from None
 
-    def _sync_one(self, api: Any, namespace: str, want: _Desired, owner: Owner) -> bool:
+    def _sync_one(self, api: RestClient, namespace: str, want: _Desired, owner: Owner) -> bool:
         """Create or update one Secret; True if it was written."""
-        from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
-
         what = f"Secret {namespace}/{want.name} ({want.where})"
+        here = path("v1", "secrets", namespace, want.name)
         for _ in range(ATTEMPTS):
             try:
-                current = self._call(
-                    "get", what, api.read_namespaced_secret, want.name, namespace, passing=(404,)
-                )
-            except ApiException:
+                current: dict[str, Any] | None = self._call("get", what, api.get, here, passing=(404,))
+            except ApiError:
                 current = None
             if current is None:
                 body = {
@@ -205,15 +202,16 @@ class SecretSync:
                     "type": want.type,
                     "data": want.data,
                 }
+                collection = path("v1", "secrets", namespace)
                 try:
-                    self._call("create", what, api.create_namespaced_secret, namespace, body, passing=(409,))
+                    self._call("create", what, api.create, collection, body, passing=(409,))
                     return True
-                except ApiException:
+                except ApiError:
                     continue  # created meanwhile by another writer: update it instead
-            meta = current.metadata
-            labels = dict(meta.labels or {})
-            owners = list(meta.owner_references or [])
-            has_owner = any(ref.uid == owner.uid for ref in owners)
+            meta = current.setdefault("metadata", {})
+            labels = dict(meta.get("labels") or {})
+            owners = list(meta.get("ownerReferences") or [])
+            has_owner = any(ref.get("uid") == owner.uid for ref in owners)
             managed, value = self.dialect.managed_label, self.dialect.managed_value
             if labels.get(managed) != value or (self.sole_owner and not has_owner):
                 raise SyncError(
@@ -222,44 +220,32 @@ class SecretSync:
                     f"(label {managed}={value!r}, owner {owner.kind} {owner.name}), so it is left "
                     "untouched: choose another name, or delete the Secret to let it be created",
                 )
-            if (current.type or "Opaque") != want.type:
+            if (current.get("type") or "Opaque") != want.type:
                 raise SyncError(
                     "SecretTypeMismatch",
-                    f"{what} has type {current.type} but the entry asks for {want.type}; a Secret's type "
-                    "cannot change: delete the Secret and the driver recreates it on the next mount",
+                    f"{what} has type {current.get('type')} but the entry asks for {want.type}; a Secret's "
+                    "type cannot change: delete the Secret and the driver recreates it on the next mount",
                 )
-            annotations = dict(meta.annotations or {})
+            annotations = dict(meta.get("annotations") or {})
             new_labels = {**labels, **want.labels}
             new_annotations = {**annotations, **want.annotations}
-            unchanged = (current.data or {}) == want.data and (labels, annotations) == (
+            unchanged = (current.get("data") or {}) == want.data and (labels, annotations) == (
                 new_labels,
                 new_annotations,
             )
             if unchanged and has_owner:
                 return False
-            current.data = want.data
-            meta.labels, meta.annotations = new_labels, new_annotations
+            current["data"] = want.data
+            meta["labels"], meta["annotations"] = new_labels, new_annotations
             if not has_owner:
                 # Added, never replaced: the Secret lives as long as any pod status using it.
-                owners.append(
-                    client.V1OwnerReference(
-                        api_version=owner.api_version, kind=owner.kind, name=owner.name, uid=owner.uid
-                    )
-                )
-                meta.owner_references = owners
+                meta["ownerReferences"] = [*owners, owner.reference()]
+            update = current
             try:
                 # resourceVersion from the read guards against overwriting a concurrent change.
-                self._call(
-                    "update",
-                    what,
-                    api.replace_namespaced_secret,
-                    want.name,
-                    namespace,
-                    current,
-                    passing=(404, 409),
-                )
+                self._call("update", what, api.replace, here, update, passing=(404, 409))
                 return True
-            except ApiException:
+            except ApiError:
                 continue  # changed or deleted meanwhile: read again
         raise SyncError(
             "APIServerUnavailable", f"{what}: kept conflicting with concurrent updates; will retry"

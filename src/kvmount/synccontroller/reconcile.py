@@ -69,7 +69,7 @@ class Reconciler:
         self.audiences = audiences
         self.identity = identity
         self.mount_timeout = mount_timeout
-        self.writer = SecretSync(store.core, SECRET_SYNC, sole_owner=True)
+        self.writer = SecretSync(store.rest, SECRET_SYNC, sole_owner=True)
         # Checked right before every write (set by leader election).
         self.leading: Callable[[], bool] = lambda: True
 

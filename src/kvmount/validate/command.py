@@ -70,8 +70,8 @@ def check_cluster(kubeconfig: str, namespace: str) -> list[Located]:
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
-    # The CoreV1Api of a KubeStore carries its configured ApiClient (kubeconfig or in-cluster).
-    api: Any = client.CustomObjectsApi(KubeStore(kubeconfig).core().api_client)
+    # The kubernetes client, not kube/rest.py: a user's kubeconfig may run a credential plugin (exec).
+    api: Any = client.CustomObjectsApi(KubeStore(kubeconfig).api_client())
     what = f"SecretProviderClasses in {f'namespace {namespace}' if namespace else 'all namespaces'}"
     listed: dict[str, Any]
     try:

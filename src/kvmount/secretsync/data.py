@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvmount.secretsync.errors import SyncError, invalid, is_subdomain, short
-from kvmount.secretsync.tls import TLS, TLS_CERT, TLS_KEY, check_pair, tls_chain, tls_key
 
+TLS = "kubernetes.io/tls"
+TLS_KEY = "tls.key"
+TLS_CERT = "tls.crt"
 MANAGED_LABEL = "secrets-store.csi.k8s.io/managed"
 # Keys the API server insists on for its built-in types; checked here so that
 # a bad entry is refused before its Secret is written.
@@ -118,6 +120,10 @@ def secret_data(
     for problem in entry_problems(secret_object, files, where, dialect):
         raise problem
     name, secret_type = str(secret_object["secretName"]), str(secret_object.get("type") or "Opaque")
+    if secret_type == TLS:
+        # Here, not at the top: cryptography costs every node's driver about 8 MiB, and most
+        # classes sync no TLS Secret.
+        from kvmount.secretsync.tls import check_pair, tls_chain, tls_key
     data: dict[str, bytes] = {}
     for j, entry in enumerate(secret_object["data"]):
         at, key, object_name = f"{where}.data[{j}]", str(entry[dialect.target]), str(entry[dialect.source])

@@ -14,11 +14,9 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, Pub
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from kvmount.keyvault.content import order_chain, pem_certs
+from kvmount.secretsync.data import TLS_CERT, TLS_KEY
 from kvmount.secretsync.errors import SyncError
 
-TLS = "kubernetes.io/tls"
-TLS_KEY = "tls.key"
-TLS_CERT = "tls.crt"
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
 _PEM_KEYS = {b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY"}
 

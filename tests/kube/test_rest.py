@@ -97,6 +97,23 @@ def test_a_named_ca_is_the_only_one_trusted(kube_apiserver: KubeAPIServer, tmp_p
     assert rest.get(NAMESPACES)["items"]
 
 
+def test_tls_server_name(kube_apiserver: KubeAPIServer, tmp_path: Path) -> None:
+    """The name checked against the server's certificate (and sent as SNI) instead of the URL's host."""
+    user = {"token": kube_apiserver.admin_token}
+    for name, works in (("kubernetes.default.svc", True), ("elsewhere.example", False)):
+        cluster = {
+            "server": kube_apiserver.url,
+            "certificate-authority-data": ca_data(kube_apiserver),
+            "tls-server-name": name,
+        }
+        rest = client(write(tmp_path / "config", cluster, user))
+        if works:
+            assert rest.get(NAMESPACES)["items"]
+        else:
+            with pytest.raises(Unreachable):
+                rest.get(NAMESPACES)
+
+
 def test_errors_carry_the_servers_status_message(kube_apiserver: KubeAPIServer) -> None:
     rest = client(kube_apiserver.kubeconfig)
     with pytest.raises(ApiError) as info:

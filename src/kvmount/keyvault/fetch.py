@@ -36,7 +36,8 @@ from kvmount.keyvault.errors import Category, KeyVaultError
 from kvmount.keyvault.fairpool import BatchTimeout, FairPool
 from kvmount.keyvault.limits import ContentBudget
 from kvmount.keyvault.objects import ObjectSpec, ObjectType
-from kvmount.keyvault.vault_client import VaultClient, shared_transport, version_of
+from kvmount.keyvault.transport import VaultTransport
+from kvmount.keyvault.vault_client import VaultClient, version_of
 
 T = TypeVar("T")
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 30.0
@@ -180,7 +181,7 @@ class ClientCache:
                 # A policy belongs to one pipeline (it links to the next), so each client has its own.
                 retry = BudgetRetryPolicy(retry_total=2)
                 if vault_url not in self._transports:
-                    self._transports[vault_url] = shared_transport(CONNECT_TIMEOUT, READ_TIMEOUT)
+                    self._transports[vault_url] = VaultTransport(CONNECT_TIMEOUT, READ_TIMEOUT)
                 transport = self._transports[vault_url]
                 client = VaultClient(vault_url, credential, retry, transport, self._user_agent)
                 self._entries[key] = client

@@ -9,8 +9,12 @@ azure-core Pipeline per vault and identity holds the parts that matter: the Key
 Vault SDK's own challenge policy (the challenge's tenant and resource, CAE, the
 token from the azure-identity credential), the retry policy, the user agent, and
 one connection pool per vault, shared by every identity that reads it (a request's
-identity is its bearer token, not its connection). Answers are Key Vault's REST JSON,
-read directly.
+identity is its bearer token, not its connection), over keyvault/transport.py (urllib3's
+pools, no requests). Answers are Key Vault's REST JSON, read directly.
+
+Token requests of the credentials (azure-identity, msal) stay on requests: here
+``shared_transport``, one pool for every credential, with a session that reads the
+environment once per host.
 
 The first request of a new client goes alone: it takes the challenge and the
 token, so concurrent fetches and mounts of a new identity cost one challenge and
@@ -39,7 +43,7 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline import Pipeline
 from azure.core.pipeline.policies import RetryPolicy, UserAgentPolicy
-from azure.core.pipeline.transport import RequestsTransport
+from azure.core.pipeline.transport import HttpTransport, RequestsTransport
 from azure.core.rest import HttpRequest
 from azure.keyvault.secrets._shared import ChallengeAuthPolicy
 from azure.keyvault.secrets._shared.client_base import DEFAULT_VERSION
@@ -137,8 +141,8 @@ def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
 
 
 def shared_transport(connection_timeout: float = 300, read_timeout: float = 300) -> RequestsTransport:
-    """A transport (one connection pool, the environment read once) for many pipelines.
-    Its session is not owned by the transport, so no pipeline or credential closes it."""
+    """A transport (one connection pool, the environment read once) for many credentials'
+    token requests. Its session is not owned by the transport, so no credential closes it."""
     return RequestsTransport(
         session=_LeanSession(),
         session_owner=False,
@@ -161,7 +165,7 @@ class VaultClient:
         vault_url: str,
         credential: TokenCredential,
         retry_policy: RetryPolicy[Any, Any],
-        transport: RequestsTransport,
+        transport: HttpTransport[Any, Any],
         user_agent: str = "",
     ) -> None:
         self.vault_url = vault_url.rstrip("/")

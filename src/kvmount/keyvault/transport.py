@@ -1,0 +1,314 @@
+"""The azure-core transport of Key Vault reads: urllib3's connection pools, no requests.
+
+Profiled (bench/RESULTS.md), a read through azure-core's RequestsTransport spent
+more of its CPU in requests (preparing the request, merging settings, the adapter,
+the Response and azure-core's wrapper around it) than in the HTTP exchange itself.
+This transport hands azure-core's request to a urllib3 connection pool and answers
+with a response that is already read. It keeps what requests gave these reads:
+
+* proxies from the environment (HTTPS_PROXY, NO_PROXY, ...: requests' own rules,
+  its ``get_environ_proxies`` and ``select_proxy``), read once per origin: the
+  provider's environment does not change while it runs;
+* the CA bundle as requests finds it: REQUESTS_CA_BUNDLE, else CURL_CA_BUNDLE, else
+  certifi's (a file or a directory), loaded once into one TLS context (requests
+  loaded a bundle named by the environment again for every new connection);
+* requests' default headers (Accept-Encoding, Connection: keep-alive), and no
+  redirects or retries below azure-core's own policies;
+* azure-core's exceptions, as RequestsTransport raises them, so the retry policy
+  and the provider's classification (keyvault/fetch.py) see the same failures.
+
+Bodies are always read whole (``stream=True`` is refused): Key Vault's answers are
+small JSON documents. Request bodies, when any, are bytes or text.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import http.client
+import json
+import os
+import ssl
+import threading
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+import certifi
+import urllib3
+from azure.core.configuration import ConnectionConfiguration
+from azure.core.exceptions import (
+    DecodeError,
+    HttpResponseError,
+    IncompleteReadError,
+    ServiceRequestError,
+    ServiceRequestTimeoutError,
+    ServiceResponseError,
+    ServiceResponseTimeoutError,
+)
+from azure.core.pipeline.transport import HttpTransport
+from azure.core.rest import HttpRequest, HttpResponse
+from requests.utils import get_auth_from_url, get_environ_proxies, prepend_scheme_if_needed, select_proxy
+from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    NewConnectionError,
+    ProtocolError,
+    ProxyError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.exceptions import DecodeError as Urllib3DecodeError
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
+
+# The pools a transport keeps (one per origin and proxy; a vault's transport has one).
+MAX_POOLS = 16
+# Connections kept per pool: the provider's default --max-concurrent-fetches, so
+# concurrent mounts reuse connections instead of opening (TLS) and dropping them.
+POOL_SIZE = 32
+_DEFAULT_HEADERS = {
+    "Accept-Encoding": urllib3.util.make_headers(accept_encoding=True)["accept-encoding"],
+    "Connection": "keep-alive",
+}
+
+
+def _tls_context() -> ssl.SSLContext:
+    """One context with the CA bundle requests would use for these reads."""
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+    context = urllib3.util.create_urllib3_context()
+    try:
+        if os.path.isdir(bundle):
+            context.load_verify_locations(capath=bundle)
+        else:
+            context.load_verify_locations(cafile=bundle)
+    except (OSError, ssl.SSLError) as err:
+        raise ServiceRequestError(
+            f"cannot load the CA bundle {bundle}: {err.strerror or err}; check REQUESTS_CA_BUNDLE"
+        ) from None
+    return context
+
+
+class ReadResponse(HttpResponse):
+    """An azure-core response whose body is already read (the connection is back in its pool)."""
+
+    __slots__ = ("_body", "_encoding", "_headers", "_reason", "_request", "_status")
+
+    def __init__(
+        self, request: HttpRequest, status: int, reason: str, headers: MutableMapping[str, str], body: bytes
+    ) -> None:
+        self._request = request
+        self._status = status
+        self._reason = reason
+        self._headers = headers
+        self._body = body
+        self._encoding: str | None = None
+
+    @property
+    def request(self) -> HttpRequest:
+        return self._request
+
+    @property
+    def url(self) -> str:
+        return self._request.url
+
+    @property
+    def status_code(self) -> int:
+        return self._status
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+    @property
+    def headers(self) -> MutableMapping[str, str]:
+        return self._headers
+
+    @property
+    def content_type(self) -> str | None:
+        return self._headers.get("Content-Type")
+
+    @property
+    def content(self) -> bytes:
+        return self._body
+
+    @property
+    def is_closed(self) -> bool:
+        return True
+
+    @property
+    def is_stream_consumed(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str | None:
+        """As set, else the Content-Type's charset if Python knows it (as azure-core's responses)."""
+        if self._encoding is None and self.content_type and "charset=" in self.content_type.lower():
+            for param in self.content_type.split(";")[1:]:
+                name, _, value = param.strip().partition("=")
+                if name.lower() == "charset":
+                    with contextlib.suppress(LookupError):
+                        self._encoding = codecs.lookup(value.strip("\"' ")).name
+        return self._encoding
+
+    @encoding.setter
+    def encoding(self, value: str | None) -> None:
+        self._encoding = value
+
+    def text(self, encoding: str | None = None) -> str:
+        """The body decoded: utf-8 (a byte order mark dropped) unless a charset says otherwise."""
+        encoding = encoding or self.encoding
+        if encoding in (None, "utf-8"):
+            return self.content.decode("utf-8-sig", errors="strict" if encoding else "replace")
+        return self.content.decode(encoding)
+
+    def json(self) -> Any:
+        return json.loads(self.text())
+
+    def raise_for_status(self) -> None:
+        if self.status_code >= 400:
+            raise HttpResponseError(response=self)
+
+    def __enter__(self) -> ReadResponse:
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def read(self) -> bytes:
+        return self.content
+
+    def iter_raw(self, **kwargs: Any) -> Iterator[bytes]:
+        yield self.content
+
+    def iter_bytes(self, **kwargs: Any) -> Iterator[bytes]:
+        yield self.content
+
+
+class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
+    """A thread-safe transport for many pipelines: one connection pool per origin."""
+
+    def __init__(self, connection_timeout: float = 300, read_timeout: float = 300) -> None:
+        # Read by azure-core's retry policy (it caps the connection timeout at the call's).
+        self.connection_config = ConnectionConfiguration(
+            connection_timeout=connection_timeout, read_timeout=read_timeout
+        )
+        self._lock = threading.Lock()
+        self._tls: ssl.SSLContext | None = None
+        # A pool manager per proxy URL (None: direct), and the pool of each https origin.
+        self._managers: dict[str | None, urllib3.PoolManager] = {}
+        self._pools: dict[str, HTTPConnectionPool] = {}
+
+    def open(self) -> None:
+        """Pools open as origins are first asked for."""
+
+    def close(self) -> None:
+        with self._lock:
+            self._pools.clear()
+            for manager in self._managers.values():
+                manager.clear()
+            self._managers.clear()
+
+    def __enter__(self) -> VaultTransport:
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        self.close()
+
+    def _manager(self, origin: str) -> urllib3.PoolManager:
+        """The pool manager for ``origin``: direct, or its proxy's from the environment; the lock is held."""
+        proxy = select_proxy(origin, get_environ_proxies(origin))
+        manager = self._managers.get(proxy)
+        if manager is not None:
+            return manager
+        if self._tls is None:
+            self._tls = _tls_context()
+        options: dict[str, Any] = {"num_pools": MAX_POOLS, "maxsize": POOL_SIZE, "ssl_context": self._tls}
+        if proxy is None:
+            manager = urllib3.PoolManager(**options)
+        else:
+            proxy = prepend_scheme_if_needed(proxy, "http")
+            if not urllib3.util.parse_url(proxy).host or not proxy.lower().startswith(("http:", "https:")):
+                raise ServiceRequestError(f"the proxy URL {proxy!r} is not an http(s) URL; check HTTPS_PROXY")
+            username, password = get_auth_from_url(proxy)
+            auth = urllib3.util.make_headers(proxy_basic_auth=f"{username}:{password}") if username else None
+            manager = urllib3.ProxyManager(proxy, proxy_headers=auth, **options)
+        self._managers[proxy] = manager
+        return manager
+
+    def _pool(self, origin: str) -> HTTPConnectionPool:
+        with self._lock:
+            pool = self._pools.get(origin)
+            if pool is None:
+                if len(self._pools) >= MAX_POOLS:
+                    self._pools.clear()  # more origins than a vault has: the managers evict theirs too
+                pool = self._pools[origin] = self._manager(origin).connection_from_url(origin)
+            return pool
+
+    def send(
+        self,
+        request: HttpRequest,
+        *,
+        stream: bool = False,
+        connection_timeout: float | None = None,
+        read_timeout: float | None = None,
+        **unknown: Any,
+    ) -> ReadResponse:
+        if unknown:
+            raise TypeError(f"VaultTransport.send got unexpected options {sorted(unknown)}")
+        if stream:
+            raise ValueError("VaultTransport reads whole bodies; stream=True is not supported")
+        headers = dict(request.headers)
+        for name, value in _DEFAULT_HEADERS.items():
+            if name not in request.headers:  # case-insensitive
+                headers[name] = value
+        body = request.content
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        elif body is not None and not isinstance(body, bytes):
+            raise ValueError("VaultTransport sends bodies of bytes or text only")
+        options: dict[str, Any] = {
+            "body": body,
+            "headers": headers,
+            "retries": False,
+            "redirect": False,
+            "assert_same_host": False,
+            "timeout": urllib3.Timeout(
+                connect=connection_timeout or self.connection_config.timeout,
+                read=read_timeout or self.connection_config.read_timeout,
+            ),
+            "preload_content": True,
+            "decode_content": True,
+        }
+        url = request.url
+        if url.startswith("https://"):
+            # The hot path: the origin's pool, straight; the request target is the path.
+            netloc, _, path = url[8:].partition("/")
+            origin = f"https://{netloc}"
+            opener: Any = self._pools.get(origin) or self._pool(origin)
+            target = "/" + path.partition("#")[0]
+        else:
+            # Plain HTTP (a forwarding proxy takes the whole URL): the pool manager decides.
+            with self._lock:
+                opener, target = self._manager(url), url
+        try:
+            answer = opener.urlopen(request.method, target, **options)
+        except (Urllib3HTTPError, OSError) as err:
+            raise _azure_error(err) from err
+        return ReadResponse(request, answer.status, answer.reason or "", answer.headers, answer.data)
+
+
+def _azure_error(err: Exception) -> Exception:
+    """The azure-core exception RequestsTransport raises for the same failure."""
+    if isinstance(err, NewConnectionError | ProxyError | SSLError):
+        return ServiceRequestError(err, error=err)
+    if isinstance(err, ConnectTimeoutError):
+        return ServiceRequestTimeoutError(err, error=err)
+    if isinstance(err, ReadTimeoutError):
+        return ServiceResponseTimeoutError(err, error=err)
+    if isinstance(err, ProtocolError) and isinstance(err.args[-1], http.client.IncompleteRead):
+        return IncompleteReadError(err, error=err)  # the connection closed mid-body
+    if isinstance(err, Urllib3DecodeError):
+        return DecodeError(err, error=err)
+    return ServiceResponseError(err, error=err)

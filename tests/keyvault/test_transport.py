@@ -1,0 +1,168 @@
+"""The Key Vault transport (keyvault/transport.py) against the Key Vault double over real TLS:
+the CA bundle and proxies from the environment as requests reads them, azure-core's
+exceptions for each kind of failure, and the options it refuses."""
+
+from __future__ import annotations
+
+import select
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from azure.core.exceptions import (
+    ServiceRequestError,
+    ServiceResponseError,
+    ServiceResponseTimeoutError,
+)
+from azure.core.rest import HttpRequest
+
+from kvmount.keyvault.transport import VaultTransport
+from tests.peers.keyvault_double import Fault, KeyVaultDouble
+
+VAULT = "kvtest"
+
+
+class _Tunnel(socketserver.BaseRequestHandler):
+    """CONNECT host:port, then bytes both ways; the target is recorded."""
+
+    server: _Proxy
+
+    def handle(self) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.request.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        method, target = head.split(b" ")[:2]
+        self.server.seen.append(f"{method.decode()} {target.decode()}")
+        host, port = target.decode().rsplit(":", 1)
+        with socket.create_connection(("127.0.0.1" if host.endswith("localhost") else host, int(port))) as up:
+            self.request.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            ends = [self.request, up]
+            while True:
+                ready, _, _ = select.select(ends, [], [], 5)
+                if not ready:
+                    return
+                for end in ready:
+                    data = end.recv(65536)
+                    if not data:
+                        return
+                    (up if end is self.request else self.request).sendall(data)
+
+
+class _Proxy(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Tunnel)
+        self.seen: list[str] = []
+
+
+@pytest.fixture
+def proxy() -> Iterator[_Proxy]:
+    server = _Proxy()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def challenge(kv: KeyVaultDouble, path: str = "/secrets/x") -> HttpRequest:
+    """A request without a token: the vault answers 401 with its challenge."""
+    return HttpRequest(
+        "GET", f"{kv.url_for(VAULT)}{path}?api-version=7.5", headers={"Accept": "application/json"}
+    )
+
+
+def test_a_read_trusts_the_ca_bundle_of_the_environment(kv_env: KeyVaultDouble) -> None:
+    transport = VaultTransport(5, 5)
+    response = transport.send(challenge(kv_env))
+    assert response.status_code == 401
+    # Headers as azure-core's policies read them: case-insensitive.
+    assert response.headers["www-authenticate"] == response.headers["WWW-Authenticate"]
+    assert response.json()["error"]["code"]
+    assert response.is_stream_consumed and response.read() == response.content
+
+
+def test_without_the_bundle_the_vault_is_not_trusted(
+    kv_env: KeyVaultDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    with pytest.raises(ServiceRequestError):
+        VaultTransport(5, 5).send(challenge(kv_env))
+
+
+def test_a_missing_bundle_names_the_variable(kv_env: KeyVaultDouble, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem")
+    with pytest.raises(ServiceRequestError, match="REQUESTS_CA_BUNDLE"):
+        VaultTransport(5, 5).send(challenge(kv_env))
+
+
+def test_https_proxy_tunnels_and_no_proxy_bypasses(
+    kv_env: KeyVaultDouble, proxy: _Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert VaultTransport(5, 5).send(challenge(kv_env)).status_code == 401
+    assert proxy.seen == [f"CONNECT {VAULT}.vault.localhost:{kv_env.port}"]
+    monkeypatch.setenv("NO_PROXY", ".vault.localhost")
+    assert VaultTransport(5, 5).send(challenge(kv_env)).status_code == 401
+    assert len(proxy.seen) == 1
+
+
+def test_an_unreachable_proxy_is_a_request_error(
+    kv_env: KeyVaultDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(ServiceRequestError):
+        VaultTransport(5, 5).send(challenge(kv_env))
+
+
+def test_a_refused_connection_is_a_request_error(kv_env: KeyVaultDouble) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    request = HttpRequest("GET", f"https://{VAULT}.vault.localhost:{port}/secrets/x")
+    with pytest.raises(ServiceRequestError):
+        VaultTransport(5, 5).send(request)
+
+
+def test_a_stall_mid_body_ends_at_the_read_timeout(kv_env: KeyVaultDouble) -> None:
+    name = f"stall-{time.monotonic_ns()}"
+    kv_env.set_faults(Fault("stall", count=1, path=name, seconds=10))
+    try:
+        start = time.monotonic()
+        with pytest.raises(ServiceResponseTimeoutError):
+            VaultTransport(5, 5).send(challenge(kv_env, f"/secrets/{name}"), read_timeout=0.5)
+        assert time.monotonic() - start < 5
+    finally:
+        kv_env.set_faults()
+
+
+def test_a_reset_is_a_response_error(kv_env: KeyVaultDouble) -> None:
+    name = f"reset-{time.monotonic_ns()}"
+    kv_env.set_faults(Fault("reset", count=1, path=name))
+    try:
+        with pytest.raises(ServiceResponseError):
+            VaultTransport(5, 5).send(challenge(kv_env, f"/secrets/{name}"))
+    finally:
+        kv_env.set_faults()
+
+
+def test_streaming_and_unknown_options_are_refused(kv_env: KeyVaultDouble) -> None:
+    transport = VaultTransport(5, 5)
+    with pytest.raises(ValueError, match="stream"):
+        transport.send(challenge(kv_env), stream=True)
+    with pytest.raises(TypeError, match="connection_verify"):
+        transport.send(challenge(kv_env), connection_verify=False)

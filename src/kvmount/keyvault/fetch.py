@@ -27,7 +27,6 @@ from azure.core.exceptions import (
     ServiceResponseError,
     ServiceResponseTimeoutError,
 )
-from azure.core.pipeline.policies import RetryPolicy
 from azure.identity import CredentialUnavailableError
 
 from kvmount.keyvault.coalesce import Coalescer
@@ -36,6 +35,7 @@ from kvmount.keyvault.errors import Category, KeyVaultError
 from kvmount.keyvault.fairpool import BatchTimeout, FairPool
 from kvmount.keyvault.limits import ContentBudget
 from kvmount.keyvault.objects import ObjectSpec, ObjectType
+from kvmount.keyvault.retry import SharedCodesRetryPolicy
 from kvmount.keyvault.transport import VaultTransport
 from kvmount.keyvault.vault_client import VaultClient, version_of
 
@@ -45,7 +45,7 @@ CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 30.0
 _budget = threading.local()
 
 
-class BudgetRetryPolicy(RetryPolicy[Any, Any]):
+class BudgetRetryPolicy(SharedCodesRetryPolicy):
     """The SDK's retries, whose waits (Retry-After or backoff) end at the fetch's
     deadline: a server asking for an hour's pause must not hold a mount for an hour."""
 

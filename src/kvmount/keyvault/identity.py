@@ -31,6 +31,7 @@ from azure.identity import (
 from kvmount.keyvault.clouds import Cloud
 from kvmount.keyvault.errors import Category, KeyVaultError
 from kvmount.keyvault.objects import IdentityMode, MountParams
+from kvmount.keyvault.retry import SharedCodesRetryPolicy
 from kvmount.keyvault.token_proxy import TokenProxy
 from kvmount.keyvault.vault_client import shared_transport
 
@@ -165,6 +166,10 @@ def build_credential(
     options: dict[str, Any] = {"user_agent": node.user_agent} if node.user_agent else {}
     if transport is not None:
         options["transport"] = transport
+    if mode in (IdentityMode.WORKLOAD, IdentityMode.TOKEN_PROXY, IdentityMode.SERVICE_PRINCIPAL):
+        # azure-identity builds the token pipeline's RetryPolicy from this class (its own
+        # keyword, which its IMDS credential uses too): the same retries, a shared code set.
+        options["retry_policy_class"] = SharedCodesRetryPolicy
     if mode in (IdentityMode.WORKLOAD, IdentityMode.TOKEN_PROXY):
         token = params.service_account_token
         if mode is IdentityMode.TOKEN_PROXY:

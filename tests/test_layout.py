@@ -14,6 +14,7 @@ FLOORS = {
     "flags": 0,
     "json_file": 0,
     "csi_attributes": 0,
+    "malloc_arenas": 0,
     "unix_grpc": 0,
     "observability": 0,
     "proto": 0,

@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "registrar": ("kvmount.sidecars.registrar", "register a CSI driver with kubelet (node-driver-registrar)"),
     "livenessprobe": ("kvmount.sidecars.livenessprobe", "/healthz from a CSI driver's Probe (livenessprobe)"),
 }
+# The daemons: glibc's malloc arenas are capped before their threads start (malloc_arenas.py).
+LONG_RUNNING = frozenset({"provider", "driver", "sync-controller", "registrar", "livenessprobe"})
 
 
 def _usage() -> str:
@@ -50,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"kvmount: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if name in LONG_RUNNING:
+        from kvmount import malloc_arenas  # ctypes: not for the commands kubelet execs per call
+
+        malloc_arenas.limit()
     module = importlib.import_module(COMMANDS[name][0])
     parser_class: type[argparse.ArgumentParser] = getattr(module, "PARSER", argparse.ArgumentParser)
     parser = parser_class(prog=f"kvmount {name}", description=COMMANDS[name][1])

@@ -4,9 +4,12 @@ never kept."""
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
+import weakref
+from concurrent.futures import Future
 
 import pytest
 
@@ -94,3 +97,25 @@ def test_failures_are_not_kept() -> None:
     with pytest.raises(RuntimeError):
         coalescer.run("k", fail, since=None)
     assert coalescer.run("k", lambda: "ok", since=None) == "ok"
+
+
+class _Content:
+    """A read's result that can be watched for release."""
+
+
+def test_completed_reads_hold_only_their_content() -> None:
+    """Within the window a completed read keeps its result but not its Future (about 1.6 KiB),
+    and a read superseded by a newer one of the same key keeps nothing (memory, bench/RESULTS.md)."""
+    coalescer = Coalescer(60)
+    box = [_Content()]
+    watch = weakref.ref(box[0])
+    assert coalescer.run("k", lambda: box[0], since=time.monotonic()) is watch()
+    assert not any(isinstance(v, Future) for e in coalescer._entries.values() for v in vars(e).values())
+    box.clear()
+    gc.collect()
+    assert watch() is not None, "a rotation poll within the window may still take it"
+    newer = _Content()
+    assert coalescer.run("k", lambda: newer, since=time.monotonic()) is newer
+    gc.collect()
+    assert watch() is None
+    assert coalescer.run("k", _Content, since=None) is newer

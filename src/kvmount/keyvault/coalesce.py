@@ -57,6 +57,9 @@ class Coalescer:
                 return cast(T, entry.result)
             joined = entry.future if entry is not None else None
             if joined is None:
+                if entry is not None:
+                    # Superseded: its place in the expiry queue stays, its content need not.
+                    entry.result = None
                 entry = _Read(Future())
                 self._entries[key] = entry
         if joined is not None:

@@ -136,3 +136,41 @@ def test_shutdown_fails_a_waiting_batch() -> None:
     gate.set()
     thread.join(10)
     assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+
+
+def test_jobs_that_compute_run_one_at_a_time_and_jobs_that_wait_run_side_by_side() -> None:
+    pool = FairPool(6, name="adaptive")
+    lock = threading.Lock()
+    active = 0
+    seen: list[int] = []  # how many of the batch's jobs ran, each time one started
+
+    def tracked(work: Callable[[], None]) -> Callable[[int], int]:
+        def run(i: int) -> int:
+            nonlocal active
+            with lock:
+                active += 1
+                seen.append(active)
+            work()
+            with lock:
+                active -= 1
+            return i
+
+        return run
+
+    def compute() -> None:
+        # CPU in slices, the GIL let go between them as a read's socket calls do.
+        for _ in range(3):
+            end = time.thread_time() + 0.001
+            while time.thread_time() < end:
+                pass
+            time.sleep(0)
+
+    try:
+        # The pool learns from the first jobs (it starts them all side by side).
+        assert pool.map(tracked(compute), list(range(60)), limit=6) == list(range(60))
+        assert max(seen[-30:]) == 1, seen
+        seen.clear()
+        assert pool.map(tracked(lambda: time.sleep(0.02)), list(range(30)), limit=6) == list(range(30))
+        assert max(seen) == 6, seen
+    finally:
+        pool.shutdown()

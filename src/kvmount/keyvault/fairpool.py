@@ -14,6 +14,15 @@ Workers start as jobs arrive, up to the pool's size, and a worker that finishes
 a job takes the next one without sleeping. A batch may cap how many of its jobs
 run at once: threads that all want the GIL cost CPU in hand-offs, so one batch
 need not occupy every worker when a few keep up with the network.
+
+Below that cap, a batch runs as many jobs at once as the jobs' waiting calls for
+(profiled, bench/RESULTS.md): the pool keeps a moving average of how long a job
+takes against the CPU it uses (its thread's CPU time). A job that mostly waits
+(Key Vault 20 ms away) is worth running beside others; a job that mostly computes
+(Key Vault answering at once) is not: a second thread then only adds GIL hand-offs,
+about a third more CPU per job for no shorter mount. The average starts high
+(every batch at its cap) and follows each finished job, so a slower network raises
+the concurrency again within one job.
 """
 
 from __future__ import annotations
@@ -26,6 +35,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+# A batch runs about one job at once per this many times a job's CPU time it takes.
+WAIT_PER_JOB = 4.0
+# Weight of the newest job in the moving average of (time taken / CPU time).
+SMOOTHING = 0.25
 
 
 class BatchTimeout(Exception):
@@ -37,11 +50,11 @@ class BatchTimeout(Exception):
 
 
 class _Batch(Generic[T]):
-    def __init__(
-        self, func: Callable[[T], Any], items: Sequence[T], lock: threading.Lock, limit: int
-    ) -> None:
+    def __init__(self, func: Callable[[T], Any], items: Sequence[T], lock: threading.Lock, cap: int) -> None:
         self.func = func
-        self.limit = limit
+        # At most ``cap`` jobs at once, and now at most ``limit`` (the pool's estimate).
+        self.cap = cap
+        self.limit = cap
         # In the pool's ring: it has queued jobs and fewer than ``limit`` running.
         self.in_ring = False
         # The caller waits on this; it shares the pool's lock.
@@ -73,6 +86,27 @@ class FairPool:
         self._size = max(1, workers)
         self._threads: list[threading.Thread] = []
         self._idle = 0
+        # Moving average of a job's time taken over its CPU time; high: no job seen yet.
+        self._waiting = float("inf")
+
+    def _limit(self, batch: _Batch[Any]) -> int:
+        """How many of ``batch``'s jobs should run at once now; the lock is held."""
+        wanted = self._waiting / WAIT_PER_JOB
+        return batch.cap if wanted >= batch.cap else max(1, int(wanted))
+
+    def _learn(self, batch: _Batch[Any], took: float, cpu: float) -> None:
+        """Fold a finished job of ``batch`` into the average, and let the batch run more
+        jobs at once if it may now; the lock is held."""
+        ratio = took / max(cpu, 1e-6)
+        average = self._waiting
+        self._waiting = ratio if average == float("inf") else average + SMOOTHING * (ratio - average)
+        before, batch.limit = batch.limit, self._limit(batch)
+        if batch.limit > before and not batch.cancelled:
+            more = min(batch.limit - before, len(batch.queue))
+            if more > 0:
+                self._add_workers(more)
+                for _ in range(more):
+                    self._tokens.put(True)
 
     def _add_workers(self, jobs: int) -> None:
         """Start workers for ``jobs`` new jobs that idle ones cannot take, up to the pool's size."""
@@ -95,13 +129,14 @@ class FairPool:
         end, the failure of the lowest item index is raised; after ``deadline``
         (time.monotonic()) the queued jobs are dropped and BatchTimeout is raised
         without waiting for running ones."""
-        wanted = len(items) if limit is None else max(1, min(limit, len(items)))
-        batch: _Batch[T] = _Batch(func, items, self._lock, wanted)
+        cap = len(items) if limit is None else max(1, min(limit, len(items)))
+        batch: _Batch[T] = _Batch(func, items, self._lock, cap)
         if not items:
             return []
         with self._lock:
             if self._closed:
                 raise RuntimeError("the fetch pool is shut down")
+            wanted = batch.limit = self._limit(batch)
             self._ring.append(batch)
             batch.in_ring = True
             self._batches.add(batch)
@@ -157,19 +192,22 @@ class FairPool:
         job = self._next_job()
         while job is not None:
             batch, index = job
+            began, cpu = time.perf_counter(), time.thread_time()
             try:
                 result, error = batch.func(batch.items[index]), None
             except BaseException as err:  # handed to the waiting caller
                 result, error = None, err
+            took, cpu = time.perf_counter() - began, time.thread_time() - cpu
             with self._lock:
                 batch.running -= 1
+                self._learn(batch, took, cpu)
                 batch.done.add(index)
                 if error is None:
                     batch.results[index] = result
                 else:
                     batch.errors[index] = error
                     self._cancel(batch)
-                if batch.queue and not batch.in_ring and not batch.cancelled:
+                if batch.queue and not batch.in_ring and not batch.cancelled and batch.running < batch.limit:
                     self._ring.append(batch)  # below its limit again
                     batch.in_ring = True
                 if batch.finished:

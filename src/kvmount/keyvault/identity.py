@@ -32,6 +32,7 @@ from kvmount.keyvault.clouds import Cloud
 from kvmount.keyvault.errors import Category, KeyVaultError
 from kvmount.keyvault.objects import IdentityMode, MountParams
 from kvmount.keyvault.retry import SharedCodesRetryPolicy
+from kvmount.keyvault.shared_tls import SharedContextAdapter
 from kvmount.keyvault.token_proxy import TokenProxy
 from kvmount.keyvault.vault_client import shared_transport
 
@@ -201,8 +202,10 @@ class CredentialCache:
         self._idle = idle_seconds
         self._node = node or CredentialOptions()
         # Token requests of every credential share one connection pool (and TLS set-up)
-        # instead of one per identity, which grew the provider by ~0.3 MiB per identity.
+        # instead of one per identity, which grew the provider by ~0.3 MiB per identity;
+        # its connections share one TLS context (keyvault/shared_tls.py).
         self._transport = shared_transport()
+        self._transport.session.mount("https://", SharedContextAdapter())
 
     def get(self, params: MountParams, cloud: Cloud) -> tuple[str, TokenCredential]:
         key = identity_key(params, cloud)

@@ -4,22 +4,30 @@ exceptions for each kind of failure, and the options it refuses."""
 
 from __future__ import annotations
 
+import gzip
+import http.server
 import select
 import socket
 import socketserver
+import ssl
 import threading
 import time
+import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from azure.core.exceptions import (
+    DecodeError,
     ServiceRequestError,
     ServiceResponseError,
     ServiceResponseTimeoutError,
 )
 from azure.core.rest import HttpRequest
 
+from kvmount.keyvault.connections import decoded
 from kvmount.keyvault.transport import VaultTransport
+from tests.certs import server_tls
 from tests.peers.keyvault_double import Fault, KeyVaultDouble
 
 VAULT = "kvtest"
@@ -166,3 +174,53 @@ def test_streaming_and_unknown_options_are_refused(kv_env: KeyVaultDouble) -> No
         transport.send(challenge(kv_env), stream=True)
     with pytest.raises(TypeError, match="connection_verify"):
         transport.send(challenge(kv_env), connection_verify=False)
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_the_host_name_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server whose certificate (its CA trusted) names 127.0.0.1 but not localhost."""
+    tls = server_tls("elsewhere.test", ["elsewhere.test"])
+    (tmp_path / "ca.pem").write_bytes(tls.ca_pem)
+    (tmp_path / "server.pem").write_bytes(tls.cert_pem + tls.key_pem)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "server.pem")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "ca.pem"))
+    port = server.server_address[1]
+    try:
+        assert VaultTransport(5, 5).send(HttpRequest("GET", f"https://127.0.0.1:{port}/")).status_code == 200
+        with pytest.raises(ServiceRequestError, match="match"):
+            VaultTransport(5, 5).send(HttpRequest("GET", f"https://localhost:{port}/"))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "identity"])
+def test_a_compressed_body_is_decoded(encoding: str) -> None:
+    body = b'{"value": "v"}'
+    packed = {
+        "gzip": gzip.compress(body),
+        "deflate": zlib.compress(body),
+        "identity": body,
+    }[encoding]
+    assert decoded(encoding, packed) == body
+
+
+def test_an_encoding_not_asked_for_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError):
+        decoded("br", b"\x00")

@@ -1,17 +1,21 @@
-"""The azure-core transport of Key Vault reads: urllib3's connection pools, no requests.
+"""The azure-core transport of Key Vault reads: http.client straight to a vault, no requests.
 
 Profiled (bench/RESULTS.md), a read through azure-core's RequestsTransport spent
 more of its CPU in requests (preparing the request, merging settings, the adapter,
-the Response and azure-core's wrapper around it) than in the HTTP exchange itself.
-This transport hands azure-core's request to a urllib3 connection pool and answers
-with a response that is already read. It keeps what requests gave these reads:
+the Response and azure-core's wrapper around it) than in the HTTP exchange itself,
+and urllib3's pool below it as much again as http.client's exchange. This transport
+hands azure-core's request to http.client connections kept per vault
+(keyvault/connections.py) and answers with a response that is already read. Through
+a proxy, urllib3's pool carries it (CONNECT tunnels, https proxies, credentials in
+the proxy URL, as requests did). It keeps what requests gave these reads:
 
 * proxies from the environment (HTTPS_PROXY, NO_PROXY, ...: requests' own rules,
   its ``get_environ_proxies`` and ``select_proxy``), read once per origin: the
   provider's environment does not change while it runs;
 * the CA bundle as requests finds it: REQUESTS_CA_BUNDLE, else CURL_CA_BUNDLE, else
   certifi's (a file or a directory), loaded once into one TLS context (requests
-  loaded a bundle named by the environment again for every new connection);
+  loaded a bundle named by the environment again for every new connection); host
+  names checked;
 * requests' default headers (Accept-Encoding, Connection: keep-alive), and no
   redirects or retries below azure-core's own policies;
 * azure-core's exceptions, as RequestsTransport raises them, so the retry policy
@@ -60,21 +64,23 @@ from urllib3.exceptions import (
 from urllib3.exceptions import DecodeError as Urllib3DecodeError
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
+from kvmount.keyvault.connections import Connections
+
 # The pools a transport keeps (one per origin and proxy; a vault's transport has one).
 MAX_POOLS = 16
 # Connections kept per pool: the provider's default --max-concurrent-fetches, so
 # concurrent mounts reuse connections instead of opening (TLS) and dropping them.
 POOL_SIZE = 32
-_DEFAULT_HEADERS = {
-    "Accept-Encoding": urllib3.util.make_headers(accept_encoding=True)["accept-encoding"],
-    "Connection": "keep-alive",
-}
+# requests' defaults (the encodings are the ones keyvault/connections.py decodes).
+_DEFAULT_HEADERS = {"Accept-Encoding": "gzip, deflate", "Connection": "keep-alive"}
 
 
-def _tls_context() -> ssl.SSLContext:
-    """One context with the CA bundle requests would use for these reads."""
+def _tls_context(direct: bool) -> ssl.SSLContext:
+    """A context with the CA bundle requests would use for these reads: the standard
+    library's for http.client (it checks the host name itself), urllib3's for its pools."""
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
-    context = urllib3.util.create_urllib3_context()
+    # Only that bundle, as requests: not the system's, not SSL_CERT_FILE's.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT) if direct else urllib3.util.create_urllib3_context()
     try:
         if os.path.isdir(bundle):
             context.load_verify_locations(capath=bundle)
@@ -187,7 +193,7 @@ class ReadResponse(HttpResponse):
 
 
 class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
-    """A thread-safe transport for many pipelines: one connection pool per origin."""
+    """A thread-safe transport for many pipelines: the connections of each origin."""
 
     def __init__(self, connection_timeout: float = 300, read_timeout: float = 300) -> None:
         # Read by azure-core's retry policy (it caps the connection timeout at the call's).
@@ -195,17 +201,19 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
             connection_timeout=connection_timeout, read_timeout=read_timeout
         )
         self._lock = threading.Lock()
-        self._tls: ssl.SSLContext | None = None
-        # A pool manager per proxy URL (None: direct), and the pool of each https origin.
+        self._tls: dict[bool, ssl.SSLContext] = {}
+        # An https origin's route: http.client connections straight to it, or, through a
+        # proxy, urllib3's pool (CONNECT tunnels, https proxies, proxy credentials).
+        self._routes: dict[str, Connections | HTTPConnectionPool] = {}
+        # A pool manager per proxy URL (None: plain HTTP without one).
         self._managers: dict[str | None, urllib3.PoolManager] = {}
-        self._pools: dict[str, HTTPConnectionPool] = {}
 
     def open(self) -> None:
-        """Pools open as origins are first asked for."""
+        """Connections open as origins are first asked for."""
 
     def close(self) -> None:
         with self._lock:
-            self._pools.clear()
+            self._close_routes()
             for manager in self._managers.values():
                 manager.clear()
             self._managers.clear()
@@ -216,35 +224,56 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
     def __exit__(self, *args: Any) -> None:
         self.close()
 
-    def _manager(self, origin: str) -> urllib3.PoolManager:
-        """The pool manager for ``origin``: direct, or its proxy's from the environment; the lock is held."""
-        proxy = select_proxy(origin, get_environ_proxies(origin))
+    def _context(self, direct: bool) -> ssl.SSLContext:
+        """The lock is held."""
+        if direct not in self._tls:
+            self._tls[direct] = _tls_context(direct)
+        return self._tls[direct]
+
+    def _manager(self, proxy: str | None) -> urllib3.PoolManager:
+        """The pool manager for ``proxy`` (None: none); the lock is held."""
         manager = self._managers.get(proxy)
         if manager is not None:
             return manager
-        if self._tls is None:
-            self._tls = _tls_context()
-        options: dict[str, Any] = {"num_pools": MAX_POOLS, "maxsize": POOL_SIZE, "ssl_context": self._tls}
+        options: dict[str, Any] = {
+            "num_pools": MAX_POOLS,
+            "maxsize": POOL_SIZE,
+            "ssl_context": self._context(False),
+        }
         if proxy is None:
             manager = urllib3.PoolManager(**options)
         else:
-            proxy = prepend_scheme_if_needed(proxy, "http")
-            if not urllib3.util.parse_url(proxy).host or not proxy.lower().startswith(("http:", "https:")):
-                raise ServiceRequestError(f"the proxy URL {proxy!r} is not an http(s) URL; check HTTPS_PROXY")
-            username, password = get_auth_from_url(proxy)
+            url = prepend_scheme_if_needed(proxy, "http")
+            if not urllib3.util.parse_url(url).host or not url.lower().startswith(("http:", "https:")):
+                raise ServiceRequestError(f"the proxy URL {url!r} is not an http(s) URL; check HTTPS_PROXY")
+            username, password = get_auth_from_url(url)
             auth = urllib3.util.make_headers(proxy_basic_auth=f"{username}:{password}") if username else None
-            manager = urllib3.ProxyManager(proxy, proxy_headers=auth, **options)
+            manager = urllib3.ProxyManager(url, proxy_headers=auth, **options)
         self._managers[proxy] = manager
         return manager
 
-    def _pool(self, origin: str) -> HTTPConnectionPool:
+    def _route(self, origin: str) -> Connections | HTTPConnectionPool:
         with self._lock:
-            pool = self._pools.get(origin)
-            if pool is None:
-                if len(self._pools) >= MAX_POOLS:
-                    self._pools.clear()  # more origins than a vault has: the managers evict theirs too
-                pool = self._pools[origin] = self._manager(origin).connection_from_url(origin)
-            return pool
+            route = self._routes.get(origin)
+            if route is None:
+                if len(self._routes) >= MAX_POOLS:
+                    self._close_routes()  # more origins than a vault has
+                proxy = select_proxy(origin, get_environ_proxies(origin))
+                if proxy is None:
+                    parts = urllib3.util.parse_url(origin)
+                    host, port = str(parts.host), parts.port or 443
+                    route = Connections(host, port, self._context(True), POOL_SIZE)
+                else:
+                    route = self._manager(proxy).connection_from_url(origin)
+                self._routes[origin] = route
+            return route
+
+    def _close_routes(self) -> None:
+        """The lock is held."""
+        for route in self._routes.values():
+            if isinstance(route, Connections):
+                route.close()
+        self._routes.clear()
 
     def send(
         self,
@@ -268,35 +297,39 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
             body = body.encode("utf-8")
         elif body is not None and not isinstance(body, bytes):
             raise ValueError("VaultTransport sends bodies of bytes or text only")
-        options: dict[str, Any] = {
-            "body": body,
-            "headers": headers,
-            "retries": False,
-            "redirect": False,
-            "assert_same_host": False,
-            "timeout": urllib3.Timeout(
-                connect=connection_timeout or self.connection_config.timeout,
-                read=read_timeout or self.connection_config.read_timeout,
-            ),
-            "preload_content": True,
-            "decode_content": True,
-        }
+        connect = connection_timeout or self.connection_config.timeout
+        read = read_timeout or self.connection_config.read_timeout
         url = request.url
         if url.startswith("https://"):
-            # The hot path: the origin's pool, straight; the request target is the path.
             netloc, _, path = url[8:].partition("/")
             origin = f"https://{netloc}"
-            opener: Any = self._pools.get(origin) or self._pool(origin)
+            route = self._routes.get(origin) or self._route(origin)
             target = "/" + path.partition("#")[0]
+            if isinstance(route, Connections):  # the hot path: straight to the vault
+                answer = route.exchange(request.method, target, body, headers, connect, read)
+                return ReadResponse(request, *answer)
+            opener: Any = route
         else:
             # Plain HTTP (a forwarding proxy takes the whole URL): the pool manager decides.
             with self._lock:
-                opener, target = self._manager(url), url
+                opener = self._manager(select_proxy(url, get_environ_proxies(url)))
+            target = url
         try:
-            answer = opener.urlopen(request.method, target, **options)
+            response = opener.urlopen(
+                request.method,
+                target,
+                body=body,
+                headers=headers,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                timeout=urllib3.Timeout(connect=connect, read=read),
+                preload_content=True,
+                decode_content=True,
+            )
         except (Urllib3HTTPError, OSError) as err:
             raise _azure_error(err) from err
-        return ReadResponse(request, answer.status, answer.reason or "", answer.headers, answer.data)
+        return ReadResponse(request, response.status, response.reason or "", response.headers, response.data)
 
 
 def _azure_error(err: Exception) -> Exception:

@@ -13,9 +13,9 @@ the proxy URL, as requests did). It keeps what requests gave these reads:
   its ``get_environ_proxies`` and ``select_proxy``), read once per origin: the
   provider's environment does not change while it runs;
 * the CA bundle as requests finds it: REQUESTS_CA_BUNDLE, else CURL_CA_BUNDLE, else
-  certifi's (a file or a directory), loaded once into one TLS context (requests
-  loaded a bundle named by the environment again for every new connection); host
-  names checked;
+  certifi's (a file or a directory), loaded once into one TLS context for every
+  vault (requests loaded a bundle named by the environment again for every new
+  connection); host names checked;
 * requests' default headers (Accept-Encoding, Connection: keep-alive), and no
   redirects or retries below azure-core's own policies;
 * azure-core's exceptions, as RequestsTransport raises them, so the retry policy
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -79,6 +80,13 @@ def _tls_context(direct: bool) -> ssl.SSLContext:
     """A context with the CA bundle requests would use for these reads: the standard
     library's for http.client (it checks the host name itself), urllib3's for its pools."""
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+    return _loaded(bundle, direct)
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded(bundle: str, direct: bool) -> ssl.SSLContext:
+    """One context per bundle for every vault's transport: a bundle of certifi's size is
+    about 1 MiB in each context that loads it (a failure to load is not kept)."""
     # Only that bundle, as requests: not the system's, not SSL_CERT_FILE's.
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT) if direct else urllib3.util.create_urllib3_context()
     try:
@@ -201,7 +209,6 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
             connection_timeout=connection_timeout, read_timeout=read_timeout
         )
         self._lock = threading.Lock()
-        self._tls: dict[bool, ssl.SSLContext] = {}
         # An https origin's route: http.client connections straight to it, or, through a
         # proxy, urllib3's pool (CONNECT tunnels, https proxies, proxy credentials).
         self._routes: dict[str, Connections | HTTPConnectionPool] = {}
@@ -224,12 +231,6 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
     def __exit__(self, *args: Any) -> None:
         self.close()
 
-    def _context(self, direct: bool) -> ssl.SSLContext:
-        """The lock is held."""
-        if direct not in self._tls:
-            self._tls[direct] = _tls_context(direct)
-        return self._tls[direct]
-
     def _manager(self, proxy: str | None) -> urllib3.PoolManager:
         """The pool manager for ``proxy`` (None: none); the lock is held."""
         manager = self._managers.get(proxy)
@@ -238,7 +239,7 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
         options: dict[str, Any] = {
             "num_pools": MAX_POOLS,
             "maxsize": POOL_SIZE,
-            "ssl_context": self._context(False),
+            "ssl_context": _tls_context(False),
         }
         if proxy is None:
             manager = urllib3.PoolManager(**options)
@@ -262,7 +263,7 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
                 if proxy is None:
                     parts = urllib3.util.parse_url(origin)
                     host, port = str(parts.host), parts.port or 443
-                    route = Connections(host, port, self._context(True), POOL_SIZE)
+                    route = Connections(host, port, _tls_context(True), POOL_SIZE)
                 else:
                     route = self._manager(proxy).connection_from_url(origin)
                 self._routes[origin] = route

@@ -7,7 +7,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.driver.conftest import start_driver, stop_driver
+from tests.driver.conftest import eventually, start_driver, stop_driver
 
 IDLE = 1000
 
@@ -23,10 +23,20 @@ def healthz(port: int) -> int:
         return status
 
 
+def serving(port: int) -> bool:
+    """The endpoint accepts connections (the driver may open it just after its CSI socket)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 def test_idle_connections_neither_stall_nor_outlive_the_driver(tmp_path: Path, provider_dir: Path) -> None:
     driver = start_driver(tmp_path, provider_dir)
     idle: list[socket.socket] = []
     try:
+        eventually(lambda: serving(driver.metrics_port), 10, "the metrics endpoint listens")
         assert healthz(driver.metrics_port) == 200
         threads = threads_of(driver.proc.pid)
         idle = [socket.create_connection(("127.0.0.1", driver.metrics_port), timeout=5) for _ in range(IDLE)]

@@ -996,7 +996,7 @@ class _DropConnection(Exception):
 
 
 class _Fault(Exception):
-    """An injected failure the handler acts out on the socket: a reset, or a stall mid-body."""
+    """An injected failure the handler acts out on the socket: a reset, a stall or a cut mid-body."""
 
     def __init__(self, fault: Fault, response: Response) -> None:
         super().__init__(fault.kind)
@@ -1009,7 +1009,8 @@ class Fault:
     """One injected Key Vault failure (``POST /_double/faults``), taken by the next ``count``
     data-plane requests whose path contains ``path``: ``status`` answers ``status`` (with
     ``Retry-After: retry_after`` when set); ``reset`` resets the connection (TCP RST) without
-    an answer; ``stall`` sends the headers and half the body, then nothing for ``seconds``."""
+    an answer; ``stall`` sends the headers and half the body, then nothing for ``seconds``;
+    ``cut`` sends the headers and half the body, then closes the connection."""
 
     kind: str
     count: int = 1
@@ -1110,7 +1111,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _act_out(self, injected: _Fault) -> None:
         self.close_connection = True
-        if injected.fault.kind == "stall":
+        if injected.fault.kind in ("stall", "cut"):
             status, headers, payload = injected.response
             data = payload or b""
             self.send_response(status)
@@ -1120,7 +1121,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(data[: len(data) // 2])
             self.wfile.flush()
-            time.sleep(injected.fault.seconds)
+            if injected.fault.kind == "stall":
+                time.sleep(injected.fault.seconds)
             return
         # SO_LINGER 0: close() sends RST, as a load balancer dropping the connection does.
         with contextlib.suppress(OSError):

@@ -1,4 +1,4 @@
-"""Key Vault failing mid-mount: throttling, server errors, resets and stalls.
+"""Key Vault failing mid-mount: throttling, server errors, resets, stalls and bodies cut short.
 
 A failure that passes is retried within the Mount's budget; one that lasts ends
 in a clear status naming the object, never a hang past the caller's deadline.
@@ -62,8 +62,9 @@ def mounts(provider: Provider, name: str, sp: dict[str, str]) -> bytes:
         Fault("status", count=2, status=503),
         Fault("status", count=1, status=500),
         Fault("reset", count=2),
+        Fault("cut", count=2),
     ],
-    ids=["429-retry-after", "503", "500", "reset"],
+    ids=["429-retry-after", "503", "500", "reset", "cut"],
 )
 def test_a_passing_failure_is_retried(
     provider: Provider, keyvault: KeyVaultDouble, sp: dict[str, str], name: str, fault: Fault
@@ -81,8 +82,9 @@ def test_a_passing_failure_is_retried(
         (Fault("status", count=100, status=503), "(HTTP 503)"),
         (Fault("status", count=100, status=429, retry_after="1"), "(HTTP 429)"),
         (Fault("reset", count=100), "unreachable or failing"),
+        (Fault("cut", count=100), "unreachable or failing"),
     ],
-    ids=["503", "429", "reset"],
+    ids=["503", "429", "reset", "cut"],
 )
 def test_a_lasting_failure_ends_in_a_clear_error_after_bounded_retries(
     provider: Provider, keyvault: KeyVaultDouble, sp: dict[str, str], name: str, fault: Fault, words: str

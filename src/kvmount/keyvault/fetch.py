@@ -22,6 +22,7 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
+    IncompleteReadError,
     ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
@@ -116,7 +117,8 @@ def classify(err: Exception) -> Category:
         return Category.UNAVAILABLE
     if isinstance(err, ClientAuthenticationError):
         return Category.FORBIDDEN if err.status_code == 403 else Category.UNAUTHENTICATED
-    if isinstance(err, ServiceRequestError | ServiceResponseError):
+    # A body cut short is the network failing mid-answer, as a reset is.
+    if isinstance(err, ServiceRequestError | ServiceResponseError | IncompleteReadError):
         return Category.UNAVAILABLE
     if isinstance(err, HttpResponseError):
         status = err.status_code or 0

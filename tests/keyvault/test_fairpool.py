@@ -138,6 +138,16 @@ def test_shutdown_fails_a_waiting_batch() -> None:
     assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
 
 
+def compute(_: object = None) -> None:
+    """A job that reads from a Key Vault answering at once: CPU in slices, the GIL let go
+    between them as a read's socket calls do."""
+    for _ in range(3):
+        end = time.thread_time() + 0.001
+        while time.thread_time() < end:
+            pass
+        time.sleep(0)
+
+
 def test_jobs_that_compute_run_one_at_a_time_and_jobs_that_wait_run_side_by_side() -> None:
     pool = FairPool(6, name="adaptive")
     lock = threading.Lock()
@@ -157,14 +167,6 @@ def test_jobs_that_compute_run_one_at_a_time_and_jobs_that_wait_run_side_by_side
 
         return run
 
-    def compute() -> None:
-        # CPU in slices, the GIL let go between them as a read's socket calls do.
-        for _ in range(3):
-            end = time.thread_time() + 0.001
-            while time.thread_time() < end:
-                pass
-            time.sleep(0)
-
     try:
         # The pool learns from the first jobs (it starts them all side by side).
         assert pool.map(tracked(compute), list(range(60)), limit=6) == list(range(60))
@@ -172,5 +174,32 @@ def test_jobs_that_compute_run_one_at_a_time_and_jobs_that_wait_run_side_by_side
         seen.clear()
         assert pool.map(tracked(lambda: time.sleep(0.02)), list(range(30)), limit=6) == list(range(30))
         assert max(seen) == 6, seen
+    finally:
+        pool.shutdown()
+
+
+def test_a_stalled_job_lets_the_rest_of_its_batch_run_beside_it() -> None:
+    pool = FairPool(6, name="stall")
+    gate = threading.Event()
+    ran: list[int] = []
+    results: list[list[int]] = []
+
+    def run(i: int) -> int:
+        if i == 0:
+            assert gate.wait(30)  # a read stalled mid-body, or waiting out a Retry-After
+        else:
+            ran.append(i)
+        return i
+
+    try:
+        pool.map(compute, list(range(60)), limit=6)  # learned: jobs compute, one at a time
+        waiting = threading.Thread(target=lambda: results.append(pool.map(run, list(range(5)), limit=6)))
+        waiting.start()
+        try:
+            wait_until(lambda: sorted(ran) == [1, 2, 3, 4], "the others run while job 0 is stalled", 5)
+        finally:
+            gate.set()
+            waiting.join(30)
+        assert results == [[0, 1, 2, 3, 4]]
     finally:
         pool.shutdown()

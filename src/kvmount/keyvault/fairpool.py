@@ -22,7 +22,10 @@ takes against the CPU it uses (its thread's CPU time). A job that mostly waits
 (Key Vault answering at once) is not: a second thread then only adds GIL hand-offs,
 about a third more CPU per job for no shorter mount. The average starts high
 (every batch at its cap) and follows each finished job, so a slower network raises
-the concurrency again within one job.
+the concurrency again within one job. A job that has held a batch's only slots
+for many times the average job's time (a read stalled or waiting out a
+Retry-After) is waiting too: the batch then gets its cap at once rather than
+after that job ends.
 """
 
 from __future__ import annotations
@@ -37,8 +40,12 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 # A batch runs about one job at once per this many times a job's CPU time it takes.
 WAIT_PER_JOB = 4.0
-# Weight of the newest job in the moving average of (time taken / CPU time).
+# Weight of the newest job in the moving averages (time taken / CPU time, time taken).
 SMOOTHING = 0.25
+# A batch below its cap whose jobs all run and none ends for this many times the
+# average job's time (and at least STALL_FLOOR seconds) is widened to its cap.
+STALL_FACTOR = 10.0
+STALL_FLOOR = 0.05
 
 
 class BatchTimeout(Exception):
@@ -66,6 +73,8 @@ class _Batch(Generic[T]):
         self.done: set[int] = set()
         self.running = 0
         self.cancelled = False
+        # A job of this batch stalled: it keeps its cap whatever later jobs teach the pool.
+        self.stalled = False
 
     @property
     def finished(self) -> bool:
@@ -88,6 +97,8 @@ class FairPool:
         self._idle = 0
         # Moving average of a job's time taken over its CPU time; high: no job seen yet.
         self._waiting = float("inf")
+        # Moving average of a job's time taken, in seconds.
+        self._job_seconds = 0.0
 
     def _limit(self, batch: _Batch[Any]) -> int:
         """How many of ``batch``'s jobs should run at once now; the lock is held."""
@@ -100,13 +111,26 @@ class FairPool:
         ratio = took / max(cpu, 1e-6)
         average = self._waiting
         self._waiting = ratio if average == float("inf") else average + SMOOTHING * (ratio - average)
-        before, batch.limit = batch.limit, self._limit(batch)
-        if batch.limit > before and not batch.cancelled:
-            more = min(batch.limit - before, len(batch.queue))
-            if more > 0:
-                self._add_workers(more)
-                for _ in range(more):
-                    self._tokens.put(True)
+        self._job_seconds += SMOOTHING * (took - self._job_seconds)
+        limit = self._limit(batch)
+        if limit > batch.limit:
+            self._widen(batch, limit)
+        elif not batch.stalled:
+            batch.limit = limit
+
+    def _widen(self, batch: _Batch[Any], limit: int) -> None:
+        """Let ``batch`` run up to ``limit`` jobs at once, starting the extra ones now;
+        the lock is held."""
+        before, batch.limit = batch.limit, limit
+        more = min(limit - before, len(batch.queue))
+        if more <= 0 or batch.cancelled:
+            return
+        if not batch.in_ring:
+            self._ring.append(batch)
+            batch.in_ring = True
+        self._add_workers(more)
+        for _ in range(more):
+            self._tokens.put(True)
 
     def _add_workers(self, jobs: int) -> None:
         """Start workers for ``jobs`` new jobs that idle ones cannot take, up to the pool's size."""
@@ -145,11 +169,21 @@ class FairPool:
                 self._tokens.put(True)
             try:
                 while not batch.finished:
-                    remaining = None if deadline is None else deadline - time.monotonic()
+                    now = time.monotonic()
+                    remaining = None if deadline is None else deadline - now
                     if remaining is not None and remaining <= 0:
                         self._cancel(batch)
                         raise BatchTimeout(items[min(set(range(len(items))) - batch.done)])
-                    batch.changed.wait(remaining)
+                    patience = None
+                    if batch.limit < batch.cap and batch.queue:
+                        patience = max(STALL_FLOOR, STALL_FACTOR * self._job_seconds)
+                    waits = [w for w in (remaining, patience) if w is not None]
+                    progress = len(batch.done)
+                    batch.changed.wait(min(waits) if waits else None)
+                    stalled = len(batch.done) == progress and batch.queue and not batch.cancelled
+                    if patience is not None and stalled and time.monotonic() - now >= patience:
+                        batch.stalled = True
+                        self._widen(batch, batch.cap)
             finally:
                 self._batches.discard(batch)
         if batch.errors:

@@ -1,4 +1,6 @@
-"""requests' HTTPS adapter, whose connections share one TLS context per CA bundle.
+"""One TLS context per CA bundle for the process: the reads' transport
+(keyvault/transport.py) takes its contexts here, and requests' HTTPS adapter below
+gives the same to the credentials' connections.
 
 The credentials' token requests (Azure AD, the managed identity endpoint) go through
 requests. For every new connection, urllib3 builds a TLS context and loads the CA
@@ -15,32 +17,27 @@ changed bundle takes effect when the provider restarts.
 
 from __future__ import annotations
 
+import functools
+import os
 import ssl
-import threading
 from typing import Any
 
 import urllib3
 from requests.adapters import HTTPAdapter
 
-_contexts: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
-_lock = threading.Lock()
 
-
-def _context(ca_file: str | None, ca_dir: str | None) -> ssl.SSLContext | None:
-    """The context that trusts exactly this bundle; None if it cannot be loaded (urllib3 then
-    loads it per connection as before, and reports the failure as it always did)."""
-    key = (ca_file, ca_dir)
-    with _lock:
-        found = _contexts.get(key)
-    if found is not None:
-        return found
-    context = urllib3.util.create_urllib3_context()
-    try:
-        context.load_verify_locations(cafile=ca_file, capath=ca_dir)
-    except (OSError, ssl.SSLError):
-        return None
-    with _lock:
-        return _contexts.setdefault(key, context)
+@functools.lru_cache(maxsize=8)
+def loaded_context(bundle: str, stdlib: bool = False) -> ssl.SSLContext:
+    """A context that trusts exactly the CA bundle ``bundle`` (a file, or a directory of
+    hashed certificates), loaded once for the process: urllib3's context, or with ``stdlib``
+    the standard library's client context (http.client, keyvault/connections.py). Raises
+    OSError or ssl.SSLError when the bundle cannot be loaded; a failure is not kept."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT) if stdlib else urllib3.util.create_urllib3_context()
+    if os.path.isdir(bundle):
+        context.load_verify_locations(capath=bundle)
+    else:
+        context.load_verify_locations(cafile=bundle)
+    return context
 
 
 class SharedContextAdapter(HTTPAdapter):
@@ -51,8 +48,13 @@ class SharedContextAdapter(HTTPAdapter):
         super().cert_verify(conn, url, verify, cert)
         if verify is False or not url.lower().startswith("https") or cert:
             return
-        context = _context(conn.ca_certs, conn.ca_cert_dir)
-        if context is not None:
-            # New connections of this pool take the loaded context instead of loading the bundle.
-            conn.conn_kw["ssl_context"] = context
-            conn.ca_certs = conn.ca_cert_dir = None
+        bundle = conn.ca_certs or conn.ca_cert_dir
+        if not bundle:
+            return
+        try:
+            context = loaded_context(bundle)
+        except (OSError, ssl.SSLError):
+            return  # urllib3 loads it per connection as before, and reports the failure as always
+        # New connections of this pool take the loaded context instead of loading the bundle.
+        conn.conn_kw["ssl_context"] = context
+        conn.ca_certs = conn.ca_cert_dir = None

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import functools
 import http.client
 import json
 import os
@@ -66,6 +65,7 @@ from urllib3.exceptions import DecodeError as Urllib3DecodeError
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from kvmount.keyvault.connections import Connections
+from kvmount.keyvault.shared_tls import loaded_context
 
 # The pools a transport keeps (one per origin and proxy; a vault's transport has one).
 MAX_POOLS = 16
@@ -77,28 +77,17 @@ _DEFAULT_HEADERS = {"Accept-Encoding": "gzip, deflate", "Connection": "keep-aliv
 
 
 def _tls_context(direct: bool) -> ssl.SSLContext:
-    """A context with the CA bundle requests would use for these reads: the standard
-    library's for http.client (it checks the host name itself), urllib3's for its pools."""
+    """A context with only the CA bundle requests would use for these reads (not the
+    system's, not SSL_CERT_FILE's), shared by every vault (a bundle of certifi's size is
+    about 1 MiB in each context): the standard library's for http.client (it checks the
+    host name itself), urllib3's for its pools."""
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
-    return _loaded(bundle, direct)
-
-
-@functools.lru_cache(maxsize=8)
-def _loaded(bundle: str, direct: bool) -> ssl.SSLContext:
-    """One context per bundle for every vault's transport: a bundle of certifi's size is
-    about 1 MiB in each context that loads it (a failure to load is not kept)."""
-    # Only that bundle, as requests: not the system's, not SSL_CERT_FILE's.
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT) if direct else urllib3.util.create_urllib3_context()
     try:
-        if os.path.isdir(bundle):
-            context.load_verify_locations(capath=bundle)
-        else:
-            context.load_verify_locations(cafile=bundle)
+        return loaded_context(bundle, stdlib=direct)
     except (OSError, ssl.SSLError) as err:
         raise ServiceRequestError(
             f"cannot load the CA bundle {bundle}: {err.strerror or err}; check REQUESTS_CA_BUNDLE"
         ) from None
-    return context
 
 
 class ReadResponse(HttpResponse):

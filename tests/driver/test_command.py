@@ -79,29 +79,23 @@ def test_max_call_recv_msg_size(provider_dir: Path, provider: ProviderDouble) ->
         large.close()
 
 
-@pytest.mark.parametrize("flag", ["--rotation-poll-interval", "--provider-health-check-interval"])
-@pytest.mark.parametrize("value", ["0", "-1m", "500ms"])
-def test_a_period_that_would_spin_is_refused_in_one_line(flag: str, value: str) -> None:
+def refused_at_start(flag: str) -> str:
+    """The last stderr line of `kvmount driver flag`, which must exit 2 without a traceback."""
     done = subprocess.run(
-        [sys.executable, "-m", "kvmount.cli", "driver", f"{flag}={value}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [sys.executable, "-m", "kvmount.cli", "driver", flag], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
-    last = done.stderr.strip().splitlines()[-1]
+    return done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("flag", ["--rotation-poll-interval", "--provider-health-check-interval"])
+@pytest.mark.parametrize("value", ["0", "-1m", "500ms"])
+def test_a_period_that_would_spin_is_refused_in_one_line(flag: str, value: str) -> None:
+    last = refused_at_start(f"{flag}={value}")
     assert flag in last and f"'{value}' is too short: a period must be at least 1s" in last
 
 
 def test_a_relative_kubelet_root_is_refused_in_one_line() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "kvmount.cli", "driver", "--kubelet-root-dir=var/lib/kubelet"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2
-    assert "Traceback" not in done.stderr
-    last = done.stderr.strip().splitlines()[-1]
+    last = refused_at_start("--kubelet-root-dir=var/lib/kubelet")
     assert "--kubelet-root-dir" in last and "'var/lib/kubelet' is not an absolute path" in last

@@ -263,15 +263,21 @@ class Cluster:
         return {"csi": csi}
 
 
-@pytest.fixture
-def cluster(node: Node, plugins: Plugins | ChartPlugins, keyvault: KeyVaultDouble) -> Iterator[Cluster]:
-    """A fresh namespace with ServiceAccount "app"; deleted, with its pods, after the test."""
-    core = k8s.CoreV1Api(node.api.admin)
+def app_namespace(core: Any) -> str:
+    """A new namespace with the ServiceAccount "app" (no ServiceAccount admission makes one)."""
     namespace = f"t-{uuid.uuid4().hex[:8]}"
     core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
     core.create_namespaced_service_account(
         namespace, k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name="app"))
     )
+    return namespace
+
+
+@pytest.fixture
+def cluster(node: Node, plugins: Plugins | ChartPlugins, keyvault: KeyVaultDouble) -> Iterator[Cluster]:
+    """A fresh namespace with ServiceAccount "app"; deleted, with its pods, after the test."""
+    core = k8s.CoreV1Api(node.api.admin)
+    namespace = app_namespace(core)
     try:
         yield Cluster(node, plugins, keyvault, namespace, core)
     finally:

@@ -35,7 +35,6 @@ import stat
 import sys
 import tempfile
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ from tests.conftest import in_ci
 from tests.node import chart
 from tests.node.chart import ChartPlugins
 from tests.node.cluster import Node, _free_port
-from tests.node.conftest import VAULT, Cluster
+from tests.node.conftest import VAULT, Cluster, app_namespace
 from tests.node.plugins import DRIVER_NAME
 from tests.node.wait import eventually
 from tests.peers.keyvault_double import KeyVaultDouble
@@ -232,11 +231,7 @@ def test_a_pod_reads_its_secret_through_upstreams_chart(upstream: UpstreamChart)
 
     eventually(registered, 60, "the driver registered with kubelet")
     core = k8s.CoreV1Api(node.api.admin)
-    namespace = f"t-{uuid.uuid4().hex[:8]}"
-    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
-    core.create_namespaced_service_account(
-        namespace, k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name="app"))
-    )
+    namespace = app_namespace(core)
     try:
         cluster = Cluster(node, upstream, kv, namespace, core)
         name = cluster.name("upstream")

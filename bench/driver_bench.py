@@ -21,7 +21,8 @@ import grpc
 
 from bench import procstat
 from bench.contenders import wait_for_socket
-from kvmount.driver import kubelet_client
+from kvmount.csi import standin_kubelet
+from kvmount.csi.kubelet import target_path, volume_id
 from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import csi_pb2_grpc as csi_grpc
 from kvmount.volume import mounts
@@ -93,9 +94,9 @@ def _drivers(work: Path, provider_dir: Path, kubeconfig: Path, kubelet: Path) ->
 
 def _publish(driver: Driver, kubelet: Path) -> tuple[float, str]:
     uid = str(uuid.uuid4())
-    target = Path(kubelet_client.target_path(str(kubelet), uid, "secrets-store-inline"))
+    target = Path(target_path(str(kubelet), uid, "secrets-store-inline"))
     target.parent.mkdir(parents=True)
-    request = kubelet_client.publish_request(
+    request = standin_kubelet.publish_request(
         target=str(target), class_name="app", pod_name=f"pod-{uid[:8]}", pod_namespace=NAMESPACE, pod_uid=uid
     )
     began = time.perf_counter()
@@ -152,10 +153,10 @@ def run(work: Path, quick: bool) -> dict[str, Any]:
     finally:
         for d in drivers:
             for target in targets[d.name]:
-                volume_id = kubelet_client.volume_id(Path(target).parts[-5], "secrets-store-inline")
+                vid = volume_id(Path(target).parts[-5], "secrets-store-inline")
                 with contextlib.suppress(grpc.RpcError):  # what stays mounted is unmounted below
                     d.node.NodeUnpublishVolume(
-                        csi.NodeUnpublishVolumeRequest(volume_id=volume_id, target_path=target), timeout=30
+                        csi.NodeUnpublishVolumeRequest(volume_id=vid, target_path=target), timeout=30
                     )
             d.stop()
         for point in sorted(mounts.mount_points(), reverse=True):

@@ -1,4 +1,4 @@
-"""Go's flag syntax (kvmount.flags) and upstream's common flags (kvmount.upstream_flags)."""
+"""Go's flag syntax (kvmount.base.flags) and upstream's common flags (kvmount.base.upstream_flags)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kvmount import upstream_flags
-from kvmount.flags import GoFlagParser, add_bool, go_duration, go_int
+from kvmount.base import upstream_flags
+from kvmount.base.flags import GoFlagParser, add_bool, go_duration, go_int
 
 
 def parser() -> GoFlagParser:

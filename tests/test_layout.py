@@ -11,32 +11,26 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "kvmount"
 # Top-level package or module -> its floor; higher floors build on lower ones.
 FLOORS = {
     "__init__": 0,
-    "flags": 0,
-    "json_file": 0,
-    "csi_attributes": 0,
-    "malloc_arenas": 0,
-    "unix_grpc": 0,
-    "observability": 0,
+    "base": 0,
     "proto": 0,
-    "keyvault": 1,
-    "volume": 1,
-    "kube": 1,
-    "provider_client": 1,
-    "upstream_flags": 1,
-    "secretsync": 2,
-    "provider": 3,
-    "driver": 3,
-    "flexvolume": 3,
-    "kms": 3,
-    "validate": 3,
-    "synccontroller": 3,
-    "mount_command": 3,
-    "doctor": 4,
-    "sidecars": 4,
-    "cli": 5,
+    "csi": 1,
+    "keyvault": 2,
+    "volume": 2,
+    "kube": 2,
+    "secretsync": 3,
+    "provider": 4,
+    "driver": 4,
+    "flexvolume": 4,
+    "kms": 4,
+    "validate": 4,
+    "synccontroller": 4,
+    "mount": 4,
+    "doctor": 5,
+    "sidecars": 5,
+    "cli": 6,
 }
 # Generated stubs are not ours to size.
-MAX_LINES = 420
+MAX_LINES = 400
 
 
 def _modules() -> list[Path]:
@@ -51,12 +45,26 @@ def _top(module: str) -> str:
 def test_imports_only_own_package_or_lower_floors(path: Path) -> None:
     here = path.relative_to(SRC).parts[0].removesuffix(".py")
     assert here in FLOORS, f"{here} has no floor in tests/test_layout.py and ARCHITECTURE.md"
+    for module in _imported(path):
+        there = _top(module)
+        if there == here:
+            continue
+        assert there in FLOORS, f"{path.name} imports {module}, which has no floor"
+        assert FLOORS[there] < FLOORS[here], f"{path.name} (floor {FLOORS[here]}) imports {module}"
+
+
+def _imported(path: Path) -> list[str]:
+    """Every kvmount module a file imports, by ``from kvmount.x import`` or ``import kvmount.x``;
+    ``from kvmount import x`` names the module ``kvmount.x``."""
+    found: list[str] = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("kvmount."):
-            there = _top(node.module)
-            if there == here or there not in FLOORS:
-                continue
-            assert FLOORS[there] < FLOORS[here], f"{path.name} (floor {FLOORS[here]}) imports {node.module}"
+        if isinstance(node, ast.ImportFrom) and node.module == "kvmount":
+            found += [f"kvmount.{alias.name}" for alias in node.names if alias.name != "__version__"]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("kvmount."):
+            found.append(node.module)
+        elif isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if alias.name.startswith("kvmount.")]
+    return found
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(SRC)))

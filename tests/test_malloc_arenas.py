@@ -8,13 +8,14 @@ import sys
 
 import pytest
 
-from kvmount import cli, malloc_arenas
+from kvmount import cli
+from kvmount.base import malloc_arenas
 
 # A child that starts 12 threads which all live at once and allocate, then counts glibc's
 # arenas (the <heap> elements of malloc_info): without a cap each thread gets one of its own.
 CHILD = """
 import ctypes, sys, tempfile, threading
-from kvmount import malloc_arenas
+from kvmount.base import malloc_arenas
 if sys.argv[1] == "limit":
     assert malloc_arenas.limit()
 barrier = threading.Barrier(12)

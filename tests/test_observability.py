@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from kvmount.observability import MAX_CONNECTIONS, EndpointServer, ok_route, serve_http
+from kvmount.base.endpoints import MAX_CONNECTIONS, EndpointServer, ok_route, serve_http
 
 
 def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:

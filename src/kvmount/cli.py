@@ -19,7 +19,7 @@ from kvmount import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "provider": ("kvmount.provider.command", "serve the Azure Key Vault provider over gRPC"),
     "driver": ("kvmount.driver.command", "serve the Secrets Store CSI node driver"),
-    "mount": ("kvmount.mount_command", "mount a SecretProviderClass into a directory"),
+    "mount": ("kvmount.mount.command", "mount a SecretProviderClass into a directory"),
     "flexvolume": ("kvmount.flexvolume.command", "FlexVolume driver (kubelet exec interface)"),
     "kms": ("kvmount.kms.command", "Ceph-CSI compatible passphrase store in Key Vault"),
     "validate": ("kvmount.validate.command", "check SecretProviderClass manifests offline"),
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kvmount: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     if name in LONG_RUNNING:
-        from kvmount import malloc_arenas  # ctypes: not for the commands kubelet execs per call
+        from kvmount.base import malloc_arenas  # ctypes: not for the commands kubelet execs per call
 
         malloc_arenas.limit()
     module = importlib.import_module(COMMANDS[name][0])

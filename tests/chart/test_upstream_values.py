@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from kvmount.base.flags import GoFlagParser
 from kvmount.driver import command as driver_command
-from kvmount.flags import GoFlagParser
 from kvmount.provider import command as provider_command
 from tests.chart.values import Doc, helm_template, template
 from tests.compat.test_upstream_manifests import provider_chart

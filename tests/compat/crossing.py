@@ -18,7 +18,7 @@ import pytest
 import yaml
 from kubernetes.dynamic.exceptions import NotFoundError
 
-from kvmount.driver import kubelet_client
+from kvmount.csi import kubelet, standin_kubelet
 from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import csi_pb2_grpc as csi_grpc
 from tests.driver.conftest import start_driver, stop_driver
@@ -126,7 +126,7 @@ def stage(
         }
     )
     csi_volume = {
-        "driver": kubelet_client.DRIVER,
+        "driver": kubelet.DRIVER,
         "readOnly": True,
         "volumeAttributes": {"secretProviderClass": "app"},
         "nodePublishSecretRef": {"name": "sp-creds"},
@@ -144,9 +144,9 @@ def stage(
         }
     )
     uid = pod["metadata"]["uid"]
-    target = Path(kubelet_client.target_path(str(kubelet_root), uid, VOLUME))
+    target = Path(kubelet.target_path(str(kubelet_root), uid, VOLUME))
     target.parent.mkdir(parents=True)
-    request = kubelet_client.publish_request(
+    request = standin_kubelet.publish_request(
         target=str(target), class_name="app", pod_name="web", pod_namespace=namespace, pod_uid=uid,
         secrets=node_secret,
     )  # fmt: skip

@@ -20,8 +20,8 @@ import grpc
 import pytest
 
 from kvmount import __version__
+from kvmount.base.flags import GoFlagParser
 from kvmount.driver import command as driver_command
-from kvmount.flags import GoFlagParser
 from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import csi_pb2_grpc as csi_grpc
 from kvmount.provider import command as provider_command

@@ -142,7 +142,8 @@ def test_failed_publishes_show_in_the_driver_metrics(
     """A publish kubelet sent for a class that does not exist: the node's row counts it by reason."""
     import grpc
 
-    from kvmount.driver.kubelet_client import publish_request, target_path
+    from kvmount.csi.kubelet import target_path
+    from kvmount.csi.standin_kubelet import publish_request
     from kvmount.proto import csi_pb2_grpc as csi_grpc
 
     providers, csi_socket, _, metrics = node

@@ -17,7 +17,7 @@ import grpc
 import pytest
 import yaml
 
-from kvmount.driver import kubelet_client
+from kvmount.csi import kubelet, standin_kubelet
 from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import csi_pb2_grpc as csi_grpc
 from kvmount.volume import mounts
@@ -171,7 +171,7 @@ class Pod:
     target: Path
 
     def publish_request(self, class_name: str, **kwargs: Any) -> csi.NodePublishVolumeRequest:
-        return kubelet_client.publish_request(
+        return standin_kubelet.publish_request(
             target=str(self.target),
             class_name=class_name,
             pod_name=self.name,
@@ -182,13 +182,13 @@ class Pod:
 
     def unpublish_request(self) -> csi.NodeUnpublishVolumeRequest:
         return csi.NodeUnpublishVolumeRequest(
-            volume_id=kubelet_client.volume_id(self.uid, "secrets-store-inline"), target_path=str(self.target)
+            volume_id=kubelet.volume_id(self.uid, "secrets-store-inline"), target_path=str(self.target)
         )
 
 
 def make_pod(kubelet_dir: Path, name: str = "web", namespace: str = "default") -> Pod:
     uid = str(uuid.uuid4())
-    target = Path(kubelet_client.target_path(str(kubelet_dir), uid, "secrets-store-inline"))
+    target = Path(kubelet.target_path(str(kubelet_dir), uid, "secrets-store-inline"))
     target.parent.mkdir(parents=True)
     return Pod(name, namespace, uid, target)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from kvmount import unix_grpc
+from kvmount.base import unix_grpc
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
 

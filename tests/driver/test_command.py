@@ -11,9 +11,9 @@ import grpc
 import pytest
 
 from kvmount import __version__
+from kvmount.csi.provider_client import ProviderClients, ProviderError
 from kvmount.driver import command
 from kvmount.proto import v1alpha1_pb2 as pb
-from kvmount.provider_client import ProviderClients, ProviderError
 from tests.driver.conftest import PROVIDER
 from tests.driver.provider_double import ProviderDouble
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from kvmount.csi.provider_client import ProviderClients, ProviderError
 from kvmount.driver.publish import Publisher
 from kvmount.driver.request import PublishError, VolumeRequest
 from kvmount.driver.volumes import VolumeRegistry
 from kvmount.kube.file_store import FileStore
-from kvmount.provider_client import ProviderClients, ProviderError
 from kvmount.volume import mounts
 from kvmount.volume.target import KubeletRoot
 from tests.driver.conftest import PROVIDER, eventually, make_pod, start_driver, stop_driver

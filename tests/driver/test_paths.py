@@ -12,7 +12,8 @@ import grpc
 import pytest
 import yaml
 
-from kvmount.driver import command, kubelet_client
+from kvmount.csi import standin_kubelet
+from kvmount.driver import command
 from kvmount.proto import csi_pb2 as csi
 from tests.driver.conftest import Driver, make_pod
 from tests.driver.provider_double import ProviderDouble
@@ -78,7 +79,7 @@ def test_a_target_with_a_symlinked_parent_is_refused(
 
 
 def request_for(target: str, class_name: str) -> csi.NodePublishVolumeRequest:
-    return kubelet_client.publish_request(
+    return standin_kubelet.publish_request(
         target=target,
         class_name=class_name,
         pod_name="web",

@@ -13,7 +13,7 @@ import grpc
 import pytest
 import yaml
 
-from kvmount import unix_grpc
+from kvmount.base import unix_grpc
 from kvmount.driver import command
 from kvmount.driver.registration import RegistrationServer
 from kvmount.proto import pluginregistration_pb2 as pb

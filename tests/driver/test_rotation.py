@@ -26,13 +26,13 @@ import pytest
 import yaml
 from kubernetes import client as _client
 
-from kvmount.driver import kubelet_client
+from kvmount.csi import kubelet
+from kvmount.csi.provider_client import ProviderClients
 from kvmount.driver.publish import Publisher
 from kvmount.driver.request import VolumeRequest
 from kvmount.driver.rotation import REFRESH_ANNOTATION, Rotator
 from kvmount.driver.volumes import VolumeRegistry
 from kvmount.kube.api_store import KubeStore
-from kvmount.provider_client import ProviderClients
 from kvmount.secretsync.writer import SecretSync
 from kvmount.volume.target import KubeletRoot
 from tests.driver.conftest import Driver, Pod, eventually, start_driver, stop_driver, wait_for_socket
@@ -182,7 +182,7 @@ class Namespace:
             },
         )
         uid = str(made.metadata.uid)
-        pod = Pod(name, self.name, uid, Path(kubelet_client.target_path(str(kubelet_dir), uid, VOLUME)))
+        pod = Pod(name, self.name, uid, Path(kubelet.target_path(str(kubelet_dir), uid, VOLUME)))
         pod.target.parent.mkdir(parents=True)
         return pod
 

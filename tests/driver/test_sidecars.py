@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmount import unix_grpc
+from kvmount.base import unix_grpc
 from kvmount.proto import pluginregistration_pb2 as pb
 from kvmount.proto import pluginregistration_pb2_grpc as pb_grpc
 from tests.driver.conftest import eventually, free_port, start_driver, stop_driver

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmount.csi_attributes import SA_TOKENS
+from kvmount.csi.attributes import SA_TOKENS
 from kvmount.keyvault import clouds
 from kvmount.keyvault.errors import InvalidSpec
 from kvmount.keyvault.objects import (

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from azure.core.pipeline.policies import RetryPolicy
 
-from kvmount.csi_attributes import SA_TOKENS
+from kvmount.csi.attributes import SA_TOKENS
 from kvmount.keyvault import clouds
 from kvmount.keyvault.fetch import BudgetRetryPolicy
 from kvmount.keyvault.identity import build_credential

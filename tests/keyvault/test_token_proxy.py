@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from kvmount.csi_attributes import SA_TOKENS
+from kvmount.csi.attributes import SA_TOKENS
 from kvmount.keyvault.errors import InvalidSpec, KeyVaultError
 from kvmount.keyvault.objects import (
     IDENTITY_BINDING_AUDIENCE,

@@ -16,7 +16,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from kvmount.csi_attributes import SA_TOKENS
+from kvmount.csi.attributes import SA_TOKENS
 from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import v1alpha1_pb2 as pb
 from tests.certs import make_chain

@@ -9,7 +9,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from kvmount.csi_attributes import SA_TOKENS
+from kvmount.csi.attributes import SA_TOKENS
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.provider.conftest import VAULT, Provider
 

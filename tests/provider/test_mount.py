@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from kvmount.csi_attributes import SA_TOKENS
+from kvmount.csi.attributes import SA_TOKENS
 from kvmount.proto import v1alpha1_pb2 as pb
 from tests.certs import make_chain
 from tests.peers.keyvault_double import KeyVaultDouble

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from kvmount.csi_attributes import SA_TOKENS
+from kvmount.csi.attributes import SA_TOKENS
 from kvmount.proto import v1alpha1_pb2 as pb
 from tests.certs import make_chain
 from tests.peers.keyvault_double import KeyVaultDouble

@@ -22,7 +22,7 @@ from typing import ClassVar
 import grpc
 import pytest
 
-from kvmount.csi_attributes import SA_TOKENS
+from kvmount.csi.attributes import SA_TOKENS
 from kvmount.keyvault.objects import IDENTITY_BINDING_AUDIENCE
 from kvmount.proto import v1alpha1_pb2 as pb
 from tests.certs import server_tls

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from kvmount.cli import main
-from kvmount.csi_attributes import POD_NAME, POD_NAMESPACE, SA_TOKENS
+from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, SA_TOKENS
 from kvmount.keyvault.errors import InvalidSpec
 from kvmount.keyvault.objects import (
     TOKEN_AUDIENCE,

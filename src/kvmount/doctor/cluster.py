@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from kvmount.csi_attributes import POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
+from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
 from kvmount.doctor.report import Row, Verdict
 from kvmount.keyvault.objects import (
     IDENTITY_BINDING_AUDIENCE,

@@ -37,7 +37,7 @@ from kvmount.keyvault.objects import IdentityMode, parse_mount
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
 from kvmount.kube.errors import StoreError
-from kvmount.mount_command import InputError, secret_data
+from kvmount.mount.command import InputError, secret_data
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

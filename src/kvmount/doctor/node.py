@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import grpc
 
+from kvmount.csi.provider_client import ProviderClients, ProviderError
 from kvmount.doctor.report import Row, Verdict
 from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import csi_pb2_grpc as csi_grpc
-from kvmount.provider_client import ProviderClients, ProviderError
 
 PROVIDER_DIRS = ("/var/run/secrets-store-csi-providers", "/etc/kubernetes/secrets-store-csi-providers")
 DRIVER_SOCKET = "/var/lib/kubelet/plugins/csi-secrets-store/csi.sock"

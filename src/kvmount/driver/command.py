@@ -7,18 +7,18 @@ import logging
 import socket
 import threading
 
-from kvmount import unix_grpc, upstream_flags
+from kvmount.base import unix_grpc, upstream_flags
+from kvmount.base.endpoints import metrics_route, ok_route, serve_http
+from kvmount.base.flags import GoFlagParser, absolute_path, add_bool, go_duration, go_int
+from kvmount.csi.provider_client import ProviderClients
 from kvmount.driver import csi
 from kvmount.driver.publish import Publisher
 from kvmount.driver.registration import DEFAULT_REGISTRY_DIR, RegistrationServer
 from kvmount.driver.restart import Restarter
 from kvmount.driver.rotation import Rotator
 from kvmount.driver.volumes import VolumeRegistry
-from kvmount.flags import GoFlagParser, absolute_path, add_bool, go_duration, go_int
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.store import Store
-from kvmount.observability import metrics_route, ok_route, serve_http
-from kvmount.provider_client import ProviderClients
 from kvmount.secretsync.writer import SecretSync
 from kvmount.volume.target import DEFAULT_KUBELET_ROOT, KubeletRoot, root_from_mounts
 

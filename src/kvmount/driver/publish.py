@@ -23,22 +23,21 @@ from dataclasses import dataclass, replace
 
 import grpc
 
+from kvmount.csi.provider_client import ProviderClients, ProviderError
 from kvmount.driver import metrics
 from kvmount.driver.locks import KeyedLocks
 from kvmount.driver.request import (
-    CLASS_KEY,
     DEFAULT_TIMEOUT,
     PERMISSION,
     Pod,
     PublishError,
     VolumeRequest,
-    check_name,
-    parse_gid,
-    parse_pod,
+    check_request,
     pod_ref,
     provider_payload,
     secrets_with_tokens,
     store_error,
+    target_error,
 )
 from kvmount.driver.volumes import VolumeRegistry, VolumeState
 from kvmount.kube.classes import SecretProviderClass
@@ -46,12 +45,11 @@ from kvmount.kube.errors import StoreError
 from kvmount.kube.podstatus import PodStatus
 from kvmount.kube.store import Store
 from kvmount.proto import v1alpha1_pb2 as pb
-from kvmount.provider_client import ProviderClients, ProviderError
 from kvmount.secretsync.errors import SyncError
 from kvmount.secretsync.writer import Owner, SecretSync
 from kvmount.volume import mounts
 from kvmount.volume.atomic_writer import AtomicWriter, Payload, PayloadError
-from kvmount.volume.target import KubeletRoot, Opened, OutsideRoot, TargetError
+from kvmount.volume.target import KubeletRoot, Opened, TargetError
 
 log = logging.getLogger(__name__)
 
@@ -59,29 +57,6 @@ log = logging.getLogger(__name__)
 def _has_content(target: str) -> bool:
     # Written by the atomic writer, or by an older provider that writes its own files.
     return bool(os.listdir(target))
-
-
-def _check(req: VolumeRequest) -> tuple[Pod, str, int | None]:
-    """The pod, the class name and the group id of a request; PublishError(INVALID_ARGUMENT)."""
-    pod = parse_pod(req.volume_context)
-    class_name = req.volume_context.get(CLASS_KEY, "")
-    if not class_name:
-        raise PublishError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "InvalidRequest",
-            f"volume_context lacks {CLASS_KEY}: set volumeAttributes.{CLASS_KEY} in the pod's csi volume",
-        )
-    check_name(CLASS_KEY, class_name)
-    return pod, class_name, parse_gid(req.volume_mount_group)
-
-
-def _target_error(err: TargetError) -> PublishError:
-    code = (
-        grpc.StatusCode.INVALID_ARGUMENT
-        if isinstance(err, OutsideRoot)
-        else grpc.StatusCode.FAILED_PRECONDITION
-    )
-    return PublishError(code, "InvalidRequest" if isinstance(err, OutsideRoot) else "FailedToMount", str(err))
 
 
 @dataclass
@@ -130,7 +105,7 @@ class Publisher:
         outcome = Outcome()
         try:
             req = replace(req, target_path=self._clean(req.target_path))
-            checked = _check(req)  # before anything is created on disk
+            checked = check_request(req)  # before anything is created on disk
             with self._locks.hold(req.target_path), self._open(req.target_path, create=not refresh) as target:
                 if target is not None:  # None: a rotation of a volume unpublished meanwhile
                     self._publish(req, checked, target, deadline, refresh, label, outcome)
@@ -166,7 +141,7 @@ class Publisher:
         try:
             return self.kubelet_root.check(target_path)
         except TargetError as err:
-            raise _target_error(err) from None
+            raise target_error(err) from None
 
     @contextmanager
     def _open(self, target_path: str, create: bool) -> Iterator[Opened | None]:
@@ -175,7 +150,7 @@ class Publisher:
             try:
                 target = stack.enter_context(self.kubelet_root.open(target_path, create))
             except TargetError as err:
-                raise _target_error(err) from None
+                raise target_error(err) from None
             except OSError as err:
                 raise PublishError(
                     grpc.StatusCode.INTERNAL, "FailedToMount", f"target_path {target_path}: {err.strerror}"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import grpc
 
-from kvmount import unix_grpc
+from kvmount.base import unix_grpc
 from kvmount.proto import pluginregistration_pb2 as pb
 from kvmount.proto import pluginregistration_pb2_grpc as pb_grpc
 

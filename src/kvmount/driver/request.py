@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from kvmount.csi_attributes import POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
+from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
 from kvmount.kube.classes import SecretProviderClass
 from kvmount.kube.errors import StoreError
 from kvmount.kube.names import name_problem
 from kvmount.kube.podstatus import PodRef
+from kvmount.volume.target import OutsideRoot, TargetError
 
 CLASS_KEY = "secretProviderClass"
 # The default file mode sent to providers, as a JSON decimal (0644).
@@ -133,3 +134,26 @@ def provider_payload(spc: SecretProviderClass, req: VolumeRequest) -> tuple[dict
 def store_error(err: StoreError, where: str | None) -> PublishError:
     code = _STORE_CODES.get(err.reason, grpc.StatusCode.UNAVAILABLE)
     return PublishError(code, err.reason, f"{where}: {err}" if where else str(err))
+
+
+def check_request(req: VolumeRequest) -> tuple[Pod, str, int | None]:
+    """The pod, the class name and the group id of a request; PublishError(INVALID_ARGUMENT)."""
+    pod = parse_pod(req.volume_context)
+    class_name = req.volume_context.get(CLASS_KEY, "")
+    if not class_name:
+        raise PublishError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "InvalidRequest",
+            f"volume_context lacks {CLASS_KEY}: set volumeAttributes.{CLASS_KEY} in the pod's csi volume",
+        )
+    check_name(CLASS_KEY, class_name)
+    return pod, class_name, parse_gid(req.volume_mount_group)
+
+
+def target_error(err: TargetError) -> PublishError:
+    code = (
+        grpc.StatusCode.INVALID_ARGUMENT
+        if isinstance(err, OutsideRoot)
+        else grpc.StatusCode.FAILED_PRECONDITION
+    )
+    return PublishError(code, "InvalidRequest" if isinstance(err, OutsideRoot) else "FailedToMount", str(err))

@@ -27,9 +27,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from kvmount.csi_attributes import EPHEMERAL, POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
+from kvmount.csi.attributes import EPHEMERAL, POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
+from kvmount.csi.kubelet import volume_id
 from kvmount.driver import metrics
-from kvmount.driver.kubelet_client import volume_id
 from kvmount.driver.publish import Publisher
 from kvmount.driver.request import (
     CLASS_KEY,

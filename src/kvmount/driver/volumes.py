@@ -17,8 +17,8 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 
-from kvmount.csi_attributes import SA_TOKENS
-from kvmount.json_file import write_json
+from kvmount.base.json_file import write_json
+from kvmount.csi.attributes import SA_TOKENS
 
 log = logging.getLogger(__name__)
 

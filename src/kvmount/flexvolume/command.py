@@ -19,7 +19,7 @@ import logging
 import sys
 from typing import Any, NoReturn
 
-from kvmount.flags import absolute_path
+from kvmount.base.flags import absolute_path
 from kvmount.flexvolume import reply
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,8 @@ def _call(operation: str, operands: list[str], root_dir: str | None) -> dict[str
 def run(args: argparse.Namespace) -> int:
     reply.claim_stdout()
     try:
+        from kvmount.base.logs import setup_logging
         from kvmount.keyvault.errors import KeyVaultError
-        from kvmount.observability import setup_logging
 
         setup_logging()
         try:

@@ -14,7 +14,7 @@ import shlex
 import sys
 import tempfile
 
-from kvmount.flags import absolute_path
+from kvmount.base.flags import absolute_path
 from kvmount.volume.target import DEFAULT_KUBELET_ROOT
 
 DEFAULT_PLUGIN_DIR = "/usr/libexec/kubernetes/kubelet-plugins/volume/exec"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from kvmount.csi_attributes import POD_NAME, POD_NAMESPACE, POD_UID
+from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, POD_UID
 from kvmount.keyvault.errors import InvalidSpec
 from kvmount.keyvault.identity import NMI_PORT
 

@@ -15,7 +15,7 @@ from enum import StrEnum
 
 import yaml
 
-from kvmount.csi_attributes import POD_NAME, POD_NAMESPACE, SA_TOKENS
+from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, SA_TOKENS
 from kvmount.keyvault import goyaml
 from kvmount.keyvault.errors import InvalidSpec
 from kvmount.keyvault.filenames import check_names, check_owned_paths

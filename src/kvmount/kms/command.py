@@ -13,11 +13,11 @@ import argparse
 import logging
 import sys
 
+from kvmount.base.logs import setup_logging
 from kvmount.keyvault.errors import Category, KeyVaultError
 from kvmount.kms.auth import build_credential
 from kvmount.kms.config import AuthMethod, KMSConfig, load_client_certificate, load_config
 from kvmount.kms.store import PASSPHRASE_BYTES, PassphraseStore, Stored, check_volume_id
-from kvmount.observability import setup_logging
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import os
 
 import yaml
 
-from kvmount.json_file import write_json
+from kvmount.base.json_file import write_json
 from kvmount.kube.classes import SecretProviderClass, parse_class
 from kvmount.kube.errors import ClassNotFound, InvalidClass, InvalidName, StoreUnavailable
 from kvmount.kube.names import name_problem

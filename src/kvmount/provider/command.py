@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from kvmount import unix_grpc, upstream_flags
-from kvmount.flags import GoFlagParser, add_bool, go_duration, go_int
+from kvmount.base import unix_grpc, upstream_flags
+from kvmount.base.endpoints import metrics_route, serve_http
+from kvmount.base.flags import GoFlagParser, add_bool, go_duration, go_int
 from kvmount.keyvault import clouds, limits
 from kvmount.keyvault.limits import Limits
-from kvmount.observability import metrics_route, serve_http
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
 from kvmount.provider import metrics, server

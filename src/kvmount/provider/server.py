@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from kvmount import __version__
-from kvmount.csi_attributes import POD_NAME, POD_NAMESPACE
+from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE
 from kvmount.keyvault.errors import Category, KeyVaultError
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc

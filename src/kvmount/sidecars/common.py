@@ -12,9 +12,9 @@ from typing import TypeVar
 
 import grpc
 
-from kvmount import unix_grpc
-from kvmount.flags import go_duration
-from kvmount.observability import Route, serve_http
+from kvmount.base import unix_grpc
+from kvmount.base.endpoints import Route, serve_http
+from kvmount.base.flags import go_duration
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -13,9 +13,9 @@ import logging
 
 import grpc
 
-from kvmount import unix_grpc, upstream_flags
-from kvmount.flags import GoFlagParser
-from kvmount.observability import Route
+from kvmount.base import unix_grpc, upstream_flags
+from kvmount.base.endpoints import Route
+from kvmount.base.flags import GoFlagParser
 from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import csi_pb2_grpc as csi_grpc
 from kvmount.sidecars.common import (

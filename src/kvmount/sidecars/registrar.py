@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from kvmount import upstream_flags
+from kvmount.base import upstream_flags
+from kvmount.base.endpoints import Route
+from kvmount.base.flags import GoFlagParser
 from kvmount.driver.registration import RegistrationServer
-from kvmount.flags import GoFlagParser
-from kvmount.observability import Route
 from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import csi_pb2_grpc as csi_grpc
 from kvmount.sidecars.common import (

@@ -16,10 +16,11 @@ import threading
 from types import FrameType
 
 from kvmount import __version__
-from kvmount.flags import GoFlagParser, add_bool, go_duration, go_int
+from kvmount.base.endpoints import metrics_route, ok_route, serve_http
+from kvmount.base.flags import GoFlagParser, add_bool, go_duration, go_int
+from kvmount.base.logs import setup_logging
+from kvmount.csi.provider_client import ProviderClients
 from kvmount.kube.api_store import KubeStore
-from kvmount.observability import metrics_route, ok_route, serve_http, setup_logging
-from kvmount.provider_client import ProviderClients
 from kvmount.synccontroller.controller import Controller
 from kvmount.synccontroller.leader import Leadership
 from kvmount.synccontroller.reconcile import Identity, Reconciler

@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kvmount.csi_attributes import POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
+from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
+from kvmount.csi.provider_client import ProviderClients, ProviderError
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION, parse_class
 from kvmount.kube.errors import StoreError
 from kvmount.kube.podstatus import PodRef
 from kvmount.proto import v1alpha1_pb2 as pb
-from kvmount.provider_client import ProviderClients, ProviderError
 from kvmount.secretsync.data import SECRET_SYNC
 from kvmount.secretsync.errors import SyncError
 from kvmount.secretsync.writer import Owner, SecretSync

@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from kvmount.csi_attributes import POD_NAME, POD_NAMESPACE, SA_TOKENS
+from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, SA_TOKENS
+from kvmount.csi.provider_client import NAME as PROVIDER_NAME
 from kvmount.keyvault import goyaml
 from kvmount.keyvault.findings import suggest
 from kvmount.keyvault.objects import (
@@ -31,7 +32,6 @@ from kvmount.keyvault.objects import (
 )
 from kvmount.kube.classes import GROUP
 from kvmount.kube.names import name_problem
-from kvmount.provider_client import NAME as PROVIDER_NAME
 from kvmount.secretsync.data import entry_problems, metadata
 from kvmount.secretsync.errors import SyncError
 from kvmount.validate.document import ObjectItem, entries, line, locate, object_lines, scalar

@@ -18,12 +18,12 @@ from typing import Any
 
 import yaml
 
-from kvmount.flags import add_bool
+from kvmount.base.flags import add_bool
+from kvmount.base.logs import setup_logging
 from kvmount.keyvault.content import ContentOptions
 from kvmount.keyvault.errors import KeyVaultError
 from kvmount.keyvault.mount import KeyVaultMounter, Settings
 from kvmount.keyvault.objects import parse_permission
-from kvmount.observability import setup_logging
 
 log = logging.getLogger(__name__)
 

@@ -6,35 +6,24 @@ volume id and target path layout, the pod info keys, and the node-publish
 secret in ``secrets``. It is a module, not a ``kvmount`` subcommand, because
 it is a test tool: nothing on a real node should send publishes but kubelet.
 
-    python -m kvmount.driver.kubelet_client --endpoint unix:///tmp/csi.sock \\
+    python -m kvmount.csi.standin_kubelet --endpoint unix:///tmp/csi.sock \\
         publish --class my-class --pod-name web --pod-uid 1234 --kubelet-dir /tmp/kubelet
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
 
 import grpc
 
-from kvmount import unix_grpc
-from kvmount.csi_attributes import EPHEMERAL, POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME
+from kvmount.base import unix_grpc
+from kvmount.csi.attributes import EPHEMERAL, POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME
+from kvmount.csi.kubelet import target_path, volume_id
 from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import csi_pb2_grpc as csi_grpc
-
-DRIVER = "secrets-store.csi.k8s.io"
-
-
-def volume_id(pod_uid: str, volume_name: str) -> str:
-    """kubelet's id of an inline volume: csi-<sha256 of pod uid + volume name>."""
-    return "csi-" + hashlib.sha256(f"{pod_uid}{volume_name}".encode()).hexdigest()
-
-
-def target_path(kubelet_dir: str, pod_uid: str, volume_name: str) -> str:
-    return os.path.join(kubelet_dir, "pods", pod_uid, "volumes", "kubernetes.io~csi", volume_name, "mount")
 
 
 def publish_request(
@@ -83,7 +72,7 @@ def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kvmount.driver.kubelet_client", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m kvmount.csi.standin_kubelet", description=__doc__)
     parser.add_argument("--endpoint", default="unix:///tmp/csi.sock")
     parser.add_argument("--kubelet-dir", default="/var/lib/kubelet")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds (kubelet allows 2m)")

@@ -29,8 +29,8 @@ import sys
 import tempfile
 
 from kvmount import __version__
-from kvmount.flags import add_bool, go_int
-from kvmount.observability import setup_logging
+from kvmount.base.flags import add_bool, go_int
+from kvmount.base.logs import setup_logging
 
 log = logging.getLogger(__name__)
 

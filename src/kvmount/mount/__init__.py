@@ -1,0 +1,1 @@
+"""`kvmount mount`: a SecretProviderClass file written into a directory, no cluster needed."""

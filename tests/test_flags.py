@@ -99,6 +99,13 @@ def test_metrics_backend_is_prometheus_in_any_case(capsys: pytest.CaptureFixture
     assert "unsupported metrics backend 'stackdriver'" in capsys.readouterr().err
 
 
+def test_stderrthreshold_defaults_to_error_as_klog() -> None:
+    assert [common().stderrthreshold, common("-stderrthreshold=1").stderrthreshold] == [
+        logging.ERROR,
+        logging.WARNING,
+    ]
+
+
 def test_log_file_gets_everything_and_stderr_errors_only(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,7 +2,11 @@
 
 A component's command module defines ``add_arguments(parser)`` and
 ``run(args) -> int``, and may name its parser class in ``PARSER`` (the
-daemons read Go-style flags, as upstream's binaries). Only the module of the chosen subcommand is imported,
+daemons read Go-style flags, as upstream's binaries) and define
+``prepare(parser)``, called only when the command runs, before parsing.
+``add_arguments`` only defines flags, so ``build_parser`` gives any command's
+parser without running it (scripts/gen-flags-reference documents them all
+from it). Only the module of the chosen subcommand is imported,
 because kubelet execs the FlexVolume driver for every operation and start-up
 time is paid each time.
 """
@@ -57,11 +61,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         malloc_arenas.limit()
     module = importlib.import_module(COMMANDS[name][0])
+    parser = build_parser(name)
+    prepare = getattr(module, "prepare", None)
+    if prepare is not None:
+        prepare(parser)
+    code: int = module.run(parser.parse_args(args[1:]))
+    return code
+
+
+def build_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of `kvmount NAME`, with every flag defined and nothing run."""
+    module = importlib.import_module(COMMANDS[name][0])
     parser_class: type[argparse.ArgumentParser] = getattr(module, "PARSER", argparse.ArgumentParser)
     parser = parser_class(prog=f"kvmount {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
-    code: int = module.run(parser.parse_args(args[1:]))
-    return code
+    return parser
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Every deliberate difference from upstream, row for row the README's "Compatibility with
-upstream" table (tests/compat/test_differential.py checks that the two agree).
+"""Every deliberate difference from upstream, row for row the "Compatibility with upstream"
+table of docs/switching-from-upstream.md (tests/compat/test_differential.py checks that the two agree).
 
 A row's ``cases`` are the differential cases that show it: each of them must differ
 from upstream, and every other case must be identical. Rows without cases are

@@ -1,7 +1,8 @@
 """kvmount's provider against upstream's provider v1.8.2: the same MountRequest (v1alpha1,
 unix socket) to both, for every case of tests/compat/cases.py; success or failure, every
 file's path, mode and bytes, and the object versions must be identical, unless the case
-is one of the deliberate differences (tests/compat/deliberate.py = the README table).
+is one of the deliberate differences (tests/compat/deliberate.py = the compatibility table of
+docs/switching-from-upstream.md).
 
 Paths are compared as the driver writes them (cleaned: "./x" is "x"); error codes and
 messages are not compared (kvmount's are precise where upstream says Unknown).
@@ -30,7 +31,7 @@ from tests.peers.keyvault_double import KeyVaultDouble
 from tests.peers.upstream import UpstreamProvider
 from tests.provider.conftest import Provider, start_provider, stop_provider
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+TABLE = Path(__file__).resolve().parents[2] / "docs" / "switching-from-upstream.md"
 TOKENS = "csi.storage.k8s.io/serviceAccount.tokens"
 
 
@@ -169,25 +170,25 @@ def test_same_as_upstream(
     row = deliberate.expected_differences().get(case.id)
     detail = f"\n  kvmount:  {ours.describe()}\n  upstream: {theirs.describe()}"
     if row is None:
-        assert ours.same_as(theirs), f"differs from upstream and is not in the README table:{detail}"
+        assert ours.same_as(theirs), f"differs from upstream and is not in the compatibility table:{detail}"
     else:
         assert not ours.same_as(theirs), f"listed as deliberate ({row.kvmount}) but identical:{detail}"
 
 
-def readme_rows() -> list[tuple[str, str, str]]:
-    text = README.read_text(encoding="utf-8")
+def table_rows() -> list[tuple[str, str, str]]:
+    text = TABLE.read_text(encoding="utf-8")
     section = text.split("\n## Compatibility with upstream\n", 1)[1].split("\n## ", 1)[0]
     lines = [line for line in section.splitlines() if line.startswith("|")]
     rows = []
     for line in lines[2:]:  # the header and its separator
         cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
-        assert len(cells) == 3, f"README table row has {len(cells)} cells, not 3: {line}"
+        assert len(cells) == 3, f"compatibility table row has {len(cells)} cells, not 3: {line}"
         rows.append((cells[0], cells[1], cells[2]))
     return rows
 
 
-def test_readme_table_is_the_list_of_deliberate_differences() -> None:
-    assert readme_rows() == [(r.kvmount, r.upstream, r.why) for r in deliberate.ROWS]
+def test_compatibility_table_is_the_list_of_deliberate_differences() -> None:
+    assert table_rows() == [(r.kvmount, r.upstream, r.why) for r in deliberate.ROWS]
 
 
 def test_every_deliberate_case_exists() -> None:

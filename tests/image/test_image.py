@@ -30,7 +30,7 @@ TARGETS = {
     "kvmount-kms": (["kms"], "65532:65532"),
 }
 KVMOUNT = "/opt/kvmount/bin/kvmount"
-# Uncompressed; measured 181 MB (README, "Install"). A jump past this is a regression to look at.
+# Uncompressed; measured 181 MB (docs/install.md). A jump past this is a regression to look at.
 MAX_BYTES = 200 * 1024 * 1024
 
 

@@ -1,5 +1,5 @@
-"""Upstream's own charts with kvmount's images: the image swap of README "Switching from
-upstream", installed with `helm install` on a node of its own, and a pod reads its secret.
+"""Upstream's own charts with kvmount's images: the image swap of docs/switching-from-upstream.md,
+installed with `helm install` on a node of its own, and a pod reads its secret.
 
 The chart is Azure's provider chart v1.8.2 with its dependency, the driver chart v1.6.0,
 both from their Go modules (tests/compat/upstream.py). Every image it runs is one of

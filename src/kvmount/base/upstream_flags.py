@@ -95,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, pprof_port: int) -> None:
         default="prometheus",
         help="metrics backend; prometheus is the only one, as upstream",
     )
-    logs = parser.add_argument_group("klog's output flags (see the README)")
+    logs = parser.add_argument_group("klog's output flags (see docs/switching-from-upstream.md)")
     add_bool(logs, "--logtostderr", True, "log to stderr only (default true)")
     add_bool(logs, "--alsologtostderr", False, "with --logtostderr=false, also log to stderr")
     logs.add_argument("--log_dir", default="", help="with --logtostderr=false, the log file's directory")
@@ -110,7 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, pprof_port: int) -> None:
     logs.add_argument(
         "--stderrthreshold",
         type=_severity,
-        default=logging.ERROR,
+        default="ERROR",  # a string: argparse reads it through _severity
         help="with --logtostderr=false, records at or above this severity also go to stderr (default ERROR)",
     )
     ignored = parser.add_argument_group("accepted for compatibility with upstream, ignored")

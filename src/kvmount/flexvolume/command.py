@@ -37,10 +37,13 @@ def _exit_without_reply(status: int = 0, message: str | None = None) -> NoReturn
     raise SystemExit(status or 1)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # cli calls this first for the chosen command, before argparse may print usage or help.
+def prepare(parser: argparse.ArgumentParser) -> None:
+    # cli calls this when the command runs, before argparse may print usage or help.
     reply.claim_stdout()
     parser.exit = _exit_without_reply  # type: ignore[method-assign]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kubelet-root-dir",
         type=absolute_path,

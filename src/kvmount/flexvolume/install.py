@@ -35,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--python",
-        default=sys.executable,
+        default=None,  # resolved at run time, so that --help and the flags reference do not vary
         help="interpreter the launcher runs, as a path on the node (default: this one)",
     )
     p.add_argument("--log-file", default=DEFAULT_LOG_FILE, help="where the driver logs, on the node")
@@ -89,4 +89,4 @@ def install(plugin_dir: str, python: str, log_file: str, kubelet_root: str = DEF
 
 def run(argv: list[str]) -> str:
     args = parser().parse_args(argv)
-    return install(args.plugin_dir, args.python, args.log_file, args.kubelet_root_dir)
+    return install(args.plugin_dir, args.python or sys.executable, args.log_file, args.kubelet_root_dir)

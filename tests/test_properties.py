@@ -28,8 +28,15 @@ from kvmount.keyvault.content import (
     split_pem,
 )
 from kvmount.keyvault.errors import KeyVaultError
-from kvmount.keyvault.limits import Limits
-from kvmount.keyvault.objects import Encoding, Format, ObjectSpec, ObjectType, output_paths, parse_mount
+from kvmount.keyvault.parameters.limits import Limits
+from kvmount.keyvault.parameters.objects import (
+    Encoding,
+    Format,
+    ObjectSpec,
+    ObjectType,
+    output_paths,
+    parse_mount,
+)
 from kvmount.kms.config import parse_entry
 from kvmount.kube.classes import parse_class
 from kvmount.kube.errors import InvalidClass

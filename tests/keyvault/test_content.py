@@ -20,7 +20,7 @@ from kvmount.keyvault.content import (
     secret_files,
 )
 from kvmount.keyvault.errors import KeyVaultError
-from kvmount.keyvault.objects import Encoding, Format, ObjectSpec, ObjectType
+from kvmount.keyvault.parameters.objects import Encoding, Format, ObjectSpec, ObjectType
 from tests.certs import make_chain
 
 SECRET = ObjectSpec("s", ObjectType.SECRET)

@@ -10,7 +10,7 @@ import pytest
 from kvmount.csi.attributes import SA_TOKENS
 from kvmount.keyvault import clouds
 from kvmount.keyvault.errors import InvalidSpec
-from kvmount.keyvault.objects import (
+from kvmount.keyvault.parameters.objects import (
     Encoding,
     Format,
     IdentityMode,

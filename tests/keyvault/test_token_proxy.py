@@ -9,13 +9,13 @@ import pytest
 
 from kvmount.csi.attributes import SA_TOKENS
 from kvmount.keyvault.errors import InvalidSpec, KeyVaultError
-from kvmount.keyvault.objects import (
+from kvmount.keyvault.identity.token_proxy import TokenProxy, server_name
+from kvmount.keyvault.parameters.objects import (
     IDENTITY_BINDING_AUDIENCE,
     TOKEN_AUDIENCE,
     IdentityMode,
     parse_mount,
 )
-from kvmount.keyvault.token_proxy import TokenProxy, server_name
 
 OBJECTS = "array:\n  - |\n    objectName: a\n    objectType: secret\n"
 

@@ -25,8 +25,8 @@ from azure.core.exceptions import (
 )
 from azure.core.rest import HttpRequest
 
-from kvmount.keyvault.connections import decoded
-from kvmount.keyvault.transport import VaultTransport
+from kvmount.keyvault.http.connections import decoded
+from kvmount.keyvault.http.transport import VaultTransport
 from tests.certs import server_tls
 from tests.peers.keyvault_double import Fault, KeyVaultDouble
 

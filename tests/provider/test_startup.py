@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from kvmount.keyvault.identity import NMI_PORT
+from kvmount.keyvault.identity.credentials import NMI_PORT
 from kvmount.provider import command
 
 

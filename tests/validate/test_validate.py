@@ -13,7 +13,7 @@ import yaml
 from kvmount.cli import main
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, SA_TOKENS
 from kvmount.keyvault.errors import InvalidSpec
-from kvmount.keyvault.objects import (
+from kvmount.keyvault.parameters.objects import (
     TOKEN_AUDIENCE,
     parse_mount,
 )

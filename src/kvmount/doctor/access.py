@@ -19,10 +19,16 @@ from azure.core.exceptions import HttpResponseError
 from kvmount.doctor.report import Row, Verdict
 from kvmount.keyvault import clouds
 from kvmount.keyvault.errors import Category, KeyVaultError
-from kvmount.keyvault.fetch import classify, failure_suffix, fetch_version, history_versions
+from kvmount.keyvault.http.vault_client import VaultClient
 from kvmount.keyvault.mount import KeyVaultMounter
-from kvmount.keyvault.objects import TOKEN_AUDIENCE, IdentityMode, MountParams, ObjectSpec, ObjectType
-from kvmount.keyvault.vault_client import VaultClient
+from kvmount.keyvault.parameters.objects import (
+    TOKEN_AUDIENCE,
+    IdentityMode,
+    MountParams,
+    ObjectSpec,
+    ObjectType,
+)
+from kvmount.keyvault.scheduling.fetch import classify, failure_suffix, fetch_version, history_versions
 
 _PERMISSION = {ObjectType.SECRET: "secrets", ObjectType.KEY: "keys", ObjectType.CERT: "certificates"}
 _ROLE = {

@@ -16,7 +16,7 @@ import yaml
 
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
 from kvmount.doctor.report import Row, Verdict
-from kvmount.keyvault.objects import (
+from kvmount.keyvault.parameters.objects import (
     IDENTITY_BINDING_AUDIENCE,
     TOKEN_AUDIENCE,
     IdentityMode,

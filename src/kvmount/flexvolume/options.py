@@ -17,7 +17,7 @@ import yaml
 
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, POD_UID
 from kvmount.keyvault.errors import InvalidSpec
-from kvmount.keyvault.identity import NMI_PORT
+from kvmount.keyvault.identity.credentials import NMI_PORT
 
 KUBELET_PREFIX = "kubernetes.io/"
 SECRET_PREFIX = "kubernetes.io/secret/"

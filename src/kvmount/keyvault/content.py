@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from kvmount.keyvault.errors import Category, KeyVaultError
-from kvmount.keyvault.filenames import check_owned_paths
-from kvmount.keyvault.objects import Encoding, Format, ObjectSpec, ObjectType, output_paths
+from kvmount.keyvault.parameters.filenames import check_owned_paths
+from kvmount.keyvault.parameters.objects import Encoding, Format, ObjectSpec, ObjectType, output_paths
 
 PKCS12 = "application/x-pkcs12"
 PEM_FILE = "application/x-pem-file"

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kvmount.keyvault import clouds
-from kvmount.keyvault.coalesce import Coalescer
 from kvmount.keyvault.content import (
     ContentOptions,
     certificate_pem,
@@ -19,11 +18,18 @@ from kvmount.keyvault.content import (
     public_key_pem,
     secret_files,
 )
-from kvmount.keyvault.fetch import ClientCache, Fetched, Fetcher, describe_failure
-from kvmount.keyvault.identity import NMI_PORT, CredentialCache, CredentialOptions, principal_key, prove
-from kvmount.keyvault.limits import ContentBudget, Limits
-from kvmount.keyvault.objects import MountParams, ObjectType, parse_mount
-from kvmount.keyvault.token_proxy import TokenProxy
+from kvmount.keyvault.identity.credentials import (
+    NMI_PORT,
+    CredentialCache,
+    CredentialOptions,
+    principal_key,
+    prove,
+)
+from kvmount.keyvault.identity.token_proxy import TokenProxy
+from kvmount.keyvault.parameters.limits import ContentBudget, Limits
+from kvmount.keyvault.parameters.objects import MountParams, ObjectType, parse_mount
+from kvmount.keyvault.scheduling.coalesce import Coalescer
+from kvmount.keyvault.scheduling.fetch import ClientCache, Fetched, Fetcher, describe_failure
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from kvmount.base.logs import setup_logging
 from kvmount.keyvault.content import ContentOptions
 from kvmount.keyvault.errors import KeyVaultError
 from kvmount.keyvault.mount import KeyVaultMounter, Settings
-from kvmount.keyvault.objects import parse_permission
+from kvmount.keyvault.parameters.objects import parse_permission
 
 log = logging.getLogger(__name__)
 

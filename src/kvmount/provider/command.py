@@ -11,8 +11,9 @@ import grpc
 from kvmount.base import unix_grpc, upstream_flags
 from kvmount.base.endpoints import metrics_route, serve_http
 from kvmount.base.flags import GoFlagParser, add_bool, go_duration, go_int
-from kvmount.keyvault import clouds, limits
-from kvmount.keyvault.limits import Limits
+from kvmount.keyvault import clouds
+from kvmount.keyvault.parameters import limits
+from kvmount.keyvault.parameters.limits import Limits
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
 from kvmount.provider import metrics, server
@@ -138,9 +139,9 @@ def _health(endpoint: str, timeout: float) -> tuple[int, bytes, str]:
 
 def _mounter(args: argparse.Namespace) -> KeyVaultMounter:
     """The Key Vault pipeline the flags describe (imports the Azure SDK)."""
-    from kvmount.keyvault import fetch
     from kvmount.keyvault.content import ContentOptions
     from kvmount.keyvault.mount import KeyVaultMounter, Settings
+    from kvmount.keyvault.scheduling import fetch
 
     settings = Settings(
         content=ContentOptions(args.construct_pem_chain, args.write_cert_and_key_in_separate_files),

@@ -20,9 +20,9 @@ import yaml
 
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, SA_TOKENS
 from kvmount.csi.provider_client import NAME as PROVIDER_NAME
-from kvmount.keyvault import goyaml
-from kvmount.keyvault.findings import suggest
-from kvmount.keyvault.objects import (
+from kvmount.keyvault.parameters import goyaml
+from kvmount.keyvault.parameters.findings import suggest
+from kvmount.keyvault.parameters.objects import (
     IDENTITY_BINDING_AUDIENCE,
     PARAMETERS,
     TOKEN_AUDIENCE,

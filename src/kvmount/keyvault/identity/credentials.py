@@ -30,11 +30,11 @@ from azure.identity import (
 
 from kvmount.keyvault.clouds import Cloud
 from kvmount.keyvault.errors import Category, KeyVaultError
-from kvmount.keyvault.objects import IdentityMode, MountParams
-from kvmount.keyvault.retry import SharedCodesRetryPolicy
-from kvmount.keyvault.shared_tls import SharedContextAdapter
-from kvmount.keyvault.token_proxy import TokenProxy
-from kvmount.keyvault.vault_client import shared_transport
+from kvmount.keyvault.http.retry import SharedCodesRetryPolicy
+from kvmount.keyvault.http.shared_tls import SharedContextAdapter
+from kvmount.keyvault.http.vault_client import shared_transport
+from kvmount.keyvault.identity.token_proxy import TokenProxy
+from kvmount.keyvault.parameters.objects import IdentityMode, MountParams
 
 NMI_PORT = 2579  # aad-pod-identity's NMI listens here on the node
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from kvmount.keyvault.errors import InvalidSpec
 
 if TYPE_CHECKING:
-    from kvmount.keyvault.objects import ObjectSpec
+    from kvmount.keyvault.parameters.objects import ObjectSpec
 
 NAME_MAX = 255  # bytes in one file name (Linux NAME_MAX)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from kvmount.keyvault.errors import InvalidSpec
 
 if TYPE_CHECKING:
-    from kvmount.keyvault.objects import ObjectSpec
+    from kvmount.keyvault.parameters.objects import ObjectSpec
 
 DEFAULT_MAX_VERSION_HISTORY = 1000
 DEFAULT_MAX_OBJECTS = 10_000

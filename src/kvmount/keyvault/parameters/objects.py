@@ -16,11 +16,11 @@ from enum import StrEnum
 import yaml
 
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, SA_TOKENS
-from kvmount.keyvault import goyaml
 from kvmount.keyvault.errors import InvalidSpec
-from kvmount.keyvault.filenames import check_names, check_owned_paths
-from kvmount.keyvault.findings import Findings, Problem, suggest
-from kvmount.keyvault.limits import Limits, check_objects
+from kvmount.keyvault.parameters import goyaml
+from kvmount.keyvault.parameters.filenames import check_names, check_owned_paths
+from kvmount.keyvault.parameters.findings import Findings, Problem, suggest
+from kvmount.keyvault.parameters.limits import Limits, check_objects
 
 VAULT_NAME = re.compile(r"^[-A-Za-z0-9]{3,24}$")
 # Pod information the CSI driver adds to the attributes.

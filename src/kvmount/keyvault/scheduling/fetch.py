@@ -30,15 +30,15 @@ from azure.core.exceptions import (
 )
 from azure.identity import CredentialUnavailableError
 
-from kvmount.keyvault.coalesce import Coalescer
 from kvmount.keyvault.content import JsonWebKey
 from kvmount.keyvault.errors import Category, KeyVaultError
-from kvmount.keyvault.fairpool import BatchTimeout, FairPool
-from kvmount.keyvault.limits import ContentBudget
-from kvmount.keyvault.objects import ObjectSpec, ObjectType
-from kvmount.keyvault.retry import SharedCodesRetryPolicy
-from kvmount.keyvault.transport import VaultTransport
-from kvmount.keyvault.vault_client import VaultClient, version_of
+from kvmount.keyvault.http.retry import SharedCodesRetryPolicy
+from kvmount.keyvault.http.transport import VaultTransport
+from kvmount.keyvault.http.vault_client import VaultClient, version_of
+from kvmount.keyvault.parameters.limits import ContentBudget
+from kvmount.keyvault.parameters.objects import ObjectSpec, ObjectType
+from kvmount.keyvault.scheduling.coalesce import Coalescer
+from kvmount.keyvault.scheduling.fairpool import BatchTimeout, FairPool
 
 T = TypeVar("T")
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 30.0

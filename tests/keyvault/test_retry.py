@@ -10,10 +10,9 @@ import pytest
 from azure.core.pipeline.policies import RetryPolicy
 
 from kvmount.csi.attributes import SA_TOKENS
-from kvmount.keyvault import clouds
+from kvmount.keyvault import clouds, parse_mount
 from kvmount.keyvault.http.retry import SharedCodesRetryPolicy
 from kvmount.keyvault.identity.credentials import build_credential
-from kvmount.keyvault.parameters.objects import parse_mount
 from kvmount.keyvault.scheduling.fetch import BudgetRetryPolicy
 
 

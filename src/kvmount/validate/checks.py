@@ -20,15 +20,15 @@ import yaml
 
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, SA_TOKENS
 from kvmount.csi.provider_client import NAME as PROVIDER_NAME
-from kvmount.keyvault.parameters import goyaml
-from kvmount.keyvault.parameters.findings import suggest
-from kvmount.keyvault.parameters.objects import (
+from kvmount.keyvault import (
     IDENTITY_BINDING_AUDIENCE,
     PARAMETERS,
     TOKEN_AUDIENCE,
+    goyaml,
     mount_problems,
     output_paths,
     parse_mount,
+    suggest,
 )
 from kvmount.kube.classes import GROUP
 from kvmount.kube.names import name_problem

@@ -31,6 +31,8 @@ FLOORS = {
 }
 # Packages whose __init__ is the front door: other packages import from it, never its modules.
 FRONT_DOORS = {"keyvault"}
+# Rooms that import nothing else of kvmount (keyvault/http: one vault over HTTP).
+SEALED = ("keyvault/http",)
 # Generated stubs are not ours to size.
 MAX_LINES = 400
 
@@ -62,6 +64,16 @@ def test_front_doors_are_used(path: Path) -> None:
         there = _top(module)
         if there in FRONT_DOORS and there != here:
             assert module == f"kvmount.{there}", f"{path.name} imports {module}; import from kvmount.{there}"
+
+
+@pytest.mark.parametrize("room", SEALED)
+def test_sealed_rooms_import_only_themselves(room: str) -> None:
+    own = "kvmount." + room.replace("/", ".")
+    modules = sorted((SRC / room).glob("*.py"))
+    assert modules, f"{room} has no modules"
+    for path in modules:
+        for module in _imported(path):
+            assert module.startswith(own + "."), f"{room}/{path.name} imports {module}"
 
 
 def _imported(path: Path) -> list[str]:

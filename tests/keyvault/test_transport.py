@@ -1,4 +1,4 @@
-"""The Key Vault transport (keyvault/transport.py) against the Key Vault double over real TLS:
+"""The Key Vault transport (keyvault/http/transport.py) against the Key Vault double over real TLS:
 the CA bundle and proxies from the environment as requests reads them, azure-core's
 exceptions for each kind of failure, and the options it refuses."""
 

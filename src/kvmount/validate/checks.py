@@ -1,6 +1,6 @@
 """One SecretProviderClass document -> findings, each with its line, field, severity and fix.
 
-The provider's own checks (keyvault/objects.py: mount_problems) and the
+The provider's own checks (keyvault/parameters/objects.py: mount_problems) and the
 driver's Secret sync checks (secretsync/data.py: entry_problems, metadata) are
 called, never restated, so `kvmount validate` and a mount never disagree.
 Added here is only what neither component sees: what the API server would

@@ -94,20 +94,18 @@ def _digest(*parts: str) -> str:
 
 def identity_key(params: MountParams, cloud: Cloud) -> str:
     """Everything that decides which token a mount gets, as one opaque key."""
-    mode = params.identity
-    if mode in (IdentityMode.WORKLOAD, IdentityMode.TOKEN_PROXY):
-        proof = params.service_account_token
-        client = params.client_id
-    elif mode is IdentityMode.SERVICE_PRINCIPAL:
-        proof = params.sp_client_secret
-        client = params.sp_client_id
-    elif mode is IdentityMode.POD:
-        proof = f"{params.pod_namespace}/{params.pod_name}"
-        client = ""
-    else:
-        proof = ""
-        client = params.client_id
-    return _digest(mode.value, cloud.aad_endpoint, params.tenant_id, client, proof)
+    match params.identity:
+        case IdentityMode.WORKLOAD | IdentityMode.TOKEN_PROXY:
+            client, proof = params.client_id, params.service_account_token
+        case IdentityMode.SERVICE_PRINCIPAL:
+            client, proof = params.sp_client_id, params.sp_client_secret
+        case IdentityMode.POD:
+            client, proof = "", f"{params.pod_namespace}/{params.pod_name}"
+        case IdentityMode.MANAGED:
+            client, proof = params.client_id, ""
+        case unknown:
+            assert_never(unknown)
+    return _digest(params.identity.value, cloud.aad_endpoint, params.tenant_id, client, proof)
 
 
 def _token_subject(token: str) -> str:

@@ -29,6 +29,10 @@ FLOORS = {
     "sidecars": 5,
     "cli": 6,
 }
+# Packages whose __init__ is the front door: other packages import from it, never its modules.
+FRONT_DOORS = {"keyvault"}
+# Rooms that import nothing else of kvmount (keyvault/http: one vault over HTTP).
+SEALED = ("keyvault/http",)
 # Generated stubs are not ours to size.
 MAX_LINES = 400
 
@@ -51,6 +55,25 @@ def test_imports_only_own_package_or_lower_floors(path: Path) -> None:
             continue
         assert there in FLOORS, f"{path.name} imports {module}, which has no floor"
         assert FLOORS[there] < FLOORS[here], f"{path.name} (floor {FLOORS[here]}) imports {module}"
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(SRC)))
+def test_front_doors_are_used(path: Path) -> None:
+    here = path.relative_to(SRC).parts[0].removesuffix(".py")
+    for module in _imported(path):
+        there = _top(module)
+        if there in FRONT_DOORS and there != here:
+            assert module == f"kvmount.{there}", f"{path.name} imports {module}; import from kvmount.{there}"
+
+
+@pytest.mark.parametrize("room", SEALED)
+def test_sealed_rooms_import_only_themselves(room: str) -> None:
+    own = "kvmount." + room.replace("/", ".")
+    modules = sorted((SRC / room).glob("*.py"))
+    assert modules, f"{room} has no modules"
+    for path in modules:
+        for module in _imported(path):
+            assert module.startswith(own + "."), f"{room}/{path.name} imports {module}"
 
 
 def _imported(path: Path) -> list[str]:

@@ -19,17 +19,18 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kvmount.flexvolume.options import parse_json, translate
-from kvmount.keyvault.content import (
+from kvmount.keyvault import (
     ContentOptions,
-    JsonWebKey,
-    certificate_pem,
-    public_key_pem,
-    secret_files,
-    split_pem,
+    Encoding,
+    Format,
+    KeyVaultError,
+    Limits,
+    ObjectSpec,
+    ObjectType,
+    output_paths,
+    parse_mount,
 )
-from kvmount.keyvault.errors import KeyVaultError
-from kvmount.keyvault.limits import Limits
-from kvmount.keyvault.objects import Encoding, Format, ObjectSpec, ObjectType, output_paths, parse_mount
+from kvmount.keyvault.content import JsonWebKey, certificate_pem, public_key_pem, secret_files, split_pem
 from kvmount.kms.config import parse_entry
 from kvmount.kube.classes import parse_class
 from kvmount.kube.errors import InvalidClass

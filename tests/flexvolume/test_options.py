@@ -7,8 +7,7 @@ import base64
 import pytest
 
 from kvmount.flexvolume.options import FlexOptions, parse_json, translate
-from kvmount.keyvault.errors import InvalidSpec
-from kvmount.keyvault.objects import IdentityMode, ObjectSpec, ObjectType, parse_mount
+from kvmount.keyvault import IdentityMode, InvalidSpec, ObjectSpec, ObjectType, parse_mount
 
 
 def b64(text: str) -> str:

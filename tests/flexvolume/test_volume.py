@@ -12,7 +12,7 @@ from typing import ClassVar
 import pytest
 
 from kvmount.flexvolume import volume
-from kvmount.keyvault.mount import File, MountResult, Settings
+from kvmount.keyvault import File, MountResult, Settings
 from kvmount.volume import mounts
 from kvmount.volume.target import KubeletRoot, TargetError
 

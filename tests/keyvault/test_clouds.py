@@ -7,8 +7,7 @@ import os
 import threading
 from pathlib import Path
 
-from kvmount.keyvault import clouds
-from kvmount.keyvault.errors import InvalidSpec
+from kvmount.keyvault import InvalidSpec, clouds
 
 ENV = {
     "name": "AzureStackCloud",

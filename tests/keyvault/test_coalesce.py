@@ -13,7 +13,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from kvmount.keyvault.coalesce import Coalescer
+from kvmount.keyvault.scheduling.coalesce import Coalescer
 
 
 def joined(thread: threading.Thread) -> bool:

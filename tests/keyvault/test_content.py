@@ -9,18 +9,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from kvmount.keyvault import ContentOptions, Encoding, Format, KeyVaultError, ObjectSpec, ObjectType
 from kvmount.keyvault.content import (
     PEM_FILE,
     PKCS12,
-    ContentOptions,
     JsonWebKey,
     certificate_pem,
-    order_chain,
     public_key_pem,
     secret_files,
 )
-from kvmount.keyvault.errors import KeyVaultError
-from kvmount.keyvault.objects import Encoding, Format, ObjectSpec, ObjectType
 from tests.certs import make_chain
 
 SECRET = ObjectSpec("s", ObjectType.SECRET)
@@ -70,13 +67,6 @@ def test_pfx_secret_becomes_key_then_chain_leaf_to_root(stored_order: tuple[str,
     assert isinstance(key, rsa.RSAPrivateKey)
     assert key.public_key().public_numbers() == chain.leaf_key.public_key().public_numbers()
     assert subjects(data) == ["CN=leaf.example", "CN=Test Intermediate", "CN=Test Root"]
-
-
-def test_incomplete_chain_keeps_stored_order() -> None:
-    a, b = make_chain("a.example"), make_chain("b.example")
-    certs = [b.root, a.leaf, a.root]  # a's intermediate is missing: no single chain
-    assert order_chain(certs) == certs
-    assert order_chain([a.root, a.leaf, a.intermediate]) == [a.leaf, a.intermediate, a.root]
 
 
 def test_chain_construction_can_be_turned_off() -> None:

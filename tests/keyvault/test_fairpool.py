@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from kvmount.keyvault.fairpool import BatchTimeout, FairPool
+from kvmount.keyvault.scheduling.fairpool import BatchTimeout, FairPool
 
 
 @pytest.fixture

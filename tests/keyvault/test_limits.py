@@ -8,10 +8,17 @@ from typing import Any
 import pytest
 import yaml
 
+from kvmount.keyvault import (
+    Category,
+    InvalidSpec,
+    Limits,
+    ObjectSpec,
+    ObjectType,
+    mount_problems,
+    parse_mount,
+)
 from kvmount.keyvault.content import check_split_paths
-from kvmount.keyvault.errors import Category, InvalidSpec
-from kvmount.keyvault.limits import ContentBudget, Limits
-from kvmount.keyvault.objects import ObjectSpec, ObjectType, mount_problems, parse_mount
+from kvmount.keyvault.parameters.limits import ContentBudget
 
 SP = {"clientid": "app", "clientsecret": "secret"}
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from kvmount.csi.attributes import SA_TOKENS
-from kvmount.keyvault import clouds
-from kvmount.keyvault.errors import InvalidSpec
-from kvmount.keyvault.objects import (
+from kvmount.keyvault import (
     Encoding,
     Format,
     IdentityMode,
+    InvalidSpec,
     ObjectType,
+    clouds,
     output_paths,
     parse_mount,
 )

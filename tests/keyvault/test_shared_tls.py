@@ -10,7 +10,7 @@ import certifi
 import pytest
 import requests
 
-from kvmount.keyvault.shared_tls import SharedContextAdapter
+from kvmount.keyvault.http.shared_tls import SharedContextAdapter
 from tests.peers.keyvault_double import KeyVaultDouble
 
 

@@ -8,14 +8,15 @@ import re
 import pytest
 
 from kvmount.csi.attributes import SA_TOKENS
-from kvmount.keyvault.errors import InvalidSpec, KeyVaultError
-from kvmount.keyvault.objects import (
+from kvmount.keyvault import (
     IDENTITY_BINDING_AUDIENCE,
     TOKEN_AUDIENCE,
     IdentityMode,
+    InvalidSpec,
+    KeyVaultError,
     parse_mount,
 )
-from kvmount.keyvault.token_proxy import TokenProxy, server_name
+from kvmount.keyvault.identity.token_proxy import TokenProxy, server_name
 
 OBJECTS = "array:\n  - |\n    objectName: a\n    objectType: secret\n"
 

@@ -1,4 +1,4 @@
-"""The Key Vault transport (keyvault/transport.py) against the Key Vault double over real TLS:
+"""The Key Vault transport (keyvault/http/transport.py) against the Key Vault double over real TLS:
 the CA bundle and proxies from the environment as requests reads them, azure-core's
 exceptions for each kind of failure, and the options it refuses."""
 
@@ -25,8 +25,8 @@ from azure.core.exceptions import (
 )
 from azure.core.rest import HttpRequest
 
-from kvmount.keyvault.connections import decoded
-from kvmount.keyvault.transport import VaultTransport
+from kvmount.keyvault.http.connections import decoded
+from kvmount.keyvault.http.transport import VaultTransport
 from tests.certs import server_tls
 from tests.peers.keyvault_double import Fault, KeyVaultDouble
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kvmount.keyvault.errors import Category, InvalidSpec
+from kvmount.keyvault import Category, InvalidSpec
 from kvmount.kms.config import (
     DEFAULT_CERT_SECRET_NAME,
     AuthMethod,

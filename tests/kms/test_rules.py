@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from kvmount.keyvault.errors import InvalidSpec
+from kvmount.keyvault import InvalidSpec
 from kvmount.kms.store import check_volume_id, new_passphrase
 
 CEPH_VOLUME_ID = "0001-0009-rook-ceph-0000000000000002-24862838-0c6a-11ee-a5e5-0a580a810212"

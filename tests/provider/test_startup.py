@@ -5,9 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from kvmount.keyvault.identity import NMI_PORT
-from kvmount.provider import command
-
 
 def test_the_provider_command_does_not_load_the_azure_sdk() -> None:
     heavy = "{'azure', 'msal', 'requests', 'cryptography'}"
@@ -17,7 +14,3 @@ def test_the_provider_command_does_not_load_the_azure_sdk() -> None:
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]", loaded.stdout
-
-
-def test_nmi_port_default_is_the_identity_modules() -> None:
-    assert command.NMI_PORT == NMI_PORT

@@ -23,7 +23,7 @@ import grpc
 import pytest
 
 from kvmount.csi.attributes import SA_TOKENS
-from kvmount.keyvault.objects import IDENTITY_BINDING_AUDIENCE
+from kvmount.keyvault import IDENTITY_BINDING_AUDIENCE
 from kvmount.proto import v1alpha1_pb2 as pb
 from tests.certs import server_tls
 from tests.peers.keyvault_double import KeyVaultDouble

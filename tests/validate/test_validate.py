@@ -12,11 +12,7 @@ import yaml
 
 from kvmount.cli import main
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, SA_TOKENS
-from kvmount.keyvault.errors import InvalidSpec
-from kvmount.keyvault.objects import (
-    TOKEN_AUDIENCE,
-    parse_mount,
-)
+from kvmount.keyvault import TOKEN_AUDIENCE, InvalidSpec, parse_mount
 from kvmount.validate.command import check_text
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,12 +17,21 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError
 
 from kvmount.doctor.report import Row, Verdict
-from kvmount.keyvault import clouds
-from kvmount.keyvault.errors import Category, KeyVaultError
-from kvmount.keyvault.fetch import classify, failure_suffix, fetch_version, history_versions
-from kvmount.keyvault.mount import KeyVaultMounter
-from kvmount.keyvault.objects import TOKEN_AUDIENCE, IdentityMode, MountParams, ObjectSpec, ObjectType
-from kvmount.keyvault.vault_client import VaultClient
+from kvmount.keyvault import (
+    TOKEN_AUDIENCE,
+    Category,
+    IdentityMode,
+    KeyVaultError,
+    KeyVaultMounter,
+    MountParams,
+    ObjectSpec,
+    ObjectType,
+    VaultClient,
+    classify,
+    failure_suffix,
+    fetch_version,
+    history_versions,
+)
 
 _PERMISSION = {ObjectType.SECRET: "secrets", ObjectType.KEY: "keys", ObjectType.CERT: "certificates"}
 _ROLE = {
@@ -60,7 +69,7 @@ def access_rows(params: MountParams, mounter: KeyVaultMounter, source: str = "")
     """Identity, token, then one row per object, each with a verdict and what to do."""
     rows = [Row("identity", Verdict.INFO, describe_identity(params, source))]
     try:
-        cloud = clouds.resolve(params.cloud_name, params.cloud_env_file, mounter.settings.default_cloud)
+        cloud = mounter.cloud(params)
     except KeyVaultError as err:
         return [*rows, Row("cloud", Verdict.FAIL, str(err), "fix cloudName / cloudEnvFileName")]
     key, credential = mounter.credentials.get(params, cloud)

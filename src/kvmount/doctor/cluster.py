@@ -16,12 +16,7 @@ import yaml
 
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
 from kvmount.doctor.report import Row, Verdict
-from kvmount.keyvault.objects import (
-    IDENTITY_BINDING_AUDIENCE,
-    TOKEN_AUDIENCE,
-    IdentityMode,
-    parse_mount,
-)
+from kvmount.keyvault import IDENTITY_BINDING_AUDIENCE, TOKEN_AUDIENCE, IdentityMode, parse_mount
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
 from kvmount.kube.errors import StoreError

@@ -30,10 +30,7 @@ from kvmount.doctor.cluster import (
     identity_mode,
 )
 from kvmount.doctor.report import Row, Verdict, as_json, failed, render
-from kvmount.keyvault.errors import InvalidSpec
-from kvmount.keyvault.identity import NMI_PORT
-from kvmount.keyvault.mount import KeyVaultMounter, Settings
-from kvmount.keyvault.objects import IdentityMode, parse_mount
+from kvmount.keyvault import NMI_PORT, IdentityMode, InvalidSpec, KeyVaultMounter, Settings, parse_mount
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
 from kvmount.kube.errors import StoreError

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     reply.claim_stdout()
     try:
         from kvmount.base.logs import setup_logging
-        from kvmount.keyvault.errors import KeyVaultError
+        from kvmount.keyvault import KeyVaultError
 
         setup_logging()
         try:

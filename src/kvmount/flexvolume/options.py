@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, POD_UID
-from kvmount.keyvault.errors import InvalidSpec
-from kvmount.keyvault.identity import NMI_PORT
+from kvmount.keyvault import NMI_PORT, InvalidSpec
 
 KUBELET_PREFIX = "kubernetes.io/"
 SECRET_PREFIX = "kubernetes.io/secret/"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from kvmount.flexvolume.options import parse_json, translate
-from kvmount.keyvault.mount import KeyVaultMounter, Settings
+from kvmount.keyvault import KeyVaultMounter, Settings
 from kvmount.volume.atomic_writer import AtomicWriter, Payload
 from kvmount.volume.target import DEFAULT_KUBELET_ROOT, KubeletRoot
 

@@ -50,7 +50,7 @@ STACK = "AZURESTACKCLOUD"
 _ENV_KEYS = ("name", "activeDirectoryEndpoint", "keyVaultDNSSuffix")
 # Where upstream's documentation and AKS on Azure Stack put the file (a hostPath or
 # subPath mount into the provider's pod); --cloud-env-dirs changes the list.
-DEFAULT_ENV_DIRS = ("/etc/kubernetes", "/cloudEnv")
+DEFAULT_CLOUD_ENV_DIRS = ("/etc/kubernetes", "/cloudEnv")
 # An environment file is a few hundred bytes; anything larger is not one.
 MAX_ENV_FILE_BYTES = 64 * 1024
 

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import pkcs12
 
+from kvmount.base.pem import order_chain, pem_block, pem_blocks, pem_certs, pkcs12_parts
 from kvmount.keyvault.errors import Category, KeyVaultError
-from kvmount.keyvault.filenames import check_owned_paths
-from kvmount.keyvault.objects import Encoding, Format, ObjectSpec, ObjectType, output_paths
+from kvmount.keyvault.parameters.filenames import check_owned_paths
+from kvmount.keyvault.parameters.objects import output_paths
+from kvmount.keyvault.types import Encoding, Format, ObjectSpec, ObjectType
 
 PKCS12 = "application/x-pkcs12"
 PEM_FILE = "application/x-pem-file"
@@ -69,94 +69,33 @@ def decode_secret(spec: ObjectSpec, value: str) -> bytes:
         ) from None
 
 
-def _key_id(cert: x509.Certificate, ext: type[x509.ExtensionType]) -> bytes | None:
-    try:
-        value = cert.extensions.get_extension_for_class(ext).value
-    except x509.ExtensionNotFound:
-        return None
-    if isinstance(value, x509.SubjectKeyIdentifier):
-        return value.digest
-    if isinstance(value, x509.AuthorityKeyIdentifier):
-        return value.key_identifier
-    return None
-
-
-def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
-    # By key identifiers only, as upstream links a chain: without them the stored order stays.
-    aki = _key_id(child, x509.AuthorityKeyIdentifier)
-    ski = _key_id(parent, x509.SubjectKeyIdentifier)
-    return aki is not None and aki == ski
-
-
-def order_chain(certs: Sequence[x509.Certificate]) -> list[x509.Certificate]:
-    """Leaf -> intermediates -> root when the certificates form one complete
-    chain; otherwise the stored order, since a guess would be worse."""
-    if len(certs) < 2:
-        return list(certs)
-    parent: dict[int, int] = {}
-    for i, child in enumerate(certs):
-        for j, candidate in enumerate(certs):
-            if i != j and _issued_by(child, candidate):
-                parent[i] = j
-                break
-    leaves = [i for i in range(len(certs)) if i not in parent.values()]
-    if len(leaves) != 1:
-        return list(certs)
-    order = [leaves[0]]
-    while order[-1] in parent and parent[order[-1]] not in order:
-        order.append(parent[order[-1]])
-    if len(order) != len(certs):
-        return list(certs)
-    return [certs[i] for i in order]
-
-
-def pem_certs(certs: Sequence[x509.Certificate]) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-
-
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([^\r\n]*?)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
-
-
-def _pem_block(kind: bytes, der: bytes) -> bytes:
-    body = base64.b64encode(der)
-    lines = b"".join(body[i : i + 64] + b"\n" for i in range(0, len(body), 64))
-    return b"-----BEGIN " + kind + b"-----\n" + lines + b"-----END " + kind + b"-----\n"
-
-
 def split_pem(data: bytes) -> tuple[bytes, bytes]:
     """(certificate blocks, other blocks) of a PEM bundle, each in stored order and
     re-encoded (64-column base64, no headers) as upstream's split writes them."""
     certs: list[bytes] = []
     others: list[bytes] = []
-    for match in _PEM_BLOCK.finditer(data):
-        kind, body = match.groups()
-        if b":" in body.split(b"\n\n", 1)[0] and b"\n\n" in body:
-            body = body.split(b"\n\n", 1)[1]  # RFC 1421 headers are not carried over
-        try:
-            der = base64.b64decode(b"".join(body.split()), validate=True)
-        except binascii.Error:
+    for block in pem_blocks(data):
+        der = block.der()
+        if der is None:
             continue  # not a PEM block after all
-        (certs if kind == b"CERTIFICATE" else others).append(_pem_block(kind, der))
+        (certs if block.label == b"CERTIFICATE" else others).append(pem_block(block.label, der))
     return b"".join(certs), b"".join(others)
 
 
 def _pfx_to_pem(spec: ObjectSpec, value: str, options: ContentOptions) -> str:
     """A base64 PFX without password as PEM: the private key (PKCS#8), then the chain."""
     try:
-        bundle = pkcs12.load_pkcs12(base64.b64decode(value, validate=True), None)
-    except (ValueError, binascii.Error):
+        key, certs = pkcs12_parts(base64.b64decode(value, validate=True))
+    except ValueError:  # binascii.Error is one
         raise _bad(spec, "Key Vault returned a PKCS#12 bundle that cannot be read") from None
-    certs = ([bundle.cert.certificate] if bundle.cert else []) + [
-        c.certificate for c in bundle.additional_certs
-    ]
     if options.construct_pem_chain:
         certs = order_chain(certs)
-    key = b""
-    if bundle.key is not None:
-        key = bundle.key.private_bytes(
+    key_pem = b""
+    if key is not None:
+        key_pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-    return (key + pem_certs(certs)).decode("ascii")
+    return (key_pem + pem_certs(certs)).decode("ascii")
 
 
 def secret_files(

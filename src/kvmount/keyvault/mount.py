@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kvmount.keyvault import clouds
-from kvmount.keyvault.coalesce import Coalescer
 from kvmount.keyvault.content import (
     ContentOptions,
     certificate_pem,
@@ -19,11 +18,26 @@ from kvmount.keyvault.content import (
     public_key_pem,
     secret_files,
 )
-from kvmount.keyvault.fetch import ClientCache, Fetched, Fetcher, describe_failure
-from kvmount.keyvault.identity import NMI_PORT, CredentialCache, CredentialOptions, principal_key, prove
-from kvmount.keyvault.limits import ContentBudget, Limits
-from kvmount.keyvault.objects import MountParams, ObjectType, parse_mount
-from kvmount.keyvault.token_proxy import TokenProxy
+from kvmount.keyvault.identity.choice import NMI_PORT
+from kvmount.keyvault.identity.credentials import (
+    CredentialCache,
+    CredentialOptions,
+    principal_key,
+    prove,
+)
+from kvmount.keyvault.identity.token_proxy import TokenProxy
+from kvmount.keyvault.parameters.limits import ContentBudget, Limits
+from kvmount.keyvault.parameters.objects import parse_mount
+from kvmount.keyvault.scheduling.coalesce import Coalescer
+from kvmount.keyvault.scheduling.fetch import (
+    ClientCache,
+    Fetched,
+    Fetcher,
+    MountReads,
+    RequestObserver,
+    describe_failure,
+)
+from kvmount.keyvault.types import MountParams, ObjectType
 
 
 @dataclass(frozen=True)
@@ -79,14 +93,22 @@ def _files_of(fetched: Fetched, path: str, mode: int, content: ContentOptions) -
 class KeyVaultMounter:
     """Long-lived: holds the credential and client caches and the fetch pool."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, observe_request: RequestObserver | None = None
+    ) -> None:
+        """``observe_request`` is told of each Key Vault request (the provider's metrics)."""
         self.settings = settings or Settings()
         s = self.settings
         proxy = TokenProxy(s.token_proxy_url, s.sni_name)
         self.credentials = CredentialCache(node=CredentialOptions(s.nmi_port, s.user_agent, proxy))
         self.clients = ClientCache(user_agent=self.settings.user_agent)
-        self.fetcher = Fetcher(self.settings.max_concurrency)
-        self.coalescer = Coalescer(self.settings.coalesce_seconds)
+        coalescer = Coalescer(self.settings.coalesce_seconds)
+        self.fetcher = Fetcher(self.settings.max_concurrency, coalescer, observe_request)
+
+    def cloud(self, params: MountParams) -> clouds.Cloud:
+        """The mount's cloud: its cloudName or environment file, else the node's default."""
+        s = self.settings
+        return clouds.resolve(params.cloud_name, params.cloud_env_file, s.default_cloud, s.cloud_env_dirs)
 
     def mount(
         self, params: MountParams, default_mode: int, refresh: bool = False, deadline: float | None = None
@@ -97,12 +119,7 @@ class KeyVaultMounter:
         since = None if refresh else time.monotonic()
         if self.settings.content.separate_cert_and_key:
             check_split_paths(params.objects)
-        cloud = clouds.resolve(
-            params.cloud_name,
-            params.cloud_env_file,
-            self.settings.default_cloud,
-            self.settings.cloud_env_dirs,
-        )
+        cloud = self.cloud(params)
         identity, credential = self.credentials.get(params, cloud)
         clients = self.clients.get(cloud.vault_url(params.vault_name), identity, credential)
         try:
@@ -111,9 +128,8 @@ class KeyVaultMounter:
             raise describe_failure(params.vault_name, None, err) from None
         principal = principal_key(params, cloud)
         budget = ContentBudget(self.settings.limits.max_mount_bytes)
-        fetched = self.fetcher.fetch_all(
-            params.vault_name, clients, params.objects, self.coalescer, principal, since, deadline, budget
-        )
+        reads = MountReads(params.vault_name, clients, principal, since, deadline, budget)
+        fetched = self.fetcher.fetch_all(reads, params.objects)
         files: list[File] = []
         versions: list[tuple[str, str]] = []
         for spec, got in zip(params.objects, fetched, strict=True):

@@ -8,7 +8,7 @@ from typing import Any
 from azure.core.credentials import TokenCredential
 from azure.identity import AzureAuthorityHosts, CertificateCredential, ClientAssertionCredential
 
-from kvmount.keyvault.errors import Category, InvalidSpec, KeyVaultError
+from kvmount.keyvault import Category, InvalidSpec, KeyVaultError
 from kvmount.kms.config import CLIENT_CERT, AuthMethod, KMSConfig
 
 # Authorities outside Microsoft's instance discovery (Azure Stack, test doubles)

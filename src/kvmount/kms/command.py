@@ -14,7 +14,7 @@ import logging
 import sys
 
 from kvmount.base.logs import setup_logging
-from kvmount.keyvault.errors import Category, KeyVaultError
+from kvmount.keyvault import Category, KeyVaultError
 from kvmount.kms.auth import build_credential
 from kvmount.kms.config import AuthMethod, KMSConfig, load_client_certificate, load_config
 from kvmount.kms.store import PASSPHRASE_BYTES, PassphraseStore, Stored, check_volume_id

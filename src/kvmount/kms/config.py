@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from kvmount.keyvault.errors import InvalidSpec
+from kvmount.keyvault import InvalidSpec
 
 KMS_TYPE = "azure-kv"
 DEFAULT_CERT_SECRET_NAME = "ceph-csi-azure-credentials"

@@ -27,8 +27,7 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceNotFoundError
 from azure.keyvault.secrets import SecretClient
 
-from kvmount.keyvault.errors import Category, InvalidSpec, KeyVaultError
-from kvmount.keyvault.fetch import CLIENT_OPTIONS, classify, failure_suffix
+from kvmount.keyvault import CLIENT_OPTIONS, Category, InvalidSpec, KeyVaultError, classify, failure_suffix
 from kvmount.kms.config import KMSConfig
 
 # Key Vault's rule for object names.

@@ -20,10 +20,7 @@ import yaml
 
 from kvmount.base.flags import add_bool
 from kvmount.base.logs import setup_logging
-from kvmount.keyvault.content import ContentOptions
-from kvmount.keyvault.errors import KeyVaultError
-from kvmount.keyvault.mount import KeyVaultMounter, Settings
-from kvmount.keyvault.objects import parse_permission
+from kvmount.keyvault import ContentOptions, KeyVaultError, KeyVaultMounter, Settings, parse_permission
 
 log = logging.getLogger(__name__)
 

@@ -11,20 +11,23 @@ import grpc
 from kvmount.base import unix_grpc, upstream_flags
 from kvmount.base.endpoints import metrics_route, serve_http
 from kvmount.base.flags import GoFlagParser, add_bool, go_duration, go_int
-from kvmount.keyvault import clouds, limits
-from kvmount.keyvault.limits import Limits
+from kvmount.keyvault import (
+    DEFAULT_CLOUD_ENV_DIRS,
+    DEFAULT_MAX_MOUNT_BYTES,
+    DEFAULT_MAX_OBJECTS,
+    DEFAULT_MAX_VERSION_HISTORY,
+    NMI_PORT,
+    Limits,
+)
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
 from kvmount.provider import metrics, server
 
 if TYPE_CHECKING:
-    from kvmount.keyvault.mount import KeyVaultMounter
+    from kvmount.keyvault import KeyVaultMounter
 
 log = logging.getLogger(__name__)
 PARSER = GoFlagParser
-# aad-pod-identity's NMI port, keyvault.identity.NMI_PORT (a test holds them equal): not
-# imported from there, since that module loads the Azure SDK, which waits for the first Mount.
-NMI_PORT = 2579
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,26 +97,26 @@ def _add_caps(parser: argparse.ArgumentParser) -> None:
     """What a class (written by a namespace user) may ask of the provider; upstream has no caps."""
     parser.add_argument(
         "--cloud-env-dirs",
-        default=",".join(clouds.DEFAULT_ENV_DIRS),
+        default=",".join(DEFAULT_CLOUD_ENV_DIRS),
         help="comma-separated directories a class's cloudEnvFileName may name "
         "(default %(default)s; upstream reads any path)",
     )
     parser.add_argument(
         "--max-version-history",
         type=_positive,
-        default=limits.DEFAULT_MAX_VERSION_HISTORY,
+        default=DEFAULT_MAX_VERSION_HISTORY,
         help="largest objectVersionHistory (default %(default)s)",
     )
     parser.add_argument(
         "--max-objects-per-mount",
         type=_positive,
-        default=limits.DEFAULT_MAX_OBJECTS,
+        default=DEFAULT_MAX_OBJECTS,
         help="objects in one mount, each history version counted (default %(default)s)",
     )
     parser.add_argument(
         "--max-mount-bytes",
         type=_positive,
-        default=limits.DEFAULT_MAX_MOUNT_BYTES,
+        default=DEFAULT_MAX_MOUNT_BYTES,
         help="content bytes of one mount (default %(default)s, 64 MiB)",
     )
     parser.add_argument(
@@ -138,9 +141,7 @@ def _health(endpoint: str, timeout: float) -> tuple[int, bytes, str]:
 
 def _mounter(args: argparse.Namespace) -> KeyVaultMounter:
     """The Key Vault pipeline the flags describe (imports the Azure SDK)."""
-    from kvmount.keyvault import fetch
-    from kvmount.keyvault.content import ContentOptions
-    from kvmount.keyvault.mount import KeyVaultMounter, Settings
+    from kvmount.keyvault import ContentOptions, KeyVaultMounter, Settings
 
     settings = Settings(
         content=ContentOptions(args.construct_pem_chain, args.write_cert_and_key_in_separate_files),
@@ -154,8 +155,7 @@ def _mounter(args: argparse.Namespace) -> KeyVaultMounter:
         cloud_env_dirs=tuple(d for d in args.cloud_env_dirs.split(",") if d),
         limits=Limits(args.max_version_history, args.max_objects_per_mount, args.max_mount_bytes),
     )
-    fetch.observe_request = metrics.observe_keyvault
-    return KeyVaultMounter(settings)
+    return KeyVaultMounter(settings, observe_request=metrics.observe_keyvault)
 
 
 def run(args: argparse.Namespace) -> int:

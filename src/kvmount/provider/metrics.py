@@ -7,7 +7,7 @@ import platform
 from prometheus_client import Histogram
 
 from kvmount.base.metrics import bounded
-from kvmount.keyvault.errors import Category
+from kvmount.keyvault import Category
 
 OS_TYPE = platform.system().lower()
 _ERRORS = {"", *(c.value for c in Category)}

@@ -17,13 +17,13 @@ import grpc
 
 from kvmount import __version__
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE
-from kvmount.keyvault.errors import Category, KeyVaultError
+from kvmount.keyvault import Category, KeyVaultError
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
 from kvmount.provider.metrics import observe_grpc
 
 if TYPE_CHECKING:
-    from kvmount.keyvault.mount import KeyVaultMounter
+    from kvmount.keyvault import KeyVaultMounter
 
 log = logging.getLogger(__name__)
 

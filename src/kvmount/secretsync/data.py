@@ -10,19 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvmount.secretsync.errors import SyncError, invalid, is_subdomain, short
+from kvmount.secretsync.secret_types import REQUIRED_KEYS, TLS, TLS_CERT, TLS_KEY
 
-TLS = "kubernetes.io/tls"
-TLS_KEY = "tls.key"
-TLS_CERT = "tls.crt"
 MANAGED_LABEL = "secrets-store.csi.k8s.io/managed"
-# Keys the API server insists on for its built-in types; checked here so that
-# a bad entry is refused before its Secret is written.
-_REQUIRED_KEYS = {
-    TLS: (TLS_CERT, TLS_KEY),
-    "kubernetes.io/ssh-auth": ("ssh-privatekey",),
-    "kubernetes.io/dockercfg": (".dockercfg",),
-    "kubernetes.io/dockerconfigjson": (".dockerconfigjson",),
-}
 MAX_SECRET_BYTES = 1024 * 1024  # the API server's limit on a Secret's data
 
 _SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
@@ -101,7 +91,7 @@ def entry_problems(
                 f"{at}.{dialect.source} {short(object_name)} is not a file of this mount (files: {mounted}); "
                 "use the object's objectAlias, or its objectName when it has no alias",
             )
-    missing = [k for k in _REQUIRED_KEYS.get(str(secret_type), ()) if k not in keys]
+    missing = [k for k in REQUIRED_KEYS.get(str(secret_type), ()) if k not in keys]
     if missing:
         yield invalid(f"{where}.data lacks key(s) {', '.join(missing)}, which type {secret_type} requires")
 

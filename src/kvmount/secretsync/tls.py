@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import re
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
-from cryptography.hazmat.primitives.serialization import pkcs12
 
-from kvmount.keyvault.content import order_chain, pem_certs
-from kvmount.secretsync.data import TLS_CERT, TLS_KEY
+from kvmount.base.pem import order_chain, pem_blocks, pem_certs, pkcs12_parts
 from kvmount.secretsync.errors import SyncError
+from kvmount.secretsync.secret_types import TLS_CERT, TLS_KEY
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
 _PEM_KEYS = {b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY"}
 
 
@@ -31,10 +28,9 @@ def _tls_parts(content: bytes, where: str) -> tuple[PrivateKeyTypes | None, list
         candidates.append(base64.b64decode(b"".join(content.split()), validate=True))
     for der in candidates:
         try:
-            key, cert, extra = pkcs12.load_key_and_certificates(der, None)
-        except (ValueError, TypeError):
+            return pkcs12_parts(der)
+        except ValueError:
             continue
-        return key, ([cert] if cert is not None else []) + list(extra)
     raise SyncError(
         "InvalidCertificate",
         f"{where}: neither PEM nor a password-less PKCS#12 (DER or base64); mount the "
@@ -45,17 +41,17 @@ def _tls_parts(content: bytes, where: str) -> tuple[PrivateKeyTypes | None, list
 def _pem_parts(content: bytes, where: str) -> tuple[PrivateKeyTypes | None, list[x509.Certificate]]:
     keys: list[PrivateKeyTypes] = []
     certs: list[x509.Certificate] = []
-    for block in _PEM_BLOCK.finditer(content):
-        label = block.group(1)
+    for block in pem_blocks(content):
+        label = block.label
         if label == b"ENCRYPTED PRIVATE KEY":
             raise SyncError(
                 "InvalidCertificate", f"{where}: the private key is encrypted; mount it unencrypted"
             )
         try:
             if label == b"CERTIFICATE":
-                certs.append(x509.load_pem_x509_certificate(block.group(0)))
+                certs.append(x509.load_pem_x509_certificate(block.text))
             elif label in _PEM_KEYS:
-                keys.append(serialization.load_pem_private_key(block.group(0), None))
+                keys.append(serialization.load_pem_private_key(block.text, None))
         except (ValueError, TypeError):
             raise SyncError(
                 "InvalidCertificate", f"{where}: a PEM {label.decode()} block is corrupt"

@@ -1,6 +1,6 @@
 """One SecretProviderClass document -> findings, each with its line, field, severity and fix.
 
-The provider's own checks (keyvault/objects.py: mount_problems) and the
+The provider's own checks (keyvault/parameters/objects.py: mount_problems) and the
 driver's Secret sync checks (secretsync/data.py: entry_problems, metadata) are
 called, never restated, so `kvmount validate` and a mount never disagree.
 Added here is only what neither component sees: what the API server would
@@ -20,15 +20,15 @@ import yaml
 
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, SA_TOKENS
 from kvmount.csi.provider_client import NAME as PROVIDER_NAME
-from kvmount.keyvault import goyaml
-from kvmount.keyvault.findings import suggest
-from kvmount.keyvault.objects import (
+from kvmount.keyvault import (
     IDENTITY_BINDING_AUDIENCE,
     PARAMETERS,
     TOKEN_AUDIENCE,
+    goyaml,
     mount_problems,
     output_paths,
     parse_mount,
+    suggest,
 )
 from kvmount.kube.classes import GROUP
 from kvmount.kube.names import name_problem

@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from kvmount.keyvault import goyaml
-from kvmount.keyvault.errors import InvalidSpec
-from kvmount.keyvault.objects import object_items
+from kvmount.keyvault import InvalidSpec, goyaml, object_items
 
 _STEP = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
 

@@ -64,8 +64,8 @@ from urllib3.exceptions import (
 from urllib3.exceptions import DecodeError as Urllib3DecodeError
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-from kvmount.keyvault.connections import Connections
-from kvmount.keyvault.shared_tls import loaded_context
+from kvmount.keyvault.http.connections import Connections
+from kvmount.keyvault.http.shared_tls import loaded_context
 
 # The pools a transport keeps (one per origin and proxy; a vault's transport has one).
 MAX_POOLS = 16

@@ -7,107 +7,21 @@ network call, so a typo fails fast instead of being silently ignored.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
 
 import yaml
 
-from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, SA_TOKENS
-from kvmount.keyvault import goyaml
+from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE
 from kvmount.keyvault.errors import InvalidSpec
-from kvmount.keyvault.filenames import check_names, check_owned_paths
-from kvmount.keyvault.findings import Findings, Problem, suggest
-from kvmount.keyvault.limits import Limits, check_objects
+from kvmount.keyvault.identity.choice import choose_identity
+from kvmount.keyvault.parameters import goyaml
+from kvmount.keyvault.parameters.filenames import check_names, check_owned_paths
+from kvmount.keyvault.parameters.findings import Findings, Problem, suggest
+from kvmount.keyvault.parameters.limits import Limits, check_objects
+from kvmount.keyvault.types import Encoding, Format, MountParams, ObjectSpec, ObjectType
 
 VAULT_NAME = re.compile(r"^[-A-Za-z0-9]{3,24}$")
-# Pod information the CSI driver adds to the attributes.
-# The audience of the service account token that workload identity exchanges.
-TOKEN_AUDIENCE = "api://AzureADTokenExchange"
-# The audience of the token that identity binding (useAzureTokenProxy) exchanges.
-IDENTITY_BINDING_AUDIENCE = "api://AKSIdentityBinding"
-
-
-class ObjectType(StrEnum):
-    SECRET = "secret"
-    KEY = "key"
-    CERT = "cert"
-
-
-class Encoding(StrEnum):
-    UTF8 = "utf-8"
-    HEX = "hex"
-    BASE64 = "base64"
-
-
-class Format(StrEnum):
-    PEM = "pem"
-    PFX = "pfx"
-
-
-class IdentityMode(StrEnum):
-    WORKLOAD = "workload-identity"
-    MANAGED = "managed-identity"
-    POD = "pod-identity"
-    SERVICE_PRINCIPAL = "service-principal"
-    TOKEN_PROXY = "identity-binding"  # useAzureTokenProxy
-
-
-@dataclass(frozen=True)
-class ObjectSpec:
-    name: str
-    type: ObjectType
-    alias: str = ""
-    version: str = ""
-    version_history: int = 0
-    encoding: Encoding = Encoding.UTF8
-    format: Format = Format.PEM
-    file_permission: int | None = None
-
-    @property
-    def file_name(self) -> str:
-        return self.alias or self.name
-
-    @property
-    def has_history(self) -> bool:
-        """Upstream's rule: a history of 0 or 1 is the plain file, one version."""
-        return self.version_history > 1
-
-    @property
-    def latest(self) -> bool:
-        """No pinned version: "latest" is how users spell the newest."""
-        return self.version in ("", "latest")
-
-    @property
-    def id(self) -> str:
-        """The object's id in MountResponse.object_version, as upstream."""
-        return f"{self.type.value}/{self.name}"
-
-    def describe(self) -> str:
-        version = f" version {self.version!r}" if self.version else ""
-        return f"{self.type.value} {self.name!r}{version}"
-
-
-@dataclass(frozen=True)
-class MountParams:
-    vault_name: str
-    tenant_id: str
-    cloud_name: str
-    cloud_env_file: str
-    identity: IdentityMode
-    client_id: str  # workload identity, or the user-assigned managed identity
-    objects: tuple[ObjectSpec, ...]
-    pod_name: str = ""
-    pod_namespace: str = ""
-    # The service account token for workload identity; never logged.
-    service_account_token: str = field(default="", repr=False)
-    # clientid / clientsecret of the node-publish secret; never logged.
-    sp_client_id: str = ""
-    sp_client_secret: str = field(default="", repr=False)
-
-
 _OBJECT_KEYS = {
     "objectName",
     "objectType",
@@ -134,17 +48,6 @@ PARAMETERS = frozenset(
         "objects",
     }
 )
-_TRUE = {"1", "t", "T", "true", "TRUE", "True"}
-_FALSE = {"", "0", "f", "F", "false", "FALSE", "False"}
-
-
-def parse_bool(name: str, value: str) -> bool:
-    # The spellings Go's strconv.ParseBool accepts, which upstream users rely on.
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise InvalidSpec(name, f'{value!r} is not a boolean; use "true" or "false"')
 
 
 def parse_permission(name: str, value: str) -> int:
@@ -255,42 +158,6 @@ def _check_no_collisions(objects: list[ObjectSpec]) -> None:
     check_owned_paths((path, f"object {spec.name!r}") for spec in objects for path in output_paths(spec))
 
 
-def _service_account_token(attributes: Mapping[str, str], audience: str, needed_by: str) -> str:
-    raw = attributes.get(SA_TOKENS, "")
-    if not raw:
-        raise InvalidSpec(
-            SA_TOKENS,
-            f"is missing; {needed_by} needs the CSIDriver to request a token for audience {audience}",
-        )
-    try:
-        tokens = json.loads(raw)
-        token = tokens[audience]["token"]
-    except (ValueError, KeyError, TypeError):
-        raise InvalidSpec(
-            SA_TOKENS,
-            f"has no token for audience {audience}; add it to the CSIDriver's tokenRequests",
-        ) from None
-    if not isinstance(token, str):
-        raise InvalidSpec(SA_TOKENS, f"token for {audience} is not a string")
-    return token
-
-
-def _node_publish_secret(secrets: Mapping[str, str] | None) -> tuple[str, str]:
-    # Upstream reads clientid / clientsecret; users spell the keys in any case.
-    lowered = {k.lower(): v for k, v in (secrets or {}).items()}
-    return lowered.get("clientid", ""), lowered.get("clientsecret", "")
-
-
-@dataclass(frozen=True)
-class _Identity:
-    mode: IdentityMode
-    tenant: str
-    client_id: str
-    token: str = field(default="", repr=False)
-    sp_id: str = ""
-    sp_secret: str = field(default="", repr=False)
-
-
 def _vault_name(attributes: Mapping[str, str]) -> str:
     vault = attributes.get("keyvaultName", "")
     if not VAULT_NAME.fullmatch(vault):
@@ -299,60 +166,6 @@ def _vault_name(attributes: Mapping[str, str]) -> str:
             f"{vault!r} is not a Key Vault name: 3 to 24 characters of letters, digits and '-'",
         )
     return vault
-
-
-def _identity(attributes: Mapping[str, str], secrets: Mapping[str, str] | None) -> _Identity:
-    tenant = attributes.get("tenantID") or attributes.get("tenantId", "")
-    use_pod = parse_bool("usePodIdentity", attributes.get("usePodIdentity", ""))
-    use_vm = parse_bool("useVMManagedIdentity", attributes.get("useVMManagedIdentity", ""))
-    use_proxy = parse_bool("useAzureTokenProxy", attributes.get("useAzureTokenProxy", ""))
-    client_id = attributes.get("clientID", "")
-    # Read for managed identity only; elsewhere a stray value is ignored, as upstream ignores it.
-    user_assigned = attributes.get("userAssignedIdentityID", "") if use_vm else ""
-    chosen = [
-        name
-        for name, on in (
-            ("usePodIdentity", use_pod),
-            ("useVMManagedIdentity", use_vm),
-            ("useAzureTokenProxy", use_proxy),
-            # With useAzureTokenProxy, clientID names the identity bound to.
-            ("clientID", bool(client_id) and not use_proxy),
-        )
-        if on
-    ]
-    if len(chosen) > 1:
-        raise InvalidSpec(
-            " and ".join(chosen),
-            "choose one identity mode: workload identity (clientID), useAzureTokenProxy, "
-            "useVMManagedIdentity or usePodIdentity",
-        )
-    sp_id, sp_secret = _node_publish_secret(secrets)
-    token = ""
-    if use_proxy:
-        mode = IdentityMode.TOKEN_PROXY
-        if not client_id:
-            raise InvalidSpec("clientID", "is required for useAzureTokenProxy (identity binding)")
-        token = _service_account_token(attributes, IDENTITY_BINDING_AUDIENCE, "useAzureTokenProxy")
-    elif client_id:
-        mode = IdentityMode.WORKLOAD
-        token = _service_account_token(attributes, TOKEN_AUDIENCE, "workload identity (clientID)")
-    elif use_vm:
-        mode = IdentityMode.MANAGED
-    elif use_pod:
-        mode = IdentityMode.POD
-        if not attributes.get(POD_NAME) or not attributes.get(POD_NAMESPACE):
-            raise InvalidSpec(POD_NAME, "and pod.namespace are required for usePodIdentity")
-    else:
-        mode = IdentityMode.SERVICE_PRINCIPAL
-        if not sp_id or not sp_secret:
-            raise InvalidSpec(
-                "nodePublishSecretRef",
-                "has no clientid and clientsecret; set them in the node-publish secret, or choose "
-                "workload identity (clientID), useVMManagedIdentity or usePodIdentity",
-            )
-    if mode not in (IdentityMode.MANAGED, IdentityMode.POD) and not tenant:
-        raise InvalidSpec("tenantID", f"is required for {mode.value}")
-    return _Identity(mode, tenant, client_id or user_assigned, token, sp_id, sp_secret)
 
 
 def _parse(
@@ -367,7 +180,7 @@ def _parse(
     # Upstream trims every parameter it reads; a stray space in a class must mean the same here.
     attributes = {key: value.strip() for key, value in attributes.items()}
     vault = findings.check(_vault_name, attributes)
-    identity = findings.check(_identity, attributes, secrets)
+    identity = findings.check(choose_identity, attributes, secrets)
     items = findings.check(object_items, attributes.get("objects", "")) or []
     parsed = [findings.check(parse_object, item, i, index=i) for i, item in enumerate(items)]
     objects = [spec for spec in parsed if spec is not None]

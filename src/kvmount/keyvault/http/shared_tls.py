@@ -1,5 +1,5 @@
 """One TLS context per CA bundle for the process: the reads' transport
-(keyvault/transport.py) takes its contexts here, and requests' HTTPS adapter below
+(http/transport.py) takes its contexts here, and requests' HTTPS adapter below
 gives the same to the credentials' connections.
 
 The credentials' token requests (Azure AD, the managed identity endpoint) go through
@@ -11,7 +11,7 @@ mounts by 100 identities left the provider 6 MiB larger than with one context. H
 the bundle requests chose for a connection is loaded once, into one context, and
 every connection verified against that bundle uses it: the same certificates, the
 same checks (urllib3's own context, hostname matching as before). As for the reads
-(keyvault/transport.py) and in upstream's provider, the bundle is read once: a
+(http/transport.py) and in upstream's provider, the bundle is read once: a
 changed bundle takes effect when the provider restarts.
 """
 
@@ -30,7 +30,7 @@ from requests.adapters import HTTPAdapter
 def loaded_context(bundle: str, stdlib: bool = False) -> ssl.SSLContext:
     """A context that trusts exactly the CA bundle ``bundle`` (a file, or a directory of
     hashed certificates), loaded once for the process: urllib3's context, or with ``stdlib``
-    the standard library's client context (http.client, keyvault/connections.py). Raises
+    the standard library's client context (http.client, http/connections.py). Raises
     OSError or ssl.SSLError when the bundle cannot be loaded; a failure is not kept."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT) if stdlib else urllib3.util.create_urllib3_context()
     if os.path.isdir(bundle):

@@ -9,12 +9,9 @@ done, as an internal error. Each is refused up front naming the object.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
 from kvmount.keyvault.errors import InvalidSpec
-
-if TYPE_CHECKING:
-    from kvmount.keyvault.objects import ObjectSpec
+from kvmount.keyvault.types import ObjectSpec
 
 NAME_MAX = 255  # bytes in one file name (Linux NAME_MAX)
 

@@ -1,7 +1,7 @@
 """Fetching objects and their versions from Key Vault, concurrently.
 
 One mount's objects (and the versions of an object's history) are fetched in
-parallel with a bound. Clients (keyvault/vault_client.py) are cached per vault and
+parallel with a bound. Clients (http/vault_client.py) are cached per vault and
 identity, so their connections, challenge and the credential's tokens are reused
 across mounts.
 """
@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from azure.core.credentials import TokenCredential
@@ -30,15 +31,15 @@ from azure.core.exceptions import (
 )
 from azure.identity import CredentialUnavailableError
 
-from kvmount.keyvault.coalesce import Coalescer
 from kvmount.keyvault.content import JsonWebKey
 from kvmount.keyvault.errors import Category, KeyVaultError
-from kvmount.keyvault.fairpool import BatchTimeout, FairPool
-from kvmount.keyvault.limits import ContentBudget
-from kvmount.keyvault.objects import ObjectSpec, ObjectType
-from kvmount.keyvault.retry import SharedCodesRetryPolicy
-from kvmount.keyvault.transport import VaultTransport
-from kvmount.keyvault.vault_client import VaultClient, version_of
+from kvmount.keyvault.http.retry import SharedCodesRetryPolicy
+from kvmount.keyvault.http.transport import VaultTransport
+from kvmount.keyvault.http.vault_client import VaultClient, version_of
+from kvmount.keyvault.parameters.limits import ContentBudget
+from kvmount.keyvault.scheduling.coalesce import Coalescer
+from kvmount.keyvault.scheduling.fairpool import BatchTimeout, FairPool
+from kvmount.keyvault.types import ObjectSpec, ObjectType
 
 T = TypeVar("T")
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 30.0
@@ -101,11 +102,11 @@ class Fetched:
     expires_on: datetime | None = None
 
 
-def _observe(object_type: str, category: str, seconds: float) -> None:
-    """Replaced by the provider with its metrics hook."""
+# Told of each Key Vault request: (object type, failure category or "", seconds); the provider's metrics.
+RequestObserver = Callable[[str, str, float], None]
 
 
-observe_request: Callable[[str, str, float], None] = _observe
+def _unobserved(object_type: str, category: str, seconds: float) -> None: ...
 
 
 def classify(err: Exception) -> Category:
@@ -195,14 +196,14 @@ class ClientCache:
             return client
 
 
-def _timed(object_type: str, call: Callable[[], T]) -> T:
+def _timed(observe: RequestObserver, object_type: str, call: Callable[[], T]) -> T:
     start = time.perf_counter()
     try:
         result = call()
     except Exception as err:
-        observe_request(object_type, classify(err).value, time.perf_counter() - start)
+        observe(object_type, classify(err).value, time.perf_counter() - start)
         raise
-    observe_request(object_type, "", time.perf_counter() - start)
+    observe(object_type, "", time.perf_counter() - start)
     return result
 
 
@@ -224,7 +225,11 @@ def _base64url(value: Any) -> bytes | None:
 
 
 def history_versions(
-    client: VaultClient, spec: ObjectSpec, limit: int | None = None, deadline: float | None = None
+    client: VaultClient,
+    spec: ObjectSpec,
+    limit: int | None = None,
+    deadline: float | None = None,
+    observe: RequestObserver = _unobserved,
 ) -> list[str]:
     """The newest enabled versions, newest first, starting at objectVersion when
     one is set; at most ``limit`` (default the spec's history, 0 for all)."""
@@ -235,7 +240,7 @@ def history_versions(
         return list(client.list_versions(spec.type.value, spec.name, deadline, **kw))
 
     # Creation times have one-second resolution; on a tie, the later-listed is taken as newer.
-    listed = list(enumerate(_timed(spec.type.value, listing)))
+    listed = list(enumerate(_timed(observe, spec.type.value, listing)))
     items = [
         i
         for _, i in sorted(
@@ -254,11 +259,15 @@ def history_versions(
 
 
 def fetch_version(
-    client: VaultClient, spec: ObjectSpec, version: str, deadline: float | None = None
+    client: VaultClient,
+    spec: ObjectSpec,
+    version: str,
+    deadline: float | None = None,
+    observe: RequestObserver = _unobserved,
 ) -> Fetched:
     kw = call_options(deadline)
     kind = spec.type.value
-    doc = _timed(kind, lambda: client.get_object(kind, spec.name, version, deadline, **kw))
+    doc = _timed(observe, kind, lambda: client.get_object(kind, spec.name, version, deadline, **kw))
     if spec.type is ObjectType.SECRET:
         value, content_type, key_id = doc.get("value"), doc.get("contentType"), doc.get("kid")
         return Fetched(
@@ -304,87 +313,86 @@ def _size(fetched: Fetched) -> int:
 PER_MOUNT = 6
 
 
+@dataclass(frozen=True)
+class MountReads:
+    """One mount's reads. Identical reads by one ``principal`` (everything that decides the
+    right to read) are shared; ``since``: when the mount began (time.monotonic()), it takes no
+    read that began earlier and has completed, so it sees every change made before it; None
+    marks a rotation poll (see Coalescer.run). Past ``deadline`` (time.monotonic()) the mount
+    fails as UNAVAILABLE; ``budget`` counts the bytes as they arrive (--max-mount-bytes)."""
+
+    vault: str
+    client: VaultClient
+    principal: str = ""
+    since: float | None = None
+    deadline: float | None = None
+    budget: ContentBudget | None = None
+
+
 class Fetcher:
-    """Runs mounts' fetches on a shared, bounded pool, each mount served in turn."""
+    """Runs mounts' fetches on a shared, bounded pool, each mount served in turn; with a
+    coalescer, identical reads are shared node-wide. ``observe`` is told of each request."""
 
-    def __init__(self, max_concurrency: int = 8) -> None:
-        self._pool = FairPool(max_concurrency, name="kvfetch")
-
-    def fetch_all(
+    def __init__(
         self,
-        vault: str,
-        clients: VaultClient,
-        specs: Iterable[ObjectSpec],
+        max_concurrency: int = 8,
         coalescer: Coalescer | None = None,
-        principal: str = "",
-        since: float | None = None,
-        deadline: float | None = None,
-        budget: ContentBudget | None = None,
-    ) -> list[list[Fetched]]:
-        """For each spec, its fetched versions: one, or its history newest first.
+        observe: RequestObserver | None = None,
+    ) -> None:
+        self._pool = FairPool(max_concurrency, name="kvfetch")
+        self._shared = coalescer or Coalescer(0)
+        self._observe = observe or _unobserved
 
-        With a coalescer, identical reads by the same principal are shared;
-        ``principal`` must name everything that decides the right to read.
-        ``since`` is when the mount began (time.monotonic()): it takes no read
-        that began earlier and has completed, so it sees every change made
-        before it. None marks a rotation poll (see Coalescer.run).
-        Past ``deadline`` (time.monotonic()) the mount fails as UNAVAILABLE;
-        ``budget`` counts the bytes as they arrive (--max-mount-bytes).
-        """
+    def fetch_all(self, mount: MountReads, specs: Iterable[ObjectSpec]) -> list[list[Fetched]]:
+        """For each spec, its fetched versions: one, or its history newest first."""
         specs = list(specs)
-        shared = coalescer or Coalescer(0)
-
-        def guarded(spec: ObjectSpec, call: Callable[[], T]) -> T:
-            try:
-                return call()
-            except Exception as err:
-                raise describe_failure(vault, spec, err) from None
-
-        def versions_of(spec: ObjectSpec) -> list[str]:
-            if not spec.has_history:
-                return [spec.version]
-            version = "" if spec.latest else spec.version
-            key = (clients.vault_url, principal, spec.type, spec.name, version, "history")
-
-            def listing() -> list[str]:
-                return history_versions(clients, spec, 0, deadline)
-
-            listed = guarded(spec, lambda: shared.run(key, listing, since=since))
-            return listed[: spec.version_history]
-
-        def fetch_one(job: tuple[ObjectSpec, str]) -> Fetched:
-            spec, version = job
-            key = (clients.vault_url, principal, spec.type, spec.name, version)
-
-            def read() -> Fetched:
-                return fetch_version(clients, spec, version, deadline)
-
-            fetched = guarded(spec, lambda: shared.run(key, read, since=since))
-            if budget is not None:
-                budget.take(spec, _size(fetched))
-            # A shared read may have been made for another spec of the same object.
-            return replace(fetched, spec=spec)
-
-        def run_all(func: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-            try:
-                return self._pool.map(func, items, deadline, PER_MOUNT)
-            except BatchTimeout as late:
-                spec = late.item if isinstance(late.item, ObjectSpec) else late.item[0]
-                raise KeyVaultError(
-                    f"keyvault {vault!r}: {spec.describe()}: no answer within the mount's time budget; "
-                    "Key Vault or the network is slow or failing; retry later",
-                    Category.UNAVAILABLE,
-                ) from None
-
-        needs_listing = any(s.has_history for s in specs)
-        plans = run_all(versions_of, specs) if needs_listing else [[s.version] for s in specs]
+        plans = [[s.version] for s in specs]
+        if any(s.has_history for s in specs):
+            plans = self._run_all(mount, lambda spec: self._versions_of(mount, spec), specs)
         jobs = [(spec, version) for spec, versions in zip(specs, plans, strict=True) for version in versions]
-        results = run_all(fetch_one, jobs)
+        results = self._run_all(mount, lambda job: self._fetch_one(mount, job), jobs)
         grouped: list[list[Fetched]] = [[] for _ in specs]
         index = {id(spec): i for i, spec in enumerate(specs)}
         for (spec, _), fetched in zip(jobs, results, strict=True):
             grouped[index[id(spec)]].append(fetched)
         return grouped
+
+    @staticmethod
+    def _guarded(mount: MountReads, spec: ObjectSpec, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except Exception as err:
+            raise describe_failure(mount.vault, spec, err) from None
+
+    def _versions_of(self, mount: MountReads, spec: ObjectSpec) -> list[str]:
+        if not spec.has_history:
+            return [spec.version]
+        version = "" if spec.latest else spec.version
+        key = (mount.client.vault_url, mount.principal, spec.type, spec.name, version, "history")
+        listing = partial(history_versions, mount.client, spec, 0, mount.deadline, self._observe)
+        listed = self._guarded(mount, spec, lambda: self._shared.run(key, listing, since=mount.since))
+        return listed[: spec.version_history]
+
+    def _fetch_one(self, mount: MountReads, job: tuple[ObjectSpec, str]) -> Fetched:
+        spec, version = job
+        key = (mount.client.vault_url, mount.principal, spec.type, spec.name, version)
+        read = partial(fetch_version, mount.client, spec, version, mount.deadline, self._observe)
+        fetched = self._guarded(mount, spec, lambda: self._shared.run(key, read, since=mount.since))
+        if mount.budget is not None:
+            mount.budget.take(spec, _size(fetched))
+        # A shared read may have been made for another spec of the same object.
+        return replace(fetched, spec=spec)
+
+    def _run_all(self, mount: MountReads, func: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        try:
+            return self._pool.map(func, items, mount.deadline, PER_MOUNT)
+        except BatchTimeout as late:
+            spec = late.item if isinstance(late.item, ObjectSpec) else late.item[0]
+            raise KeyVaultError(
+                f"keyvault {mount.vault!r}: {spec.describe()}: no answer within the mount's time budget; "
+                "Key Vault or the network is slow or failing; retry later",
+                Category.UNAVAILABLE,
+            ) from None
 
     def shutdown(self) -> None:
         self._pool.shutdown()

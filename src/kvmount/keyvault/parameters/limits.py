@@ -12,12 +12,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from kvmount.keyvault.errors import InvalidSpec
-
-if TYPE_CHECKING:
-    from kvmount.keyvault.objects import ObjectSpec
+from kvmount.keyvault.types import ObjectSpec
 
 DEFAULT_MAX_VERSION_HISTORY = 1000
 DEFAULT_MAX_OBJECTS = 10_000

@@ -1,4 +1,4 @@
-"""Choosing a credential from a mount's parameters, and reusing it safely.
+"""The credential of a mount's chosen identity (choice.py), built and reused safely.
 
 Credentials (and the tokens they cache) are reused across mounts, keyed by
 the whole identity: the mode, the cloud's authority, the tenant, the client,
@@ -19,7 +19,7 @@ import urllib.parse
 import urllib.request
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from azure.core.credentials import AccessToken, TokenCredential
 from azure.identity import (
@@ -30,13 +30,12 @@ from azure.identity import (
 
 from kvmount.keyvault.clouds import Cloud
 from kvmount.keyvault.errors import Category, KeyVaultError
-from kvmount.keyvault.objects import IdentityMode, MountParams
-from kvmount.keyvault.retry import SharedCodesRetryPolicy
-from kvmount.keyvault.shared_tls import SharedContextAdapter
-from kvmount.keyvault.token_proxy import TokenProxy
-from kvmount.keyvault.vault_client import shared_transport
-
-NMI_PORT = 2579  # aad-pod-identity's NMI listens here on the node
+from kvmount.keyvault.http.retry import SharedCodesRetryPolicy
+from kvmount.keyvault.http.shared_tls import SharedContextAdapter
+from kvmount.keyvault.http.vault_client import shared_transport
+from kvmount.keyvault.identity.choice import NMI_PORT
+from kvmount.keyvault.identity.token_proxy import TokenProxy
+from kvmount.keyvault.types import IdentityMode, MountParams
 
 
 class PodIdentityCredential:
@@ -95,20 +94,18 @@ def _digest(*parts: str) -> str:
 
 def identity_key(params: MountParams, cloud: Cloud) -> str:
     """Everything that decides which token a mount gets, as one opaque key."""
-    mode = params.identity
-    if mode in (IdentityMode.WORKLOAD, IdentityMode.TOKEN_PROXY):
-        proof = params.service_account_token
-        client = params.client_id
-    elif mode is IdentityMode.SERVICE_PRINCIPAL:
-        proof = params.sp_client_secret
-        client = params.sp_client_id
-    elif mode is IdentityMode.POD:
-        proof = f"{params.pod_namespace}/{params.pod_name}"
-        client = ""
-    else:
-        proof = ""
-        client = params.client_id
-    return _digest(mode.value, cloud.aad_endpoint, params.tenant_id, client, proof)
+    match params.identity:
+        case IdentityMode.WORKLOAD | IdentityMode.TOKEN_PROXY:
+            client, proof = params.client_id, params.service_account_token
+        case IdentityMode.SERVICE_PRINCIPAL:
+            client, proof = params.sp_client_id, params.sp_client_secret
+        case IdentityMode.POD:
+            client, proof = "", f"{params.pod_namespace}/{params.pod_name}"
+        case IdentityMode.MANAGED:
+            client, proof = params.client_id, ""
+        case unknown:
+            assert_never(unknown)
+    return _digest(params.identity.value, cloud.aad_endpoint, params.tenant_id, client, proof)
 
 
 def _token_subject(token: str) -> str:
@@ -146,6 +143,12 @@ def _authority(cloud: Cloud) -> dict[str, Any]:
     return {"authority": cloud.aad_endpoint, "disable_instance_discovery": cloud.custom}
 
 
+def _assertion(params: MountParams, options: dict[str, Any]) -> ClientAssertionCredential:
+    """A service account token exchanged for an Azure AD token (workload identity, identity binding)."""
+    token = params.service_account_token
+    return ClientAssertionCredential(params.tenant_id, params.client_id, lambda: token, **options)
+
+
 @dataclass(frozen=True)
 class CredentialOptions:
     """What every credential of a node is built with: the provider's flags."""
@@ -163,31 +166,34 @@ def build_credential(
     """The credential of a mount's identity; ``transport``, when given, carries its token
     requests (one connection pool for many credentials)."""
     node = node or CredentialOptions()
-    mode = params.identity
     options: dict[str, Any] = {"user_agent": node.user_agent} if node.user_agent else {}
     if transport is not None:
         options["transport"] = transport
-    if mode in (IdentityMode.WORKLOAD, IdentityMode.TOKEN_PROXY, IdentityMode.SERVICE_PRINCIPAL):
-        # azure-identity builds the token pipeline's RetryPolicy from this class (its own
-        # keyword, which its IMDS credential uses too): the same retries, a shared code set.
-        options["retry_policy_class"] = SharedCodesRetryPolicy
-    if mode in (IdentityMode.WORKLOAD, IdentityMode.TOKEN_PROXY):
-        token = params.service_account_token
-        if mode is IdentityMode.TOKEN_PROXY:
+    # azure-identity builds the token pipeline's RetryPolicy from this class (its own keyword,
+    # which its IMDS credential uses too): the same retries, a shared code set.
+    shared_retries = {"retry_policy_class": SharedCodesRetryPolicy}
+    match params.identity:
+        case IdentityMode.WORKLOAD:
+            return _assertion(params, {**_authority(cloud), **options, **shared_retries})
+        case IdentityMode.TOKEN_PROXY:
             # Instance discovery cannot pass the proxy; upstream turns it off too.
-            options |= {"transport": node.token_proxy.transport(), "disable_instance_discovery": True}
-        return ClientAssertionCredential(
-            params.tenant_id, params.client_id, lambda: token, **{**_authority(cloud), **options}
-        )
-    if mode is IdentityMode.SERVICE_PRINCIPAL:
-        return ClientSecretCredential(
-            params.tenant_id, params.sp_client_id, params.sp_client_secret, **_authority(cloud), **options
-        )
-    if mode is IdentityMode.POD:
-        return PodIdentityCredential(
-            params.pod_namespace, params.pod_name, node.nmi_port, user_agent=node.user_agent
-        )
-    return ManagedIdentityCredential(client_id=params.client_id or None, **options)
+            proxied = {"transport": node.token_proxy.transport(), "disable_instance_discovery": True}
+            return _assertion(params, {**_authority(cloud), **options, **shared_retries, **proxied})
+        case IdentityMode.SERVICE_PRINCIPAL:
+            return ClientSecretCredential(
+                params.tenant_id,
+                params.sp_client_id,
+                params.sp_client_secret,
+                **{**_authority(cloud), **options, **shared_retries},
+            )
+        case IdentityMode.POD:
+            return PodIdentityCredential(
+                params.pod_namespace, params.pod_name, node.nmi_port, user_agent=node.user_agent
+            )
+        case IdentityMode.MANAGED:
+            return ManagedIdentityCredential(client_id=params.client_id or None, **options)
+        case unknown:
+            assert_never(unknown)
 
 
 class CredentialCache:
@@ -203,7 +209,7 @@ class CredentialCache:
         self._node = node or CredentialOptions()
         # Token requests of every credential share one connection pool (and TLS set-up)
         # instead of one per identity, which grew the provider by ~0.3 MiB per identity;
-        # its connections share one TLS context (keyvault/shared_tls.py).
+        # its connections share one TLS context (http/shared_tls.py).
         self._transport = shared_transport()
         self._transport.session.mount("https://", SharedContextAdapter())
 

@@ -27,9 +27,13 @@ class FixedMounter:
         self.settings.append(settings)
 
     def mount_attributes(
-        self, attributes: Mapping[str, str], secrets: Mapping[str, str] | None, default_mode: int
+        self,
+        attributes: Mapping[str, str],
+        secrets: Mapping[str, str] | None,
+        default_mode: int,
+        deadline: float | None = None,
     ) -> MountResult:
-        assert default_mode == 0o644
+        assert default_mode == 0o644 and deadline is not None
         return MountResult(list(self.files), [("secret/a", "v1")])
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ exceptions for each kind of failure, and the options it refuses."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import http.server
 import select
@@ -13,7 +14,7 @@ import ssl
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,9 @@ from azure.core.exceptions import (
 )
 from azure.core.rest import HttpRequest
 
-from kvmount.keyvault.connections import decoded
+from kvmount.keyvault.connections import read_body
+from kvmount.keyvault.errors import AnswerTooLarge
+from kvmount.keyvault.limits import ContentBudget, ReadCap
 from kvmount.keyvault.transport import VaultTransport
 from tests.certs import server_tls
 from tests.peers.keyvault_double import Fault, KeyVaultDouble
@@ -210,17 +213,102 @@ def test_the_host_name_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         server.server_close()
 
 
-@pytest.mark.parametrize("encoding", ["gzip", "deflate", "identity"])
+def _reader(data: bytes, step: int = 7) -> Callable[[int], bytes]:
+    """read1 over ``data``, a few bytes a call (as a slow network hands them over)."""
+    parts = iter([data[i : i + step] for i in range(0, len(data), step)])
+    return lambda size: next(parts, b"")
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate", "identity"])
 def test_a_compressed_body_is_decoded(encoding: str) -> None:
     body = b'{"value": "v"}'
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
     packed = {
         "gzip": gzip.compress(body),
         "deflate": zlib.compress(body),
+        "raw-deflate": raw.compress(body) + raw.flush(),
         "identity": body,
     }[encoding]
-    assert decoded(encoding, packed) == body
+    cap = ReadCap(len(body))
+    assert read_body(_reader(packed), encoding.removeprefix("raw-"), cap) == body
 
 
 def test_an_encoding_not_asked_for_is_a_decode_error() -> None:
     with pytest.raises(DecodeError):
-        decoded("br", b"\x00")
+        read_body(_reader(b"\x00"), "br", ReadCap(10))
+    with pytest.raises(DecodeError):
+        read_body(_reader(b"not gzip at all"), "gzip", ReadCap(100))
+
+
+# ---------------------------------------------------------------- bounded answers
+# Each body fault of the double, on the direct route (http.client) and through a
+# proxy (urllib3's pool): refused at the cap or the read timeout, never held whole.
+
+
+@pytest.fixture(params=["direct", "proxied"])
+def route(request: pytest.FixtureRequest, kv_env: KeyVaultDouble, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    if request.param == "proxied":
+        proxy = request.getfixturevalue("proxy")
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+    else:
+        monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    return str(request.param)
+
+
+def faulted(kv: KeyVaultDouble, fault: Fault) -> str:
+    name = f"{fault.kind}-{time.monotonic_ns()}"
+    kv.set_faults(dataclasses.replace(fault, path=name))
+    return f"/secrets/{name}"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Fault("gzip-bomb", size=64 << 20), Fault("huge-body", size=64 << 20)],
+    ids=["gzip-bomb", "huge-body"],
+)
+def test_an_answer_past_the_object_cap_is_refused_as_it_arrives(
+    kv_env: KeyVaultDouble, route: str, fault: Fault
+) -> None:
+    path = faulted(kv_env, fault)
+    try:
+        with pytest.raises(AnswerTooLarge, match=r"1048576 bytes per object \(--max-object-bytes\)"):
+            VaultTransport(5, 5).send(challenge(kv_env, path), cap=ReadCap(1 << 20))
+    finally:
+        kv_env.set_faults()
+
+
+def test_an_endless_body_is_refused_at_the_mount_budget(kv_env: KeyVaultDouble, route: str) -> None:
+    # size: a safety stop for a client without bounds (the test then fails, not the machine).
+    path = faulted(kv_env, Fault("endless-chunked", size=256 << 20))
+    budget = ContentBudget(2 << 20, object_limit=1 << 30)
+    cap = budget.cap()
+    try:
+        with pytest.raises(AnswerTooLarge, match=r"limit of 2097152 bytes per mount \(--max-mount-bytes\)"):
+            VaultTransport(5, 5).send(challenge(kv_env, path), cap=cap)
+    finally:
+        kv_env.set_faults()
+    # Once the read has ended (fetch_version resets its cap), the budget is whole again.
+    cap.reset()
+    budget.cap().add(2 << 20)
+
+
+def test_a_drip_ends_at_the_read_timeout_not_at_each_byte(kv_env: KeyVaultDouble, route: str) -> None:
+    path = faulted(kv_env, Fault("drip", seconds=0.1, size=1000))
+    start = time.monotonic()
+    try:
+        with pytest.raises(ServiceResponseTimeoutError):
+            VaultTransport(5, 5).send(challenge(kv_env, path), read_timeout=1)
+    finally:
+        kv_env.set_faults()
+    assert time.monotonic() - start < 3  # the drip would last 100 s
+
+
+def test_an_answer_within_the_caps_arrives_whole(kv_env: KeyVaultDouble, route: str) -> None:
+    path = faulted(kv_env, Fault("gzip-bomb", size=100_000))
+    try:
+        response = VaultTransport(5, 5).send(challenge(kv_env, path), cap=ReadCap(1 << 20))
+    finally:
+        kv_env.set_faults()
+    assert response.status_code == 401 and response.json()["error"]["code"]

@@ -9,6 +9,7 @@ reached without following links (volume/target.py), as in the CSI driver.
 from __future__ import annotations
 
 import logging
+import time
 
 from kvmount.flexvolume.options import parse_json, translate
 from kvmount.keyvault.mount import KeyVaultMounter, Settings
@@ -20,13 +21,18 @@ log = logging.getLogger(__name__)
 DEFAULT_MODE = 0o644
 # Key Vault objects are small (a secret is at most 25 KiB); unused tmpfs space costs nothing.
 TMPFS_SIZE = 32 * 1024 * 1024
+# --mount-timeout: kubelet waits about 2 minutes for a call; this leaves time for the
+# token request before the reads and the writes after, so kubelet gets a Failure reply.
+MOUNT_TIMEOUT = 90.0
 
 
 def kubelet_root(path: str | None) -> KubeletRoot:
     return KubeletRoot(path or DEFAULT_KUBELET_ROOT)
 
 
-def mount(target: str, raw_options: str, root: KubeletRoot) -> None:
+def mount(target: str, raw_options: str, root: KubeletRoot, timeout: float = MOUNT_TIMEOUT) -> None:
+    """Mount the volume; its Key Vault reads end ``timeout`` seconds from now."""
+    deadline = time.monotonic() + timeout
     flex = translate(parse_json(raw_options))
     with root.open(target) as existing:
         if existing is not None and existing.is_mounted():
@@ -36,7 +42,7 @@ def mount(target: str, raw_options: str, root: KubeletRoot) -> None:
     # One process serves one call, so the mounter (and its NMI port) is per volume.
     mounter = KeyVaultMounter(Settings(nmi_port=flex.nmi_port))
     try:
-        result = mounter.mount_attributes(flex.attributes, flex.secrets, DEFAULT_MODE)
+        result = mounter.mount_attributes(flex.attributes, flex.secrets, DEFAULT_MODE, deadline=deadline)
     finally:
         mounter.close()
     with root.open(target, create=True) as opened:

@@ -32,15 +32,16 @@ from azure.identity import CredentialUnavailableError
 
 from kvmount.keyvault.coalesce import Coalescer
 from kvmount.keyvault.content import JsonWebKey
-from kvmount.keyvault.errors import Category, KeyVaultError
+from kvmount.keyvault.errors import AnswerTooLarge, Category, KeyVaultError
 from kvmount.keyvault.fairpool import BatchTimeout, FairPool
-from kvmount.keyvault.limits import ContentBudget
+from kvmount.keyvault.limits import ContentBudget, ReadCap
 from kvmount.keyvault.objects import ObjectSpec, ObjectType
 from kvmount.keyvault.retry import SharedCodesRetryPolicy
 from kvmount.keyvault.transport import VaultTransport
 from kvmount.keyvault.vault_client import VaultClient, version_of
 
 T = TypeVar("T")
+# READ_TIMEOUT is the time a whole answer has to arrive (keyvault/connections.py).
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 30.0
 # The deadline (time.monotonic()) of the fetch running on this thread, if any.
 _budget = threading.local()
@@ -67,15 +68,18 @@ CLIENT_OPTIONS: dict[str, Any] = {
 }
 
 
-def call_options(deadline: float | None) -> dict[str, Any]:
-    """Per-call SDK options that end the call, its retries and its reads at ``deadline``."""
+def call_options(deadline: float | None, cap: ReadCap | None = None) -> dict[str, Any]:
+    """Per-call SDK options that end the call, its retries and its reads at ``deadline``,
+    and bound each answer by ``cap`` (the transport's own default if None)."""
     _budget.deadline = deadline
+    options: dict[str, Any] = {} if cap is None else {"cap": cap}
     if deadline is None:
-        return {}
+        return options
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise ServiceResponseTimeoutError("the mount's time budget is spent")
     return {
+        **options,
         "timeout": remaining,
         "connection_timeout": min(CONNECT_TIMEOUT, remaining),
         "read_timeout": min(READ_TIMEOUT, remaining),
@@ -145,9 +149,11 @@ _ADVICE = {
 def describe_failure(vault: str, spec: ObjectSpec | None, err: Exception) -> KeyVaultError:
     """An error naming the vault and object (if any), safe to show: no response bodies."""
     category = classify(err)
+    what = f"{spec.describe()}: " if spec else ""
+    if isinstance(err, AnswerTooLarge):  # raised by the transport, which knows no object
+        return KeyVaultError(f"keyvault {vault!r}: {what}{err}", category)
     if isinstance(err, KeyVaultError):
         return KeyVaultError(f"keyvault {vault!r}: {err}", category)
-    what = f"{spec.describe()}: " if spec else ""
     return KeyVaultError(f"keyvault {vault!r}: {what}{_ADVICE[category]}{failure_suffix(err)}", category)
 
 
@@ -224,15 +230,24 @@ def _base64url(value: Any) -> bytes | None:
 
 
 def history_versions(
-    client: VaultClient, spec: ObjectSpec, limit: int | None = None, deadline: float | None = None
+    client: VaultClient,
+    spec: ObjectSpec,
+    limit: int | None = None,
+    deadline: float | None = None,
+    cap: ReadCap | None = None,
 ) -> list[str]:
     """The newest enabled versions, newest first, starting at objectVersion when
-    one is set; at most ``limit`` (default the spec's history, 0 for all)."""
-    kw = call_options(deadline)
+    one is set; at most ``limit`` (default the spec's history, 0 for all). Each
+    page of the listing is bounded by ``cap``."""
+    kw = call_options(deadline, cap)
     id_field = "kid" if spec.type is ObjectType.KEY else "id"
 
     def listing() -> list[dict[str, Any]]:
-        return list(client.list_versions(spec.type.value, spec.name, deadline, **kw))
+        try:
+            return list(client.list_versions(spec.type.value, spec.name, deadline, **kw))
+        finally:
+            if cap is not None:
+                cap.reset()
 
     # Creation times have one-second resolution; on a tie, the later-listed is taken as newer.
     listed = list(enumerate(_timed(spec.type.value, listing)))
@@ -254,11 +269,20 @@ def history_versions(
 
 
 def fetch_version(
-    client: VaultClient, spec: ObjectSpec, version: str, deadline: float | None = None
+    client: VaultClient,
+    spec: ObjectSpec,
+    version: str,
+    deadline: float | None = None,
+    cap: ReadCap | None = None,
 ) -> Fetched:
-    kw = call_options(deadline)
+    """One version (``version`` "" for the current one), its answer bounded by ``cap``."""
+    kw = call_options(deadline, cap)
     kind = spec.type.value
-    doc = _timed(kind, lambda: client.get_object(kind, spec.name, version, deadline, **kw))
+    try:
+        doc = _timed(kind, lambda: client.get_object(kind, spec.name, version, deadline, **kw))
+    finally:
+        if cap is not None:
+            cap.reset()
     if spec.type is ObjectType.SECRET:
         value, content_type, key_id = doc.get("value"), doc.get("contentType"), doc.get("kid")
         return Fetched(
@@ -329,7 +353,8 @@ class Fetcher:
         that began earlier and has completed, so it sees every change made
         before it. None marks a rotation poll (see Coalescer.run).
         Past ``deadline`` (time.monotonic()) the mount fails as UNAVAILABLE;
-        ``budget`` counts the bytes as they arrive (--max-mount-bytes).
+        ``budget`` counts the bytes as they arrive (--max-mount-bytes), and caps
+        each answer (--max-object-bytes).
         """
         specs = list(specs)
         shared = coalescer or Coalescer(0)
@@ -347,7 +372,7 @@ class Fetcher:
             key = (clients.vault_url, principal, spec.type, spec.name, version, "history")
 
             def listing() -> list[str]:
-                return history_versions(clients, spec, 0, deadline)
+                return history_versions(clients, spec, 0, deadline, None if budget is None else budget.cap())
 
             listed = guarded(spec, lambda: shared.run(key, listing, since=since))
             return listed[: spec.version_history]
@@ -357,7 +382,9 @@ class Fetcher:
             key = (clients.vault_url, principal, spec.type, spec.name, version)
 
             def read() -> Fetched:
-                return fetch_version(clients, spec, version, deadline)
+                return fetch_version(
+                    clients, spec, version, deadline, None if budget is None else budget.cap()
+                )
 
             fetched = guarded(spec, lambda: shared.run(key, read, since=since))
             if budget is not None:

@@ -110,7 +110,7 @@ class KeyVaultMounter:
         except Exception as err:
             raise describe_failure(params.vault_name, None, err) from None
         principal = principal_key(params, cloud)
-        budget = ContentBudget(self.settings.limits.max_mount_bytes)
+        budget = ContentBudget(self.settings.limits.max_mount_bytes, self.settings.limits.max_object_bytes)
         fetched = self.fetcher.fetch_all(
             params.vault_name, clients, params.objects, self.coalescer, principal, since, deadline, budget
         )

@@ -22,7 +22,11 @@ the proxy URL, as requests did). It keeps what requests gave these reads:
   and the provider's classification (keyvault/fetch.py) see the same failures.
 
 Bodies are always read whole (``stream=True`` is refused): Key Vault's answers are
-small JSON documents. Request bodies, when any, are bytes or text.
+small JSON documents. So each answer, on either route, is bounded while it arrives:
+its decoded bytes by the request's ``cap`` (keyvault/limits.py ReadCap: the object's
+cap and the mount's budget; --max-object-bytes alone when none is given), and its
+time by ``read_timeout``, the time the whole answer has to arrive (a drip of one
+byte a second does not restart it). Request bodies, when any, are bytes or text.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import json
 import os
 import ssl
 import threading
+import time
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
@@ -64,7 +69,8 @@ from urllib3.exceptions import (
 from urllib3.exceptions import DecodeError as Urllib3DecodeError
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-from kvmount.keyvault.connections import Connections
+from kvmount.keyvault.connections import Connections, read_body
+from kvmount.keyvault.limits import DEFAULT_MAX_OBJECT_BYTES, ReadCap
 from kvmount.keyvault.shared_tls import loaded_context
 
 # The pools a transport keeps (one per origin and proxy; a vault's transport has one).
@@ -272,6 +278,7 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
         stream: bool = False,
         connection_timeout: float | None = None,
         read_timeout: float | None = None,
+        cap: ReadCap | None = None,
         **unknown: Any,
     ) -> ReadResponse:
         if unknown:
@@ -289,6 +296,9 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
             raise ValueError("VaultTransport sends bodies of bytes or text only")
         connect = connection_timeout or self.connection_config.timeout
         read = read_timeout or self.connection_config.read_timeout
+        if cap is None:
+            cap = ReadCap(DEFAULT_MAX_OBJECT_BYTES)
+        cap.reset()  # a retry's answer is counted afresh
         url = request.url
         if url.startswith("https://"):
             netloc, _, path = url[8:].partition("/")
@@ -296,7 +306,7 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
             route = self._routes.get(origin) or self._route(origin)
             target = "/" + path.partition("#")[0]
             if isinstance(route, Connections):  # the hot path: straight to the vault
-                answer = route.exchange(request.method, target, body, headers, connect, read)
+                answer = route.exchange(request.method, target, body, headers, connect, read, cap)
                 return ReadResponse(request, *answer)
             opener: Any = route
         else:
@@ -304,6 +314,7 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
             with self._lock:
                 opener = self._manager(select_proxy(url, get_environ_proxies(url)))
             target = url
+        deadline = time.monotonic() + read
         try:
             response = opener.urlopen(
                 request.method,
@@ -314,12 +325,35 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
                 redirect=False,
                 assert_same_host=False,
                 timeout=urllib3.Timeout(connect=connect, read=read),
-                preload_content=True,
-                decode_content=True,
+                preload_content=False,
+                decode_content=False,
             )
         except (Urllib3HTTPError, OSError) as err:
             raise _azure_error(err) from err
-        return ReadResponse(request, response.status, response.reason or "", response.headers, response.data)
+        try:
+            data = read_body(
+                lambda n: _read1(response, deadline, n), response.headers.get("Content-Encoding"), cap
+            )
+        except (Urllib3HTTPError, OSError) as err:
+            response.close()
+            raise _azure_error(err) from err
+        except BaseException:
+            response.close()
+            raise
+        finally:
+            response.release_conn()
+        return ReadResponse(request, response.status, response.reason or "", response.headers, data)
+
+
+def _read1(response: urllib3.BaseHTTPResponse, deadline: float, size: int) -> bytes:
+    """At most ``size`` bytes of the raw body in one recv, which waits only until ``deadline``."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the answer did not arrive whole within the read timeout")
+    sock = getattr(response.connection, "sock", None)
+    if sock is not None:
+        sock.settimeout(left)
+    return response.read1(size, decode_content=False)
 
 
 def _azure_error(err: Exception) -> Exception:
@@ -328,7 +362,7 @@ def _azure_error(err: Exception) -> Exception:
         return ServiceRequestError(err, error=err)
     if isinstance(err, ConnectTimeoutError):
         return ServiceRequestTimeoutError(err, error=err)
-    if isinstance(err, ReadTimeoutError):
+    if isinstance(err, ReadTimeoutError | TimeoutError):
         return ServiceResponseTimeoutError(err, error=err)
     if isinstance(err, ProtocolError) and isinstance(err.args[-1], http.client.IncompleteRead):
         return IncompleteReadError(err, error=err)  # the connection closed mid-body

@@ -11,10 +11,9 @@ from azure.core.pipeline.policies import RetryPolicy
 
 from kvmount.csi.attributes import SA_TOKENS
 from kvmount.keyvault import clouds
-from kvmount.keyvault.fetch import BudgetRetryPolicy
 from kvmount.keyvault.identity import build_credential
 from kvmount.keyvault.objects import parse_mount
-from kvmount.keyvault.retry import SharedCodesRetryPolicy
+from kvmount.keyvault.retry import BudgetRetryPolicy, SharedCodesRetryPolicy
 
 
 def test_same_codes_as_azure_core_and_one_set_for_all() -> None:

@@ -305,6 +305,12 @@ def test_a_drip_ends_at_the_read_timeout_not_at_each_byte(kv_env: KeyVaultDouble
     assert time.monotonic() - start < 3  # the drip would last 100 s
 
 
+def test_a_connection_is_reused_once_its_answer_is_read(kv_env: KeyVaultDouble, route: str) -> None:
+    transport = VaultTransport(5, 5)
+    for _ in range(3):
+        assert transport.send(challenge(kv_env)).status_code == 401
+
+
 def test_an_answer_within_the_caps_arrives_whole(kv_env: KeyVaultDouble, route: str) -> None:
     path = faulted(kv_env, Fault("gzip-bomb", size=100_000))
     try:

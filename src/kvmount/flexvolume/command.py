@@ -54,7 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mount-timeout",
         type=positive_duration,
-        default=None,
+        # kubelet waits about 2 minutes for a call: this leaves time for the token request
+        # before the reads and the writes after, so kubelet gets a Failure reply, not a kill.
+        default="90s",
         help="time a mount's Key Vault reads may take in all (default 90s: kubelet waits about 2 minutes "
         "for a FlexVolume call; set by `install --mount-timeout`)",
     )
@@ -62,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("operands", nargs=argparse.REMAINDER, help="the operation's arguments")
 
 
-def _call(operation: str, operands: list[str], root_dir: str | None, timeout: float | None) -> dict[str, Any]:
+def _call(operation: str, operands: list[str], root_dir: str | None, timeout: float) -> dict[str, Any]:
     if operation == "install":
         from kvmount.flexvolume import install
 
@@ -82,7 +84,7 @@ def _call(operation: str, operands: list[str], root_dir: str | None, timeout: fl
 
     root = volume.kubelet_root(root_dir)
     if operation == "mount":
-        volume.mount(operands[0], operands[1], root, timeout or volume.MOUNT_TIMEOUT)
+        volume.mount(operands[0], operands[1], root, timeout)
     else:
         volume.unmount(operands[0], root)
     return {"status": reply.SUCCESS}

@@ -49,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
         "--mount-timeout",
         type=positive_duration,
         default=None,
-        help="time a mount's Key Vault reads may take in all (default 90s, below kubelet's 2 minutes)",
+        help="the launcher's `kvmount flexvolume --mount-timeout` (unset: that flag's default, 90s)",
     )
     return p
 
@@ -105,5 +105,9 @@ def install(
 def run(argv: list[str]) -> str:
     args = parser().parse_args(argv)
     return install(
-        args.plugin_dir, args.python or sys.executable, args.log_file, args.kubelet_root_dir, args.mount_timeout
+        args.plugin_dir,
+        args.python or sys.executable,
+        args.log_file,
+        args.kubelet_root_dir,
+        args.mount_timeout,
     )

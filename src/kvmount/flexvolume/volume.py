@@ -21,16 +21,13 @@ log = logging.getLogger(__name__)
 DEFAULT_MODE = 0o644
 # Key Vault objects are small (a secret is at most 25 KiB); unused tmpfs space costs nothing.
 TMPFS_SIZE = 32 * 1024 * 1024
-# --mount-timeout: kubelet waits about 2 minutes for a call; this leaves time for the
-# token request before the reads and the writes after, so kubelet gets a Failure reply.
-MOUNT_TIMEOUT = 90.0
 
 
 def kubelet_root(path: str | None) -> KubeletRoot:
     return KubeletRoot(path or DEFAULT_KUBELET_ROOT)
 
 
-def mount(target: str, raw_options: str, root: KubeletRoot, timeout: float = MOUNT_TIMEOUT) -> None:
+def mount(target: str, raw_options: str, root: KubeletRoot, timeout: float) -> None:
     """Mount the volume; its Key Vault reads end ``timeout`` seconds from now."""
     deadline = time.monotonic() + timeout
     flex = translate(parse_json(raw_options))

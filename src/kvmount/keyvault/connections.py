@@ -145,6 +145,9 @@ class Connections:
             data = read_body(response.read1, response.getheader("Content-Encoding"), cap)
             if response.length:  # read1 ends quietly where the server closed early
                 raise http.client.IncompleteRead(b"", response.length)
+            # read1 leaves a body read to its Content-Length open, and http.client sends
+            # nothing more on a connection whose last response is open.
+            response.close()
         except (OSError, http.client.HTTPException) as err:
             conn.close()
             raise _response_error(err) from err

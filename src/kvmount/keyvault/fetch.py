@@ -36,29 +36,13 @@ from kvmount.keyvault.errors import AnswerTooLarge, Category, KeyVaultError
 from kvmount.keyvault.fairpool import BatchTimeout, FairPool
 from kvmount.keyvault.limits import ContentBudget, ReadCap
 from kvmount.keyvault.objects import ObjectSpec, ObjectType
-from kvmount.keyvault.retry import SharedCodesRetryPolicy
+from kvmount.keyvault.retry import BudgetRetryPolicy, fetch_deadline
 from kvmount.keyvault.transport import VaultTransport
 from kvmount.keyvault.vault_client import VaultClient, version_of
 
 T = TypeVar("T")
 # READ_TIMEOUT is the time a whole answer has to arrive (keyvault/connections.py).
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 30.0
-# The deadline (time.monotonic()) of the fetch running on this thread, if any.
-_budget = threading.local()
-
-
-class BudgetRetryPolicy(SharedCodesRetryPolicy):
-    """The SDK's retries, whose waits (Retry-After or backoff) end at the fetch's
-    deadline: a server asking for an hour's pause must not hold a mount for an hour."""
-
-    def sleep(self, settings: dict[str, Any], transport: Any, response: Any = None) -> None:
-        wait = (self.get_retry_after(response) if response else None) or self.get_backoff_time(settings)
-        deadline: float | None = getattr(_budget, "deadline", None)
-        if deadline is not None:
-            wait = min(wait, max(0.0, deadline - time.monotonic()))
-        if wait > 0:
-            transport.sleep(wait)
-
 
 # Retries inside one call stay short: the driver retries the whole mount.
 CLIENT_OPTIONS: dict[str, Any] = {
@@ -68,18 +52,17 @@ CLIENT_OPTIONS: dict[str, Any] = {
 }
 
 
-def call_options(deadline: float | None, cap: ReadCap | None = None) -> dict[str, Any]:
+def call_options(deadline: float | None, cap: ReadCap) -> dict[str, Any]:
     """Per-call SDK options that end the call, its retries and its reads at ``deadline``,
-    and bound each answer by ``cap`` (the transport's own default if None)."""
-    _budget.deadline = deadline
-    options: dict[str, Any] = {} if cap is None else {"cap": cap}
+    and bound each answer by ``cap``."""
+    fetch_deadline.deadline = deadline
     if deadline is None:
-        return options
+        return {"cap": cap}
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise ServiceResponseTimeoutError("the mount's time budget is spent")
     return {
-        **options,
+        "cap": cap,
         "timeout": remaining,
         "connection_timeout": min(CONNECT_TIMEOUT, remaining),
         "read_timeout": min(READ_TIMEOUT, remaining),
@@ -239,15 +222,13 @@ def history_versions(
     """The newest enabled versions, newest first, starting at objectVersion when
     one is set; at most ``limit`` (default the spec's history, 0 for all). Each
     page of the listing is bounded by ``cap``."""
+    cap = cap or ReadCap()
     kw = call_options(deadline, cap)
     id_field = "kid" if spec.type is ObjectType.KEY else "id"
 
     def listing() -> list[dict[str, Any]]:
-        try:
+        with cap:
             return list(client.list_versions(spec.type.value, spec.name, deadline, **kw))
-        finally:
-            if cap is not None:
-                cap.reset()
 
     # Creation times have one-second resolution; on a tie, the later-listed is taken as newer.
     listed = list(enumerate(_timed(spec.type.value, listing)))
@@ -276,13 +257,11 @@ def fetch_version(
     cap: ReadCap | None = None,
 ) -> Fetched:
     """One version (``version`` "" for the current one), its answer bounded by ``cap``."""
+    cap = cap or ReadCap()
     kw = call_options(deadline, cap)
     kind = spec.type.value
-    try:
+    with cap:
         doc = _timed(kind, lambda: client.get_object(kind, spec.name, version, deadline, **kw))
-    finally:
-        if cap is not None:
-            cap.reset()
     if spec.type is ObjectType.SECRET:
         value, content_type, key_id = doc.get("value"), doc.get("contentType"), doc.get("kid")
         return Fetched(

@@ -107,12 +107,19 @@ class ContentBudget:
 
 class ReadCap:
     """The bytes one Key Vault answer may decode to, counted as they arrive: at most
-    ``limit`` (--max-object-bytes), and within what the mount's ``budget`` has left."""
+    ``limit`` (--max-object-bytes), and within what the mount's ``budget`` has left.
+    As a context manager, a read: what it holds of the budget is given back at its end."""
 
-    def __init__(self, limit: int, budget: ContentBudget | None = None) -> None:
+    def __init__(self, limit: int = DEFAULT_MAX_OBJECT_BYTES, budget: ContentBudget | None = None) -> None:
         self._limit = limit
         self._budget = budget
         self._size = 0
+
+    def __enter__(self) -> ReadCap:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.reset()
 
     def add(self, size: int) -> None:
         if self._size + size > self._limit:

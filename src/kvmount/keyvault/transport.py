@@ -70,7 +70,7 @@ from urllib3.exceptions import DecodeError as Urllib3DecodeError
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from kvmount.keyvault.connections import Connections, read_body
-from kvmount.keyvault.limits import DEFAULT_MAX_OBJECT_BYTES, ReadCap
+from kvmount.keyvault.limits import ReadCap
 from kvmount.keyvault.shared_tls import loaded_context
 
 # The pools a transport keeps (one per origin and proxy; a vault's transport has one).
@@ -296,8 +296,7 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
             raise ValueError("VaultTransport sends bodies of bytes or text only")
         connect = connection_timeout or self.connection_config.timeout
         read = read_timeout or self.connection_config.read_timeout
-        if cap is None:
-            cap = ReadCap(DEFAULT_MAX_OBJECT_BYTES)
+        cap = cap or ReadCap()
         cap.reset()  # a retry's answer is counted afresh
         url = request.url
         if url.startswith("https://"):

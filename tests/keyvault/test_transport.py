@@ -311,6 +311,20 @@ def test_a_connection_is_reused_once_its_answer_is_read(kv_env: KeyVaultDouble, 
         assert transport.send(challenge(kv_env)).status_code == 401
 
 
+def test_a_retry_late_in_the_mount_ends_at_the_mounts_deadline(kv_env: KeyVaultDouble, route: str) -> None:
+    # A retry keeps the read timeout the call began with; the mount's deadline still ends it.
+    path = faulted(kv_env, Fault("drip", seconds=0.1, size=1000))
+    start = time.monotonic()
+    try:
+        with pytest.raises(ServiceResponseTimeoutError):
+            VaultTransport(5, 5).send(challenge(kv_env, path), read_timeout=30, mount_deadline=start + 1)
+        with pytest.raises(ServiceResponseTimeoutError, match="budget is spent"):
+            VaultTransport(5, 5).send(challenge(kv_env), mount_deadline=time.monotonic())
+    finally:
+        kv_env.set_faults()
+    assert time.monotonic() - start < 3
+
+
 def test_an_answer_within_the_caps_arrives_whole(kv_env: KeyVaultDouble, route: str) -> None:
     path = faulted(kv_env, Fault("gzip-bomb", size=100_000))
     try:

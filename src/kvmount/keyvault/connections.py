@@ -76,7 +76,7 @@ class _Socket:
         self._sock, self._deadline = sock, deadline
 
     def makefile(self, mode: str) -> io.BufferedReader:
-        return io.BufferedReader(_Timed(self._sock, self._deadline), CHUNK)
+        return io.BufferedReader(_Timed(self._sock, self._deadline))
 
 
 class _Connection(http.client.HTTPSConnection):

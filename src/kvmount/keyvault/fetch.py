@@ -63,6 +63,7 @@ def call_options(deadline: float | None, cap: ReadCap) -> dict[str, Any]:
         raise ServiceResponseTimeoutError("the mount's time budget is spent")
     return {
         "cap": cap,
+        "mount_deadline": deadline,
         "timeout": remaining,
         "connection_timeout": min(CONNECT_TIMEOUT, remaining),
         "read_timeout": min(READ_TIMEOUT, remaining),

@@ -26,7 +26,10 @@ small JSON documents. So each answer, on either route, is bounded while it arriv
 its decoded bytes by the request's ``cap`` (keyvault/limits.py ReadCap: the object's
 cap and the mount's budget; --max-object-bytes alone when none is given), and its
 time by ``read_timeout``, the time the whole answer has to arrive (a drip of one
-byte a second does not restart it). Request bodies, when any, are bytes or text.
+byte a second does not restart it), and the mount's deadline. Through a proxy,
+urllib3 reads the headers, each recv waiting up to the read timeout: they are
+bounded in size by http.client, the body in time as on the direct route. Request
+bodies, when any, are bytes or text.
 """
 
 from __future__ import annotations
@@ -279,8 +282,12 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
         connection_timeout: float | None = None,
         read_timeout: float | None = None,
         cap: ReadCap | None = None,
+        mount_deadline: float | None = None,
         **unknown: Any,
     ) -> ReadResponse:
+        """``mount_deadline`` (time.monotonic()): by which any answer must have
+        arrived too; azure-core's retries shrink the connect timeout to the call's
+        ``timeout``, but not the read timeout."""
         if unknown:
             raise TypeError(f"VaultTransport.send got unexpected options {sorted(unknown)}")
         if stream:
@@ -296,6 +303,10 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
             raise ValueError("VaultTransport sends bodies of bytes or text only")
         connect = connection_timeout or self.connection_config.timeout
         read = read_timeout or self.connection_config.read_timeout
+        if mount_deadline is not None:
+            read = min(read, mount_deadline - time.monotonic())
+            if read <= 0:
+                raise ServiceResponseTimeoutError("the mount's time budget is spent")
         cap = cap or ReadCap()
         cap.reset()  # a retry's answer is counted afresh
         url = request.url
@@ -313,7 +324,7 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
             with self._lock:
                 opener = self._manager(select_proxy(url, get_environ_proxies(url)))
             target = url
-        deadline = time.monotonic() + read
+        arrive_by = time.monotonic() + read
         try:
             response = opener.urlopen(
                 request.method,
@@ -331,7 +342,7 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
             raise _azure_error(err) from err
         try:
             data = read_body(
-                lambda n: _read1(response, deadline, n), response.headers.get("Content-Encoding"), cap
+                lambda n: _read1(response, arrive_by, n), response.headers.get("Content-Encoding"), cap
             )
         except (Urllib3HTTPError, OSError) as err:
             response.close()

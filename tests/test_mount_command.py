@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 import yaml
 
 from kvmount.volume import mounts
-from tests.peers.keyvault_double import KeyVaultDouble
+from tests.peers.keyvault_double import Fault, KeyVaultDouble
 
 VAULT = "kvtest"
 VALUE = "mount-command-secret-value"
@@ -77,3 +79,43 @@ def test_requested_modes_and_a_warning_for_a_disk_target(
     finally:
         if memory:
             mounts.unmount(str(target))
+
+
+def mount_faulted(kv: KeyVaultDouble, base: Path, fault: Fault, *flags: str) -> tuple[str, float, str]:
+    """`kvmount mount` of one secret whose reads take ``fault``: (its name, seconds, stderr)."""
+    name = f"{fault.kind}-{uuid.uuid4().hex[:8]}"
+    kv.put_secret(VAULT, name, VALUE)
+    spc, secrets = write_inputs(kv, base, [{"objectName": name, "objectType": "secret"}])
+    kv.set_faults(dataclasses.replace(fault, path=name))
+    start = time.monotonic()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "kvmount.cli", "mount", "--class", str(spc), "--target", str(base / "out"),
+             "--secrets", str(secrets), *flags],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        kv.set_faults()
+    assert done.returncode == 1 and done.stdout == "" and "Traceback" not in done.stderr, done.stderr
+    assert VALUE not in done.stderr and not (base / "out").exists()
+    return name, time.monotonic() - start, done.stderr
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Fault("gzip-bomb", count=100, size=64 << 20), Fault("huge-body", count=100, size=8 << 20)],
+    ids=["gzip-bomb", "huge-body"],
+)
+def test_an_answer_past_the_object_cap_is_refused_naming_the_object(
+    kv_env: KeyVaultDouble, tmp_path: Path, fault: Fault
+) -> None:
+    name, _, stderr = mount_faulted(kv_env, tmp_path, fault)
+    assert name in stderr and "--max-object-bytes" in stderr
+
+
+def test_a_drip_fed_read_ends_at_the_mount_timeout(kv_env: KeyVaultDouble, tmp_path: Path) -> None:
+    # A byte every 0.2 s: the 30 s read timeout would never pass between two of them.
+    fault = Fault("drip", count=100, seconds=0.2, size=10_000)
+    name, seconds, stderr = mount_faulted(kv_env, tmp_path, fault, "--mount-timeout=3s")
+    assert name in stderr and "time budget" in stderr
+    assert seconds < 20

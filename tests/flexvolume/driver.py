@@ -9,7 +9,10 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+import kvmount
 from kvmount.flexvolume.install import DRIVER, DRIVER_DIR
+
+SRC = os.path.dirname(os.path.dirname(kvmount.__file__))
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,16 @@ class Driver:
         argv = [sys.executable, "-m", "kvmount.cli", "flexvolume", "install"]
         argv += ["--plugin-dir", self.plugin_dir, "--log-file", self.log_file, *extra]
         return self._run(argv)
+
+    def tree_interpreter(self) -> str:
+        """This interpreter, importing the kvmount under test (for ``install --python``): the
+        launcher runs it with -I, which ignores PYTHONPATH, and the interpreter's own
+        installed kvmount may be another tree's."""
+        path = os.path.join(os.path.dirname(self.plugin_dir), "python")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(f'#!/bin/sh\n[ "$1" = -I ] && shift\nPYTHONPATH={SRC} exec {sys.executable} "$@"\n')
+        os.chmod(path, 0o755)
+        return path
 
     def __call__(self, *args: str, env: dict[str, str] | None = None) -> Call:
         return self._run([self.path, *args], env)

@@ -94,7 +94,7 @@ def run_cli_with(prelude: str, *args: str) -> Call:
 def test_library_output_on_stdout_goes_to_stderr(target: str) -> None:
     prelude = (
         "import os, kvmount.flexvolume.volume as v\n"
-        "def noisy(target, options, root):\n"
+        "def noisy(target, options, root, timeout):\n"
         "    print('chatty library')\n"
         "    os.write(1, b'raw fd write\\n')\n"
         "v.mount = noisy"

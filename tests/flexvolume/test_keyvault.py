@@ -14,6 +14,7 @@ import os
 import secrets
 import stat
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from kvmount.volume import mounts
 from tests.certs import make_chain
 from tests.flexvolume.driver import Call, Driver
+from tests.peers.keyvault_double import Fault
 
 VAULT = "kvtest"
 TENANT = "tenant"
@@ -291,3 +293,43 @@ def test_client_secret_is_never_shown(kv_driver: Driver, seeded: Seeded, target:
         # kubelet itself puts the base64 form in the driver's argv; nothing may pass it on.
         if pid not in drivers:
             assert b64(secret).encode() not in argv, pid
+
+
+# ---------------------------------------------------------------- hostile answers
+# FlexVolume runs as root in kubelet's cgroup: an answer it held whole would be the node's memory.
+
+
+def reinstall(driver: Driver, *extra: str) -> None:
+    """The driver again, running the kvmount under test, with ``extra`` install flags."""
+    root = os.path.dirname(driver.plugin_dir)
+    done = driver.install("--kubelet-root-dir", root, "--python", driver.tree_interpreter(), *extra)
+    assert done.returncode == 0, done
+
+
+def test_a_gzip_bomb_is_refused_naming_the_object(kv_driver: Driver, seeded: Seeded, target: str) -> None:
+    reinstall(kv_driver)
+    name = f"flex-bomb-{_RUN}"
+    seeded.kv.put_secret(VAULT, name, "value")
+    seeded.kv.set_faults(Fault("gzip-bomb", count=100, path=name, size=64 << 20))
+    try:
+        done = kv_driver.mount(target, sp_options(seeded, keyvaultobjectnames=name))
+    finally:
+        seeded.kv.set_faults()
+    message = assert_failed_cleanly(done, target)
+    assert name in message and "--max-object-bytes" in message and "value" not in message
+
+
+def test_a_drip_fed_mount_ends_at_the_mount_timeout(kv_driver: Driver, seeded: Seeded, target: str) -> None:
+    reinstall(kv_driver, "--mount-timeout=3s")
+    name = f"flex-drip-{_RUN}"
+    seeded.kv.put_secret(VAULT, name, "value")
+    # A byte every 0.2 s: the 30 s read timeout would never pass between two of them.
+    seeded.kv.set_faults(Fault("drip", count=100, path=name, seconds=0.2, size=10_000))
+    start = time.monotonic()
+    try:
+        done = kv_driver.mount(target, sp_options(seeded, keyvaultobjectnames=name))
+    finally:
+        seeded.kv.set_faults()
+    assert time.monotonic() - start < 20  # kubelet gives the call about two minutes
+    message = assert_failed_cleanly(done, target)
+    assert name in message and "time budget" in message

@@ -18,6 +18,7 @@ from kvmount.keyvault import (
     parse_mount,
 )
 from kvmount.keyvault.content import check_split_paths
+from kvmount.keyvault.errors import AnswerTooLarge
 from kvmount.keyvault.parameters.limits import ContentBudget
 
 SP = {"clientid": "app", "clientsecret": "secret"}
@@ -78,6 +79,20 @@ def test_content_budget_fails_when_the_content_passes_the_cap() -> None:
         budget.take(spec, 1)
     assert caught.value.field == "objects"
     assert "secret 'big'" in str(caught.value) and "--max-mount-bytes" in str(caught.value)
+
+
+def test_answers_still_arriving_are_held_against_the_budget_until_they_end() -> None:
+    budget = ContentBudget(100, object_limit=80)
+    one, two = budget.cap(), budget.cap()
+    one.add(60)
+    with pytest.raises(AnswerTooLarge, match=r"limit of 100 bytes per mount \(--max-mount-bytes\)"):
+        two.add(41)
+    two.add(40)
+    with pytest.raises(AnswerTooLarge, match=r"limit of 80 bytes per object \(--max-object-bytes\)"):
+        one.add(21)
+    with one, two:  # a read's end gives back what it held
+        pass
+    budget.take(ObjectSpec("whole", ObjectType.SECRET), 100)
 
 
 @pytest.mark.parametrize(

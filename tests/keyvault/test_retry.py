@@ -11,9 +11,8 @@ from azure.core.pipeline.policies import RetryPolicy
 
 from kvmount.csi.attributes import SA_TOKENS
 from kvmount.keyvault import clouds, parse_mount
-from kvmount.keyvault.http.retry import SharedCodesRetryPolicy
+from kvmount.keyvault.http.retry import BudgetRetryPolicy, SharedCodesRetryPolicy
 from kvmount.keyvault.identity.credentials import build_credential
-from kvmount.keyvault.scheduling.fetch import BudgetRetryPolicy
 
 
 def test_same_codes_as_azure_core_and_one_set_for_all() -> None:

@@ -94,7 +94,8 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -1010,7 +1011,9 @@ class Fault:
     data-plane requests whose path contains ``path``: ``status`` answers ``status`` (with
     ``Retry-After: retry_after`` when set); ``reset`` resets the connection (TCP RST) without
     an answer; ``stall`` sends the headers and half the body, then nothing for ``seconds``;
-    ``cut`` sends the headers and half the body, then closes the connection."""
+    ``cut`` sends the headers and half the body, then closes the connection. The body
+    faults (``BODY_FAULTS``, see ``_body_fault``) send the real answer behind ``size`` bytes
+    of JSON whitespace."""
 
     kind: str
     count: int = 1
@@ -1018,6 +1021,7 @@ class Fault:
     status: int = 503
     retry_after: str = ""
     seconds: float = 30.0
+    size: int = 0
 
 
 class Faults:
@@ -1111,6 +1115,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _act_out(self, injected: _Fault) -> None:
         self.close_connection = True
+        if injected.fault.kind in BODY_FAULTS:
+            _body_fault(self, injected.fault, injected.response)
+            return
         if injected.fault.kind in ("stall", "cut"):
             status, headers, payload = injected.response
             data = payload or b""
@@ -1127,6 +1134,55 @@ class _Handler(BaseHTTPRequestHandler):
         # SO_LINGER 0: close() sends RST, as a load balancer dropping the connection does.
         with contextlib.suppress(OSError):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+# Hostile bodies, each the real answer (a valid JSON document) behind ``size`` bytes of
+# JSON whitespace, so a client without bounds takes them as good answers.
+BODY_FAULTS = ("gzip-bomb", "huge-body", "endless-chunked", "drip")
+
+
+def _body_fault(h: _Handler, fault: Fault, answer: Response) -> None:
+    """``gzip-bomb``: the padded body gzipped (1 GiB packs into about 1 MB);
+    ``huge-body``: the padded body as it is; ``endless-chunked``: chunks of whitespace
+    without end (a non-zero ``size`` stops it there, without the last chunk: a safety
+    stop for runs against an unbounded client); ``drip``: the padded body one byte
+    every ``seconds``. Each ends when the client goes away."""
+    status, headers, payload = answer
+    data, block = payload or b"", b" " * 65536
+    h.send_response(status)
+    for k, v in headers.items():
+        h.send_header(k, v)
+
+    def padding() -> Iterator[bytes]:
+        for start in range(0, fault.size, len(block)):
+            yield block[: fault.size - start]
+        yield data
+
+    if fault.kind == "endless-chunked":
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        sent = 0
+        while not fault.size or sent < fault.size:
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(block), block))
+            sent += len(block)
+        return
+    if fault.kind == "gzip-bomb":
+        packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        packed = b"".join([*(packer.compress(part) for part in padding()), packer.flush()])
+        h.send_header("Content-Encoding", "gzip")
+        h.send_header("Content-Length", str(len(packed)))
+        h.end_headers()
+        h.wfile.write(packed)
+        return
+    h.send_header("Content-Length", str(fault.size + len(data)))
+    h.end_headers()
+    for part in padding():
+        if fault.kind == "huge-body":
+            h.wfile.write(part)
+            continue
+        for i in range(len(part)):  # drip
+            h.wfile.write(part[i : i + 1])
+            time.sleep(fault.seconds)
 
 
 def _pipe(one: socket.socket, other: socket.socket, idle: float = 60) -> None:
@@ -1269,12 +1325,16 @@ class DoubleServer:
                 with self.identity.lock:
                     entry["identity"] = self.identity.issued.get(token)
             fault = self.faults.take(path)
-            if fault is not None:
+            if fault is not None and fault.kind not in BODY_FAULTS:
                 entry["fault"] = fault.kind
                 entry["status"] = fault.status if fault.kind == "status" else 0
                 self.record(entry)
                 return Faults.act(fault)
             response = self._keyvault(h, entry["vault"], path, query, raw, token)
+            if fault is not None:  # the real answer, its body made hostile (see _body_fault)
+                entry["fault"], entry["status"] = fault.kind, response[0]
+                self.record(entry)
+                raise _Fault(fault, response)
         else:
             entry["service"] = "unknown"
             response = _json(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import ssl
+import time
 import uuid
+import zlib
 from collections.abc import Iterator
 
 import pytest
@@ -57,3 +60,31 @@ def test_a_stall_fault_sends_half_the_body_then_nothing(keyvault: KeyVaultDouble
         response.read(length)
     entries = [r for r in keyvault.requests() if r.get("path") == f"/secrets/{name}"]
     assert entries[-1]["fault"] == "stall"
+
+
+def test_body_faults_send_the_real_answer_behind_whitespace(keyvault: KeyVaultDouble, name: str) -> None:
+    keyvault.set_faults(Fault("gzip-bomb", count=1, path=name, size=8 << 20))
+    bomb = get(keyvault, f"/secrets/{name}")
+    packed = bomb.read()
+    assert bomb.getheader("Content-Encoding") == "gzip" and len(packed) < 64 << 10
+    unpacked = zlib.decompress(packed, 16 + zlib.MAX_WBITS)
+    assert len(unpacked) > 8 << 20 and json.loads(unpacked)["error"]["code"]  # 401: no token sent
+    keyvault.set_faults(Fault("huge-body", count=1, path=name, size=1 << 20))
+    huge = get(keyvault, f"/secrets/{name}")
+    assert int(huge.getheader("Content-Length") or 0) > 1 << 20 and json.loads(huge.read())["error"]
+
+
+def test_an_endless_chunked_body_has_no_last_chunk(keyvault: KeyVaultDouble, name: str) -> None:
+    keyvault.set_faults(Fault("endless-chunked", count=1, path=name, size=1 << 20))
+    response = get(keyvault, f"/secrets/{name}")
+    assert response.getheader("Transfer-Encoding") == "chunked"
+    with pytest.raises(http.client.IncompleteRead):  # the safety stop, never a last chunk
+        response.read()
+
+
+def test_a_drip_sends_one_byte_per_interval(keyvault: KeyVaultDouble, name: str) -> None:
+    keyvault.set_faults(Fault("drip", count=1, path=name, seconds=0.2))
+    response = get(keyvault, f"/secrets/{name}")
+    start = time.monotonic()
+    assert len(response.read(5)) == 5
+    assert time.monotonic() - start >= 0.6  # five bytes, four intervals at least

@@ -59,6 +59,14 @@ def go_duration(value: str) -> float:
     return sign * sum(float(n) * _UNIT[u] for n, u in parts)
 
 
+def positive_duration(value: str) -> float:
+    """A Go duration above zero (a timeout)."""
+    seconds = go_duration(value)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive duration such as 2m")
+    return seconds
+
+
 def add_bool(parser: argparse._ActionsContainer, name: str, default: bool | None, help: str) -> None:
     parser.add_argument(name, type=go_bool, nargs="?", const=True, default=default, metavar="BOOL", help=help)
 

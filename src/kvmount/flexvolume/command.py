@@ -19,7 +19,7 @@ import logging
 import sys
 from typing import Any, NoReturn
 
-from kvmount.base.flags import absolute_path
+from kvmount.base.flags import absolute_path, positive_duration
 from kvmount.flexvolume import reply
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="kubelet's --root-dir; mount targets must be real directories below it "
         "(default /var/lib/kubelet; set by `install --kubelet-root-dir`)",
     )
+    parser.add_argument(
+        "--mount-timeout",
+        type=positive_duration,
+        # kubelet waits about 2 minutes for a call: this leaves time for the token request
+        # before the reads and the writes after, so kubelet gets a Failure reply, not a kill.
+        default="90s",
+        help="time a mount's Key Vault reads may take in all (default 90s: kubelet waits about 2 minutes "
+        "for a FlexVolume call; set by `install --mount-timeout`)",
+    )
     parser.add_argument("operation", nargs="?", default="", help="init, mount, unmount or install")
     parser.add_argument("operands", nargs=argparse.REMAINDER, help="the operation's arguments")
 
 
-def _call(operation: str, operands: list[str], root_dir: str | None) -> dict[str, Any]:
+def _call(operation: str, operands: list[str], root_dir: str | None, timeout: float) -> dict[str, Any]:
     if operation == "install":
         from kvmount.flexvolume import install
 
@@ -75,7 +84,7 @@ def _call(operation: str, operands: list[str], root_dir: str | None) -> dict[str
 
     root = volume.kubelet_root(root_dir)
     if operation == "mount":
-        volume.mount(operands[0], operands[1], root)
+        volume.mount(operands[0], operands[1], root, timeout)
     else:
         volume.unmount(operands[0], root)
     return {"status": reply.SUCCESS}
@@ -89,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
         setup_logging()
         try:
-            doc = _call(args.operation, args.operands, args.kubelet_root_dir)
+            doc = _call(args.operation, args.operands, args.kubelet_root_dir, args.mount_timeout)
         except (KeyVaultError, OSError, ValueError) as err:
             # These messages name the object, option or path, never a secret value.
             log.error("%s failed", args.operation, extra={"error": str(err)})

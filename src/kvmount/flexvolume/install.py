@@ -14,7 +14,7 @@ import shlex
 import sys
 import tempfile
 
-from kvmount.base.flags import absolute_path
+from kvmount.base.flags import absolute_path, positive_duration
 from kvmount.volume.target import DEFAULT_KUBELET_ROOT
 
 DEFAULT_PLUGIN_DIR = "/usr/libexec/kubernetes/kubelet-plugins/volume/exec"
@@ -45,11 +45,20 @@ def parser() -> argparse.ArgumentParser:
         default=DEFAULT_KUBELET_ROOT,
         help="kubelet's --root-dir on the node: mount targets must be real directories below it",
     )
+    p.add_argument(
+        "--mount-timeout",
+        type=positive_duration,
+        default=None,
+        help="the launcher's `kvmount flexvolume --mount-timeout` (unset: that flag's default, 90s)",
+    )
     return p
 
 
-def launcher(python: str, log_file: str, kubelet_root: str) -> str:
+def launcher(python: str, log_file: str, kubelet_root: str, mount_timeout: float | None = None) -> str:
     # -I: kubelet's environment (PYTHONPATH, user site) must not change what runs.
+    flags = f"--kubelet-root-dir={shlex.quote(kubelet_root)}"
+    if mount_timeout is not None:
+        flags += f" --mount-timeout={mount_timeout:g}s"
     return f"""#!/bin/sh
 # The FlexVolume driver azure/kv, written by `kvmount flexvolume install`.
 python={shlex.quote(python)}
@@ -59,11 +68,17 @@ if [ ! -x "$python" ]; then
   exit 1
 fi
 {{ true >>"$log"; }} 2>/dev/null || log=/dev/null
-exec "$python" -I -m kvmount.cli flexvolume --kubelet-root-dir={shlex.quote(kubelet_root)} "$@" 2>>"$log"
+exec "$python" -I -m kvmount.cli flexvolume {flags} "$@" 2>>"$log"
 """
 
 
-def install(plugin_dir: str, python: str, log_file: str, kubelet_root: str = DEFAULT_KUBELET_ROOT) -> str:
+def install(
+    plugin_dir: str,
+    python: str,
+    log_file: str,
+    kubelet_root: str = DEFAULT_KUBELET_ROOT,
+    mount_timeout: float | None = None,
+) -> str:
     """Write the launcher atomically (kubelet may exec it at any moment); its path."""
     driver_dir = os.path.join(plugin_dir, DRIVER_DIR)
     os.makedirs(driver_dir, mode=0o755, exist_ok=True)
@@ -71,7 +86,7 @@ def install(plugin_dir: str, python: str, log_file: str, kubelet_root: str = DEF
     fd, tmp = tempfile.mkstemp(prefix=f".{DRIVER}.", dir=driver_dir)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(launcher(python, log_file, kubelet_root))
+            fh.write(launcher(python, log_file, kubelet_root, mount_timeout))
             fh.flush()
             os.fchmod(fh.fileno(), 0o755)
             os.fsync(fh.fileno())
@@ -89,4 +104,10 @@ def install(plugin_dir: str, python: str, log_file: str, kubelet_root: str = DEF
 
 def run(argv: list[str]) -> str:
     args = parser().parse_args(argv)
-    return install(args.plugin_dir, args.python or sys.executable, args.log_file, args.kubelet_root_dir)
+    return install(
+        args.plugin_dir,
+        args.python or sys.executable,
+        args.log_file,
+        args.kubelet_root_dir,
+        args.mount_timeout,
+    )

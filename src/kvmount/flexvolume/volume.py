@@ -9,6 +9,7 @@ reached without following links (volume/target.py), as in the CSI driver.
 from __future__ import annotations
 
 import logging
+import time
 
 from kvmount.flexvolume.options import parse_json, translate
 from kvmount.keyvault import KeyVaultMounter, Settings
@@ -26,7 +27,9 @@ def kubelet_root(path: str | None) -> KubeletRoot:
     return KubeletRoot(path or DEFAULT_KUBELET_ROOT)
 
 
-def mount(target: str, raw_options: str, root: KubeletRoot) -> None:
+def mount(target: str, raw_options: str, root: KubeletRoot, timeout: float) -> None:
+    """Mount the volume; its Key Vault reads end ``timeout`` seconds from now."""
+    deadline = time.monotonic() + timeout
     flex = translate(parse_json(raw_options))
     with root.open(target) as existing:
         if existing is not None and existing.is_mounted():
@@ -36,7 +39,7 @@ def mount(target: str, raw_options: str, root: KubeletRoot) -> None:
     # One process serves one call, so the mounter (and its NMI port) is per volume.
     mounter = KeyVaultMounter(Settings(nmi_port=flex.nmi_port))
     try:
-        result = mounter.mount_attributes(flex.attributes, flex.secrets, DEFAULT_MODE)
+        result = mounter.mount_attributes(flex.attributes, flex.secrets, DEFAULT_MODE, deadline=deadline)
     finally:
         mounter.close()
     with root.open(target, create=True) as opened:

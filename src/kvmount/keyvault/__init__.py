@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from kvmount.keyvault.clouds import DEFAULT_CLOUD_ENV_DIRS
     from kvmount.keyvault.content import ContentOptions
     from kvmount.keyvault.errors import Category, InvalidSpec, KeyVaultError
+    from kvmount.keyvault.failures import classify, failure_suffix
     from kvmount.keyvault.http.vault_client import VaultClient
     from kvmount.keyvault.identity.choice import NMI_PORT
     from kvmount.keyvault.mount import File, KeyVaultMounter, MountResult, Settings
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from kvmount.keyvault.parameters.findings import Problem, suggest
     from kvmount.keyvault.parameters.limits import (
         DEFAULT_MAX_MOUNT_BYTES,
+        DEFAULT_MAX_OBJECT_BYTES,
         DEFAULT_MAX_OBJECTS,
         DEFAULT_MAX_VERSION_HISTORY,
         Limits,
@@ -40,8 +42,6 @@ if TYPE_CHECKING:
     from kvmount.keyvault.scheduling.fetch import (
         CLIENT_OPTIONS,
         RequestObserver,
-        classify,
-        failure_suffix,
         fetch_version,
         history_versions,
     )
@@ -61,6 +61,7 @@ __all__ = [
     "DEFAULT_CLOUD_ENV_DIRS",
     "DEFAULT_MAX_MOUNT_BYTES",
     "DEFAULT_MAX_OBJECTS",
+    "DEFAULT_MAX_OBJECT_BYTES",
     "DEFAULT_MAX_VERSION_HISTORY",
     "IDENTITY_BINDING_AUDIENCE",
     "NMI_PORT",
@@ -122,6 +123,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
     "parameters.findings": ("Problem", "suggest"),
     "parameters.limits": (
         "DEFAULT_MAX_MOUNT_BYTES",
+        "DEFAULT_MAX_OBJECT_BYTES",
         "DEFAULT_MAX_OBJECTS",
         "DEFAULT_MAX_VERSION_HISTORY",
         "Limits",
@@ -130,11 +132,10 @@ _HOMES: dict[str, tuple[str, ...]] = {
     "identity.choice": ("NMI_PORT",),
     "content": ("ContentOptions",),
     "http.vault_client": ("VaultClient",),
+    "failures": ("classify", "failure_suffix"),
     "scheduling.fetch": (
         "CLIENT_OPTIONS",
         "RequestObserver",
-        "classify",
-        "failure_suffix",
         "fetch_version",
         "history_versions",
     ),

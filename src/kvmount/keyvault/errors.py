@@ -35,3 +35,9 @@ class InvalidSpec(KeyVaultError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+
+
+class AnswerTooLarge(KeyVaultError):
+    """A Key Vault answer grew past a byte cap while it arrived; the fetch names the object."""
+
+    category = Category.INVALID

@@ -18,6 +18,7 @@ from kvmount.keyvault.content import (
     public_key_pem,
     secret_files,
 )
+from kvmount.keyvault.failures import describe_failure
 from kvmount.keyvault.identity.choice import NMI_PORT
 from kvmount.keyvault.identity.credentials import (
     CredentialCache,
@@ -35,7 +36,6 @@ from kvmount.keyvault.scheduling.fetch import (
     Fetcher,
     MountReads,
     RequestObserver,
-    describe_failure,
 )
 from kvmount.keyvault.types import MountParams, ObjectType
 
@@ -127,7 +127,7 @@ class KeyVaultMounter:
         except Exception as err:
             raise describe_failure(params.vault_name, None, err) from None
         principal = principal_key(params, cloud)
-        budget = ContentBudget(self.settings.limits.max_mount_bytes)
+        budget = ContentBudget(self.settings.limits.max_mount_bytes, self.settings.limits.max_object_bytes)
         reads = MountReads(params.vault_name, clients, principal, since, deadline, budget)
         fetched = self.fetcher.fetch_all(reads, params.objects)
         files: list[File] = []

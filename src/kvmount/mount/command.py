@@ -13,16 +13,20 @@ import binascii
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
-from kvmount.base.flags import add_bool
+from kvmount.base.flags import add_bool, positive_duration
 from kvmount.base.logs import setup_logging
 from kvmount.keyvault import ContentOptions, KeyVaultError, KeyVaultMounter, Settings, parse_permission
 
 log = logging.getLogger(__name__)
+
+# --mount-timeout: as long as kubelet gives a CSI or FlexVolume mount.
+DEFAULT_MOUNT_TIMEOUT = 120.0
 
 
 class InputError(Exception):
@@ -91,6 +95,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_bool(parser, "--construct-pem-chain", True, "order certificate chains leaf -> root")
     add_bool(parser, "--write-cert-and-key-in-separate-files", False, "also write <file>.crt and .key")
     parser.add_argument("--cloud-name", default="", help="default cloud when the class sets no cloudName")
+    parser.add_argument(
+        "--mount-timeout",
+        type=positive_duration,
+        default=DEFAULT_MOUNT_TIMEOUT,
+        help="time the Key Vault reads of the mount may take in all (default 2m)",
+    )
     add_bool(parser, "--log-format-json", False, "log as JSON lines")
 
 
@@ -109,7 +119,9 @@ def mount(args: argparse.Namespace) -> list[str]:
     )
     mounter = KeyVaultMounter(settings)
     try:
-        result = mounter.mount_attributes(params, secrets, mode)
+        result = mounter.mount_attributes(
+            params, secrets, mode, deadline=time.monotonic() + args.mount_timeout
+        )
     finally:
         mounter.close()
     os.makedirs(args.target, exist_ok=True)

@@ -10,10 +10,11 @@ import grpc
 
 from kvmount.base import unix_grpc, upstream_flags
 from kvmount.base.endpoints import metrics_route, serve_http
-from kvmount.base.flags import GoFlagParser, add_bool, go_duration, go_int
+from kvmount.base.flags import GoFlagParser, add_bool, go_duration, go_int, positive_duration
 from kvmount.keyvault import (
     DEFAULT_CLOUD_ENV_DIRS,
     DEFAULT_MAX_MOUNT_BYTES,
+    DEFAULT_MAX_OBJECT_BYTES,
     DEFAULT_MAX_OBJECTS,
     DEFAULT_MAX_VERSION_HISTORY,
     NMI_PORT,
@@ -86,13 +87,6 @@ def _positive(value: str) -> int:
     return number
 
 
-def _positive_duration(value: str) -> float:
-    seconds = go_duration(value)
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive duration such as 2m")
-    return seconds
-
-
 def _add_caps(parser: argparse.ArgumentParser) -> None:
     """What a class (written by a namespace user) may ask of the provider; upstream has no caps."""
     parser.add_argument(
@@ -117,11 +111,18 @@ def _add_caps(parser: argparse.ArgumentParser) -> None:
         "--max-mount-bytes",
         type=_positive,
         default=DEFAULT_MAX_MOUNT_BYTES,
-        help="content bytes of one mount (default %(default)s, 64 MiB)",
+        help="content bytes of one mount, answers still arriving included (default %(default)s, 64 MiB)",
+    )
+    parser.add_argument(
+        "--max-object-bytes",
+        type=_positive,
+        default=DEFAULT_MAX_OBJECT_BYTES,
+        help="bytes of one Key Vault answer, decoded, counted as it arrives (default %(default)s, "
+        "1 MiB; a secret is at most 25 KB)",
     )
     parser.add_argument(
         "--default-mount-timeout",
-        type=_positive_duration,
+        type=positive_duration,
         default=server.DEFAULT_BUDGET,
         help="time a Mount may take when the caller sets no gRPC deadline (default 2m)",
     )
@@ -153,7 +154,9 @@ def _mounter(args: argparse.Namespace) -> KeyVaultMounter:
         token_proxy_url=args.token_proxy_url,
         sni_name=args.sni_name,
         cloud_env_dirs=tuple(d for d in args.cloud_env_dirs.split(",") if d),
-        limits=Limits(args.max_version_history, args.max_objects_per_mount, args.max_mount_bytes),
+        limits=Limits(
+            args.max_version_history, args.max_objects_per_mount, args.max_mount_bytes, args.max_object_bytes
+        ),
     )
     return KeyVaultMounter(settings, observe_request=metrics.observe_keyvault)
 

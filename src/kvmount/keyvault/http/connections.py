@@ -9,20 +9,30 @@ to a vault (no proxy) are http.client's, kept here:
 
 * an idle connection is checked before it is reused (a server may have closed it;
   readable with nothing asked means closed), as urllib3 does;
-* the connect timeout covers the TCP connect and the TLS handshake, the read
-  timeout every read after (a stall mid-body ends there);
+* the connect timeout covers the TCP connect and the TLS handshake; the read
+  timeout is the time the whole answer (headers and body) has to arrive: every
+  recv waits only for what is left of it, so a server sending a byte a second
+  cannot keep a read (and its fetch worker) forever;
 * failures are azure-core's exceptions, as RequestsTransport raises them for the
   same failure: connecting (refused, DNS, TLS, timeout) is a request error, a broken
   or timed-out answer a response error, a body cut short an IncompleteReadError;
-* a gzip or deflate body (requests' Accept-Encoding) is decoded.
+* a gzip or deflate body (requests' Accept-Encoding) is decoded as it arrives, and
+  what it decodes to is counted against the read's ``ReadCap`` (keyvault/parameters/limits.py)
+  chunk by chunk: a 2 MB gzip bomb or an endless chunked body is refused at the cap,
+  never held whole.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
+import socket
 import ssl
 import threading
+import time
 import zlib
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from azure.core.exceptions import (
     DecodeError,
@@ -35,16 +45,71 @@ from azure.core.exceptions import (
 from urllib3 import HTTPHeaderDict
 from urllib3.util.wait import wait_for_read
 
+# Bytes asked of the socket, and decoded at most, per step of a body's read.
+CHUNK = 64 * 1024
+
+
+class ByteCap(Protocol):
+    """What one answer's decoded bytes are counted against as they arrive; ``add`` raises
+    past the limit, ``reset`` forgets the answer so far (keyvault/parameters/limits.py ReadCap:
+    http/ imports nothing else of kvmount)."""
+
+    def add(self, size: int) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+class _Timed(io.RawIOBase):
+    """A socket's reads, each waiting only for what is left until ``deadline``."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock, self._deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the answer did not arrive whole within the read timeout")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
+
+
+class _Socket:
+    """What http.client's response takes of its socket (``makefile``), over ``_Timed``."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock, self._deadline = sock, deadline
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return io.BufferedReader(_Timed(self._sock, self._deadline))
+
+
+class _Connection(http.client.HTTPSConnection):
+    """An HTTPS connection whose answers must arrive whole by ``deadline``."""
+
+    deadline = 0.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # http.client builds its response from response_class(sock, method=...).
+        self.response_class = self._response  # type: ignore[assignment]
+
+    def _response(self, sock: socket.socket, *args: Any, **kwargs: Any) -> http.client.HTTPResponse:
+        return http.client.HTTPResponse(_Socket(sock, self.deadline), *args, **kwargs)  # type: ignore[arg-type]
+
 
 class Connections:
     """Up to ``keep`` idle keep-alive connections to ``host``:``port``, thread-safe."""
 
     def __init__(self, host: str, port: int, context: ssl.SSLContext, keep: int) -> None:
         self._host, self._port, self._context, self._keep = host, port, context, keep
-        self._idle: list[http.client.HTTPSConnection] = []
+        self._idle: list[_Connection] = []
         self._lock = threading.Lock()
 
-    def _reused(self) -> http.client.HTTPSConnection | None:
+    def _reused(self) -> _Connection | None:
         while True:
             with self._lock:
                 if not self._idle:
@@ -54,8 +119,8 @@ class Connections:
                 return conn
             conn.close()
 
-    def _connected(self, timeout: float) -> http.client.HTTPSConnection:
-        conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._context)
+    def _connected(self, timeout: float) -> _Connection:
+        conn = _Connection(self._host, self._port, timeout=timeout, context=self._context)
         try:
             conn.connect()
         except TimeoutError as err:
@@ -74,15 +139,23 @@ class Connections:
         headers: dict[str, str],
         connect_timeout: float,
         read_timeout: float,
+        cap: ByteCap,
     ) -> tuple[int, str, HTTPHeaderDict, bytes]:
-        """(status, reason, headers, body) of one request."""
+        """(status, reason, headers, body) of one request; the answer must arrive within
+        ``read_timeout`` of the request and its decoded body stay within ``cap``."""
         conn = self._reused() or self._connected(connect_timeout)
         try:
+            conn.deadline = time.monotonic() + read_timeout
             if conn.sock is not None:  # always: a new or a checked idle connection
                 conn.sock.settimeout(read_timeout)
             conn.request(method, target, body=body, headers=headers)
             response = conn.getresponse()
-            data = response.read()
+            data = read_body(response.read1, response.getheader("Content-Encoding"), cap)
+            if response.length:  # read1 ends quietly where the server closed early
+                raise http.client.IncompleteRead(b"", response.length)
+            # read1 leaves a body read to its Content-Length open, and http.client sends
+            # nothing more on a connection whose last response is open.
+            response.close()
         except (OSError, http.client.HTTPException) as err:
             conn.close()
             raise _response_error(err) from err
@@ -101,7 +174,7 @@ class Connections:
         answer = HTTPHeaderDict()
         for name, value in response.msg.items():
             answer.add(name, value)
-        return response.status, response.reason, answer, decoded(answer.get("Content-Encoding"), data)
+        return response.status, response.reason, answer, data
 
     def close(self) -> None:
         with self._lock:
@@ -121,19 +194,52 @@ def _response_error(err: OSError | http.client.HTTPException) -> Exception:
     return ServiceResponseError(err, error=err)
 
 
-def decoded(encoding: str | None, data: bytes) -> bytes:
-    """The body without its Content-Encoding (gzip or deflate, the ones asked for)."""
-    kind = (encoding or "").strip().lower()
-    if not data or kind in ("", "identity"):
-        return data
-    try:
-        if kind == "gzip":
-            return zlib.decompress(data, 16 + zlib.MAX_WBITS)
-        if kind == "deflate":
+class _Decoder:
+    """A gzip or deflate body decoded piece by piece, each piece at most CHUNK bytes."""
+
+    def __init__(self, kind: str) -> None:
+        self._kind = kind
+        self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS if kind == "gzip" else zlib.MAX_WBITS)
+        self._first = True
+
+    def pieces(self, data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        try:
             try:
-                return zlib.decompress(data)
-            except zlib.error:  # raw deflate, without the zlib header
-                return zlib.decompress(data, -zlib.MAX_WBITS)
-    except zlib.error as err:
-        raise DecodeError(f"the {kind} body cannot be decoded: {err}") from None
-    raise DecodeError(f"the body's Content-Encoding {encoding!r} was not asked for")
+                out.append(self._zlib.decompress(data, CHUNK))
+            except zlib.error:
+                if not (self._first and self._kind == "deflate"):
+                    raise
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, without the zlib header
+                out.append(self._zlib.decompress(data, CHUNK))
+            self._first = False
+            while self._zlib.unconsumed_tail:
+                out.append(self._zlib.decompress(self._zlib.unconsumed_tail, CHUNK))
+        except zlib.error as err:
+            raise DecodeError(f"the {self._kind} body cannot be decoded: {err}") from None
+        return out
+
+    def rest(self) -> bytes:
+        """What the decoder still holds once the body has ended (at most its window)."""
+        try:
+            return self._zlib.flush()
+        except zlib.error as err:
+            raise DecodeError(f"the {self._kind} body cannot be decoded: {err}") from None
+
+
+def read_body(read1: Callable[[int], bytes], encoding: str | None, cap: ByteCap) -> bytes:
+    """A body read with ``read1`` (at most one recv each) and decoded per its Content-Encoding
+    (gzip or deflate, the ones asked for), its decoded bytes counted by ``cap`` as they come."""
+    kind = (encoding or "").strip().lower()
+    if kind not in ("", "identity", "gzip", "deflate"):
+        raise DecodeError(f"the body's Content-Encoding {encoding!r} was not asked for")
+    decoder = _Decoder(kind) if kind in ("gzip", "deflate") else None
+    parts: list[bytes] = []
+    while raw := read1(CHUNK):
+        for piece in decoder.pieces(raw) if decoder else [raw]:
+            cap.add(len(piece))
+            parts.append(piece)
+    if decoder:
+        parts.append(decoder.rest())
+        cap.add(len(parts[-1]))
+    return b"".join(parts)

@@ -11,6 +11,8 @@ only reads the set (``is_retry``), so policies with the same codes share one.
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from azure.core.pipeline.policies import RetryPolicy
@@ -29,3 +31,21 @@ class SharedCodesRetryPolicy(RetryPolicy[Any, Any]):
         if shared is None:
             shared = _SHARED.setdefault(codes, set(codes))
         self._retry_on_status_codes = shared
+
+
+# The deadline (time.monotonic()) of the fetch running on this thread, if any
+# (set by keyvault/fetch.py's call_options).
+fetch_deadline = threading.local()
+
+
+class BudgetRetryPolicy(SharedCodesRetryPolicy):
+    """The SDK's retries, whose waits (Retry-After or backoff) end at the fetch's
+    deadline: a server asking for an hour's pause must not hold a mount for an hour."""
+
+    def sleep(self, settings: dict[str, Any], transport: Any, response: Any = None) -> None:
+        wait = (self.get_retry_after(response) if response else None) or self.get_backoff_time(settings)
+        deadline: float | None = getattr(fetch_deadline, "deadline", None)
+        if deadline is not None:
+            wait = min(wait, max(0.0, deadline - time.monotonic()))
+        if wait > 0:
+            transport.sleep(wait)

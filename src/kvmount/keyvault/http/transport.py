@@ -22,7 +22,14 @@ the proxy URL, as requests did). It keeps what requests gave these reads:
   and the provider's classification (keyvault/fetch.py) see the same failures.
 
 Bodies are always read whole (``stream=True`` is refused): Key Vault's answers are
-small JSON documents. Request bodies, when any, are bytes or text.
+small JSON documents. So each answer, on either route, is bounded while it arrives:
+its decoded bytes by the request's ``cap`` (keyvault/parameters/limits.py ReadCap: the object's
+cap and the mount's budget; --max-object-bytes alone when none is given), and its
+time by ``read_timeout``, the time the whole answer has to arrive (a drip of one
+byte a second does not restart it), and the mount's deadline. Through a proxy,
+urllib3 reads the headers, each recv waiting up to the read timeout: they are
+bounded in size by http.client, the body in time as on the direct route. Request
+bodies, when any, are bytes or text.
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ import json
 import os
 import ssl
 import threading
-from collections.abc import Iterator, MutableMapping
+import time
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import certifi
@@ -64,7 +72,7 @@ from urllib3.exceptions import (
 from urllib3.exceptions import DecodeError as Urllib3DecodeError
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-from kvmount.keyvault.http.connections import Connections
+from kvmount.keyvault.http.connections import ByteCap, Connections, read_body
 from kvmount.keyvault.http.shared_tls import loaded_context
 
 # The pools a transport keeps (one per origin and proxy; a vault's transport has one).
@@ -192,7 +200,15 @@ class ReadResponse(HttpResponse):
 class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
     """A thread-safe transport for many pipelines: the connections of each origin."""
 
-    def __init__(self, connection_timeout: float = 300, read_timeout: float = 300) -> None:
+    def __init__(
+        self,
+        connection_timeout: float = 300,
+        read_timeout: float = 300,
+        *,
+        default_cap: Callable[[], ByteCap],
+    ) -> None:
+        """``default_cap`` bounds an answer whose request brought no cap of its own."""
+        self._default_cap = default_cap
         # Read by azure-core's retry policy (it caps the connection timeout at the call's).
         self.connection_config = ConnectionConfiguration(
             connection_timeout=connection_timeout, read_timeout=read_timeout
@@ -272,8 +288,13 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
         stream: bool = False,
         connection_timeout: float | None = None,
         read_timeout: float | None = None,
+        cap: ByteCap | None = None,
+        mount_deadline: float | None = None,
         **unknown: Any,
     ) -> ReadResponse:
+        """``mount_deadline`` (time.monotonic()): by which any answer must have
+        arrived too; azure-core's retries shrink the connect timeout to the call's
+        ``timeout``, but not the read timeout."""
         if unknown:
             raise TypeError(f"VaultTransport.send got unexpected options {sorted(unknown)}")
         if stream:
@@ -289,6 +310,12 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
             raise ValueError("VaultTransport sends bodies of bytes or text only")
         connect = connection_timeout or self.connection_config.timeout
         read = read_timeout or self.connection_config.read_timeout
+        if mount_deadline is not None:
+            read = min(read, mount_deadline - time.monotonic())
+            if read <= 0:
+                raise ServiceResponseTimeoutError("the mount's time budget is spent")
+        cap = cap or self._default_cap()
+        cap.reset()  # a retry's answer is counted afresh
         url = request.url
         if url.startswith("https://"):
             netloc, _, path = url[8:].partition("/")
@@ -296,7 +323,7 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
             route = self._routes.get(origin) or self._route(origin)
             target = "/" + path.partition("#")[0]
             if isinstance(route, Connections):  # the hot path: straight to the vault
-                answer = route.exchange(request.method, target, body, headers, connect, read)
+                answer = route.exchange(request.method, target, body, headers, connect, read, cap)
                 return ReadResponse(request, *answer)
             opener: Any = route
         else:
@@ -304,6 +331,7 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
             with self._lock:
                 opener = self._manager(select_proxy(url, get_environ_proxies(url)))
             target = url
+        arrive_by = time.monotonic() + read
         try:
             response = opener.urlopen(
                 request.method,
@@ -314,12 +342,35 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
                 redirect=False,
                 assert_same_host=False,
                 timeout=urllib3.Timeout(connect=connect, read=read),
-                preload_content=True,
-                decode_content=True,
+                preload_content=False,
+                decode_content=False,
             )
         except (Urllib3HTTPError, OSError) as err:
             raise _azure_error(err) from err
-        return ReadResponse(request, response.status, response.reason or "", response.headers, response.data)
+        try:
+            data = read_body(
+                lambda n: _read1(response, arrive_by, n), response.headers.get("Content-Encoding"), cap
+            )
+        except (Urllib3HTTPError, OSError) as err:
+            response.close()
+            raise _azure_error(err) from err
+        except BaseException:
+            response.close()
+            raise
+        finally:
+            response.release_conn()
+        return ReadResponse(request, response.status, response.reason or "", response.headers, data)
+
+
+def _read1(response: urllib3.BaseHTTPResponse, deadline: float, size: int) -> bytes:
+    """At most ``size`` bytes of the raw body in one recv, which waits only until ``deadline``."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the answer did not arrive whole within the read timeout")
+    sock = getattr(response.connection, "sock", None)
+    if sock is not None:
+        sock.settimeout(left)
+    return response.read1(size, decode_content=False)
 
 
 def _azure_error(err: Exception) -> Exception:
@@ -328,7 +379,7 @@ def _azure_error(err: Exception) -> Exception:
         return ServiceRequestError(err, error=err)
     if isinstance(err, ConnectTimeoutError):
         return ServiceRequestTimeoutError(err, error=err)
-    if isinstance(err, ReadTimeoutError):
+    if isinstance(err, ReadTimeoutError | TimeoutError):
         return ServiceResponseTimeoutError(err, error=err)
     if isinstance(err, ProtocolError) and isinstance(err.args[-1], http.client.IncompleteRead):
         return IncompleteReadError(err, error=err)  # the connection closed mid-body

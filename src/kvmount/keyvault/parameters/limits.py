@@ -13,12 +13,16 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kvmount.keyvault.errors import InvalidSpec
+from kvmount.keyvault.errors import AnswerTooLarge, InvalidSpec
 from kvmount.keyvault.types import ObjectSpec
 
 DEFAULT_MAX_VERSION_HISTORY = 1000
 DEFAULT_MAX_OBJECTS = 10_000
 DEFAULT_MAX_MOUNT_BYTES = 64 * 1024 * 1024
+# One Key Vault answer, decoded: a secret's value is at most 25 KB (about 34 KB as a
+# certificate's base64 in JSON), a version-list page of 25 items a few KB; 1 MiB is 30
+# times the largest, and still lets 64 answers fit in one mount's default budget.
+DEFAULT_MAX_OBJECT_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class Limits:
     # Every version of an object's history counts as one object.  --max-objects-per-mount
     max_objects: int = DEFAULT_MAX_OBJECTS
     max_mount_bytes: int = DEFAULT_MAX_MOUNT_BYTES  # --max-mount-bytes
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES  # --max-object-bytes
 
 
 def check_history(where: str, history: int, limits: Limits) -> None:
@@ -53,12 +58,36 @@ def check_objects(objects: Sequence[ObjectSpec], limits: Limits) -> None:
 
 class ContentBudget:
     """The bytes a mount has received so far, checked as each object arrives, so a
-    huge mount fails with a clear error before it holds the node's memory."""
+    huge mount fails with a clear error before it holds the node's memory. Answers
+    still arriving are held against it too (``hold``), chunk by chunk."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, object_limit: int = DEFAULT_MAX_OBJECT_BYTES) -> None:
         self._limit = limit
+        self._object_limit = object_limit
         self._used = 0
+        self._held = 0
         self._lock = threading.Lock()
+
+    def cap(self) -> ReadCap:
+        """The cap of one answer of this mount."""
+        return ReadCap(self._object_limit, self)
+
+    def hold(self, size: int) -> None:
+        """``size`` more bytes of an answer arriving; refused past the limit."""
+        with self._lock:
+            total = self._used + self._held + size
+            if total <= self._limit:
+                self._held += size
+                return
+        raise AnswerTooLarge(
+            f"the mount's answers would reach {total} bytes, above the provider's limit of {self._limit} "
+            "bytes per mount (--max-mount-bytes); split the objects over several classes"
+        )
+
+    def release(self, size: int) -> None:
+        """An answer that held ``size`` bytes has arrived (or failed)."""
+        with self._lock:
+            self._held -= size
 
     def take(self, spec: ObjectSpec, size: int) -> None:
         with self._lock:
@@ -71,3 +100,36 @@ class ContentBudget:
                 f"{self._limit} bytes per mount (--max-mount-bytes); split the objects over "
                 "several classes",
             )
+
+
+class ReadCap:
+    """The bytes one Key Vault answer may decode to, counted as they arrive: at most
+    ``limit`` (--max-object-bytes), and within what the mount's ``budget`` has left.
+    As a context manager, a read: what it holds of the budget is given back at its end."""
+
+    def __init__(self, limit: int = DEFAULT_MAX_OBJECT_BYTES, budget: ContentBudget | None = None) -> None:
+        self._limit = limit
+        self._budget = budget
+        self._size = 0
+
+    def __enter__(self) -> ReadCap:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.reset()
+
+    def add(self, size: int) -> None:
+        if self._size + size > self._limit:
+            raise AnswerTooLarge(
+                f"Key Vault's answer is larger than the provider's limit of {self._limit} bytes per "
+                "object (--max-object-bytes); Key Vault's own objects are far smaller"
+            )
+        if self._budget is not None:
+            self._budget.hold(size)
+        self._size += size
+
+    def reset(self) -> None:
+        """Forget the answer counted so far (a retry starts again; a read has ended)."""
+        if self._budget is not None:
+            self._budget.release(self._size)
+        self._size = 0

@@ -9,7 +9,6 @@ across mounts.
 from __future__ import annotations
 
 import base64
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -21,44 +20,24 @@ from typing import Any, TypeVar
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
-    ClientAuthenticationError,
-    HttpResponseError,
-    IncompleteReadError,
     ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
     ServiceResponseTimeoutError,
 )
-from azure.identity import CredentialUnavailableError
 
 from kvmount.keyvault.content import JsonWebKey
 from kvmount.keyvault.errors import Category, KeyVaultError
-from kvmount.keyvault.http.retry import SharedCodesRetryPolicy
+from kvmount.keyvault.failures import classify, describe_failure
+from kvmount.keyvault.http.retry import BudgetRetryPolicy, fetch_deadline
 from kvmount.keyvault.http.transport import VaultTransport
 from kvmount.keyvault.http.vault_client import VaultClient, version_of
-from kvmount.keyvault.parameters.limits import ContentBudget
+from kvmount.keyvault.parameters.limits import ContentBudget, ReadCap
 from kvmount.keyvault.scheduling.coalesce import Coalescer
 from kvmount.keyvault.scheduling.fairpool import BatchTimeout, FairPool
 from kvmount.keyvault.types import ObjectSpec, ObjectType
 
 T = TypeVar("T")
+# READ_TIMEOUT is the time a whole answer has to arrive (keyvault/connections.py).
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 30.0
-# The deadline (time.monotonic()) of the fetch running on this thread, if any.
-_budget = threading.local()
-
-
-class BudgetRetryPolicy(SharedCodesRetryPolicy):
-    """The SDK's retries, whose waits (Retry-After or backoff) end at the fetch's
-    deadline: a server asking for an hour's pause must not hold a mount for an hour."""
-
-    def sleep(self, settings: dict[str, Any], transport: Any, response: Any = None) -> None:
-        wait = (self.get_retry_after(response) if response else None) or self.get_backoff_time(settings)
-        deadline: float | None = getattr(_budget, "deadline", None)
-        if deadline is not None:
-            wait = min(wait, max(0.0, deadline - time.monotonic()))
-        if wait > 0:
-            transport.sleep(wait)
-
 
 # Retries inside one call stay short: the driver retries the whole mount.
 CLIENT_OPTIONS: dict[str, Any] = {
@@ -68,22 +47,22 @@ CLIENT_OPTIONS: dict[str, Any] = {
 }
 
 
-def call_options(deadline: float | None) -> dict[str, Any]:
-    """Per-call SDK options that end the call, its retries and its reads at ``deadline``."""
-    _budget.deadline = deadline
+def call_options(deadline: float | None, cap: ReadCap) -> dict[str, Any]:
+    """Per-call SDK options that end the call, its retries and its reads at ``deadline``,
+    and bound each answer by ``cap``."""
+    fetch_deadline.deadline = deadline
     if deadline is None:
-        return {}
+        return {"cap": cap}
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise ServiceResponseTimeoutError("the mount's time budget is spent")
     return {
+        "cap": cap,
+        "mount_deadline": deadline,
         "timeout": remaining,
         "connection_timeout": min(CONNECT_TIMEOUT, remaining),
         "read_timeout": min(READ_TIMEOUT, remaining),
     }
-
-
-_AADSTS = re.compile(r"AADSTS\d+")
 
 
 @dataclass(frozen=True)
@@ -109,61 +88,6 @@ RequestObserver = Callable[[str, str, float], None]
 def _unobserved(object_type: str, category: str, seconds: float) -> None: ...
 
 
-def classify(err: Exception) -> Category:
-    if isinstance(err, KeyVaultError):
-        return err.category
-    if isinstance(err, ResourceNotFoundError):
-        return Category.NOT_FOUND
-    if isinstance(err, CredentialUnavailableError):
-        return Category.UNAVAILABLE
-    if isinstance(err, ClientAuthenticationError):
-        return Category.FORBIDDEN if err.status_code == 403 else Category.UNAUTHENTICATED
-    # A body cut short is the network failing mid-answer, as a reset is.
-    if isinstance(err, ServiceRequestError | ServiceResponseError | IncompleteReadError):
-        return Category.UNAVAILABLE
-    if isinstance(err, HttpResponseError):
-        status = err.status_code or 0
-        if status == 403:
-            return Category.FORBIDDEN
-        if status == 401:
-            return Category.UNAUTHENTICATED
-        if status == 429 or status >= 500:
-            return Category.UNAVAILABLE
-    return Category.INTERNAL
-
-
-_ADVICE = {
-    Category.NOT_FOUND: "not found; check objectName, objectVersion and keyvaultName",
-    Category.FORBIDDEN: "access denied or the version is disabled; grant the identity get permission "
-    "on this object type, or enable the version",
-    Category.UNAUTHENTICATED: "no token could be had for the mount's identity; check tenantID, the "
-    "client id and its credential",
-    Category.UNAVAILABLE: "Key Vault or the identity endpoint is unreachable or failing; retry later",
-    Category.INTERNAL: "unexpected failure",
-}
-
-
-def describe_failure(vault: str, spec: ObjectSpec | None, err: Exception) -> KeyVaultError:
-    """An error naming the vault and object (if any), safe to show: no response bodies."""
-    category = classify(err)
-    if isinstance(err, KeyVaultError):
-        return KeyVaultError(f"keyvault {vault!r}: {err}", category)
-    what = f"{spec.describe()}: " if spec else ""
-    return KeyVaultError(f"keyvault {vault!r}: {what}{_ADVICE[category]}{failure_suffix(err)}", category)
-
-
-def failure_suffix(err: Exception) -> str:
-    """The HTTP status and Azure AD error code of a failure, safe to show: never its body."""
-    suffix = ""
-    status = getattr(err, "status_code", None)
-    if status:
-        suffix += f" (HTTP {status})"
-    code = _AADSTS.search(str(err))
-    if code:
-        suffix += f" ({code.group(0)})"
-    return suffix
-
-
 class ClientCache:
     """Vault clients by (vault URL, identity key), least recently used evicted; the
     clients of one vault share its connection pool."""
@@ -184,7 +108,9 @@ class ClientCache:
                 # A policy belongs to one pipeline (it links to the next), so each client has its own.
                 retry = BudgetRetryPolicy(retry_total=2)
                 if vault_url not in self._transports:
-                    self._transports[vault_url] = VaultTransport(CONNECT_TIMEOUT, READ_TIMEOUT)
+                    self._transports[vault_url] = VaultTransport(
+                        CONNECT_TIMEOUT, READ_TIMEOUT, default_cap=ReadCap
+                    )
                 transport = self._transports[vault_url]
                 client = VaultClient(vault_url, credential, retry, transport, self._user_agent)
                 self._entries[key] = client
@@ -230,14 +156,18 @@ def history_versions(
     limit: int | None = None,
     deadline: float | None = None,
     observe: RequestObserver = _unobserved,
+    cap: ReadCap | None = None,
 ) -> list[str]:
     """The newest enabled versions, newest first, starting at objectVersion when
-    one is set; at most ``limit`` (default the spec's history, 0 for all)."""
-    kw = call_options(deadline)
+    one is set; at most ``limit`` (default the spec's history, 0 for all). Each
+    page of the listing is bounded by ``cap``."""
+    cap = cap or ReadCap()
+    kw = call_options(deadline, cap)
     id_field = "kid" if spec.type is ObjectType.KEY else "id"
 
     def listing() -> list[dict[str, Any]]:
-        return list(client.list_versions(spec.type.value, spec.name, deadline, **kw))
+        with cap:
+            return list(client.list_versions(spec.type.value, spec.name, deadline, **kw))
 
     # Creation times have one-second resolution; on a tie, the later-listed is taken as newer.
     listed = list(enumerate(_timed(observe, spec.type.value, listing)))
@@ -264,10 +194,14 @@ def fetch_version(
     version: str,
     deadline: float | None = None,
     observe: RequestObserver = _unobserved,
+    cap: ReadCap | None = None,
 ) -> Fetched:
-    kw = call_options(deadline)
+    """One version (``version`` "" for the current one), its answer bounded by ``cap``."""
+    cap = cap or ReadCap()
+    kw = call_options(deadline, cap)
     kind = spec.type.value
-    doc = _timed(observe, kind, lambda: client.get_object(kind, spec.name, version, deadline, **kw))
+    with cap:
+        doc = _timed(observe, kind, lambda: client.get_object(kind, spec.name, version, deadline, **kw))
     if spec.type is ObjectType.SECRET:
         value, content_type, key_id = doc.get("value"), doc.get("contentType"), doc.get("kid")
         return Fetched(
@@ -319,7 +253,8 @@ class MountReads:
     right to read) are shared; ``since``: when the mount began (time.monotonic()), it takes no
     read that began earlier and has completed, so it sees every change made before it; None
     marks a rotation poll (see Coalescer.run). Past ``deadline`` (time.monotonic()) the mount
-    fails as UNAVAILABLE; ``budget`` counts the bytes as they arrive (--max-mount-bytes)."""
+    fails as UNAVAILABLE; ``budget`` counts the bytes as they arrive (--max-mount-bytes) and
+    caps each answer (--max-object-bytes)."""
 
     vault: str
     client: VaultClient
@@ -369,14 +304,16 @@ class Fetcher:
             return [spec.version]
         version = "" if spec.latest else spec.version
         key = (mount.client.vault_url, mount.principal, spec.type, spec.name, version, "history")
-        listing = partial(history_versions, mount.client, spec, 0, mount.deadline, self._observe)
+        cap = None if mount.budget is None else mount.budget.cap()
+        listing = partial(history_versions, mount.client, spec, 0, mount.deadline, self._observe, cap)
         listed = self._guarded(mount, spec, lambda: self._shared.run(key, listing, since=mount.since))
         return listed[: spec.version_history]
 
     def _fetch_one(self, mount: MountReads, job: tuple[ObjectSpec, str]) -> Fetched:
         spec, version = job
         key = (mount.client.vault_url, mount.principal, spec.type, spec.name, version)
-        read = partial(fetch_version, mount.client, spec, version, mount.deadline, self._observe)
+        cap = None if mount.budget is None else mount.budget.cap()
+        read = partial(fetch_version, mount.client, spec, version, mount.deadline, self._observe, cap)
         fetched = self._guarded(mount, spec, lambda: self._shared.run(key, read, since=mount.since))
         if mount.budget is not None:
             mount.budget.take(spec, _size(fetched))

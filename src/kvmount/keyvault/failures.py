@@ -1,0 +1,78 @@
+"""Azure's failures as kvmount's error categories, with messages safe to show: the vault,
+the object, what to do, the HTTP status and Azure AD error code, never a response body."""
+
+from __future__ import annotations
+
+import re
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    IncompleteReadError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.identity import CredentialUnavailableError
+
+from kvmount.keyvault.errors import AnswerTooLarge, Category, KeyVaultError
+from kvmount.keyvault.types import ObjectSpec
+
+_AADSTS = re.compile(r"AADSTS\d+")
+
+
+def classify(err: Exception) -> Category:
+    if isinstance(err, KeyVaultError):
+        return err.category
+    if isinstance(err, ResourceNotFoundError):
+        return Category.NOT_FOUND
+    if isinstance(err, CredentialUnavailableError):
+        return Category.UNAVAILABLE
+    if isinstance(err, ClientAuthenticationError):
+        return Category.FORBIDDEN if err.status_code == 403 else Category.UNAUTHENTICATED
+    # A body cut short is the network failing mid-answer, as a reset is.
+    if isinstance(err, ServiceRequestError | ServiceResponseError | IncompleteReadError):
+        return Category.UNAVAILABLE
+    if isinstance(err, HttpResponseError):
+        status = err.status_code or 0
+        if status == 403:
+            return Category.FORBIDDEN
+        if status == 401:
+            return Category.UNAUTHENTICATED
+        if status == 429 or status >= 500:
+            return Category.UNAVAILABLE
+    return Category.INTERNAL
+
+
+_ADVICE = {
+    Category.NOT_FOUND: "not found; check objectName, objectVersion and keyvaultName",
+    Category.FORBIDDEN: "access denied or the version is disabled; grant the identity get permission "
+    "on this object type, or enable the version",
+    Category.UNAUTHENTICATED: "no token could be had for the mount's identity; check tenantID, the "
+    "client id and its credential",
+    Category.UNAVAILABLE: "Key Vault or the identity endpoint is unreachable or failing; retry later",
+    Category.INTERNAL: "unexpected failure",
+}
+
+
+def describe_failure(vault: str, spec: ObjectSpec | None, err: Exception) -> KeyVaultError:
+    """An error naming the vault and object (if any), safe to show: no response bodies."""
+    category = classify(err)
+    what = f"{spec.describe()}: " if spec else ""
+    if isinstance(err, AnswerTooLarge):  # raised by the transport, which knows no object
+        return KeyVaultError(f"keyvault {vault!r}: {what}{err}", category)
+    if isinstance(err, KeyVaultError):
+        return KeyVaultError(f"keyvault {vault!r}: {err}", category)
+    return KeyVaultError(f"keyvault {vault!r}: {what}{_ADVICE[category]}{failure_suffix(err)}", category)
+
+
+def failure_suffix(err: Exception) -> str:
+    """The HTTP status and Azure AD error code of a failure, safe to show: never its body."""
+    suffix = ""
+    status = getattr(err, "status_code", None)
+    if status:
+        suffix += f" (HTTP {status})"
+    code = _AADSTS.search(str(err))
+    if code:
+        suffix += f" ({code.group(0)})"
+    return suffix

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from kvmount.base.flags import (
     message_size,
     seconds,
 )
-from kvmount.cli import COMMANDS, main
+from kvmount.cli import COMMANDS, build_parser, main
 
 
 def parser() -> GoFlagParser:
@@ -161,12 +160,10 @@ _NOT_PORTS = {"endpoint", "csi_address"}
 def _port_flags() -> list[tuple[str, str, str]]:
     """(command, flag, value) for every port and address flag of every command."""
     found = []
-    for command, (module_name, _) in COMMANDS.items():
+    for command in COMMANDS:
         if command == "flexvolume":  # kubelet's exec interface: no flags of a port
             continue
-        module = importlib.import_module(module_name)
-        made = getattr(module, "PARSER", argparse.ArgumentParser)(prog=command)
-        module.add_arguments(made)
+        made = build_parser(command)
         for action in made._actions:
             flag = next((o for o in action.option_strings if o.startswith("--")), "")
             if action.dest.endswith("_port"):

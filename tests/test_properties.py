@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import importlib
 import json
 import os
 from typing import Any
@@ -22,7 +21,7 @@ from hypothesis import strategies as st
 
 from kvmount.base import numbers
 from kvmount.base.yamlread import Unreadable
-from kvmount.cli import COMMANDS
+from kvmount.cli import COMMANDS, build_parser
 from kvmount.flexvolume.options import parse_json, translate
 from kvmount.keyvault import (
     ContentOptions,
@@ -273,12 +272,10 @@ def _flag_types() -> list[tuple[str, Any]]:
     """(command flag, type) of every typed flag of every command: ports, addresses, sizes,
     counts, intervals, durations, and the rest."""
     found = []
-    for command, (module_name, _) in COMMANDS.items():
+    for command in COMMANDS:
         if command == "flexvolume":
             continue
-        module = importlib.import_module(module_name)
-        made = getattr(module, "PARSER", argparse.ArgumentParser)(prog=command)
-        module.add_arguments(made)
+        made = build_parser(command)
         found += [(f"{command} {a.option_strings[-1]}", a.type) for a in made._actions if callable(a.type)]
     return found
 

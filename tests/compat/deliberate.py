@@ -218,6 +218,15 @@ ROWS: tuple[Row, ...] = (
         "nothing of a failed mount stays on the node; kubelet's retry makes the directory again",
     ),
     Row(
+        "Driver and sync controller: a Secret type Kubernetes acts on "
+        "(`kubernetes.io/service-account-token`, `bootstrap.kubernetes.io/token`, any other "
+        "`kubernetes.io` or `k8s.io` type but basic-auth, ssh-auth, tls, dockercfg and dockerconfigjson) "
+        "is refused, naming the type",
+        "writes any type (the sync controller's admission policy allows bootstrap tokens)",
+        "the writers may create Secrets anywhere: a namespace user who may not create Secrets would have "
+        "the token controller mint a long-lived token of any ServiceAccount of the namespace",
+    ),
+    Row(
         "Driver: a Secret of a `secretObjects` name that the driver does not manage is never "
         "overwritten; the pod gets a `FailedToCreateSecret` event",
         "overwrites it",

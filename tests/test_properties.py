@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from kvmount.base import numbers
 from kvmount.base.yamlread import Unreadable
 from kvmount.cli import COMMANDS, build_parser
+from kvmount.driver.request import MAX_GID, PublishError, parse_gid
 from kvmount.flexvolume.options import parse_json, translate
 from kvmount.keyvault import (
     ContentOptions,
@@ -304,6 +305,13 @@ def test_numbers_are_ascii_and_in_range_or_refused(text: str, low: int, span: in
         assert text.isascii() and low <= value <= low + span
     with contextlib.suppress(numbers.NumberError):
         assert 0 <= numbers.port(text) <= 65535
+
+
+@given(number_text)
+def test_volume_mount_groups_raise_only_publish_errors(group: str) -> None:
+    with contextlib.suppress(PublishError):
+        gid = parse_gid(group)
+        assert gid is None or (group.isascii() and 0 <= gid <= MAX_GID)
 
 
 @given(number_text, number_text)

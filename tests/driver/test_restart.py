@@ -164,8 +164,8 @@ def pod(ns: Namespace, name: str, class_name: str, owner: dict[str, Any], labels
     return name
 
 
-def rolled_out(ns: Namespace, name: str) -> bool:
-    template = ns.read("deployments", name)["spec"]["template"]["metadata"]
+def rolled_out(ns: Namespace, name: str, plural: str = "deployments") -> bool:
+    template = ns.read(plural, name)["spec"]["template"]["metadata"]
     return ROLLED_TO in (template.get("annotations") or {})
 
 
@@ -214,3 +214,25 @@ def test_class_opt_in_restarts_the_workload_that_mounts_it(ns: Namespace) -> Non
     api_rs = replica_set(ns, api)
     pod(ns, "api-1", "shared", owner_ref("ReplicaSet", api_rs), {"app": "api", "pod-template-hash": "abc"})
     assert rolled_out(ns, "api")
+
+
+def test_a_daemonset_owns_its_pods_directly(ns: Namespace) -> None:
+    spc(ns, "node-secrets", opt_in=True)
+    agent = ns.create(
+        "apps/v1",
+        "daemonsets",
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "agent"},
+            "spec": {
+                "selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["agent"]}]},
+                "template": {"metadata": {"labels": {"app": "agent"}}, "spec": pod_spec("node-secrets")},
+            },
+        },
+    )
+    stray = pod(ns, "stray", "node-secrets", owner_ref("DaemonSet", agent), {"app": "other"})
+    assert "selector of DaemonSet agent does not match" in skipped(ns, stray)
+    assert not rolled_out(ns, "agent", "daemonsets")
+    pod(ns, "agent-x", "node-secrets", owner_ref("DaemonSet", agent), {"app": "agent"})
+    assert rolled_out(ns, "agent", "daemonsets")

@@ -87,7 +87,7 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "Limits: `--max-version-history` (1000), `--max-objects-per-mount` (10000), "
-        "`--max-mount-bytes` (64 MiB)",
+        "`--max-mount-bytes` (64 MiB), `--max-object-bytes` (1 MiB, one Key Vault answer as it arrives)",
         "has none",
         "one class cannot exhaust the node's provider, which every pod shares",
         ("history-above-limit",),

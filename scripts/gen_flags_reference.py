@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from kvmount import cli  # noqa: E402  (after the path, so the tree's own kvmount is read)
-from kvmount.base.flags import go_bool  # noqa: E402
+from kvmount.base.flags import go_bool, seconds  # noqa: E402
 from kvmount.flexvolume import install  # noqa: E402
 
 OUT = REPO / "docs" / "flags.md"
@@ -89,8 +89,8 @@ def _default(action: argparse.Action) -> str:
         return ""
     if isinstance(value, bool):
         return "`true`" if value else "`false`"
-    if isinstance(value, float):  # the flags' only float-valued types besides float read Go durations
-        return f"`{value:g}`" if action.type is float else f"`{_go_duration(value)}`"
+    if isinstance(value, float):  # the flags' only float-valued types besides seconds read Go durations
+        return f"`{value:g}`" if action.type in (float, seconds) else f"`{_go_duration(value)}`"
     return f"`{value}`"
 
 

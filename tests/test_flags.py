@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 
 from kvmount.base import upstream_flags
-from kvmount.base.flags import GoFlagParser, add_bool, go_duration, go_int
+from kvmount.base.flags import (
+    GoFlagParser,
+    add_bool,
+    go_duration,
+    go_int,
+    go_port,
+    listen_address,
+    message_size,
+    seconds,
+)
+from kvmount.cli import COMMANDS, build_parser, main
 
 
 def parser() -> GoFlagParser:
@@ -71,7 +81,10 @@ def test_durations(text: str, seconds: float) -> None:
     assert go_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["5", "", "5x", "1m 30s", "s"])
+@pytest.mark.parametrize(
+    "text",
+    ["5", "", "5x", "1m 30s", "s", "٣s", "²s", "9" * 5000 + "s", "99999999999999999999h", "1" * 100 + "ns"],
+)
 def test_bad_durations(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         go_duration(text)
@@ -135,3 +148,60 @@ def test_unwritable_log_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
     assert upstream_flags.start(args, "provider") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--log_file" in err
+
+
+# Every flag naming a TCP port or a listen address, in every command; unix socket paths
+# (--endpoint, --csi-address) are not ports.
+PORT_VALUES = ["65536", "999999", "-1", "²", "٣٣", "9" * 5000, "1e3", " 80"]
+ADDRESS_VALUES = [":65536", ":999999", "0.0.0.0:٣٣", ":" + "9" * 5000, "8080", "host:"]
+_NOT_PORTS = {"endpoint", "csi_address"}
+
+
+def _port_flags() -> list[tuple[str, str, str]]:
+    """(command, flag, value) for every port and address flag of every command."""
+    found = []
+    for command in COMMANDS:
+        if command == "flexvolume":  # kubelet's exec interface: no flags of a port
+            continue
+        made = build_parser(command)
+        for action in made._actions:
+            flag = next((o for o in action.option_strings if o.startswith("--")), "")
+            if action.dest.endswith("_port"):
+                found += [(command, flag, value) for value in PORT_VALUES]
+            elif action.dest.endswith(("_addr", "_address", "_endpoint")) and action.dest not in _NOT_PORTS:
+                found += [(command, flag, value) for value in ADDRESS_VALUES]
+    return found
+
+
+PORT_FLAGS = _port_flags()
+
+
+def test_the_port_flags_are_found() -> None:
+    flags = {(command, flag) for command, flag, _ in PORT_FLAGS}
+    assert ("livenessprobe", "--health-port") in flags and ("driver", "--metrics-addr") in flags
+    assert ("sync-controller", "--health-probe-bind-address") in flags and ("doctor", "--nmi-port") in flags
+    assert len(flags) >= 15
+
+
+@pytest.mark.parametrize(("command", "flag", "value"), PORT_FLAGS)
+def test_every_port_flag_of_every_command_is_range_checked(
+    command: str, flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A port out of 0-65535, or not in ASCII digits, is a one-line usage error, exit 2: never
+    an OverflowError from bind() (``--health-port=999999``) or a port read from other scripts' digits."""
+    with pytest.raises(SystemExit) as info:
+        main([command, f"{flag}={value}"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    [line] = [line for line in err.splitlines() if "error:" in line]
+    assert flag in line and len(line) < 400, line
+
+
+def test_ports_in_range_are_taken() -> None:
+    assert go_port("0") == 0 and go_port("65535") == 65535 and go_port("0x50") == 80
+    assert listen_address(":8080") == ":8080" and listen_address("[::1]:9808") == "[::1]:9808"
+    assert seconds("0.5") == 0.5 and message_size("4194304") == 4 << 20
+    for bad in ("nan", "inf", "\u0661", "-1", "1e3"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            seconds(bad)

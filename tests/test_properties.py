@@ -8,6 +8,7 @@ since a loaded 2-core box makes single examples slow.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import json
@@ -18,6 +19,10 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from kvmount.base import numbers
+from kvmount.base.yamlread import Unreadable
+from kvmount.cli import COMMANDS, build_parser
+from kvmount.driver.request import MAX_GID, PublishError, parse_gid
 from kvmount.flexvolume.options import parse_json, translate
 from kvmount.keyvault import (
     ContentOptions,
@@ -29,6 +34,7 @@ from kvmount.keyvault import (
     ObjectType,
     output_paths,
     parse_mount,
+    parse_permission,
 )
 from kvmount.keyvault.content import JsonWebKey, certificate_pem, public_key_pem, secret_files, split_pem
 from kvmount.kms.config import parse_entry
@@ -36,6 +42,7 @@ from kvmount.kube.classes import parse_class
 from kvmount.kube.errors import InvalidClass
 from kvmount.secretsync.errors import SyncError
 from kvmount.secretsync.tls import tls_chain, tls_key
+from kvmount.validate.command import check_text
 from kvmount.volume.atomic_writer import Payload, PayloadError, validate
 
 settings.register_profile(
@@ -246,3 +253,116 @@ def test_flexvolume_options_raise_only_invalid_spec(raw: str) -> None:
 def test_kms_entries_raise_only_invalid_spec(entry: dict[str, Any]) -> None:
     with contextlib.suppress(KeyVaultError):
         parse_entry("ceph", entry)
+
+
+# Text a user may write where a number is wanted: other scripts' digits (which str.isdigit,
+# int() and float() take), signs, Go's prefixes, underscores, exponents, spaces, and numbers
+# past int()'s 4,300 digits.
+number_text = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.text(
+        st.sampled_from([*"0123456789+-_xXoObBeE.: ", "²", "٣", "१", "\U0001d7d9", "Ⅻ", "\x00", "n"]),
+        max_size=24,
+    ),
+    st.integers(4290, 4400).map(lambda n: "9" * n),
+    st.text(max_size=12),
+)
+
+
+def _flag_types() -> list[tuple[str, Any]]:
+    """(command flag, type) of every typed flag of every command: ports, addresses, sizes,
+    counts, intervals, durations, and the rest."""
+    found = []
+    for command in COMMANDS:
+        if command == "flexvolume":
+            continue
+        made = build_parser(command)
+        found += [(f"{command} {a.option_strings[-1]}", a.type) for a in made._actions if callable(a.type)]
+    return found
+
+
+FLAG_TYPES = _flag_types()
+
+
+@given(st.one_of(number_text, st.tuples(st.text(max_size=4), number_text).map(":".join)))
+@example("999999")
+@example(":99999999")
+def test_every_flag_of_every_command_refuses_with_its_own_error(text: str) -> None:
+    assert len(FLAG_TYPES) > 40
+    for _flag, kind in FLAG_TYPES:
+        with contextlib.suppress(argparse.ArgumentTypeError):
+            kind(text)
+
+
+@given(number_text, st.integers(-(2**40), 2**40), st.integers(0, 2**40))
+def test_numbers_are_ascii_and_in_range_or_refused(text: str, low: int, span: int) -> None:
+    for parse in (numbers.decimal, numbers.go_integer):
+        try:
+            value = parse(text, low, low + span)
+        except numbers.NumberError as err:
+            assert len(str(err)) < 200
+            continue
+        assert text.isascii() and low <= value <= low + span
+    with contextlib.suppress(numbers.NumberError):
+        assert 0 <= numbers.port(text) <= 65535
+
+
+@given(number_text)
+def test_volume_mount_groups_raise_only_publish_errors(group: str) -> None:
+    with contextlib.suppress(PublishError):
+        gid = parse_gid(group)
+        assert gid is None or (group.isascii() and 0 <= gid <= MAX_GID)
+
+
+@given(number_text, number_text)
+@example("9" * 5000, "0644")
+def test_object_numbers_raise_only_invalid_spec(history: str, permission: str) -> None:
+    """objectVersionHistory unquoted (an integer to yaml.v3) and filePermission, as written."""
+    objects = (
+        "array:\n  - |\n    objectName: a\n    objectType: secret\n"
+        f"    objectVersionHistory: {history}\n    filePermission: {json.dumps(permission)}\n"
+    )
+    with contextlib.suppress(KeyVaultError):
+        parse_mount({"keyvaultName": "kvtest", "tenantID": "t", "objects": objects}, SP)
+    with contextlib.suppress(KeyVaultError):
+        parse_permission("--permission", permission)
+
+
+@given(number_text)
+@example("²")
+def test_flexvolume_nmiport_raises_only_invalid_spec(port: str) -> None:
+    options = {
+        "keyvaultname": "kvtest",
+        "tenantid": "t",
+        "keyvaultobjectnames": "a",
+        "keyvaultobjecttypes": "secret",
+        "nmiport": port,
+    }
+    try:
+        flex = translate(options, environ={})
+    except KeyVaultError:
+        return
+    assert port.isascii() and 0 < flex.nmi_port < 65536
+
+
+@given(number_text)
+@example("99999999")
+def test_kms_vault_url_ports_raise_only_invalid_spec(port: str) -> None:
+    entry = {"KMS_PROVIDER": "azure-kv", "AZURE_CLIENT_ID": "c", "AZURE_TENANT_ID": "t"}
+    with contextlib.suppress(KeyVaultError):
+        parse_entry("ceph", {**entry, "AZURE_VAULT_URL": f"https://kv.example:{port}"})
+
+
+@given(number_text, st.sampled_from(["objects", "secretObjects", "key"]))
+def test_validate_of_any_number_gives_findings_or_one_line(text: str, where: str) -> None:
+    """A number anywhere in a manifest: findings, or Unreadable (one line, exit 2)."""
+    history = text if where == "objects" else "1"
+    key = text if where == "key" else "k"
+    manifest = (
+        "kind: SecretProviderClass\nmetadata: {name: a}\nspec:\n  provider: azure\n"
+        f"  secretObjects: [{{secretName: s, type: Opaque, data: [{{objectName: a, key: {key}}}]}}]\n"
+        "  parameters:\n    keyvaultName: kvtest\n    tenantId: t\n"
+        f"    objects: 'array: [{{objectName: a, objectType: secret, objectVersionHistory: {history}}}]'\n"
+    )
+    with contextlib.suppress(Unreadable):
+        check_text(manifest, "x.yaml")

@@ -87,7 +87,7 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "Limits: `--max-version-history` (1000), `--max-objects-per-mount` (10000), "
-        "`--max-mount-bytes` (64 MiB)",
+        "`--max-mount-bytes` (64 MiB), `--max-object-bytes` (1 MiB, one Key Vault answer as it arrives)",
         "has none",
         "one class cannot exhaust the node's provider, which every pod shares",
         ("history-above-limit",),
@@ -216,6 +216,15 @@ ROWS: tuple[Row, ...] = (
         "Driver: a failed first publish removes the target directory it made",
         "leaves the empty target directory behind",
         "nothing of a failed mount stays on the node; kubelet's retry makes the directory again",
+    ),
+    Row(
+        "Driver and sync controller: a Secret type Kubernetes acts on "
+        "(`kubernetes.io/service-account-token`, `bootstrap.kubernetes.io/token`, any other "
+        "`kubernetes.io` or `k8s.io` type but basic-auth, ssh-auth, tls, dockercfg and dockerconfigjson) "
+        "is refused, naming the type",
+        "writes any type (the sync controller's admission policy allows bootstrap tokens)",
+        "the writers may create Secrets anywhere: a namespace user who may not create Secrets would have "
+        "the token controller mint a long-lived token of any ServiceAccount of the namespace",
     ),
     Row(
         "Driver: a Secret of a `secretObjects` name that the driver does not manage is never "

@@ -126,6 +126,11 @@ def test_option_values_cannot_smuggle_yaml() -> None:
         ({"keyvaultobjectname": "b"}, "keyvaultobjectnames", "both set"),
         ({"keyvaultobjectnmes": "b"}, "keyvaultobjectnmes", "not an option"),
         ({"nmiport": "http"}, "nmiport", "not a port"),
+        # str.isdigit() takes these; int() refuses the first with its own message, reads the second as 33.
+        ({"nmiport": "²"}, "nmiport", "not a port"),
+        ({"nmiport": "٣٣"}, "nmiport", "not a port"),
+        ({"nmiport": "9" * 5000}, "nmiport", "not a port"),
+        ({"nmiport": "65536"}, "nmiport", "not a port"),
         ({"kubernetes.io/secret/clientsecret": "%%%"}, "kubernetes.io/secret/clientsecret", "base64"),
     ],
 )

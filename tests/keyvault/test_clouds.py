@@ -99,3 +99,11 @@ def test_a_file_above_the_size_cap_is_refused(tmp_path: Path) -> None:
 
 def test_a_missing_file_says_so(tmp_path: Path) -> None:
     assert "does not exist" in refused(tmp_path / "nope.json", [tmp_path])
+
+
+def test_undecodable_json_is_refused_in_one_line(tmp_path: Path) -> None:
+    env = tmp_path / "env.json"
+    env.write_text("[" * 60_000)  # within the size cap, past json's recursion limit
+    assert "nested too deeply" in refused(env, [tmp_path])
+    env.write_text(json.dumps(ENV)[:-1] + ', "x": ' + "9" * 5000 + "}")
+    assert "not a readable JSON file" in refused(env, [tmp_path])

@@ -187,6 +187,8 @@ def test_tenant_id_spellings_and_case_insensitive_secret_keys() -> None:
             SA_TOKENS,
             "audience",
         ),
+        # Deeper than json recurses: once RecursionError, INTERNAL from the provider.
+        ({"clientID": "c", SA_TOKENS: "[" * 100_000}, SA_TOKENS, "audience"),
         ({"tenantID": ""}, "tenantID", "required"),
         ({"usePodIdentity": "true"}, "pod.name", "required"),
     ],

@@ -56,8 +56,13 @@ def good_cert(tmp_path: Path) -> str:
         ({"ceph": {**ENTRY, "AZURE_VAULT_URL": {"nested": ["x"]}}}, "AZURE_VAULT_URL: must be a string"),
         ({"ceph": [ENTRY]}, "its entry must be a JSON object"),
         ({"ceph": "[" * 100_000}, "its entry is not valid JSON"),
+        (
+            {"ceph": {**ENTRY, "AZURE_VAULT_URL": "https://127.0.0.1:99999999"}},
+            "AZURE_VAULT_URL: 'https://127.0.0.1:99999999' has no valid port",
+        ),
+        ({"ceph": {**ENTRY, "AZURE_VAULT_URL": "https://vault:٣٣"}}, "has no valid port"),
     ],
-    ids=["vault-url", "authority", "nested-value", "list-entry", "deep-entry-string"],
+    ids=["vault-url", "authority", "nested-value", "list-entry", "deep-entry-string", "port", "digits"],
 )
 def test_bad_config_is_one_line(
     kms: Kms, tmp_path: Path, good_cert: str, config: dict[str, Any], words: str
@@ -71,6 +76,19 @@ def test_a_deeply_nested_config_file_is_one_line(kms: Kms, tmp_path: Path, good_
     path = tmp_path / "config.json"
     path.write_text("[" * 100_000)
     refused(kms, str(path), good_cert, "--config")
+
+
+@pytest.mark.parametrize("where", ["entry", "file"])
+def test_a_number_past_pythons_digit_limit_is_one_line(
+    kms: Kms, tmp_path: Path, good_cert: str, where: str
+) -> None:
+    """int() refuses more than 4,300 digits with an error of its own; the config may hold any."""
+    big = "9" * 5000
+    entry = json.dumps(ENTRY)[:-1] + f', "AZURE_RETRIES": {big}}}'
+    text = f'{{"ceph": {json.dumps(entry) if where == "entry" else entry}}}'
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    refused(kms, str(path), good_cert, "not valid JSON" if where == "entry" else "--config")
 
 
 def test_an_encrypted_pem_client_certificate_is_one_line(kms: Kms, tmp_path: Path) -> None:

@@ -237,3 +237,54 @@ def test_in_cluster(kube_apiserver: KubeAPIServer, tmp_path: Path) -> None:
     (account / "token").unlink()
     with pytest.raises(kubeconfig.ConfigError, match="cannot read the token file"):
         kubeconfig.in_cluster(env, str(account))
+
+
+DEEP_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "depths.test.kvmount.io"},
+    "spec": {
+        "group": "test.kvmount.io",
+        "scope": "Namespaced",
+        "names": {"kind": "Depth", "plural": "depths", "singular": "depth", "listKind": "DepthList"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def test_an_answer_nested_past_the_recursion_limit_is_an_invalid_answer(
+    kube_apiserver: KubeAPIServer,
+) -> None:
+    """The API server keeps (and answers) a custom resource nested deeper than Python's json
+    recurses: that answer is an InvalidJSONResponse, as any other undecodable one, not a crash."""
+    kube_apiserver.apply(DEEP_CRD)
+    kube_apiserver.wait_established(DEEP_CRD["metadata"]["name"])
+    depth = 5000
+    body = '{"apiVersion": "test.kvmount.io/v1", "kind": "Depth", "metadata": {"name": "deep"}, "spec": '
+    body += '{"a": ' * depth + "1" + "}" * depth + "}"
+    rest = client(kube_apiserver.kubeconfig)
+    where = path("test.kvmount.io/v1", "depths", "default", "deep")
+    # json.dumps recurses too: the body goes as text, through the client's own pool.
+    answer = rest._manager().request(
+        "POST",
+        rest._url(path("test.kvmount.io/v1", "depths", "default"), None),
+        body=body.encode(),
+        headers=rest._headers("application/json"),
+    )
+    assert answer.status in (200, 201, 409), answer.data[:300]
+    with pytest.raises(Unreachable, match="InvalidJSONResponse"):
+        rest.get(where)

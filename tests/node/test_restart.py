@@ -154,7 +154,12 @@ def test_opted_in_deployment_rolls_out_once_per_change_and_is_rate_limited(clust
     third = cluster.kv.put_secret(VAULT, run, "third")["id"].rsplit("/", 1)[-1]
     eventually(lambda: _versions_seen(cluster, third) == 2, ROTATION * 3 + 30, "both new pods rotated")
     assert len(_replica_sets(cluster, "web")) == 2, "rolled out again within the rate limit"
-    assert "workload restart deferred (rate limit)" in cluster.plugins.log("driver")
+    # The driver logs the deferral after it wrote the statuses: wait for it as for any state.
+    eventually(
+        lambda: "workload restart deferred (rate limit)" in cluster.plugins.log("driver"),
+        ROTATION * 2 + 30,
+        "the rollout deferred by the rate limit",
+    )
     # ... and happens once it has passed.
     eventually(lambda: _values(cluster, "web") == {"value=third"}, RESTART_INTERVAL + 90, "deferred rollout")
     eventually(lambda: _rolled_out(cluster, "web"), 60, "the second rollout completes")

@@ -77,15 +77,39 @@ def test_bad_parameters(
     assert keyvault.requests() == []
 
 
+@pytest.mark.parametrize("history", ["9" * 5000, "²", "٣"])
+def test_an_oversize_or_foreign_number_is_invalid_not_internal(
+    provider: Provider, keyvault: KeyVaultDouble, sp: dict[str, str], history: str
+) -> None:
+    """5,000 digits once reached int() and came back INTERNAL "internal error (ValueError)"."""
+    keyvault.reset_log()
+    objects = (
+        f"array:\n  - |\n    objectName: a\n    objectType: secret\n    objectVersionHistory: {history}\n"
+    )
+    attributes = {**provider.attributes([obj()]), "objects": objects}
+    err = call(
+        provider, pb.MountRequest(attributes=json.dumps(attributes), secrets=json.dumps(sp), permission="420")
+    )
+    assert err.code() is grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    details = err.details() or ""
+    assert "objectVersionHistory" in details and "whole number" in details and len(details) < 300
+    assert keyvault.requests() == []
+
+
 @pytest.mark.parametrize(
     ("field", "request_fields", "words"),
     [
         ("attributes", {"attributes": "{not json"}, "attributes"),
         ("attributes", {"attributes": '["a"]'}, "attributes"),
         ("attributes", {"attributes": '{"keyvaultName": 3}'}, "attributes"),
+        ("attributes", {"attributes": "[" * 100_000}, "attributes"),
+        ("secrets", {"attributes": "{}", "secrets": '{"a": ' + "9" * 5000 + "}"}, "secrets"),
         ("secrets", {"attributes": "{}", "secrets": "[1]"}, "secrets"),
         ("permission", {"attributes": "{}", "permission": '"0644"'}, "permission"),
         ("permission", {"attributes": "{}", "permission": "4096"}, "permission"),
+        ("permission", {"attributes": "{}", "permission": "9" * 5000}, "permission"),
+        ("permission", {"attributes": "{}", "permission": "[" * 100_000}, "permission"),
+        ("permission", {"attributes": "{}", "permission": "٤٢٠"}, "permission"),
     ],
 )
 def test_malformed_request_fields(

@@ -211,6 +211,11 @@ def test_update_when_content_changes_keeps_foreign_labels(api: Any, rest: RestCl
     assert owners(after) == owners(before)
 
 
+def test_a_type_of_the_users_own_domain_is_written_as_asked(api: Any, rest: RestClient, ns: str) -> None:
+    SecretSync(rest_of(rest)).sync(ns, [opaque(type="example.com/db")], FILES, pod_status(api, ns), CLASS)
+    assert read(api, ns, "db").type == "example.com/db"
+
+
 def test_second_owner_is_added(api: Any, rest: RestClient, ns: str) -> None:
     first, second = pod_status(api, ns, "web-0"), pod_status(api, ns, "web-1")
     sync = SecretSync(rest_of(rest))
@@ -341,6 +346,28 @@ BAD: list[tuple[str, Any, str, str]] = [
         "secretObjects[1].data lacks key(s) tls.key",
     ),
     ("tls from a password", tls("second", "pass"), "InvalidCertificate", "secretObjects[1].data[0]"),
+    # The token controller would mint a long-lived token of that ServiceAccount into the Secret.
+    (
+        "service account token",
+        entry_with(
+            type="kubernetes.io/service-account-token",
+            annotations={"kubernetes.io/service-account.name": "default"},
+        ),
+        "InvalidSecretObject",
+        "secretObjects[1].type 'kubernetes.io/service-account-token' is refused",
+    ),
+    (
+        "bootstrap token",
+        entry_with(type="bootstrap.kubernetes.io/token"),
+        "InvalidSecretObject",
+        "secretObjects[1].type 'bootstrap.kubernetes.io/token' is refused",
+    ),
+    (
+        "any other type of Kubernetes' own",
+        entry_with(type="example.k8s.io/future"),
+        "InvalidSecretObject",
+        "'example.k8s.io/future' is refused",
+    ),
     ("tls without a key", tls("second", "certonly"), "InvalidCertificate", "no private key"),
     (
         "tls key of another cert",

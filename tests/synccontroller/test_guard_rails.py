@@ -54,7 +54,15 @@ def test_admission_policies_refuse_the_controllers_forbidden_writes(cluster: Clu
         },
         "type": "kubernetes.io/service-account-token",
     }
-    assert "type" in refused(lambda: as_controller.create_namespaced_secret(namespace, token_type))
+    refusal = refused(lambda: as_controller.create_namespaced_secret(namespace, token_type))
+    assert "of type kubernetes.io/service-account-token" in refusal
+    bootstrap = {
+        "metadata": {"name": "boot", "labels": label, "ownerReferences": [{**owner, "name": "boot"}]},
+        "type": "bootstrap.kubernetes.io/token",
+        "stringData": {"token-id": "abcdef", "token-secret": "0123456789abcdef"},
+    }
+    refusal = refused(lambda: as_controller.create_namespaced_secret(namespace, bootstrap))
+    assert "of type bootstrap.kubernetes.io/token" in refusal
     # RBAC lets the controller update Secrets; the policy is what stops a take-over.
     users = as_controller.read_namespaced_secret("users", namespace)
     users.metadata.labels = label

@@ -181,6 +181,25 @@ def test_missing_class_and_unowned_secret_are_conditions_not_writes(controller: 
     assert decoded(controller.secret(namespace, "mine"), "pw") == "the user's own"
 
 
+def test_a_service_account_token_secret_is_refused_naming_its_type(controller: Cluster) -> None:
+    """The controller may write Secrets anywhere: it never has a token minted for a namespace user."""
+    namespace, _ = setup_namespace(controller, "t")
+    manifest = sync_manifest("tok", "kv", "app", [{"sourcePath": "password", "targetKey": "pw"}])
+    manifest["spec"]["secretObject"].update(
+        type="kubernetes.io/service-account-token",
+        annotations={"kubernetes.io/service-account.name": "app"},
+    )
+    controller.secret_sync(namespace, manifest)
+
+    def message() -> str:
+        condition = controller.condition(namespace, "tok", "SecretCreated")
+        return str(condition["message"]) if condition else ""
+
+    eventually(lambda: "kubernetes.io/service-account-token" in message(), 60, "the refusal condition")
+    assert "is refused" in message()
+    assert controller.secret(namespace, "tok") is None
+
+
 def test_deleting_the_secret_sync_removes_the_secret(controller: Cluster) -> None:
     namespace, _ = setup_namespace(controller, "z")
     controller.secret_sync(

@@ -68,3 +68,42 @@ def test_unreachable_api_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "--cluster", "--kubeconfig", "/nonexistent/kubeconfig"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("kvmount validate: ") and "Traceback" not in err
+
+
+def test_one_class_with_an_oversize_number_does_not_abort_the_others(
+    secrets_store_api: KubeAPIServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """objectVersionHistory of 5,000 digits once hit int()'s limit and ended the whole run."""
+    server = secrets_store_api
+    ns = f"ns-{uuid.uuid4().hex[:8]}"
+    server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    big = f"spc-{uuid.uuid4().hex[:6]}"
+    objects = (
+        "array:\n  - |\n    objectName: db\n    objectType: secret\n    objectVersionHistory: " + "9" * 5000
+    )
+    server.apply(
+        {
+            "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+            "kind": "SecretProviderClass",
+            "metadata": {"name": big},
+            "spec": {
+                "provider": "azure",
+                "parameters": {
+                    "keyvaultName": "my-vault",
+                    "useVMManagedIdentity": "true",
+                    "objects": objects,
+                },
+            },
+        },
+        ns,
+    )
+    other = _class(server, ns, "certificate")
+
+    assert main(["validate", "--cluster", "-n", ns, "--kubeconfig", str(server.kubeconfig)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert any(
+        line.startswith(f"{ns}/{big}: error: spec.parameters.objects[0].objectVersionHistory: ")
+        and "too long for a whole number" in line
+        for line in out
+    ), out
+    assert any(line.startswith(f"{ns}/{other}: error:") for line in out), out

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from kvmount.base import numbers
+
 log = logging.getLogger(__name__)
 
 Route = Callable[[], tuple[int, bytes, str]]
@@ -181,7 +183,7 @@ def serve_http(address: str, routes: dict[str, Route]) -> EndpointServer:
     """Serve small GET routes on ``host:port`` or ``:port`` (all IPv4 interfaces, as Go's
     ``:port`` flags of upstream) from a thread of its own."""
     host, _, port = address.rpartition(":")
-    return EndpointServer(host.strip("[]") or "0.0.0.0", int(port), routes)
+    return EndpointServer(host.strip("[]") or "0.0.0.0", numbers.port(port), routes)
 
 
 def metrics_route() -> Route:

@@ -14,12 +14,17 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from kvmount.base import numbers
+
 # The spellings of Go's strconv.ParseBool.
 _TRUE = {"1", "t", "T", "true", "TRUE", "True"}
 _FALSE = {"0", "f", "F", "false", "FALSE", "False"}
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+# [0-9], not \d: \d and float() take the digits of every script.
+_DURATION_PART = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
+# Go's time.Duration is int64 nanoseconds: about 292 years.
+_MAX_DURATION = (2**63 - 1) / 1e9
+_SECONDS = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+")
 _UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_LEADING_ZERO_OCTAL = re.compile(r"[+-]?0[0-7_]+")
 
 
 def go_bool(value: str) -> bool:
@@ -31,14 +36,49 @@ def go_bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"{value!r} is not a boolean (true or false)")
 
 
+def _whole(value: str, low: int = numbers.INT64[0], high: int = numbers.INT64[1]) -> int:
+    try:
+        return numbers.go_integer(value, low, high)
+    except numbers.NumberError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def go_int(value: str) -> int:
     """An integer as Go's int flags read it: decimal, 0x.., 0o.., 0b.. or a leading-zero octal."""
-    try:
-        if _LEADING_ZERO_OCTAL.fullmatch(value):
-            return int(value, 8)
-        return int(value, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    return _whole(value)
+
+
+def go_port(value: str) -> int:
+    """A port flag: 0 to 65535 (0: off, where the flag says so)."""
+    return _whole(value, 0, 65535)
+
+
+def seconds(value: str) -> float:
+    """A number of seconds, written in ASCII digits (float() takes every script's, and "nan")."""
+    if len(value) > numbers.MAX_LENGTH or not _SECONDS.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value[:80]!r} is not a number of seconds such as 5 or 0.5")
+    number = float(value)
+    if number > _MAX_DURATION:
+        raise argparse.ArgumentTypeError(f"{value!r} seconds is longer than a Go duration can be")
+    return number
+
+
+def message_size(value: str) -> int:
+    """A gRPC message size in bytes: gRPC takes 1 to 2**31 - 1."""
+    return _whole(value, 1, 2**31 - 1)
+
+
+def listen_address(value: str) -> str:
+    """``host:port`` or ``:port`` to serve on, the port checked; empty: off."""
+    _host, colon, port = value.rpartition(":")
+    if value and (not colon or not port):
+        raise argparse.ArgumentTypeError(f"{value[:200]!r} is not an address such as :8080 or 0.0.0.0:8080")
+    if value:
+        try:
+            numbers.port(port)
+        except numbers.NumberError as err:
+            raise argparse.ArgumentTypeError(f"{value[:200]!r}: port {err}") from None
+    return value
 
 
 def absolute_path(value: str) -> str:
@@ -53,10 +93,13 @@ def go_duration(value: str) -> float:
     sign, body = (-1.0, value[1:]) if value.startswith("-") else (1.0, value.removeprefix("+"))
     if body == "0":
         return 0.0
-    parts = _DURATION_PART.findall(body)
+    parts = _DURATION_PART.findall(body) if len(body) <= numbers.MAX_LENGTH else []
     if not parts or "".join(n + u for n, u in parts) != body:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a duration such as 2m, 30s or 1m30s")
-    return sign * sum(float(n) * _UNIT[u] for n, u in parts)
+        raise argparse.ArgumentTypeError(f"{value[:80]!r} is not a duration such as 2m, 30s or 1m30s")
+    total = sum(float(n) * _UNIT[u] for n, u in parts)
+    if total > _MAX_DURATION:
+        raise argparse.ArgumentTypeError(f"{value!r} is longer than a Go duration can be (about 292 years)")
+    return sign * total
 
 
 def positive_duration(value: str) -> float:

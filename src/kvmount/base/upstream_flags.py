@@ -29,7 +29,7 @@ import sys
 import tempfile
 
 from kvmount import __version__
-from kvmount.base.flags import add_bool, go_int
+from kvmount.base.flags import add_bool, go_int, go_port
 from kvmount.base.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, pprof_port: int) -> None:
     add_bool(ignored, "--enable-pprof", None, IGNORED["enable-pprof"])
     ignored.add_argument(
         "--pprof-port",
-        type=go_int,
+        type=go_port,
         default=None,
         help=f"{IGNORED['pprof-port']} (upstream default {pprof_port})",
     )

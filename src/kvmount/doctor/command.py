@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from kvmount.base import yamlread
+from kvmount.base.flags import go_port
 from kvmount.doctor import node
 from kvmount.doctor.access import access_rows
 from kvmount.doctor.cluster import (
@@ -58,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--driver-account", default=DRIVER_ACCOUNT, help="the driver's ServiceAccount NS/NAME"
     )
     parser.add_argument("--cloud-name", default="", help="the provider's default cloud (--cloud-name)")
-    parser.add_argument("--nmi-port", type=int, default=NMI_PORT, help="aad-pod-identity's NMI port")
+    parser.add_argument("--nmi-port", type=go_port, default=NMI_PORT, help="aad-pod-identity's NMI port")
     parser.add_argument(
         "--token-proxy-url", default="", help="the provider's --token-proxy-url (identity binding)"
     )
@@ -94,11 +96,11 @@ def _pod(text: str) -> tuple[str, str]:
 def _class_file(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as fh:
-            docs = list(yaml.safe_load_all(fh))
+            docs = yamlread.read(lambda: list(yaml.safe_load_all(fh)))
     except OSError as err:
         raise UsageError(f"--class {path}: {err.strerror}") from None
-    except yaml.YAMLError:
-        raise UsageError(f"--class {path}: not valid YAML; run kvmount validate {path}") from None
+    except yamlread.Unreadable as err:
+        raise UsageError(f"--class {path}: {err}; run kvmount validate {path}") from None
     for doc in docs:
         if isinstance(doc, dict) and doc.get("kind") == "SecretProviderClass":
             return doc
@@ -155,8 +157,8 @@ def _class_rows(args: argparse.Namespace, mounter: KeyVaultMounter) -> list[Row]
         if args.secrets:
             try:
                 with open(args.secrets, encoding="utf-8") as fh:
-                    volume.secrets = secret_data(yaml.safe_load(fh), args.secrets)
-            except (OSError, yaml.YAMLError, InputError) as err:
+                    volume.secrets = secret_data(yamlread.read(lambda: yaml.safe_load(fh)), args.secrets)
+            except (OSError, yamlread.Unreadable, InputError) as err:
                 raise UsageError(f"--secrets {args.secrets}: {err}") from None
             volume.source = f"--secrets {args.secrets}"
         if identity_mode(parameters) in (IdentityMode.WORKLOAD, IdentityMode.TOKEN_PROXY):

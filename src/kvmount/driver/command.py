@@ -9,7 +9,14 @@ import threading
 
 from kvmount.base import unix_grpc, upstream_flags
 from kvmount.base.endpoints import metrics_route, ok_route, serve_http
-from kvmount.base.flags import GoFlagParser, absolute_path, add_bool, go_duration, go_int
+from kvmount.base.flags import (
+    GoFlagParser,
+    absolute_path,
+    add_bool,
+    go_duration,
+    listen_address,
+    message_size,
+)
 from kvmount.csi.provider_client import ProviderClients
 from kvmount.driver import csi
 from kvmount.driver.publish import Publisher
@@ -65,7 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="more provider socket directories, comma-separated "
         f"(default {DEFAULT_ADDITIONAL_PROVIDER_PATHS[0]})",
     )
-    parser.add_argument("--metrics-addr", default=":8095", help="address of /metrics and /healthz")
+    parser.add_argument(
+        "--metrics-addr", type=listen_address, default=":8095", help="address of /metrics and /healthz"
+    )
     add_bool(parser, "--enable-secret-rotation", False, "re-fetch mounted content periodically")
     parser.add_argument(
         "--rotation-poll-interval",
@@ -88,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-call-recv-msg-size",
-        type=go_int,
+        type=message_size,
         default=4 << 20,
         help="largest provider response accepted, in bytes",
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from kvmount.base import numbers
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
 from kvmount.kube.classes import SecretProviderClass
 from kvmount.kube.errors import StoreError
@@ -94,15 +95,15 @@ def pod_ref(context: Mapping[str, str]) -> PodRef | None:
 def parse_gid(group: str) -> int | None:
     if not group:
         return None
-    # ASCII digits only (str.isdigit takes "²", which int() refuses), and a gid chown can set.
-    if not (group.isascii() and group.isdigit() and len(group) <= 10) or int(group) > MAX_GID:
+    try:
+        return numbers.decimal(group, 0, MAX_GID)  # a gid chown can set
+    except numbers.NumberError:
         raise PublishError(
             grpc.StatusCode.INVALID_ARGUMENT,
             "InvalidRequest",
             f"volume_capability.mount.volume_mount_group {group[:32]!r} is not a numeric group id "
             f"(0 to {MAX_GID}); set the pod's fsGroup to one",
-        )
-    return int(group)
+        ) from None
 
 
 def secrets_with_tokens(req: VolumeRequest) -> dict[str, str]:

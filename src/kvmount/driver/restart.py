@@ -14,7 +14,11 @@ there; the patch carries the workload's resourceVersion, so two nodes racing
 cannot both roll it out. The workload's ``kvmount.io/last-restart`` annotation
 spaces rollouts at least ``--workload-restart-min-interval`` apart: a change
 within that time waits, and the latest value is rolled out when it ends.
-Bare pods and Jobs are never touched; an event on the pod says why.
+Only a workload that really owns the pod (driver/owner.py: the owner chain
+resolves, uids and selectors agree) and whose own pod template mounts the
+rotated class is restarted: a pod's owner references are its creator's word.
+Bare pods, Jobs and workloads failing those checks are never touched; a
+RestartSkipped event on the pod says why.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import json
 import logging
 from typing import Any
 
+from kvmount.driver import owner
 from kvmount.driver.volumes import VolumeRegistry, VolumeState
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
@@ -36,8 +41,6 @@ log = logging.getLogger(__name__)
 OPT_IN = "kvmount.io/restart-on-rotation"
 ROLLED_TO = "kvmount.io/rotated-versions"
 LAST_RESTART = "kvmount.io/last-restart"
-# Owner kinds a rollout exists for.
-_WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
 _RESOURCES = {
     "ReplicaSet": "replicasets",
     "Deployment": "deployments",
@@ -99,7 +102,7 @@ class Restarter:
             return True
         ref = PodRef(state.pod_namespace, state.pod_name, state.pod_uid)
         try:
-            workload = self._workload(pod)
+            claimed = owner.claim(self._read, pod)
         except ApiError as err:
             if err.status not in (401, 403):
                 raise
@@ -109,18 +112,28 @@ class Restarter:
             else:
                 log.warning("cannot read the pod's workload (RBAC)", extra={"pod": state.pod_name})
             return True
-        if not self._opted_in(state, workload):
+        if not self._opted_in(state, claimed):
             return True
-        if workload is None:
-            self.api.record_event(
+        if claimed is None:
+            self._skipped(
                 ref,
-                "Normal",
-                "RestartSkipped",
-                "mounted secrets rotated, but no Deployment, StatefulSet or DaemonSet owns this pod "
-                "(bare pods and Jobs are never restarted): restart it yourself to read them anew",
+                "no Deployment, StatefulSet or DaemonSet owns this pod (bare pods and Jobs are never "
+                "restarted): restart it yourself to read them anew",
             )
             return True
-        kind, doc = workload
+        # The pod's owner references are the pod creator's word: restart only a workload that
+        # really owns the pod and whose own pods mount the class (driver/owner.py).
+        if claimed.problem:
+            self._skipped(ref, f"{claimed.kind} {claimed.name} is not restarted: {claimed.problem}")
+            return True
+        if not owner.mounts_class(claimed.doc, self.api.driver_name, state.class_name):
+            self._skipped(
+                ref,
+                f"{claimed.kind} {claimed.name} is not restarted: its pod template does not mount "
+                f"SecretProviderClass {state.class_name}",
+            )
+            return True
+        kind, doc = claimed.kind, claimed.doc
         meta = doc["metadata"]
         template = ((doc.get("spec") or {}).get("template") or {}).get("metadata") or {}
         if (template.get("annotations") or {}).get(ROLLED_TO) == state.restart_pending:
@@ -169,19 +182,12 @@ class Restarter:
             "(chart value rotation.restartWorkloads)",
         )
 
-    def _workload(self, pod: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-        """(kind, object) of the workload that owns the pod, through its ReplicaSet for a Deployment."""
-        owner = _controller(pod)
-        namespace = pod["metadata"]["namespace"]
-        if owner is not None and owner["kind"] == "ReplicaSet":
-            rs = self._read("ReplicaSet", owner["name"], namespace)
-            owner = _controller(rs) if rs is not None else None
-        if owner is None or owner["kind"] not in _WORKLOADS:
-            return None
-        found = self._read(owner["kind"], owner["name"], namespace)
-        return (owner["kind"], found) if found is not None else None
+    def _skipped(self, ref: PodRef, why: str) -> None:
+        self.api.record_event(ref, "Normal", "RestartSkipped", f"mounted secrets rotated, but {why}")
 
     def _read(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        if not name:  # an empty name would read the whole collection
+            return None
         try:
             return self.api.rest().get(path("apps/v1", _RESOURCES[kind], namespace, name))
         except ApiError as err:
@@ -189,8 +195,8 @@ class Restarter:
                 return None
             raise
 
-    def _opted_in(self, state: VolumeState, workload: tuple[str, dict[str, Any]] | None) -> bool:
-        if workload is not None and _opts_in(workload[1]):
+    def _opted_in(self, state: VolumeState, claimed: owner.Claim | None) -> bool:
+        if claimed is not None and _opts_in(claimed.doc):
             return True
         try:
             spc = self.api.rest().get(
@@ -203,10 +209,3 @@ class Restarter:
 
 def _opts_in(doc: dict[str, Any]) -> bool:
     return str(((doc.get("metadata") or {}).get("annotations") or {}).get(OPT_IN, "")).lower() == "true"
-
-
-def _controller(doc: dict[str, Any]) -> dict[str, Any] | None:
-    for ref in (doc.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller"):
-            return dict(ref)
-    return None

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from kvmount.base import numbers
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, POD_UID
 from kvmount.keyvault import NMI_PORT, InvalidSpec
 
@@ -122,9 +123,10 @@ def _decode_secret(key: str, value: str) -> str:
 def _nmi_port(raw: str) -> int:
     if not raw:
         return NMI_PORT
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise InvalidSpec("nmiport", f"{raw!r} is not a port number (1-65535)")
-    return int(raw)
+    try:
+        return numbers.port(raw, zero=False)
+    except numbers.NumberError:
+        raise InvalidSpec("nmiport", f"{raw[:40]!r} is not a port number (1-65535)") from None
 
 
 def translate(options: Mapping[str, str], environ: Mapping[str, str] | None = None) -> FlexOptions:

@@ -109,9 +109,11 @@ def _read_env_file(path: str, allowed_dirs: Sequence[str] | None) -> Cloud:
     data = read_env_bytes(path, allowed_dirs)
     try:
         doc = json.loads(data)
-    except ValueError as err:
+    except ValueError:  # not JSON, not UTF-8, or a number past int()'s 4,300 digits
+        raise InvalidSpec("cloudEnvFileName", f"{path!r} is not a readable JSON file") from None
+    except RecursionError:  # thousands of [ fit in the 64 KiB a file may have
         raise InvalidSpec(
-            "cloudEnvFileName", f"{path!r} is not a readable JSON file ({type(err).__name__})"
+            "cloudEnvFileName", f"{path!r} is nested too deeply to be a cloud environment"
         ) from None
     if not isinstance(doc, dict):
         raise InvalidSpec("cloudEnvFileName", f"{path!r} must hold a JSON object")

@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from kvmount.base import yamlread
 from kvmount.keyvault import InvalidSpec
 
 KMS_TYPE = "azure-kv"
@@ -79,11 +80,9 @@ def _read(path: str, what: str) -> bytes:
 def _parse_document(raw: bytes, path: str) -> Any:
     # YAML is a superset of JSON, so one parser takes config.json and manifests alike.
     try:
-        return yaml.safe_load(raw.decode("utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError):
-        raise InvalidSpec("--config", f"{path!r} is neither JSON nor YAML") from None
-    except RecursionError:
-        raise InvalidSpec("--config", f"{path!r} is nested too deeply to be a KMS configuration") from None
+        return yamlread.read(lambda: yaml.safe_load(raw.decode("utf-8")))
+    except yamlread.Unreadable as err:
+        raise InvalidSpec("--config", f"{path!r} is neither JSON nor YAML ({err})") from None
 
 
 def _sections(doc: Any, path: str) -> dict[str, Any]:
@@ -129,6 +128,10 @@ def _https(value: str, field: str) -> urllib.parse.SplitResult:
         host = None
     if not host or url.scheme != "https":
         raise InvalidSpec(field, f"{value!r} must be an https URL, https://<host>")
+    try:
+        url.port  # noqa: B018 (urllib checks the port only when it is read)
+    except ValueError:
+        raise InvalidSpec(field, f"{value!r} has no valid port: give 1 to 65535, or none for 443") from None
     return url
 
 
@@ -188,8 +191,8 @@ def load_config(path: str, kms_id: str) -> KMSConfig:
 
 def _secret_manifest(raw: bytes) -> dict[str, Any] | None:
     try:
-        doc = yaml.safe_load(raw.decode("utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        doc = yamlread.read(lambda: yaml.safe_load(raw.decode("utf-8")))
+    except yamlread.Unreadable:
         return None
     return doc if isinstance(doc, dict) and doc.get("kind") == "Secret" else None
 

@@ -9,6 +9,7 @@ import os
 
 import yaml
 
+from kvmount.base import yamlread
 from kvmount.base.json_file import write_json
 from kvmount.kube.classes import SecretProviderClass, parse_class
 from kvmount.kube.errors import ClassNotFound, InvalidClass, InvalidName, StoreUnavailable
@@ -31,13 +32,11 @@ class FileStore:
         for path in paths:
             try:
                 with open(path, encoding="utf-8") as fh:
-                    docs = list(yaml.safe_load_all(fh))
+                    docs = yamlread.read(lambda: list(yaml.safe_load_all(fh)))
             except OSError as err:
                 raise StoreUnavailable(f"class file {path}: {err.strerror}") from None
-            except yaml.YAMLError:
-                raise InvalidClass(f"class file {path}", "not valid YAML") from None
-            except RecursionError:
-                raise InvalidClass(f"class file {path}", "nested too deeply to be a class") from None
+            except yamlread.Unreadable as err:
+                raise InvalidClass(f"class file {path}", str(err)) from None
             for doc in docs:
                 if not isinstance(doc, dict) or doc.get("kind") != "SecretProviderClass":
                     continue

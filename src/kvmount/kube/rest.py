@@ -47,15 +47,21 @@ class ApiError(Exception):
     @property
     def message(self) -> str:
         """The message of the server's Status object, if the body is one."""
-        try:
-            doc = json.loads(self.body)
-        except ValueError:
-            return ""
+        doc = _json(self.body)
         return str(doc.get("message") or "") if isinstance(doc, dict) else ""
 
 
 class Unreachable(Exception):
     """No answer from the API server; the message is the type of the underlying error."""
+
+
+def _json(text: str | bytes) -> Any:
+    """An answer's JSON, or None when this process cannot hold it as JSON: not JSON, nested past
+    the recursion limit (RecursionError), a number past int()'s 4,300 digits (ValueError)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
 
 
 def path(api_version: str, resource: str, namespace: str = "", name: str = "", subresource: str = "") -> str:
@@ -133,10 +139,7 @@ class RestClient:
         text = response.data.decode("utf-8", "replace")
         if not 200 <= response.status < 300:
             raise ApiError(response.status, response.reason or "", text)
-        try:
-            answer = json.loads(text)
-        except ValueError:
-            raise Unreachable("InvalidJSONResponse") from None
+        answer = _json(text)
         if not isinstance(answer, dict):
             raise Unreachable("InvalidJSONResponse")
         return answer
@@ -186,7 +189,9 @@ class RestClient:
             for line in response:
                 if not line.strip():
                     continue
-                event = json.loads(line)
+                event = _json(line)
+                if not isinstance(event, dict):
+                    raise Unreachable("InvalidJSONResponse")
                 if event.get("type") == "ERROR":
                     status = event.get("object") or {}
                     raise ApiError(

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from kvmount.base import yamlread
 from kvmount.base.flags import add_bool, positive_duration
 from kvmount.base.logs import setup_logging
 from kvmount.keyvault import ContentOptions, KeyVaultError, KeyVaultMounter, Settings, parse_permission
@@ -36,13 +37,11 @@ class InputError(Exception):
 def _load_yaml(path: str, what: str) -> Any:
     try:
         with open(path, encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
+            return yamlread.read(lambda: yaml.safe_load(fh))
     except OSError as err:
         raise InputError(f"{what} {path!r}: {err.strerror}") from None
-    except yaml.YAMLError:
-        raise InputError(f"{what} {path!r}: not valid YAML") from None
-    except RecursionError:
-        raise InputError(f"{what} {path!r}: nested too deeply; check the file is the right one") from None
+    except yamlread.Unreadable as err:
+        raise InputError(f"{what} {path!r}: {err}") from None
 
 
 def _as_text(value: object) -> str:

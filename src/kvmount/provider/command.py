@@ -10,7 +10,15 @@ import grpc
 
 from kvmount.base import unix_grpc, upstream_flags
 from kvmount.base.endpoints import metrics_route, serve_http
-from kvmount.base.flags import GoFlagParser, add_bool, go_duration, go_int, positive_duration
+from kvmount.base.flags import (
+    GoFlagParser,
+    add_bool,
+    go_duration,
+    go_int,
+    go_port,
+    positive_duration,
+    seconds,
+)
 from kvmount.keyvault import (
     DEFAULT_CLOUD_ENV_DIRS,
     DEFAULT_MAX_MOUNT_BYTES,
@@ -42,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "also write <file>.crt and <file>.key for certificate-backed secrets",
     )
     parser.add_argument("--cloud-name", default="", help="default cloud when a class sets no cloudName")
-    parser.add_argument("--healthz-port", type=go_int, default=8989, help="port of the health endpoint")
+    parser.add_argument("--healthz-port", type=go_port, default=8989, help="port of the health endpoint")
     parser.add_argument("--healthz-path", default="/healthz", help="path of the health endpoint")
     parser.add_argument(
         "--healthz-timeout",
@@ -50,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=5.0,
         help="how long a health check may take (default 5s)",
     )
-    parser.add_argument("--prometheus-port", type=go_int, default=8898, help="port of /metrics")
+    parser.add_argument("--prometheus-port", type=go_port, default=8898, help="port of /metrics")
     parser.add_argument(
         "--custom-user-agent", default="", help="added to the User-Agent of Key Vault and token requests"
     )
@@ -69,15 +77,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-concurrent-fetches", type=go_int, default=32, help="Key Vault requests in flight at once"
     )
-    parser.add_argument("--nmi-port", type=go_int, default=NMI_PORT, help="aad-pod-identity NMI port")
+    parser.add_argument("--nmi-port", type=_nmi_port, default=NMI_PORT, help="aad-pod-identity NMI port")
     parser.add_argument(
         "--coalesce-seconds",
-        type=float,
+        type=seconds,
         default=5.0,
         help="identical Key Vault reads by one identity share a read in flight; rotation polls "
         "also take one completed within this many seconds (0: nothing shared)",
     )
     _add_caps(parser)
+
+
+def _nmi_port(value: str) -> int:
+    port = go_port(value)
+    if port == 0:
+        raise argparse.ArgumentTypeError("0 is not NMI's port: a port is 1 to 65535")
+    return port
 
 
 def _positive(value: str) -> int:

@@ -54,7 +54,7 @@ def _json_map(field: str, raw: str, *, allow_null: bool) -> dict[str, str] | Non
         return None
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: not valid JSON") from None
     if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
         raise RequestError(
@@ -69,7 +69,7 @@ def _permission(raw: str) -> int:
         return DEFAULT_MODE
     try:
         mode = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # and past int()'s 4,300 digits, or thousands of [
         mode = None
     if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
         raise RequestError(

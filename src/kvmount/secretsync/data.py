@@ -14,6 +14,20 @@ from kvmount.secretsync.secret_types import REQUIRED_KEYS, TLS, TLS_CERT, TLS_KE
 
 MANAGED_LABEL = "secrets-store.csi.k8s.io/managed"
 MAX_SECRET_BYTES = 1024 * 1024  # the API server's limit on a Secret's data
+# The types of Kubernetes' own prefixes a sync writes: plain data that gives no one a power. The
+# writers may create Secrets in any namespace, so a type Kubernetes acts on is refused: a
+# service-account-token Secret makes the token controller mint a token of any ServiceAccount,
+# a bootstrap token (in kube-system) lets its holder join nodes. Types outside Kubernetes'
+# prefixes (example.com/thing) mean nothing to Kubernetes and are written as asked.
+WRITTEN_TYPES = (
+    "Opaque",
+    "kubernetes.io/basic-auth",
+    "kubernetes.io/dockercfg",
+    "kubernetes.io/dockerconfigjson",
+    "kubernetes.io/ssh-auth",
+    TLS,
+)
+_KUBERNETES_TYPE = re.compile(r"(.+\.)?(kubernetes\.io|k8s\.io)/.*")
 
 _SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 _NAME_PART = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
@@ -56,6 +70,11 @@ def entry_problems(
     secret_type = secret_object.get("type") or "Opaque"
     if not isinstance(secret_type, str):
         yield invalid(f"{where}.type must be a string such as Opaque or kubernetes.io/tls")
+    elif secret_type not in WRITTEN_TYPES and _KUBERNETES_TYPE.fullmatch(secret_type):
+        yield invalid(
+            f"{where}.type {short(secret_type)} is refused: {dialect.writer} writes no Secret that "
+            f"Kubernetes acts on; use one of {', '.join(WRITTEN_TYPES)} or a type of your own domain"
+        )
     entries = secret_object.get("data")
     if not isinstance(entries, list) or not entries:
         yield invalid(f"{where}.data must be a non-empty list of {{{dialect.source}, {dialect.target}}}")

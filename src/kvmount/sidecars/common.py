@@ -14,7 +14,7 @@ import grpc
 
 from kvmount.base import unix_grpc
 from kvmount.base.endpoints import Route, serve_http
-from kvmount.base.flags import go_duration
+from kvmount.base.flags import go_duration, go_port, listen_address
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -23,15 +23,17 @@ T = TypeVar("T")
 DEFAULT_CSI_ADDRESS = "/run/csi/socket"
 
 
-def add_health_arguments(parser: argparse.ArgumentParser, default_port: str) -> None:
+def add_health_arguments(parser: argparse.ArgumentParser, default_port: int) -> None:
     parser.add_argument(
         "--health-port",
+        type=go_port,
         default=default_port,
         help=f"TCP port of /healthz on all interfaces (default {default_port or 'none'}); "
         "--http-endpoint wins",
     )
     parser.add_argument(
         "--http-endpoint",
+        type=listen_address,
         default="",
         help="host:port of /healthz (e.g. 0.0.0.0:9808); empty: --health-port",
     )
@@ -41,7 +43,7 @@ def health_address(args: argparse.Namespace) -> str | None:
     """Where /healthz is served, or None: --http-endpoint, else --health-port (0 or empty: nowhere)."""
     if args.http_endpoint:
         return str(args.http_endpoint)
-    if args.health_port and args.health_port != "0":
+    if args.health_port:
         return f":{args.health_port}"
     return None
 

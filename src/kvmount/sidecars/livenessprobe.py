@@ -15,7 +15,7 @@ import grpc
 
 from kvmount.base import unix_grpc, upstream_flags
 from kvmount.base.endpoints import Route
-from kvmount.base.flags import GoFlagParser
+from kvmount.base.flags import GoFlagParser, listen_address
 from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import csi_pb2_grpc as csi_grpc
 from kvmount.sidecars.common import (
@@ -40,10 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--probe-timeout", type=timeout, default=1.0, help="timeout of each Probe call (default 1s)"
     )
-    add_health_arguments(parser, default_port="9808")
+    add_health_arguments(parser, default_port=9808)
     ignored = parser.add_argument_group("livenessprobe flags accepted and ignored")
     ignored.add_argument("--connection-timeout", default=None, help="deprecated upstream too")
-    ignored.add_argument("--metrics-address", default=None, help="no metrics of its own")
+    ignored.add_argument("--metrics-address", type=listen_address, default=None, help="no metrics of its own")
     ignored.add_argument("--metrics-path", default=None, help="no metrics of its own")
 
 

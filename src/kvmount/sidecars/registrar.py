@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=timeout, default=1.0, help="timeout of each call to the driver (default 1s)"
     )
-    add_health_arguments(parser, default_port="0")
+    add_health_arguments(parser, default_port=0)
     ignored = parser.add_argument_group("node-driver-registrar flags accepted and ignored")
     # It always serves registration (the registrar's default mode).
     ignored.add_argument("--mode", default=None, help="always registration")

@@ -17,7 +17,7 @@ from types import FrameType
 
 from kvmount import __version__
 from kvmount.base.endpoints import metrics_route, ok_route, serve_http
-from kvmount.base.flags import GoFlagParser, add_bool, go_duration, go_int
+from kvmount.base.flags import GoFlagParser, add_bool, go_duration, go_int, listen_address, message_size
 from kvmount.base.logs import setup_logging
 from kvmount.csi.provider_client import ProviderClients
 from kvmount.kube.api_store import KubeStore
@@ -31,6 +31,10 @@ PARSER = GoFlagParser
 LEASE_NAME = "29f1d54e.secret-sync.x-k8s.io"  # upstream's election id, so mixed replicas never both lead
 EVENT_SOURCE = "secrets-store-sync-controller"
 MIN_INTERVAL = 10.0
+
+
+def _address(value: str) -> str:
+    return value if value == "0" else listen_address(value)  # "0": off, as upstream
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,10 +53,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"how often every SecretSync is synced again (at least {MIN_INTERVAL:.0f}s)",
     )
     parser.add_argument(
-        "--max-call-recv-msg-size", type=go_int, default=4 << 20, help="largest provider response, in bytes"
+        "--max-call-recv-msg-size",
+        type=message_size,
+        default=4 << 20,
+        help="largest provider response, in bytes",
     )
-    parser.add_argument("--metrics-bind-address", default=":8085", help="metrics address ('' or 0: off)")
-    parser.add_argument("--health-probe-bind-address", default=":8081", help="/healthz and /readyz address")
+    parser.add_argument(
+        "--metrics-bind-address", type=_address, default=":8085", help="metrics address ('' or 0: off)"
+    )
+    parser.add_argument(
+        "--health-probe-bind-address", type=_address, default=":8081", help="/healthz and /readyz address"
+    )
     add_bool(parser, "--leader-elect", False, "elect one active replica through a Lease")
     parser.add_argument("--leader-election-namespace", default="", help="namespace of the Lease")
     parser.add_argument(

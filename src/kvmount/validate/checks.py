@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from kvmount.base import yamlread
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, SA_TOKENS
 from kvmount.csi.provider_client import NAME as PROVIDER_NAME
 from kvmount.keyvault import (
@@ -217,7 +218,11 @@ def _secret_objects(add: Add, spec: dict[str, tuple[yaml.Node, yaml.Node]], file
         if data is not None and isinstance(data[1], yaml.SequenceNode):
             for j, item in enumerate(data[1].value):
                 _unknown_keys(add, f"{where}.data[{j}]", entries(item), _DATA_KEYS, "the API server drops it")
-        entry = yaml.safe_load(yaml.serialize(entry_node))
+        try:
+            entry = yamlread.read(yaml.safe_load, yaml.serialize(entry_node))
+        except yamlread.Unreadable as err:
+            add(Severity.ERROR, where, str(err))
+            continue
         for problem in entry_problems(entry, files or [], where):
             # Which files the class writes is known only once its objects are valid.
             if problem.reason != "ObjectNotMounted" or files is not None:

@@ -15,11 +15,12 @@ from typing import Any
 
 import yaml
 
+from kvmount.base.yamlread import Unreadable
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
 from kvmount.kube.errors import StoreError, api_error
 from kvmount.validate.checks import Finding, Severity, check_class
-from kvmount.validate.document import Unreadable, documents
+from kvmount.validate.document import documents
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNREADABLE = 0, 1, 2
 

@@ -14,27 +14,16 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from kvmount.base import yamlread
+from kvmount.base.yamlread import Unreadable
 from kvmount.keyvault import InvalidSpec, goyaml, object_items
 
 _STEP = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
 
 
-class Unreadable(Exception):
-    """Input that is not YAML at all: exit status 2."""
-
-    def __init__(self, message: str, line: int = 0) -> None:
-        super().__init__(message)
-        self.line = line
-
-
 def documents(text: str) -> list[yaml.Node]:
-    """The non-empty documents of a multi-document YAML stream."""
-    try:
-        return [doc for doc in yaml.compose_all(text) if doc is not None]
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        problem = getattr(err, "problem", None) or "syntax error"
-        raise Unreadable(f"not valid YAML: {problem}", mark.line + 1 if mark else 0) from None
+    """The non-empty documents of a multi-document YAML stream; raises Unreadable (exit status 2)."""
+    return [doc for doc in yamlread.read(lambda: list(yaml.compose_all(text))) if doc is not None]
 
 
 def line(node: yaml.Node) -> int:
@@ -104,8 +93,8 @@ def object_lines(value: yaml.Node, key_line: int) -> list[ObjectItem]:
         if isinstance(node, yaml.ScalarNode):
             # Upstream's `- |` form: a YAML document inside the item, starting on the next line.
             try:
-                inner = yaml.compose(node.value)
-            except yaml.YAMLError:
+                inner = yamlread.read(yaml.compose, node.value)
+            except Unreadable:
                 inner = None
             inner_base += 1 if node.style == "|" else 0
             exact_inner = node.style == "|"

@@ -41,7 +41,7 @@ def _service_account_token(attributes: Mapping[str, str], audience: str, needed_
     try:
         tokens = json.loads(raw)
         token = tokens[audience]["token"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise InvalidSpec(
             SA_TOKENS,
             f"has no token for audience {audience}; add it to the CSIDriver's tokenRequests",

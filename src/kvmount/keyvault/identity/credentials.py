@@ -114,7 +114,7 @@ def _token_subject(token: str) -> str:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         subject = claims["sub"]
-    except (IndexError, ValueError, KeyError, TypeError):
+    except (IndexError, ValueError, KeyError, TypeError, RecursionError):
         return ""
     return subject if isinstance(subject, str) else ""
 

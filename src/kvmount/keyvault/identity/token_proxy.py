@@ -25,6 +25,7 @@ from typing import Any
 
 from azure.identity._internal.token_binding_transport_requests import CustomRequestsTransport
 
+from kvmount.base import numbers
 from kvmount.keyvault.errors import Category, KeyVaultError
 
 DEFAULT_URL = "https://kubernetes.default.svc.cluster.local"
@@ -70,7 +71,12 @@ class TokenProxy:
         unknown = "identity binding: cannot derive the token proxy's TLS name ({}); set --sni-name"
         if ca_file is None:
             raise KeyVaultError(unknown.format(f"no {SERVICE_ACCOUNT_CA}"), Category.UNAVAILABLE)
-        port = int(os.environ.get("KUBERNETES_SERVICE_PORT") or 443)
+        try:
+            port = numbers.port(os.environ.get("KUBERNETES_SERVICE_PORT") or "443", zero=False)
+        except numbers.NumberError as err:
+            raise KeyVaultError(
+                unknown.format(f"KUBERNETES_SERVICE_PORT {err}"), Category.UNAVAILABLE
+            ) from None
         try:
             context = ssl.create_default_context(cafile=ca_file)
             with (

@@ -15,11 +15,10 @@ from collections import OrderedDict
 
 import yaml
 
+from kvmount.base import numbers
 from kvmount.keyvault.errors import InvalidSpec
 
 _NULL = "tag:yaml.org,2002:null"
-# Go's strconv.ParseInt(s, 0, 64) once yaml.v3 dropped underscores: 0x, 0o, 0b, 0 (octal), decimal.
-_GO_INT = re.compile(r"([+-]?)(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)")
 _GO_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _INT32 = 2**31
 # A class's objects are composed again on every mount of every pod that uses it, and
@@ -96,14 +95,13 @@ def int32(field: str, node: yaml.Node | None) -> int:
     if not isinstance(node, yaml.ScalarNode) or node.style:
         raise InvalidSpec(field, "must be an unquoted whole number, e.g. 3")
     plain = node.value.replace("_", "")
-    number: int | None = None
-    match = _GO_INT.fullmatch(plain)
-    if match:
-        sign, digits = match.groups()
-        base = 8 if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit() else 0
-        number = int(sign + (digits if base == 0 else digits[1:] or "0"), base)
-    elif _GO_FLOAT.fullmatch(plain) and float(plain).is_integer():
+    try:
+        # Bounded in length there: a number of thousands of digits is refused, not int()'s error.
+        return numbers.go_integer(plain, -_INT32, _INT32 - 1)
+    except numbers.NumberError as err:
+        refused = str(err)
+    if len(plain) <= numbers.MAX_LENGTH and _GO_FLOAT.fullmatch(plain) and float(plain).is_integer():
         number = int(float(plain))
-    if number is None or not -_INT32 <= number < _INT32:
-        raise InvalidSpec(field, f"{node.value!r} is not a whole number")
-    return number
+        if -_INT32 <= number < _INT32:
+            return number
+    raise InvalidSpec(field, refused)

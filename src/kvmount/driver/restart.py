@@ -25,10 +25,11 @@ import json
 import logging
 from typing import Any
 
+from kvmount.driver.events import EventReason
 from kvmount.driver.volumes import VolumeRegistry, VolumeState
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
-from kvmount.kube.podstatus import PodRef
+from kvmount.kube.podstatus import EventType, PodRef
 from kvmount.kube.rest import STRATEGIC_MERGE_PATCH, ApiError, path
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,8 @@ class Restarter:
         if workload is None:
             self.api.record_event(
                 ref,
-                "Normal",
-                "RestartSkipped",
+                EventType.NORMAL,
+                EventReason.RESTART_SKIPPED,
                 "mounted secrets rotated, but no Deployment, StatefulSet or DaemonSet owns this pod "
                 "(bare pods and Jobs are never restarted): restart it yourself to read them anew",
             )
@@ -152,8 +153,8 @@ class Restarter:
         workload_ref = PodRef(state.pod_namespace, meta["name"], meta["uid"], kind, "apps/v1")
         self.api.record_event(
             workload_ref,
-            "Normal",
-            "RotationRollout",
+            EventType.NORMAL,
+            EventReason.ROTATION_ROLLOUT,
             f"SecretProviderClass {state.class_name} rotated ({changed}): rolling out new pods",
         )
         log.info("workload restarted", extra={"workload": what, "class": state.class_name})
@@ -162,8 +163,8 @@ class Restarter:
     def _forbidden(self, ref: PodRef, what: str) -> None:
         self.api.record_event(
             ref,
-            "Warning",
-            "RestartForbidden",
+            EventType.WARNING,
+            EventReason.RESTART_FORBIDDEN,
             f"mounted secrets rotated, but the driver may not read or patch {what}: grant it get on "
             "replicasets and get, patch on deployments, statefulsets and daemonsets "
             "(chart value rotation.restartWorkloads)",

@@ -30,6 +30,7 @@ from typing import Any
 from kvmount.csi.attributes import EPHEMERAL, POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
 from kvmount.csi.kubelet import volume_id
 from kvmount.driver import metrics
+from kvmount.driver.events import EventReason
 from kvmount.driver.publish import Publisher
 from kvmount.driver.request import (
     CLASS_KEY,
@@ -40,7 +41,7 @@ from kvmount.driver.restart import Restarter
 from kvmount.driver.volumes import VolumeState
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.errors import StoreError
-from kvmount.kube.podstatus import PodRef
+from kvmount.kube.podstatus import EventType, PodRef
 from kvmount.volume import mounts
 
 log = logging.getLogger(__name__)
@@ -183,12 +184,14 @@ class Rotator:
             metrics.rotation_done(state.provider, time.monotonic() - start, None, err.reason)
             log.warning("rotation failed", extra={"target_path": state.target_path, "error": str(err)})
             message = f"{where}: rotation failed, the previous content is kept: {err}"
-            self.publisher.store.record_event(pod, "Warning", "MountRotationFailed", message)
+            self.publisher.store.record_event(
+                pod, EventType.WARNING, EventReason.MOUNT_ROTATION_FAILED, message
+            )
             return
         metrics.rotation_done(state.provider, time.monotonic() - start, outcome.changed)
         if outcome.changed:
             self.publisher.store.record_event(
-                pod, "Normal", "MountRotationComplete", f"{where}: content rotated"
+                pod, EventType.NORMAL, EventReason.MOUNT_ROTATION_COMPLETE, f"{where}: content rotated"
             )
         if self.restarter is not None:
             if outcome.changed:

@@ -14,12 +14,13 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from kvmount.kube import kubeconfig
 from kvmount.kube.classes import CLASSES, GROUP, VERSION, SecretProviderClass, parse_class
-from kvmount.kube.errors import ClassNotFound, StoreError, StoreUnavailable, api_error
-from kvmount.kube.podstatus import NODE_LABEL, POD_STATUSES, PodRef, PodStatus
+from kvmount.kube.errors import ClassNotFound, StoreError, StoreReason, StoreUnavailable, api_error
+from kvmount.kube.podstatus import NODE_LABEL, POD_STATUSES, EventType, PodRef, PodStatus
 from kvmount.kube.rest import ApiError, RestClient, Unreachable, path
 
 # A pod watch is renewed this often (the server ends it after at most this long).
@@ -163,7 +164,7 @@ class KubeStore:
             secret = self._call(what, rest.get, path("v1", "secrets", namespace, name))
         except ApiError as err:
             if err.status == 404:
-                raise StoreError("NodePublishSecretNotFound", f"{what} not found") from None
+                raise StoreError(StoreReason.NODE_PUBLISH_SECRET_NOT_FOUND, f"{what} not found") from None
             raise api_error(what, "get", err) from None
         data: dict[str, str] = secret.get("data") or {}
         return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in data.items()}
@@ -219,7 +220,8 @@ class KubeStore:
             except ApiError as err:
                 if err.status == 404:
                     raise StoreError(
-                        "ServiceAccountNotFound", f"ServiceAccount {namespace}/{account} not found"
+                        StoreReason.SERVICE_ACCOUNT_NOT_FOUND,
+                        f"ServiceAccount {namespace}/{account} not found",
                     ) from None
                 raise api_error(what, "create", err) from None
             status = made.get("status") or {}
@@ -230,7 +232,7 @@ class KubeStore:
             }
         return json.dumps(tokens)
 
-    def record_event(self, pod: PodRef, kind: str, reason: str, message: str) -> None:
+    def record_event(self, pod: PodRef, kind: EventType, reason: StrEnum, message: str) -> None:
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "metadata": {"generateName": f"{pod.name}.", "namespace": pod.namespace},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from kvmount.kube.classes import GROUP
@@ -50,6 +51,11 @@ class PodStatus:
                 "objects": [{"id": i, "version": v} for i, v in sorted(dict(self.objects).items())],
             },
         }
+
+
+class EventType(StrEnum):
+    NORMAL = "Normal"
+    WARNING = "Warning"
 
 
 @dataclass(frozen=True)

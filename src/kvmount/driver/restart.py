@@ -23,12 +23,13 @@ import datetime
 import hashlib
 import json
 import logging
-from typing import Any
+from typing import cast
 
 from kvmount.driver.events import EventReason
 from kvmount.driver.volumes import VolumeRegistry, VolumeState
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
+from kvmount.kube.objects import OwnerReference, Pod, SecretProviderClassObject, Workload
 from kvmount.kube.podstatus import EventType, PodRef
 from kvmount.kube.rest import STRATEGIC_MERGE_PATCH, ApiError, path
 
@@ -123,10 +124,10 @@ class Restarter:
             return True
         kind, doc = workload
         meta = doc["metadata"]
-        template = ((doc.get("spec") or {}).get("template") or {}).get("metadata") or {}
-        if (template.get("annotations") or {}).get(ROLLED_TO) == state.restart_pending:
+        template = doc.get("spec", {}).get("template", {}).get("metadata", {})
+        if template.get("annotations", {}).get(ROLLED_TO) == state.restart_pending:
             return True  # another pod or node rolled this change out already
-        last = _parse_time(str((meta.get("annotations") or {}).get(LAST_RESTART) or ""))
+        last = _parse_time(meta.get("annotations", {}).get(LAST_RESTART, ""))
         if last is not None and (_now() - last).total_seconds() < self.min_interval:
             log.info("workload restart deferred (rate limit)", extra={"workload": f"{kind} {meta['name']}"})
             return False
@@ -170,7 +171,7 @@ class Restarter:
             "(chart value rotation.restartWorkloads)",
         )
 
-    def _workload(self, pod: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    def _workload(self, pod: Pod) -> tuple[str, Workload] | None:
         """(kind, object) of the workload that owns the pod, through its ReplicaSet for a Deployment."""
         owner = _controller(pod)
         namespace = pod["metadata"]["namespace"]
@@ -182,32 +183,35 @@ class Restarter:
         found = self._read(owner["kind"], owner["name"], namespace)
         return (owner["kind"], found) if found is not None else None
 
-    def _read(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    def _read(self, kind: str, name: str, namespace: str) -> Workload | None:
         try:
-            return self.api.rest().get(path("apps/v1", _RESOURCES[kind], namespace, name))
+            return cast(Workload, self.api.rest().get(path("apps/v1", _RESOURCES[kind], namespace, name)))
         except ApiError as err:
             if err.status == 404:
                 return None
             raise
 
-    def _opted_in(self, state: VolumeState, workload: tuple[str, dict[str, Any]] | None) -> bool:
+    def _opted_in(self, state: VolumeState, workload: tuple[str, Workload] | None) -> bool:
         if workload is not None and _opts_in(workload[1]):
             return True
         try:
-            spc = self.api.rest().get(
-                path(f"{GROUP}/{VERSION}", CLASSES, state.pod_namespace, state.class_name)
+            spc = cast(
+                SecretProviderClassObject,
+                self.api.rest().get(
+                    path(f"{GROUP}/{VERSION}", CLASSES, state.pod_namespace, state.class_name)
+                ),
             )
         except ApiError:
             return False
         return _opts_in(spc)
 
 
-def _opts_in(doc: dict[str, Any]) -> bool:
-    return str(((doc.get("metadata") or {}).get("annotations") or {}).get(OPT_IN, "")).lower() == "true"
+def _opts_in(doc: Workload | SecretProviderClassObject) -> bool:
+    return doc.get("metadata", {}).get("annotations", {}).get(OPT_IN, "").lower() == "true"
 
 
-def _controller(doc: dict[str, Any]) -> dict[str, Any] | None:
-    for ref in (doc.get("metadata") or {}).get("ownerReferences") or []:
+def _controller(doc: Pod | Workload) -> OwnerReference | None:
+    for ref in doc.get("metadata", {}).get("ownerReferences", []):
         if ref.get("controller"):
-            return dict(ref)
+            return ref
     return None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from kvmount.kube.classes import GROUP
+from kvmount.kube.objects import PodStatusObject
 
 POD_STATUSES = "secretproviderclasspodstatuses"
 NODE_LABEL = "internal.secrets-store.csi.k8s.io/node-name"
@@ -29,7 +29,7 @@ class PodStatus:
     def name(self) -> str:
         return f"{self.pod_name}-{self.namespace}-{self.class_name}"
 
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> PodStatusObject:
         return {
             "apiVersion": f"{GROUP}/v1",
             "kind": "SecretProviderClassPodStatus",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, assert_never
 
+from kvmount.kube.objects import SecretProviderClassObject
 from kvmount.secretsync.errors import SyncReason
 
 GROUP = "secret-sync.x-k8s.io"
@@ -135,7 +136,7 @@ def reserved_metadata(secret_object: dict[str, Any]) -> tuple[ConditionReason, s
     return None
 
 
-def sync_hash(data: dict[str, bytes], spc: dict[str, Any], ss: SecretSync) -> str:
+def sync_hash(data: dict[str, bytes], spc: SecretProviderClassObject, ss: SecretSync) -> str:
     """What was synced, and from which class and SecretSync spec: a new hash means a new sync.
 
     Salted with the SecretSync's uid and stretched, since the status is

@@ -21,6 +21,7 @@ from kvmount.csi.provider_client import ProviderClients, ProviderError
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION, parse_class
 from kvmount.kube.errors import StoreError
+from kvmount.kube.objects import SecretProviderClassObject
 from kvmount.kube.podstatus import EventType, PodRef
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.secretsync.data import SECRET_SYNC
@@ -166,11 +167,11 @@ class Reconciler:
         data = {k: files[v] for k, v in _sources(secret_object).items() if v in files}
         return api.sync_hash(data, spc_doc, ss), written
 
-    def _get_class(self, ss: api.SecretSync) -> dict[str, Any]:
+    def _get_class(self, ss: api.SecretSync) -> SecretProviderClassObject:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            doc: dict[str, Any] = self._custom().get_namespaced_custom_object(
+            doc: SecretProviderClassObject = self._custom().get_namespaced_custom_object(
                 GROUP, VERSION, ss.namespace, CLASSES, ss.class_name, _request_timeout=10
             )
         except ApiException as err:

@@ -23,6 +23,7 @@ import datetime
 import hashlib
 import json
 import logging
+from enum import StrEnum
 from typing import cast
 
 from kvmount.driver.events import EventReason
@@ -38,13 +39,24 @@ log = logging.getLogger(__name__)
 OPT_IN = "kvmount.io/restart-on-rotation"
 ROLLED_TO = "kvmount.io/rotated-versions"
 LAST_RESTART = "kvmount.io/last-restart"
+
+
+class Kind(StrEnum):
+    """The apps/v1 owners through which a pod's workload is found."""
+
+    REPLICA_SET = "ReplicaSet"
+    DEPLOYMENT = "Deployment"
+    STATEFUL_SET = "StatefulSet"
+    DAEMON_SET = "DaemonSet"
+
+
 # Owner kinds a rollout exists for.
-_WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
+_WORKLOADS = (Kind.DEPLOYMENT, Kind.STATEFUL_SET, Kind.DAEMON_SET)
 _RESOURCES = {
-    "ReplicaSet": "replicasets",
-    "Deployment": "deployments",
-    "StatefulSet": "statefulsets",
-    "DaemonSet": "daemonsets",
+    Kind.REPLICA_SET: "replicasets",
+    Kind.DEPLOYMENT: "deployments",
+    Kind.STATEFUL_SET: "statefulsets",
+    Kind.DAEMON_SET: "daemonsets",
 }
 
 
@@ -171,19 +183,20 @@ class Restarter:
             "(chart value rotation.restartWorkloads)",
         )
 
-    def _workload(self, pod: Pod) -> tuple[str, Workload] | None:
+    def _workload(self, pod: Pod) -> tuple[Kind, Workload] | None:
         """(kind, object) of the workload that owns the pod, through its ReplicaSet for a Deployment."""
         owner = _controller(pod)
         namespace = pod["metadata"]["namespace"]
-        if owner is not None and owner["kind"] == "ReplicaSet":
-            rs = self._read("ReplicaSet", owner["name"], namespace)
+        if owner is not None and owner.get("kind") == Kind.REPLICA_SET:
+            rs = self._read(Kind.REPLICA_SET, owner["name"], namespace)
             owner = _controller(rs) if rs is not None else None
-        if owner is None or owner["kind"] not in _WORKLOADS:
+        if owner is None or owner.get("kind") not in _WORKLOADS:
             return None
-        found = self._read(owner["kind"], owner["name"], namespace)
-        return (owner["kind"], found) if found is not None else None
+        kind = Kind(owner["kind"])
+        found = self._read(kind, owner["name"], namespace)
+        return (kind, found) if found is not None else None
 
-    def _read(self, kind: str, name: str, namespace: str) -> Workload | None:
+    def _read(self, kind: Kind, name: str, namespace: str) -> Workload | None:
         try:
             return cast(Workload, self.api.rest().get(path("apps/v1", _RESOURCES[kind], namespace, name)))
         except ApiError as err:
@@ -191,7 +204,7 @@ class Restarter:
                 return None
             raise
 
-    def _opted_in(self, state: VolumeState, workload: tuple[str, Workload] | None) -> bool:
+    def _opted_in(self, state: VolumeState, workload: tuple[Kind, Workload] | None) -> bool:
         if workload is not None and _opts_in(workload[1]):
             return True
         try:

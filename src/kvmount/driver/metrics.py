@@ -2,7 +2,8 @@
 
 The provider label is a provider whose socket exists on this node (or
 "unknown"), so a class naming arbitrary providers cannot grow the label set;
-error_type is a member of a closed set of reasons (ErrorType), never error text.
+error_type is a reason from a closed set (the StrEnums of request.Reason and
+SyncReason), never error text.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from kvmount.driver.request import Reason
 from kvmount.secretsync.errors import SyncReason
 
 OS_TYPE = platform.system().lower()
-# The error_type label: why a publish, a rotation or a Secret sync failed.
-ErrorType = Reason | SyncReason
 
 NODE_PUBLISH = Counter("node_publish", "Successful volume publishes", ["os_type", "provider"])
 NODE_PUBLISH_ERROR = Counter(
@@ -44,7 +43,7 @@ CSI_OPERATION = Histogram(
 )
 
 
-def publish_done(provider: str, reason: ErrorType | None) -> None:
+def publish_done(provider: str, reason: Reason | None) -> None:
     if reason is None:
         NODE_PUBLISH.labels(OS_TYPE, provider).inc()
     else:
@@ -60,9 +59,7 @@ def sync_done(provider: str, seconds: float, reason: SyncReason | None) -> None:
     SYNC_SECRET_DURATION.labels(OS_TYPE, provider).observe(seconds)
 
 
-def rotation_done(
-    provider: str, seconds: float, rotated: bool | None, reason: ErrorType | None = None
-) -> None:
+def rotation_done(provider: str, seconds: float, rotated: bool | None, reason: Reason | None = None) -> None:
     """One volume's rotation: ``rotated`` says whether content changed; ``reason`` names a failure."""
     ROTATION_DURATION.labels(OS_TYPE, provider).observe(seconds)
     if reason is not None:

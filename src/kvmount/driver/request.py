@@ -1,5 +1,5 @@
 """A NodePublishVolume request as the publisher sees it: checked fields, the pod it is for,
-what the provider is sent, and the one error type of a failed call."""
+what the provider is sent, and the one error type of a failed call with its reasons' gRPC codes."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
 from kvmount.kube.objects import OwnerReference, Pod, SecretProviderClassObject, Workload
 from kvmount.kube.podstatus import EventType, PodRef
-from kvmount.kube.rest import STRATEGIC_MERGE_PATCH, ApiError, path
+from kvmount.kube.rest import ApiError, Patch, path
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class Restarter:
         try:
             # Strategic merge, as for kubectl; the resourceVersion in it makes it conditional.
             where = path("apps/v1", _RESOURCES[kind], state.pod_namespace, meta["name"])
-            self.api.rest().patch(where, patch, STRATEGIC_MERGE_PATCH)
+            self.api.rest().patch(where, patch, Patch.STRATEGIC_MERGE)
         except ApiError as err:
             if err.status == 409:
                 return False  # changed meanwhile (another node): look again next round

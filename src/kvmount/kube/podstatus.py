@@ -1,4 +1,4 @@
-"""The SecretProviderClassPodStatus of one mounted volume, and the pod an event is about."""
+"""The SecretProviderClassPodStatus of one mounted volume, and the pod an event is about and its type."""
 
 from __future__ import annotations
 
@@ -54,6 +54,8 @@ class PodStatus:
 
 
 class EventType(StrEnum):
+    """The two types the API takes; each component's reasons are its own StrEnum."""
+
     NORMAL = "Normal"
     WARNING = "Warning"
 

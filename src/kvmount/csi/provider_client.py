@@ -15,6 +15,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass
+from enum import StrEnum
 
 import grpc
 
@@ -44,13 +45,35 @@ _SERVICE_CONFIG = json.dumps(
 )
 
 
-class ProviderError(Exception):
-    """A provider that cannot be used or that failed; ``reason`` is a metric label from a closed set."""
+class ProviderReason(StrEnum):
+    """Why a provider could not be used or failed: the driver's metric label."""
 
-    def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
+    INVALID_PROVIDER = "InvalidProvider"
+    NOT_FOUND = "ProviderNotFound"
+    UNAVAILABLE = "ProviderUnavailable"
+    TIMEOUT = "ProviderTimeout"
+    RESPONSE_TOO_LARGE = "ProviderResponseTooLarge"
+    ERROR = "ProviderError"
+
+
+# The gRPC code of each reason, unless the provider answered with a code of its own.
+CODES = {
+    ProviderReason.INVALID_PROVIDER: grpc.StatusCode.INVALID_ARGUMENT,
+    ProviderReason.NOT_FOUND: grpc.StatusCode.FAILED_PRECONDITION,
+    ProviderReason.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ProviderReason.TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ProviderReason.RESPONSE_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ProviderReason.ERROR: grpc.StatusCode.UNKNOWN,
+}
+
+
+class ProviderError(Exception):
+    """A provider that cannot be used or that failed; ``code`` is the provider's own when it answered one."""
+
+    def __init__(self, reason: ProviderReason, message: str, code: grpc.StatusCode | None = None) -> None:
         super().__init__(message)
-        self.code = code
         self.reason = reason
+        self.code = CODES[reason] if code is None else code
 
 
 @dataclass
@@ -70,8 +93,7 @@ class ProviderClients:
     def socket_for(self, provider: str) -> str:
         if not NAME.match(provider):
             raise ProviderError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "InvalidProvider",
+                ProviderReason.INVALID_PROVIDER,
                 f"provider name {provider[:40]!r} is invalid: use up to 30 letters, digits, '_' or '-'",
             )
         for directory in self.socket_dirs:
@@ -79,8 +101,7 @@ class ProviderClients:
             if os.path.exists(path):
                 return path
         raise ProviderError(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "ProviderNotFound",
+            ProviderReason.NOT_FOUND,
             f"provider {provider!r} not found: no {provider}.sock in {', '.join(self.socket_dirs)}; "
             "is the provider installed and running on this node?",
         )
@@ -113,8 +134,7 @@ class ProviderClients:
             raise _rpc_error(provider, client.socket, err, timeout) from None
         if response.error.code:
             raise ProviderError(
-                grpc.StatusCode.UNKNOWN,
-                "ProviderError",
+                ProviderReason.ERROR,
                 f"provider {provider!r} reported error code {response.error.code[:64]!r}",
             )
         return response
@@ -182,20 +202,18 @@ def _rpc_error(provider: str, socket: str, err: grpc.RpcError, timeout: float) -
     details = str(err.details() or "")
     if code is grpc.StatusCode.UNAVAILABLE and not _answered(details):
         return ProviderError(
-            code,
-            "ProviderUnavailable",
+            ProviderReason.UNAVAILABLE,
             f"provider {provider!r} is not answering on {socket}: is the provider running?",
         )
     if code is grpc.StatusCode.UNAVAILABLE:  # the provider's own answer: Key Vault is failing
-        return ProviderError(code, "ProviderUnavailable", f"provider {provider!r}: {details}")
+        return ProviderError(ProviderReason.UNAVAILABLE, f"provider {provider!r}: {details}")
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return ProviderError(
-            code, "ProviderTimeout", f"provider {provider!r} did not answer within {timeout:.0f}s"
+            ProviderReason.TIMEOUT, f"provider {provider!r} did not answer within {timeout:.0f}s"
         )
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
         return ProviderError(
-            code,
-            "ProviderResponseTooLarge",
+            ProviderReason.RESPONSE_TOO_LARGE,
             f"provider {provider!r} answered more than the driver accepts; raise --max-call-recv-msg-size",
         )
-    return ProviderError(code, "ProviderError", f"provider {provider!r}: {details}")
+    return ProviderError(ProviderReason.ERROR, f"provider {provider!r}: {details}", code)

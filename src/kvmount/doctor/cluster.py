@@ -16,10 +16,11 @@ import yaml
 
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
 from kvmount.doctor.report import Row, Verdict
+from kvmount.driver.events import EventReason
 from kvmount.keyvault import IDENTITY_BINDING_AUDIENCE, TOKEN_AUDIENCE, IdentityMode, parse_mount
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
-from kvmount.kube.errors import StoreError
+from kvmount.kube.errors import StoreError, StoreReason
 from kvmount.kube.podstatus import POD_STATUSES
 from kvmount.validate.checks import Severity, check_class, stand_in
 from kvmount.validate.document import documents
@@ -246,7 +247,12 @@ class ClusterDoctor:
                 secret = self.store.node_publish_secret(namespace, ref)
             except StoreError as err:
                 fix = f"create Secret {ref} in namespace {namespace} with clientid and clientsecret"
-                yield Row("identity", Verdict.FAIL, str(err), fix if "NotFound" in err.reason else "")
+                yield Row(
+                    "identity",
+                    Verdict.FAIL,
+                    str(err),
+                    fix if err.reason is StoreReason.NODE_PUBLISH_SECRET_NOT_FOUND else "",
+                )
                 return
             missing = [k for k in ("clientid", "clientsecret") if k not in {key.lower() for key in secret}]
             if missing:
@@ -355,7 +361,9 @@ class ClusterDoctor:
                 namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={name}"
             ),
         )
-        failed = [e for e in (listed.items if listed else []) if e.reason in ("FailedMount", "FailedToMount")]
+        # kubelet's reason for a failed mount, and the driver's.
+        reasons = ("FailedMount", EventReason.FAILED_TO_MOUNT)
+        failed = [e for e in (listed.items if listed else []) if e.reason in reasons]
         if failed:
             last = max(
                 failed, key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp

@@ -19,7 +19,7 @@ import grpc
 from kvmount import __version__
 from kvmount.driver import metrics
 from kvmount.driver.publish import Publisher
-from kvmount.driver.request import PublishError, VolumeRequest
+from kvmount.driver.request import PublishError, PublishReason, VolumeRequest
 from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import csi_pb2_grpc as csi_grpc
 
@@ -32,7 +32,7 @@ _NO_DEADLINE = 86400.0
 
 
 def _invalid(message: str) -> PublishError:
-    return PublishError(grpc.StatusCode.INVALID_ARGUMENT, "InvalidRequest", message)
+    return PublishError(PublishReason.INVALID_REQUEST, message)
 
 
 def _call(method: str, context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
@@ -185,9 +185,9 @@ class ControllerServicer(csi_grpc.ControllerServicer):
                 raise _invalid("volume_capabilities missing in request")
             # Inline ephemeral volumes only: no volume id ever came from a CreateVolume here.
             raise PublishError(
-                grpc.StatusCode.NOT_FOUND,
-                "InvalidRequest",
+                PublishReason.INVALID_REQUEST,
                 f"volume {request.volume_id[:200]!r} does not exist: this driver serves inline volumes only",
+                grpc.StatusCode.NOT_FOUND,
             )
 
         return _call("ValidateVolumeCapabilities", context, check)

@@ -2,7 +2,8 @@
 
 The provider label is a provider whose socket exists on this node (or
 "unknown"), so a class naming arbitrary providers cannot grow the label set;
-error_type is one of a closed set of reasons, never error text.
+error_type is a reason from a closed set (the StrEnums of request.Reason and
+SyncReason), never error text.
 """
 
 from __future__ import annotations
@@ -11,32 +12,10 @@ import platform
 
 from prometheus_client import Counter, Histogram
 
+from kvmount.driver.request import Reason
+from kvmount.secretsync.errors import SyncReason
+
 OS_TYPE = platform.system().lower()
-ERROR_TYPES = frozenset(
-    {
-        "InvalidRequest",
-        "SecretProviderClassNotFound",
-        "InvalidSecretProviderClass",
-        "APIServerUnavailable",
-        "APIServerForbidden",
-        "NodePublishSecretNotFound",
-        "InvalidProvider",
-        "ProviderNotFound",
-        "ProviderUnavailable",
-        "ProviderTimeout",
-        "ProviderResponseTooLarge",
-        "ProviderError",
-        "InvalidProviderFiles",
-        "FailedToMount",
-        "FileWriteError",
-        "InvalidSecretObject",
-        "ObjectNotMounted",
-        "SecretNotManaged",
-        "SecretTypeMismatch",
-        "InvalidCertificate",
-        "Internal",
-    }
-)
 
 NODE_PUBLISH = Counter("node_publish", "Successful volume publishes", ["os_type", "provider"])
 NODE_PUBLISH_ERROR = Counter(
@@ -64,30 +43,26 @@ CSI_OPERATION = Histogram(
 )
 
 
-def error_type(reason: str) -> str:
-    return reason if reason in ERROR_TYPES else "Internal"
-
-
-def publish_done(provider: str, reason: str | None) -> None:
+def publish_done(provider: str, reason: Reason | None) -> None:
     if reason is None:
         NODE_PUBLISH.labels(OS_TYPE, provider).inc()
     else:
-        NODE_PUBLISH_ERROR.labels(OS_TYPE, provider, error_type(reason)).inc()
+        NODE_PUBLISH_ERROR.labels(OS_TYPE, provider, reason).inc()
 
 
 def unpublish_done(ok: bool) -> None:
     (NODE_UNPUBLISH if ok else NODE_UNPUBLISH_ERROR).labels(OS_TYPE).inc()
 
 
-def sync_done(provider: str, seconds: float, reason: str | None) -> None:
-    SYNC_SECRET.labels(OS_TYPE, provider, "" if reason is None else error_type(reason)).inc()
+def sync_done(provider: str, seconds: float, reason: SyncReason | None) -> None:
+    SYNC_SECRET.labels(OS_TYPE, provider, "" if reason is None else reason).inc()
     SYNC_SECRET_DURATION.labels(OS_TYPE, provider).observe(seconds)
 
 
-def rotation_done(provider: str, seconds: float, rotated: bool | None, reason: str | None = None) -> None:
+def rotation_done(provider: str, seconds: float, rotated: bool | None, reason: Reason | None = None) -> None:
     """One volume's rotation: ``rotated`` says whether content changed; ``reason`` names a failure."""
     ROTATION_DURATION.labels(OS_TYPE, provider).observe(seconds)
     if reason is not None:
-        ROTATION_ERROR.labels(OS_TYPE, provider, error_type(reason)).inc()
+        ROTATION_ERROR.labels(OS_TYPE, provider, reason).inc()
     else:
         ROTATION.labels(OS_TYPE, provider, "true" if rotated else "false").inc()

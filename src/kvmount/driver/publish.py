@@ -25,15 +25,18 @@ import grpc
 
 from kvmount.csi.provider_client import ProviderClients, ProviderError
 from kvmount.driver import metrics
+from kvmount.driver.events import EventReason
 from kvmount.driver.locks import KeyedLocks
 from kvmount.driver.request import (
     DEFAULT_TIMEOUT,
     PERMISSION,
     Pod,
     PublishError,
+    PublishReason,
     VolumeRequest,
     check_request,
     pod_ref,
+    provider_error,
     provider_payload,
     secrets_with_tokens,
     store_error,
@@ -42,7 +45,7 @@ from kvmount.driver.request import (
 from kvmount.driver.volumes import VolumeRegistry, VolumeState
 from kvmount.kube.classes import SecretProviderClass
 from kvmount.kube.errors import StoreError
-from kvmount.kube.podstatus import PodStatus
+from kvmount.kube.podstatus import EventType, PodStatus
 from kvmount.kube.store import Store
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.secretsync.errors import SyncError
@@ -117,10 +120,10 @@ class Publisher:
             )
             pod = pod_ref(req.volume_context)
             if pod is not None and not refresh:
-                self.store.record_event(pod, "Warning", "FailedToMount", str(err))
+                self.store.record_event(pod, EventType.WARNING, EventReason.FAILED_TO_MOUNT, str(err))
             raise
         except Exception:
-            metrics.publish_done(label[0], "Internal")
+            metrics.publish_done(label[0], PublishReason.INTERNAL)
             raise
         metrics.publish_done(label[0], None)
         log.info(
@@ -153,7 +156,7 @@ class Publisher:
                 raise target_error(err) from None
             except OSError as err:
                 raise PublishError(
-                    grpc.StatusCode.INTERNAL, "FailedToMount", f"target_path {target_path}: {err.strerror}"
+                    PublishReason.FAILED_TO_MOUNT, f"target_path {target_path}: {err.strerror}"
                 ) from None
             yield target
 
@@ -184,7 +187,7 @@ class Publisher:
             try:
                 self.providers.socket_for(spc.provider)
             except ProviderError as err:
-                raise PublishError(err.code, err.reason, f"{where}: {err}") from None
+                raise provider_error(err, where) from None
             label[0] = spc.provider
             if not mounted:
                 self._mount(opened)
@@ -247,8 +250,7 @@ class Publisher:
             log.warning(
                 "secret sync failed", extra={"class": spc.name, "reason": err.reason, "error": str(err)}
             )
-            # Upstream's reason for a Secret it could not sync: alerts written for it keep working.
-            self.store.record_event(pod.ref, "Warning", "FailedToCreateSecret", str(err))
+            self.store.record_event(pod.ref, EventType.WARNING, EventReason.FAILED_TO_CREATE_SECRET, str(err))
             return
         metrics.sync_done(spc.provider, time.monotonic() - start, None)
 
@@ -257,8 +259,7 @@ class Publisher:
             target.mount_tmpfs(self.tmpfs_size)
         except OSError as err:
             raise PublishError(
-                grpc.StatusCode.INTERNAL,
-                "FailedToMount",
+                PublishReason.FAILED_TO_MOUNT,
                 f"cannot mount tmpfs at {target.path}: {err.strerror}",
             ) from None
 
@@ -293,7 +294,7 @@ class Publisher:
         try:
             response = self.providers.mount(spc.provider, request, timeout)
         except ProviderError as err:
-            raise PublishError(err.code, err.reason, f"{where}: {err}") from None
+            raise provider_error(err, where) from None
         files = [Payload(f.path, f.mode, f.contents) for f in response.files]
         # No files: the provider wrote into the target path itself (older providers).
         changed = True
@@ -302,8 +303,7 @@ class Publisher:
                 changed = AtomicWriter(req.target_path, gid).write(files)
             except PayloadError as err:
                 raise PublishError(
-                    grpc.StatusCode.INTERNAL,
-                    "InvalidProviderFiles",
+                    PublishReason.INVALID_PROVIDER_FILES,
                     f"{where}: provider {spc.provider!r} returned an unusable file list: {err}",
                 ) from None
             except OSError as err:
@@ -313,9 +313,9 @@ class Publisher:
                     else grpc.StatusCode.INTERNAL
                 )
                 raise PublishError(
-                    code,
-                    "FileWriteError",
+                    PublishReason.FILE_WRITE_ERROR,
                     f"{where}: cannot write the provider's files into {req.target_path}: {err.strerror}",
+                    code,
                 ) from None
         return [(o.id, o.version) for o in response.object_version], files, changed
 
@@ -356,14 +356,14 @@ class Publisher:
             if err.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 # Not mounted, yet files in it: not the driver's to delete (upstream also refuses).
                 raise PublishError(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    "Internal",
+                    PublishReason.INTERNAL,
                     f"target_path {target} is not mounted and is not empty: kvmount removes only its "
                     "own tmpfs and the empty directory; the files there are not its own, remove them by hand",
+                    grpc.StatusCode.FAILED_PRECONDITION,
                 ) from None
             code = grpc.StatusCode.UNAVAILABLE if err.errno == errno.EBUSY else grpc.StatusCode.INTERNAL
             raise PublishError(
-                code, "Internal", f"cannot remove target_path {target}: {err.strerror}"
+                PublishReason.INTERNAL, f"cannot remove target_path {target}: {err.strerror}", code
             ) from None
         self.registry.remove(target)
         self._secrets.pop(target, None)

@@ -1,17 +1,21 @@
 """A NodePublishVolume request as the publisher sees it: checked fields, the pod it is for,
-what the provider is sent, and the one error type of a failed call."""
+what the provider is sent, and the one error type of a failed call with its reasons' gRPC codes."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import assert_never
 
 import grpc
 
 from kvmount.base import numbers
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
+from kvmount.csi.provider_client import CODES as PROVIDER_CODES
+from kvmount.csi.provider_client import ProviderError, ProviderReason
 from kvmount.kube.classes import SecretProviderClass
-from kvmount.kube.errors import StoreError
+from kvmount.kube.errors import StoreError, StoreReason
 from kvmount.kube.names import name_problem
 from kvmount.kube.podstatus import PodRef
 from kvmount.volume.target import OutsideRoot, TargetError
@@ -24,21 +28,61 @@ DEFAULT_TIMEOUT = 120.0
 # The largest group id; 2^32 - 1 means "no change" to chown.
 MAX_GID = 2**32 - 2
 
-_STORE_CODES = {
-    "SecretProviderClassNotFound": grpc.StatusCode.NOT_FOUND,
-    "InvalidSecretProviderClass": grpc.StatusCode.FAILED_PRECONDITION,
-    "APIServerForbidden": grpc.StatusCode.PERMISSION_DENIED,
-    "InvalidRequest": grpc.StatusCode.INVALID_ARGUMENT,
+
+class PublishReason(StrEnum):
+    """Why the driver itself failed a call: a metric label."""
+
+    # One label for a bad request, whether the driver's checks or the store's refuse it.
+    INVALID_REQUEST = StoreReason.INVALID_REQUEST.value
+    FAILED_TO_MOUNT = "FailedToMount"
+    INVALID_PROVIDER_FILES = "InvalidProviderFiles"
+    FILE_WRITE_ERROR = "FileWriteError"
+    INTERNAL = "Internal"
+
+
+# Why a call failed: the driver's own reasons, and those of the store and the provider it passes on.
+Reason = PublishReason | StoreReason | ProviderReason
+
+# The gRPC code of each reason, unless the failure's cause says otherwise (a full disk, a busy mount).
+PUBLISH_CODES = {
+    PublishReason.INVALID_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
+    PublishReason.FAILED_TO_MOUNT: grpc.StatusCode.INTERNAL,
+    PublishReason.INVALID_PROVIDER_FILES: grpc.StatusCode.INTERNAL,
+    PublishReason.FILE_WRITE_ERROR: grpc.StatusCode.INTERNAL,
+    PublishReason.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+STORE_CODES = {
+    StoreReason.CLASS_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    StoreReason.INVALID_CLASS: grpc.StatusCode.FAILED_PRECONDITION,
+    StoreReason.INVALID_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
+    StoreReason.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    StoreReason.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
+    # Read by rotation only, which answers no call.
+    StoreReason.NODE_PUBLISH_SECRET_NOT_FOUND: grpc.StatusCode.UNAVAILABLE,
+    StoreReason.SERVICE_ACCOUNT_NOT_FOUND: grpc.StatusCode.UNAVAILABLE,
 }
 
 
-class PublishError(Exception):
-    """A failed call: a gRPC code, a closed-set reason for metrics, and a message for the user."""
+def grpc_code(reason: Reason) -> grpc.StatusCode:
+    """The gRPC code a call failed for ``reason`` answers, from its boundary's table."""
+    match reason:
+        case PublishReason():
+            return PUBLISH_CODES[reason]
+        case StoreReason():
+            return STORE_CODES[reason]
+        case ProviderReason():
+            return PROVIDER_CODES[reason]
+        case _:
+            assert_never(reason)
 
-    def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
+
+class PublishError(Exception):
+    """A failed call: a closed-set reason for metrics, a message for the user, and its gRPC code."""
+
+    def __init__(self, reason: Reason, message: str, code: grpc.StatusCode | None = None) -> None:
         super().__init__(message)
-        self.code = code
         self.reason = reason
+        self.code = grpc_code(reason) if code is None else code
 
 
 @dataclass(frozen=True)
@@ -68,8 +112,7 @@ def parse_pod(context: Mapping[str, str]) -> Pod:
     missing = [k for k in (POD_NAME, POD_NAMESPACE, POD_UID) if not context.get(k)]
     if missing:
         raise PublishError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "InvalidRequest",
+            PublishReason.INVALID_REQUEST,
             f"volume_context lacks {', '.join(missing)}: set podInfoOnMount: true in the CSIDriver object",
         )
     check_name(POD_NAME, context[POD_NAME])
@@ -81,7 +124,7 @@ def check_name(key: str, value: str, label: bool = False) -> None:
     """Refuse a volume_context name the API server would refuse (it may become a path)."""
     problem = name_problem(f"volume_context {key}", value, label)
     if problem:
-        raise PublishError(grpc.StatusCode.INVALID_ARGUMENT, "InvalidRequest", problem)
+        raise PublishError(PublishReason.INVALID_REQUEST, problem)
 
 
 def pod_ref(context: Mapping[str, str]) -> PodRef | None:
@@ -99,8 +142,7 @@ def parse_gid(group: str) -> int | None:
         return numbers.decimal(group, 0, MAX_GID)  # a gid chown can set
     except numbers.NumberError:
         raise PublishError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "InvalidRequest",
+            PublishReason.INVALID_REQUEST,
             f"volume_capability.mount.volume_mount_group {group[:32]!r} is not a numeric group id "
             f"(0 to {MAX_GID}); set the pod's fsGroup to one",
         ) from None
@@ -133,8 +175,11 @@ def provider_payload(spc: SecretProviderClass, req: VolumeRequest) -> tuple[dict
 
 
 def store_error(err: StoreError, where: str | None) -> PublishError:
-    code = _STORE_CODES.get(err.reason, grpc.StatusCode.UNAVAILABLE)
-    return PublishError(code, err.reason, f"{where}: {err}" if where else str(err))
+    return PublishError(err.reason, f"{where}: {err}" if where else str(err))
+
+
+def provider_error(err: ProviderError, where: str) -> PublishError:
+    return PublishError(err.reason, f"{where}: {err}", err.code)
 
 
 def check_request(req: VolumeRequest) -> tuple[Pod, str, int | None]:
@@ -143,8 +188,7 @@ def check_request(req: VolumeRequest) -> tuple[Pod, str, int | None]:
     class_name = req.volume_context.get(CLASS_KEY, "")
     if not class_name:
         raise PublishError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "InvalidRequest",
+            PublishReason.INVALID_REQUEST,
             f"volume_context lacks {CLASS_KEY}: set volumeAttributes.{CLASS_KEY} in the pod's csi volume",
         )
     check_name(CLASS_KEY, class_name)
@@ -152,9 +196,6 @@ def check_request(req: VolumeRequest) -> tuple[Pod, str, int | None]:
 
 
 def target_error(err: TargetError) -> PublishError:
-    code = (
-        grpc.StatusCode.INVALID_ARGUMENT
-        if isinstance(err, OutsideRoot)
-        else grpc.StatusCode.FAILED_PRECONDITION
-    )
-    return PublishError(code, "InvalidRequest" if isinstance(err, OutsideRoot) else "FailedToMount", str(err))
+    if isinstance(err, OutsideRoot):
+        return PublishError(PublishReason.INVALID_REQUEST, str(err))
+    return PublishError(PublishReason.FAILED_TO_MOUNT, str(err), grpc.StatusCode.FAILED_PRECONDITION)

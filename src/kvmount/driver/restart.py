@@ -27,25 +27,40 @@ import datetime
 import hashlib
 import json
 import logging
-from typing import Any
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any, cast
 
 from kvmount.driver import owner
+from kvmount.driver.events import EventReason
 from kvmount.driver.volumes import VolumeRegistry, VolumeState
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
-from kvmount.kube.podstatus import PodRef
-from kvmount.kube.rest import STRATEGIC_MERGE_PATCH, ApiError, path
+from kvmount.kube.objects import SecretProviderClassObject
+from kvmount.kube.podstatus import EventType, PodRef
+from kvmount.kube.rest import ApiError, Patch, path
 
 log = logging.getLogger(__name__)
 
 OPT_IN = "kvmount.io/restart-on-rotation"
 ROLLED_TO = "kvmount.io/rotated-versions"
 LAST_RESTART = "kvmount.io/last-restart"
-_RESOURCES = {
-    "ReplicaSet": "replicasets",
-    "Deployment": "deployments",
-    "StatefulSet": "statefulsets",
-    "DaemonSet": "daemonsets",
+
+
+class Kind(StrEnum):
+    """The apps/v1 owners through which a pod's workload is found."""
+
+    REPLICA_SET = "ReplicaSet"
+    DEPLOYMENT = "Deployment"
+    STATEFUL_SET = "StatefulSet"
+    DAEMON_SET = "DaemonSet"
+
+
+_RESOURCES: dict[str, str] = {
+    Kind.REPLICA_SET: "replicasets",
+    Kind.DEPLOYMENT: "deployments",
+    Kind.STATEFUL_SET: "statefulsets",
+    Kind.DAEMON_SET: "daemonsets",
 }
 
 
@@ -135,10 +150,10 @@ class Restarter:
             return True
         kind, doc = claimed.kind, claimed.doc
         meta = doc["metadata"]
-        template = ((doc.get("spec") or {}).get("template") or {}).get("metadata") or {}
-        if (template.get("annotations") or {}).get(ROLLED_TO) == state.restart_pending:
+        template = doc.get("spec", {}).get("template", {}).get("metadata", {})
+        if template.get("annotations", {}).get(ROLLED_TO) == state.restart_pending:
             return True  # another pod or node rolled this change out already
-        last = _parse_time(str((meta.get("annotations") or {}).get(LAST_RESTART) or ""))
+        last = _parse_time(meta.get("annotations", {}).get(LAST_RESTART, ""))
         if last is not None and (_now() - last).total_seconds() < self.min_interval:
             log.info("workload restart deferred (rate limit)", extra={"workload": f"{kind} {meta['name']}"})
             return False
@@ -153,7 +168,7 @@ class Restarter:
         try:
             # Strategic merge, as for kubectl; the resourceVersion in it makes it conditional.
             where = path("apps/v1", _RESOURCES[kind], state.pod_namespace, meta["name"])
-            self.api.rest().patch(where, patch, STRATEGIC_MERGE_PATCH)
+            self.api.rest().patch(where, patch, Patch.STRATEGIC_MERGE)
         except ApiError as err:
             if err.status == 409:
                 return False  # changed meanwhile (another node): look again next round
@@ -165,8 +180,8 @@ class Restarter:
         workload_ref = PodRef(state.pod_namespace, meta["name"], meta["uid"], kind, "apps/v1")
         self.api.record_event(
             workload_ref,
-            "Normal",
-            "RotationRollout",
+            EventType.NORMAL,
+            EventReason.ROTATION_ROLLOUT,
             f"SecretProviderClass {state.class_name} rotated ({changed}): rolling out new pods",
         )
         log.info("workload restarted", extra={"workload": what, "class": state.class_name})
@@ -175,15 +190,17 @@ class Restarter:
     def _forbidden(self, ref: PodRef, what: str) -> None:
         self.api.record_event(
             ref,
-            "Warning",
-            "RestartForbidden",
+            EventType.WARNING,
+            EventReason.RESTART_FORBIDDEN,
             f"mounted secrets rotated, but the driver may not read or patch {what}: grant it get on "
             "replicasets and get, patch on deployments, statefulsets and daemonsets "
             "(chart value rotation.restartWorkloads)",
         )
 
     def _skipped(self, ref: PodRef, why: str) -> None:
-        self.api.record_event(ref, "Normal", "RestartSkipped", f"mounted secrets rotated, but {why}")
+        self.api.record_event(
+            ref, EventType.NORMAL, EventReason.RESTART_SKIPPED, f"mounted secrets rotated, but {why}"
+        )
 
     def _read(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
         if not name:  # an empty name would read the whole collection
@@ -199,13 +216,16 @@ class Restarter:
         if claimed is not None and _opts_in(claimed.doc):
             return True
         try:
-            spc = self.api.rest().get(
-                path(f"{GROUP}/{VERSION}", CLASSES, state.pod_namespace, state.class_name)
+            spc = cast(
+                SecretProviderClassObject,
+                self.api.rest().get(
+                    path(f"{GROUP}/{VERSION}", CLASSES, state.pod_namespace, state.class_name)
+                ),
             )
         except ApiError:
             return False
         return _opts_in(spc)
 
 
-def _opts_in(doc: dict[str, Any]) -> bool:
+def _opts_in(doc: Mapping[str, Any]) -> bool:
     return str(((doc.get("metadata") or {}).get("annotations") or {}).get(OPT_IN, "")).lower() == "true"

@@ -25,11 +25,11 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from kvmount.csi.attributes import EPHEMERAL, POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
 from kvmount.csi.kubelet import volume_id
 from kvmount.driver import metrics
+from kvmount.driver.events import EventReason
 from kvmount.driver.publish import Publisher
 from kvmount.driver.request import (
     CLASS_KEY,
@@ -40,7 +40,8 @@ from kvmount.driver.restart import Restarter
 from kvmount.driver.volumes import VolumeState
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.errors import StoreError
-from kvmount.kube.podstatus import PodRef
+from kvmount.kube.objects import Pod, PodStatusObject, Volume
+from kvmount.kube.podstatus import EventType, PodRef
 from kvmount.volume import mounts
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,12 @@ ROTATION_TIMEOUT = 120.0
 WATCH_RETRY_SECONDS = 5.0
 
 
-def pod_volume(pod: dict[str, Any], target_path: str) -> dict[str, Any] | None:
+def pod_volume(pod: Pod, target_path: str) -> Volume | None:
     """The pod's csi volume published at ``target_path`` (.../volumes/kubernetes.io~csi/<name>/mount)."""
     name = os.path.basename(os.path.dirname(target_path.rstrip("/")))
-    for volume in (pod.get("spec") or {}).get("volumes") or []:
-        if volume.get("name") == name and isinstance(volume.get("csi"), dict):
-            return dict(volume)
+    for volume in pod.get("spec", {}).get("volumes", []):
+        if volume.get("name") == name and "csi" in volume:
+            return volume
     return None
 
 
@@ -97,7 +98,7 @@ class Rotator:
             log.warning("cannot list this node's pod statuses", extra={"error": str(err)})
             return
         for doc in statuses:
-            target = str((doc.get("status") or {}).get("targetPath") or "")
+            target = doc.get("status", {}).get("targetPath", "")
             if target and target not in known and mounts.is_mounted(target):
                 try:
                     state = self._from_status(api, doc, target)
@@ -110,18 +111,18 @@ class Rotator:
                     log.info("recovered volume from its pod status", extra={"target_path": target})
 
     @staticmethod
-    def _from_status(api: KubeStore, doc: dict[str, Any], target: str) -> VolumeState | None:
+    def _from_status(api: KubeStore, doc: PodStatusObject, target: str) -> VolumeState | None:
         status, namespace = doc["status"], doc["metadata"]["namespace"]
-        pod = api.get_pod(namespace, str(status.get("podName") or ""))
+        pod = api.get_pod(namespace, status.get("podName", ""))
         volume = pod_volume(pod, target) if pod is not None else None
         if pod is None or volume is None:
             return None
         meta = pod["metadata"]
-        class_name = str(status.get("secretProviderClassName") or "")
+        class_name = status.get("secretProviderClassName", "")
         spc = api.get_class(namespace, class_name)
-        account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+        account = pod.get("spec", {}).get("serviceAccountName") or "default"
         context = {
-            **{str(k): str(v) for k, v in (volume["csi"].get("volumeAttributes") or {}).items()},
+            **volume["csi"].get("volumeAttributes", {}),
             POD_NAME: meta["name"],
             POD_NAMESPACE: namespace,
             POD_UID: meta["uid"],
@@ -139,7 +140,7 @@ class Rotator:
             class_name=class_name,
             provider=spc.provider,
             volume_context=context,
-            object_versions=[(str(o.get("id")), str(o.get("version"))) for o in status.get("objects") or []],
+            object_versions=[(str(o.get("id")), str(o.get("version"))) for o in status.get("objects", [])],
         )
 
     # ------------------------------------------------------------ one volume
@@ -154,9 +155,9 @@ class Rotator:
                 return None
             secrets = {}
             volume = pod_volume(pod, state.target_path) or {}
-            secret_ref = (volume.get("csi") or {}).get("nodePublishSecretRef") or {}
-            if secret_ref.get("name"):
-                secrets = self.api.node_publish_secret(state.pod_namespace, secret_ref["name"])
+            secret_name = volume.get("csi", {}).get("nodePublishSecretRef", {}).get("name")
+            if secret_name:
+                secrets = self.api.node_publish_secret(state.pod_namespace, secret_name)
             tokens = self.api.service_account_tokens(pod)
             if tokens:
                 secrets[SA_TOKENS] = tokens
@@ -183,12 +184,14 @@ class Rotator:
             metrics.rotation_done(state.provider, time.monotonic() - start, None, err.reason)
             log.warning("rotation failed", extra={"target_path": state.target_path, "error": str(err)})
             message = f"{where}: rotation failed, the previous content is kept: {err}"
-            self.publisher.store.record_event(pod, "Warning", "MountRotationFailed", message)
+            self.publisher.store.record_event(
+                pod, EventType.WARNING, EventReason.MOUNT_ROTATION_FAILED, message
+            )
             return
         metrics.rotation_done(state.provider, time.monotonic() - start, outcome.changed)
         if outcome.changed:
             self.publisher.store.record_event(
-                pod, "Normal", "MountRotationComplete", f"{where}: content rotated"
+                pod, EventType.NORMAL, EventReason.MOUNT_ROTATION_COMPLETE, f"{where}: content rotated"
             )
         if self.restarter is not None:
             if outcome.changed:

@@ -14,12 +14,21 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from enum import StrEnum
+from typing import Any, TypeVar, cast
 
 from kvmount.kube import kubeconfig
 from kvmount.kube.classes import CLASSES, GROUP, VERSION, SecretProviderClass, parse_class
-from kvmount.kube.errors import ClassNotFound, StoreError, StoreUnavailable, api_error
-from kvmount.kube.podstatus import NODE_LABEL, POD_STATUSES, PodRef, PodStatus
+from kvmount.kube.errors import ClassNotFound, StoreError, StoreReason, StoreUnavailable, api_error
+from kvmount.kube.objects import (
+    CSIDriver,
+    Pod,
+    PodStatusObject,
+    PodWatchEvent,
+    Secret,
+    TokenRequestAnswer,
+)
+from kvmount.kube.podstatus import NODE_LABEL, POD_STATUSES, EventType, PodRef, PodStatus
 from kvmount.kube.rest import ApiError, RestClient, Unreachable, path
 
 # A pod watch is renewed this often (the server ends it after at most this long).
@@ -122,7 +131,7 @@ class KubeStore:
         # or this is a republish. Take it over with a read-modify-write.
         for _ in range(3):
             try:
-                current = self._call(what, rest.get, here)
+                current = cast(PodStatusObject, self._call(what, rest.get, here))
                 if _same_status(current, body):
                     return str(current["metadata"]["uid"])
                 body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
@@ -136,7 +145,7 @@ class KubeStore:
     def delete_pod_status(self, namespace: str, name: str) -> None:
         """Left to the garbage collector, as upstream: the status is owned by the pod."""
 
-    def node_pod_statuses(self, node_name: str) -> list[dict[str, Any]]:
+    def node_pod_statuses(self, node_name: str) -> list[PodStatusObject]:
         rest = self.rest()
         what = f"SecretProviderClassPodStatuses of node {node_name}"
         selector = f"{NODE_LABEL}={node_name}"
@@ -144,13 +153,13 @@ class KubeStore:
             found = self._call(what, rest.get, path(CUSTOM, POD_STATUSES), labelSelector=selector)
         except ApiError as err:
             raise api_error(what, "list", err) from None
-        return list(found.get("items") or [])
+        return cast(list[PodStatusObject], found.get("items", []))
 
-    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get_pod(self, namespace: str, name: str) -> Pod | None:
         rest = self.rest()
         what = f"pod {namespace}/{name}"
         try:
-            return self._call(what, rest.get, path("v1", "pods", namespace, name))
+            return cast(Pod, self._call(what, rest.get, path("v1", "pods", namespace, name)))
         except ApiError as err:
             if err.status == 404:
                 return None
@@ -160,33 +169,36 @@ class KubeStore:
         rest = self.rest()
         what = f"Secret {namespace}/{name} (nodePublishSecretRef)"
         try:
-            secret = self._call(what, rest.get, path("v1", "secrets", namespace, name))
+            secret = cast(Secret, self._call(what, rest.get, path("v1", "secrets", namespace, name)))
         except ApiError as err:
             if err.status == 404:
-                raise StoreError("NodePublishSecretNotFound", f"{what} not found") from None
+                raise StoreError(StoreReason.NODE_PUBLISH_SECRET_NOT_FOUND, f"{what} not found") from None
             raise api_error(what, "get", err) from None
-        data: dict[str, str] = secret.get("data") or {}
+        data = secret.get("data", {})
         return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in data.items()}
 
-    def service_account_tokens(self, pod: dict[str, Any]) -> str | None:
+    def service_account_tokens(self, pod: Pod) -> str | None:
         rest = self.rest()
         storage_what = f"CSIDriver {self.driver_name}"
         try:
-            driver = self._call(
-                storage_what, rest.get, path("storage.k8s.io/v1", "csidrivers", name=self.driver_name)
+            driver = cast(
+                CSIDriver,
+                self._call(
+                    storage_what, rest.get, path("storage.k8s.io/v1", "csidrivers", name=self.driver_name)
+                ),
             )
         except ApiError as err:
             if err.status == 404:
                 return None  # no CSIDriver object, so kubelet would send no tokens either
             raise api_error(storage_what, "get", err) from None
-        requests = (driver.get("spec") or {}).get("tokenRequests") or []
+        requests = driver.get("spec", {}).get("tokenRequests", [])
         if not requests:
             return None
-        meta, spec = pod["metadata"], pod.get("spec") or {}
+        meta, spec = pod["metadata"], pod.get("spec", {})
         return self.tokens_for(
             meta["namespace"],
             spec.get("serviceAccountName") or "default",
-            [(r.get("audience") or "", r.get("expirationSeconds") or 3600) for r in requests],
+            [(r.get("audience", ""), r.get("expirationSeconds", 3600)) for r in requests],
             bound_pod=(meta["name"], meta["uid"]),
         )
 
@@ -215,22 +227,23 @@ class KubeStore:
                     "uid": bound_pod[1],
                 }
             try:
-                made = self._call(what, rest.create, where, body)
+                made = cast(TokenRequestAnswer, self._call(what, rest.create, where, body))
             except ApiError as err:
                 if err.status == 404:
                     raise StoreError(
-                        "ServiceAccountNotFound", f"ServiceAccount {namespace}/{account} not found"
+                        StoreReason.SERVICE_ACCOUNT_NOT_FOUND,
+                        f"ServiceAccount {namespace}/{account} not found",
                     ) from None
                 raise api_error(what, "create", err) from None
-            status = made.get("status") or {}
+            status = made.get("status", {})
             tokens[audience] = {
-                "token": str(status.get("token") or ""),
+                "token": status.get("token", ""),
                 # The API's own spelling (RFC 3339, seconds, UTC), as kubelet passes it on.
-                "expirationTimestamp": str(status.get("expirationTimestamp") or ""),
+                "expirationTimestamp": status.get("expirationTimestamp", ""),
             }
         return json.dumps(tokens)
 
-    def record_event(self, pod: PodRef, kind: str, reason: str, message: str) -> None:
+    def record_event(self, pod: PodRef, kind: EventType, reason: StrEnum, message: str) -> None:
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "metadata": {"generateName": f"{pod.name}.", "namespace": pod.namespace},
@@ -268,14 +281,14 @@ class KubeStore:
         events = self.rest().watch(
             path("v1", "pods"), WATCH_SECONDS, fieldSelector=f"spec.nodeName={node_name}"
         )
-        for event in events:
-            meta = (event.get("object") or {}).get("metadata")
+        for event in cast(Iterator[PodWatchEvent], events):
+            meta = event.get("object", {}).get("metadata")
             if event.get("type") in ("ADDED", "MODIFIED") and meta is not None:
-                yield str(meta.get("uid")), dict(meta.get("annotations") or {})
+                yield str(meta.get("uid")), dict(meta.get("annotations", {}))
 
 
-def _same_status(current: dict[str, Any], body: dict[str, Any]) -> bool:
-    meta = current.get("metadata") or {}
+def _same_status(current: PodStatusObject, body: PodStatusObject) -> bool:
+    meta = current.get("metadata", {})
     return bool(
         current.get("status") == body["status"]
         and meta.get("labels") == body["metadata"]["labels"]

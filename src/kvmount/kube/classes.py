@@ -22,8 +22,11 @@ class SecretProviderClass:
     secret_objects: list[dict[str, Any]] = field(default_factory=list)
 
 
-def parse_class(doc: Any, what: str) -> SecretProviderClass:
-    """A SecretProviderClass from its API object; raises InvalidClass naming the field."""
+def parse_class(doc: object, what: str) -> SecretProviderClass:
+    """A SecretProviderClass from its API object or a class file; raises InvalidClass naming the field.
+
+    ``doc`` is whatever was read (a user's YAML in standalone mode): each field's type is checked
+    here, so it is not taken as a SecretProviderClassObject."""
     if not isinstance(doc, dict):
         raise InvalidClass(what, "not an object")
     meta = doc.get("metadata") or {}

@@ -6,6 +6,7 @@ import contextlib
 import glob
 import logging
 import os
+from enum import StrEnum
 
 import yaml
 
@@ -14,7 +15,7 @@ from kvmount.base.json_file import write_json
 from kvmount.kube.classes import SecretProviderClass, parse_class
 from kvmount.kube.errors import ClassNotFound, InvalidClass, InvalidName, StoreUnavailable
 from kvmount.kube.names import name_problem
-from kvmount.kube.podstatus import PodRef, PodStatus
+from kvmount.kube.podstatus import EventType, PodRef, PodStatus
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class FileStore:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._status_path(namespace, name))
 
-    def record_event(self, pod: PodRef, kind: str, reason: str, message: str) -> None:
+    def record_event(self, pod: PodRef, kind: EventType, reason: StrEnum, message: str) -> None:
         # No API to hold events: the log is where a standalone driver's user looks.
         log.info(
             "event",

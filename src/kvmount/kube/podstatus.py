@@ -1,11 +1,12 @@
-"""The SecretProviderClassPodStatus of one mounted volume, and the pod an event is about."""
+"""The SecretProviderClassPodStatus of one mounted volume, and the pod an event is about and its type."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
 
 from kvmount.kube.classes import GROUP
+from kvmount.kube.objects import PodStatusObject
 
 POD_STATUSES = "secretproviderclasspodstatuses"
 NODE_LABEL = "internal.secrets-store.csi.k8s.io/node-name"
@@ -28,7 +29,7 @@ class PodStatus:
     def name(self) -> str:
         return f"{self.pod_name}-{self.namespace}-{self.class_name}"
 
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> PodStatusObject:
         return {
             "apiVersion": f"{GROUP}/v1",
             "kind": "SecretProviderClassPodStatus",
@@ -50,6 +51,13 @@ class PodStatus:
                 "objects": [{"id": i, "version": v} for i, v in sorted(dict(self.objects).items())],
             },
         }
+
+
+class EventType(StrEnum):
+    """The two types the API takes; each component's reasons are its own StrEnum."""
+
+    NORMAL = "Normal"
+    WARNING = "Warning"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator, Mapping
+from enum import StrEnum
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -29,8 +30,13 @@ from kvmount.kube.kubeconfig import Connection
 REQUEST_TIMEOUT = 10.0
 # Connections kept per server: publishes, rotation workers and the watch run at once.
 POOL_SIZE = 10
-MERGE_PATCH = "application/merge-patch+json"
-STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+
+
+class Patch(StrEnum):
+    """The patch kinds the API server takes, by their content type."""
+
+    MERGE = "application/merge-patch+json"
+    STRATEGIC_MERGE = "application/strategic-merge-patch+json"
 
 
 class ApiError(Exception):
@@ -155,8 +161,8 @@ class RestClient:
         """PUT: guarded by the body's metadata.resourceVersion when it has one (409 if stale)."""
         return self.request("PUT", where, body)
 
-    def patch(self, where: str, body: Mapping[str, Any], content_type: str = MERGE_PATCH) -> dict[str, Any]:
-        return self.request("PATCH", where, body, content_type=content_type)
+    def patch(self, where: str, body: Mapping[str, Any], kind: Patch = Patch.MERGE) -> dict[str, Any]:
+        return self.request("PATCH", where, body, content_type=kind.value)
 
     def delete(self, where: str) -> dict[str, Any]:
         return self.request("DELETE", where)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Protocol
 
 from kvmount.kube.classes import SecretProviderClass
-from kvmount.kube.podstatus import PodRef, PodStatus
+from kvmount.kube.podstatus import EventType, PodRef, PodStatus
 
 
 class Store(Protocol):
@@ -17,4 +18,6 @@ class Store(Protocol):
 
     def delete_pod_status(self, namespace: str, name: str) -> None: ...
 
-    def record_event(self, pod: PodRef, kind: str, reason: str, message: str) -> None: ...
+    def record_event(self, pod: PodRef, kind: EventType, reason: StrEnum, message: str) -> None:
+        """An event on ``pod``; ``reason`` is a member of its component's closed set."""
+        ...

@@ -9,7 +9,7 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kvmount.secretsync.errors import SyncError, invalid, is_subdomain, short
+from kvmount.secretsync.errors import SyncError, SyncReason, invalid, is_subdomain, short
 from kvmount.secretsync.secret_types import REQUIRED_KEYS, TLS, TLS_CERT, TLS_KEY
 
 MANAGED_LABEL = "secrets-store.csi.k8s.io/managed"
@@ -106,7 +106,7 @@ def entry_problems(
         elif object_name not in file_names:
             mounted = ", ".join(sorted(file_names)[:20]) or "none"
             yield SyncError(
-                "ObjectNotMounted",
+                SyncReason.OBJECT_NOT_MOUNTED,
                 f"{at}.{dialect.source} {short(object_name)} is not a file of this mount (files: {mounted}); "
                 "use the object's objectAlias, or its objectName when it has no alias",
             )

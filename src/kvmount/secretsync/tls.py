@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
 from kvmount.base.pem import order_chain, pem_blocks, pem_certs, pkcs12_parts
-from kvmount.secretsync.errors import SyncError
+from kvmount.secretsync.errors import SyncError, SyncReason
 from kvmount.secretsync.secret_types import TLS_CERT, TLS_KEY
 
 _PEM_KEYS = {b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY"}
@@ -32,7 +32,7 @@ def _tls_parts(content: bytes, where: str) -> tuple[PrivateKeyTypes | None, list
         except ValueError:
             continue
     raise SyncError(
-        "InvalidCertificate",
+        SyncReason.INVALID_CERTIFICATE,
         f"{where}: neither PEM nor a password-less PKCS#12 (DER or base64); mount the "
         "certificate's secret (objectType: secret), not its public certificate alone",
     )
@@ -45,7 +45,7 @@ def _pem_parts(content: bytes, where: str) -> tuple[PrivateKeyTypes | None, list
         label = block.label
         if label == b"ENCRYPTED PRIVATE KEY":
             raise SyncError(
-                "InvalidCertificate", f"{where}: the private key is encrypted; mount it unencrypted"
+                SyncReason.INVALID_CERTIFICATE, f"{where}: the private key is encrypted; mount it unencrypted"
             )
         try:
             if label == b"CERTIFICATE":
@@ -54,11 +54,11 @@ def _pem_parts(content: bytes, where: str) -> tuple[PrivateKeyTypes | None, list
                 keys.append(serialization.load_pem_private_key(block.text, None))
         except (ValueError, TypeError):
             raise SyncError(
-                "InvalidCertificate", f"{where}: a PEM {label.decode()} block is corrupt"
+                SyncReason.INVALID_CERTIFICATE, f"{where}: a PEM {label.decode()} block is corrupt"
             ) from None
     if len(keys) > 1:
         raise SyncError(
-            "InvalidCertificate", f"{where}: holds {len(keys)} private keys; a TLS Secret takes one"
+            SyncReason.INVALID_CERTIFICATE, f"{where}: holds {len(keys)} private keys; a TLS Secret takes one"
         )
     return (keys[0] if keys else None), certs
 
@@ -67,14 +67,14 @@ def tls_key(content: bytes, where: str) -> bytes:
     key, _ = _tls_parts(content, where)
     if key is None:
         raise SyncError(
-            "InvalidCertificate",
+            SyncReason.INVALID_CERTIFICATE,
             f"{where}: no private key in the file; mount the certificate's secret (objectType: secret)",
         )
     # Upstream's driver writes RSA keys as PKCS#1 and EC keys as SEC1 and refuses other types;
     # ingress controllers and apps read this Secret, so it is matched byte for byte.
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise SyncError(
-            "InvalidCertificate",
+            SyncReason.INVALID_CERTIFICATE,
             f"{where}: the private key is {type(key).__name__}; {TLS_KEY} takes an RSA or EC key",
         )
     return key.private_bytes(
@@ -91,7 +91,7 @@ def _spki(key: PublicKeyTypes) -> bytes:
 def tls_chain(content: bytes, where: str) -> bytes:
     key, certs = _tls_parts(content, where)
     if not certs:
-        raise SyncError("InvalidCertificate", f"{where}: no certificate in the file")
+        raise SyncError(SyncReason.INVALID_CERTIFICATE, f"{where}: no certificate in the file")
     chain = order_chain(certs)
     if key is not None:
         # Whatever the file's order, the certificate of the file's own key is the leaf.
@@ -108,7 +108,7 @@ def check_pair(key_pem: bytes, chain_pem: bytes, where: str) -> None:
     leaf = x509.load_pem_x509_certificates(chain_pem)[0]
     if _spki(key.public_key()) != _spki(leaf.public_key()):
         raise SyncError(
-            "InvalidCertificate",
+            SyncReason.INVALID_CERTIFICATE,
             f"{where}: the private key for {TLS_KEY} does not belong to the first certificate of "
             f"{TLS_CERT} ({leaf.subject.rfc4514_string()}); map both keys to the same certificate object",
         )

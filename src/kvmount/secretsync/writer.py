@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from kvmount.kube.rest import ApiError, RestClient, Unreachable, path
 from kvmount.secretsync.data import DRIVER, Dialect, metadata, secret_data
-from kvmount.secretsync.errors import SyncError, invalid, short
+from kvmount.secretsync.errors import SyncError, SyncReason, invalid, short
 
 OWNER_API_VERSION = "secrets-store.csi.x-k8s.io/v1"
 OWNER_KIND = "SecretProviderClassPodStatus"
@@ -62,7 +62,7 @@ class _Desired:
 def _api_error(err: ApiError, verb: str, what: str, writer: str) -> SyncError:
     if err.status in (401, 403):
         return SyncError(
-            "APIServerForbidden",
+            SyncReason.API_SERVER_FORBIDDEN,
             f"{what}: {writer} may not {verb} it (HTTP {err.status}); check {writer}'s RBAC "
             "for secrets (get, create, update) and the admission policies",
         )
@@ -74,7 +74,9 @@ def _api_error(err: ApiError, verb: str, what: str, writer: str) -> SyncError:
         except (TypeError, ValueError, KeyError):
             fields = "see the API server's log"
         return invalid(f"{what}: the API server refused to {verb} it: {fields}")
-    return SyncError("APIServerUnavailable", f"{what}: {verb} failed with HTTP {err.status} {err.reason}")
+    return SyncError(
+        SyncReason.API_SERVER_UNAVAILABLE, f"{what}: {verb} failed with HTTP {err.status} {err.reason}"
+    )
 
 
 class SecretSync:
@@ -137,7 +139,11 @@ class SecretSync:
                 self._sync_one(self._rest(), namespace, want, owner)
             except SyncError as err:
                 # Only problems of this one Secret; anything else would fail the others too.
-                if err.reason not in ("SecretNotManaged", "SecretTypeMismatch", "InvalidSecretObject"):
+                if err.reason not in (
+                    SyncReason.SECRET_NOT_MANAGED,
+                    SyncReason.SECRET_TYPE_MISMATCH,
+                    SyncReason.INVALID_SECRET_OBJECT,
+                ):
                     raise
                 refused.append(err)
             else:
@@ -176,7 +182,7 @@ class SecretSync:
             raise _api_error(err, verb, what, self.dialect.writer) from None
         except Unreachable as err:
             raise SyncError(
-                "APIServerUnavailable", f"{what}: API server unreachable ({err}); will retry"
+                SyncReason.API_SERVER_UNAVAILABLE, f"{what}: API server unreachable ({err}); will retry"
             ) from None
 
     def _sync_one(self, api: RestClient, namespace: str, want: _Desired, owner: Owner) -> bool:
@@ -215,14 +221,14 @@ class SecretSync:
             managed, value = self.dialect.managed_label, self.dialect.managed_value
             if labels.get(managed) != value or (self.sole_owner and not has_owner):
                 raise SyncError(
-                    "SecretNotManaged",
+                    SyncReason.SECRET_NOT_MANAGED,
                     f"{what} exists and was not created by {self.dialect.writer} for this {owner.kind} "
                     f"(label {managed}={value!r}, owner {owner.kind} {owner.name}), so it is left "
                     "untouched: choose another name, or delete the Secret to let it be created",
                 )
             if (current.get("type") or "Opaque") != want.type:
                 raise SyncError(
-                    "SecretTypeMismatch",
+                    SyncReason.SECRET_TYPE_MISMATCH,
                     f"{what} has type {current.get('type')} but the entry asks for {want.type}; a Secret's "
                     "type cannot change: delete the Secret and the driver recreates it on the next mount",
                 )
@@ -248,5 +254,5 @@ class SecretSync:
             except ApiError:
                 continue  # changed or deleted meanwhile: read again
         raise SyncError(
-            "APIServerUnavailable", f"{what}: kept conflicting with concurrent updates; will retry"
+            SyncReason.API_SERVER_UNAVAILABLE, f"{what}: kept conflicting with concurrent updates; will retry"
         )

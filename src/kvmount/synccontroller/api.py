@@ -10,7 +10,11 @@ import datetime
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, assert_never
+
+from kvmount.kube.objects import SecretProviderClassObject
+from kvmount.secretsync.errors import SyncReason
 
 GROUP = "secret-sync.x-k8s.io"
 VERSION = "v1alpha1"
@@ -20,20 +24,51 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # Reserved for the controller: a SecretSync may not set it on its Secret.
 RESERVED_KEY = "secrets-store.sync.x-k8s.io"
 
-CREATED = "SecretCreated"
-UPDATED = "SecretUpdated"
-# Reasons, upstream's spelling.
-SYNC_STARTING = "SyncStarting"
-NO_UPDATE_YET = "NoUpdatesAttemptedYet"
-CREATE_SUCCESSFUL = "CreateSuccessful"
-UP_TO_DATE = "SecretUpToDate"
-PROVIDER_ERROR = "ProviderError"
-INVALID_LABEL = "InvalidClusterSecretLabelError"
-INVALID_ANNOTATION = "InvalidClusterSecretAnnotationError"
-SYNC_ERROR = "ControllerSyncError"
-PATCH_ERROR = "ControllerPatchError"
-CLASS_ERROR = "SecretProviderClassMisconfigured"
-FETCH_FAILED = "RemoteSecretStoreFetchFailed"
+
+class ConditionType(StrEnum):
+    CREATED = "SecretCreated"
+    UPDATED = "SecretUpdated"
+
+
+class ConditionReason(StrEnum):
+    """Upstream's condition reasons; a failed sync's event carries the same reason."""
+
+    SYNC_STARTING = "SyncStarting"
+    NO_UPDATE_YET = "NoUpdatesAttemptedYet"
+    CREATE_SUCCESSFUL = "CreateSuccessful"
+    UP_TO_DATE = "SecretUpToDate"
+    PROVIDER_ERROR = "ProviderError"
+    INVALID_LABEL = "InvalidClusterSecretLabelError"
+    INVALID_ANNOTATION = "InvalidClusterSecretAnnotationError"
+    SYNC_ERROR = "ControllerSyncError"
+    PATCH_ERROR = "ControllerPatchError"
+    CLASS_ERROR = "SecretProviderClassMisconfigured"
+    FETCH_FAILED = "RemoteSecretStoreFetchFailed"
+
+
+class EventReason(StrEnum):
+    """The controller's own event reasons, beside the condition reasons of failed syncs."""
+
+    SECRET_SYNCED = "SecretSynced"
+
+
+def failure_reason(reason: SyncReason) -> ConditionReason:
+    """The condition reason of a Secret that could not be written."""
+    match reason:
+        case SyncReason.OBJECT_NOT_MOUNTED | SyncReason.INVALID_CERTIFICATE:
+            return ConditionReason.FETCH_FAILED
+        case SyncReason.API_SERVER_UNAVAILABLE:
+            return ConditionReason.SYNC_ERROR
+        case (
+            SyncReason.INVALID_SECRET_OBJECT
+            | SyncReason.SECRET_NOT_MANAGED
+            | SyncReason.SECRET_TYPE_MISMATCH
+            | SyncReason.API_SERVER_FORBIDDEN
+        ):
+            return ConditionReason.PATCH_ERROR
+        case _:
+            assert_never(reason)
+
 
 # The key derivation makes a leaked status hash useless for guessing a short secret.
 _HASH_ROUNDS = 100_000
@@ -88,17 +123,20 @@ def parse(doc: dict[str, Any]) -> SecretSync:
     )
 
 
-def reserved_metadata(secret_object: dict[str, Any]) -> tuple[str, str] | None:
+def reserved_metadata(secret_object: dict[str, Any]) -> tuple[ConditionReason, str] | None:
     """(reason, message) when the SecretSync sets the controller's own label or annotation."""
     labels = secret_object.get("labels") or {}
     if labels.get(RESERVED_KEY):
-        return INVALID_LABEL, f"spec.secretObject.labels may not set {RESERVED_KEY}: the controller sets it"
+        return (
+            ConditionReason.INVALID_LABEL,
+            f"spec.secretObject.labels may not set {RESERVED_KEY}: the controller sets it",
+        )
     if RESERVED_KEY in (secret_object.get("annotations") or {}):
-        return INVALID_ANNOTATION, f"spec.secretObject.annotations may not set {RESERVED_KEY}"
+        return ConditionReason.INVALID_ANNOTATION, f"spec.secretObject.annotations may not set {RESERVED_KEY}"
     return None
 
 
-def sync_hash(data: dict[str, bytes], spc: dict[str, Any], ss: SecretSync) -> str:
+def sync_hash(data: dict[str, bytes], spc: SecretProviderClassObject, ss: SecretSync) -> str:
     """What was synced, and from which class and SecretSync spec: a new hash means a new sync.
 
     Salted with the SecretSync's uid and stretched, since the status is
@@ -125,7 +163,12 @@ def now() -> str:
 
 
 def set_condition(
-    conditions: list[dict[str, Any]], kind: str, ok: bool, reason: str, message: str, generation: int
+    conditions: list[dict[str, Any]],
+    kind: ConditionType,
+    ok: bool,
+    reason: ConditionReason,
+    message: str,
+    generation: int,
 ) -> list[dict[str, Any]]:
     """``conditions`` with the one of type ``kind`` replaced; its transition time moves only when
     its status does, as Kubernetes conditions do."""
@@ -145,5 +188,19 @@ def set_condition(
 
 def initial_conditions(generation: int) -> list[dict[str, Any]]:
     """The conditions of a SecretSync the controller has just seen, as upstream sets them."""
-    conditions = set_condition([], CREATED, False, SYNC_STARTING, "Starting the first sync.", generation)
-    return set_condition(conditions, UPDATED, False, NO_UPDATE_YET, "No update attempted yet.", generation)
+    conditions = set_condition(
+        [],
+        ConditionType.CREATED,
+        False,
+        ConditionReason.SYNC_STARTING,
+        "Starting the first sync.",
+        generation,
+    )
+    return set_condition(
+        conditions,
+        ConditionType.UPDATED,
+        False,
+        ConditionReason.NO_UPDATE_YET,
+        "No update attempted yet.",
+        generation,
+    )

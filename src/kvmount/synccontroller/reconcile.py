@@ -21,7 +21,8 @@ from kvmount.csi.provider_client import ProviderClients, ProviderError
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION, parse_class
 from kvmount.kube.errors import StoreError
-from kvmount.kube.podstatus import PodRef
+from kvmount.kube.objects import SecretProviderClassObject
+from kvmount.kube.podstatus import EventType, PodRef
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.secretsync.data import SECRET_SYNC
 from kvmount.secretsync.errors import SyncError
@@ -42,7 +43,7 @@ class NotLeading(Exception):
 class Failed(Exception):
     """A sync that failed; ``reason`` is one of upstream's condition reasons."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: api.ConditionReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -95,7 +96,7 @@ class Reconciler:
     def reconcile(self, ss: api.SecretSync) -> bool:
         """Sync ``ss`` once and record the outcome in its status; True when it succeeded."""
         conditions = ss.conditions if len(ss.conditions) >= 2 else api.initial_conditions(ss.generation)
-        kind = api.CREATED if not ss.sync_hash else api.UPDATED
+        kind = api.ConditionType.CREATED if not ss.sync_hash else api.ConditionType.UPDATED
         start = time.monotonic()
         try:
             new_hash, written = self._sync(ss)
@@ -105,22 +106,22 @@ class Reconciler:
             )
             conditions = api.set_condition(conditions, kind, False, err.reason, str(err), ss.generation)
             self._write_status(ss, {"conditions": conditions})
-            self.store.record_event(self._ref(ss), "Warning", err.reason, str(err))
+            self.store.record_event(self._ref(ss), EventType.WARNING, err.reason, str(err))
             return False
-        if kind == api.CREATED:
+        if kind == api.ConditionType.CREATED:
             conditions = api.set_condition(
                 conditions,
-                api.CREATED,
+                api.ConditionType.CREATED,
                 True,
-                api.CREATE_SUCCESSFUL,
+                api.ConditionReason.CREATE_SUCCESSFUL,
                 "Secret created successfully.",
                 ss.generation,
             )
         conditions = api.set_condition(
             conditions,
-            api.UPDATED,
+            api.ConditionType.UPDATED,
             True,
-            api.UP_TO_DATE,
+            api.ConditionReason.UP_TO_DATE,
             "Secret contains last observed values.",
             ss.generation,
         )
@@ -129,7 +130,10 @@ class Reconciler:
             status.update(syncHash=new_hash, lastSuccessfulSyncTime=api.now())
         if written:
             self.store.record_event(
-                self._ref(ss), "Normal", "SecretSynced", f"Secret {ss.namespace}/{ss.name} written"
+                self._ref(ss),
+                EventType.NORMAL,
+                api.EventReason.SECRET_SYNCED,
+                f"Secret {ss.namespace}/{ss.name} written",
             )
         if status.keys() != {"conditions"} or conditions != ss.conditions:
             self._write_status(ss, status)
@@ -149,7 +153,7 @@ class Reconciler:
         try:
             spc = parse_class(spc_doc, where)
         except StoreError as err:
-            raise Failed(api.CLASS_ERROR, str(err)) from None
+            raise Failed(api.ConditionReason.CLASS_ERROR, str(err)) from None
         files = self._mount(ss, spc.provider, spc.parameters, where)
         secret_object = ss.as_secret_object()
         owner = Owner(ss.name, ss.uid, api.API_VERSION, api.KIND)
@@ -159,28 +163,21 @@ class Reconciler:
                 ss.namespace, secret_object, files, owner, f"{ss.where} spec.secretObject"
             )
         except SyncError as err:
-            reason = (
-                api.FETCH_FAILED
-                if err.reason in ("ObjectNotMounted", "InvalidCertificate")
-                else api.PATCH_ERROR
-            )
-            if err.reason == "APIServerUnavailable":
-                reason = api.SYNC_ERROR
-            raise Failed(reason, str(err)) from None
+            raise Failed(api.failure_reason(err.reason), str(err)) from None
         data = {k: files[v] for k, v in _sources(secret_object).items() if v in files}
         return api.sync_hash(data, spc_doc, ss), written
 
-    def _get_class(self, ss: api.SecretSync) -> dict[str, Any]:
+    def _get_class(self, ss: api.SecretSync) -> SecretProviderClassObject:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            doc: dict[str, Any] = self._custom().get_namespaced_custom_object(
+            doc: SecretProviderClassObject = self._custom().get_namespaced_custom_object(
                 GROUP, VERSION, ss.namespace, CLASSES, ss.class_name, _request_timeout=10
             )
         except ApiException as err:
             detail = "not found" if err.status == 404 else f"cannot be read (HTTP {err.status})"
             raise Failed(
-                api.CLASS_ERROR,
+                api.ConditionReason.CLASS_ERROR,
                 f"SecretProviderClass {ss.namespace}/{ss.class_name} {detail}: create it in the "
                 f"SecretSync's namespace ({ss.namespace}) or fix spec.secretProviderClassName",
             ) from None
@@ -194,7 +191,9 @@ class Reconciler:
                 ss.namespace, ss.service_account, [(a, TOKEN_SECONDS) for a in self.audiences]
             )
         except StoreError as err:
-            raise Failed(api.SYNC_ERROR, f"{ss.where}: spec.serviceAccountName: {err}") from None
+            raise Failed(
+                api.ConditionReason.SYNC_ERROR, f"{ss.where}: spec.serviceAccountName: {err}"
+            ) from None
         attributes = {
             **parameters,
             POD_NAME: self.identity.pod_name,
@@ -213,7 +212,7 @@ class Reconciler:
         try:
             response = self.providers.mount(provider, request, self.mount_timeout)
         except ProviderError as err:
-            raise Failed(api.PROVIDER_ERROR, f"{where}: {err}") from None
+            raise Failed(api.ConditionReason.PROVIDER_ERROR, f"{where}: {err}") from None
         return {f.path: f.contents for f in response.files}
 
     def _may_write(self) -> None:

@@ -34,7 +34,7 @@ from kvmount.keyvault import (
 from kvmount.kube.classes import GROUP
 from kvmount.kube.names import name_problem
 from kvmount.secretsync.data import entry_problems, metadata
-from kvmount.secretsync.errors import SyncError
+from kvmount.secretsync.errors import SyncError, SyncReason
 from kvmount.validate.document import ObjectItem, entries, line, locate, object_lines, scalar
 
 KIND = "SecretProviderClass"
@@ -225,7 +225,7 @@ def _secret_objects(add: Add, spec: dict[str, tuple[yaml.Node, yaml.Node]], file
             continue
         for problem in entry_problems(entry, files or [], where):
             # Which files the class writes is known only once its objects are valid.
-            if problem.reason != "ObjectNotMounted" or files is not None:
+            if problem.reason is not SyncReason.OBJECT_NOT_MOUNTED or files is not None:
                 _sync_finding(add, where, problem)
         if isinstance(entry, dict):
             try:

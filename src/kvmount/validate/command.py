@@ -18,7 +18,7 @@ import yaml
 from kvmount.base.yamlread import Unreadable
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
-from kvmount.kube.errors import StoreError, api_error
+from kvmount.kube.errors import StoreError, StoreUnavailable, api_error
 from kvmount.validate.checks import Finding, Severity, check_class
 from kvmount.validate.document import documents
 
@@ -85,9 +85,7 @@ def check_cluster(kubeconfig: str, namespace: str) -> list[Located]:
     except ApiException as err:
         raise api_error(what, "list", err) from None
     except (HTTPError, OSError) as err:
-        raise StoreError(
-            "APIServerUnavailable", f"{what}: API server unreachable ({type(err).__name__})"
-        ) from None
+        raise StoreUnavailable(f"{what}: API server unreachable ({type(err).__name__})") from None
     found: list[Located] = []
     items: list[dict[str, Any]] = listed.get("items") or []
     for item in items:

@@ -126,6 +126,7 @@ def test_driver_lines_have_upstream_drivers_shape(
     theirs = upstream_driver(tmp_path / "no-providers", "--log-format-json")
     bad_publish(theirs.channel, tmp_path / "kubelet")
     theirs.stop()
+    (tmp_path / "ours").mkdir()
     ours = start_driver(tmp_path / "ours", tmp_path / "no-providers", "--log-format-json")
     try:
         bad_publish(ours.channel, tmp_path / "kubelet")

@@ -110,7 +110,8 @@ def from_kubeconfig(paths: list[str], use_context: str = "") -> Connection:
     if not current:
         raise ConfigError(f"{where}: no current-context; choose one with kubectl config use-context")
     if current not in named["contexts"]:
-        raise ConfigError(f"{where}: context {current!r} is not among its contexts")
+        chosen = "context" if use_context else "current-context"
+        raise ConfigError(f"{where}: {chosen} {current!r} is not among its contexts")
     context_base, context = named["contexts"][current]
     cluster_name, user_name = _text(context, "cluster", where), _text(context, "user", where)
     if cluster_name not in named["clusters"]:

@@ -19,6 +19,7 @@ from kvmount.base.flags import (
     message_size,
     seconds,
 )
+from kvmount.base.logs import JsonShape
 from kvmount.cli import COMMANDS, build_parser, main
 
 
@@ -127,7 +128,7 @@ def test_log_file_gets_everything_and_stderr_errors_only(
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     try:
-        assert upstream_flags.start(args, "provider") is None
+        assert upstream_flags.start(args, "provider", JsonShape.KLOG) is None
         log = logging.getLogger("kvmount.test")
         log.debug("debug line")
         log.error("error line")
@@ -145,7 +146,7 @@ def test_log_file_gets_everything_and_stderr_errors_only(
 
 def test_unwritable_log_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = common("--logtostderr=false", f"--log_file={tmp_path}/missing/dir/p.log")
-    assert upstream_flags.start(args, "provider") == 1
+    assert upstream_flags.start(args, "provider", JsonShape.KLOG) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--log_file" in err
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -76,6 +77,58 @@ def build_parser(name: str) -> argparse.ArgumentParser:
     parser = parser_class(prog=f"kvmount {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
     return parser
+
+
+# kubectl runs `kubectl-kvmount` for `kubectl kvmount ...`: the commands a workstation needs.
+PLUGIN_COMMANDS = ("doctor", "validate")
+
+
+def kubectl_main(argv: Sequence[str] | None = None) -> int:
+    """`kubectl kvmount doctor|validate ...` with kubectl's --kubeconfig, --context, -n and, for
+    validate, -f FILE (none: the cluster's classes). The namespace defaults as kubectl's does: the
+    context's, else "default"; --pod NAME is a pod of that namespace."""
+    plugin = argparse.ArgumentParser(prog="kubectl kvmount", add_help=False)
+    plugin.add_argument("command", nargs="?", choices=PLUGIN_COMMANDS)
+    plugin.add_argument("--kubeconfig", default="")
+    plugin.add_argument("--context", default="")
+    plugin.add_argument("-n", "--namespace", default="")
+    plugin.add_argument("-A", "--all-namespaces", action="store_true")
+    plugin.add_argument("-f", "--filename", action="append", default=[])
+    plugin.add_argument("--pod", default="")
+    known, rest = plugin.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if known.command is None:
+        print(f"usage: kubectl kvmount {{{','.join(PLUGIN_COMMANDS)}}} [options]", file=sys.stderr)
+        return 0 if "-h" in rest or "--help" in rest else 2
+    kubeconfig = known.kubeconfig or _default_kubeconfig()
+    args = [known.command, *rest, f"--context={known.context}"]
+    if kubeconfig:
+        args.append(f"--kubeconfig={kubeconfig}")
+    namespace = known.namespace or _context_namespace(kubeconfig, known.context)
+    if known.command == "validate":
+        args += known.filename or ["--cluster"] + (
+            [] if known.all_namespaces else [f"--namespace={namespace}"]
+        )
+        return main(args)
+    if known.pod:
+        args.append(f"--pod={known.pod if '/' in known.pod else f'{namespace}/{known.pod}'}")
+    return main([*args, f"--namespace={namespace}"])
+
+
+def _default_kubeconfig() -> str:
+    """kubectl's: $KUBECONFIG (which the doctor reads itself), else ~/.kube/config."""
+    if os.environ.get("KUBECONFIG"):
+        return ""
+    home = os.path.join(os.path.expanduser("~"), ".kube", "config")
+    return home if os.path.exists(home) else ""
+
+
+def _context_namespace(kubeconfig: str, context: str) -> str:
+    from kvmount.kube.kubeconfig import ConfigError, load
+
+    try:
+        return load(kubeconfig, context=context).namespace or "default"
+    except ConfigError:
+        return "default"  # the command itself reports the kubeconfig's problem
 
 
 if __name__ == "__main__":

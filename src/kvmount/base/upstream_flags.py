@@ -30,7 +30,7 @@ import tempfile
 
 from kvmount import __version__
 from kvmount.base.flags import add_bool, go_int, go_port
-from kvmount.base.logs import setup_logging
+from kvmount.base.logs import JsonShape, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +140,10 @@ def _handlers(args: argparse.Namespace, component: str) -> list[logging.Handler]
     return [to_file, to_stderr]
 
 
-def start(args: argparse.Namespace, component: str) -> int | None:
+def start(args: argparse.Namespace, component: str, shape: JsonShape) -> int | None:
     """Act on the common flags: print the version (an exit code: stop), or set up
-    logging and say which flags are ignored (None: go on)."""
+    logging (JSON lines of the upstream binary's shape with --log-format-json) and say
+    which flags are ignored (None: go on)."""
     if args.version:
         print(f"kvmount {component} {__version__}")
         return 0
@@ -153,7 +154,9 @@ def start(args: argparse.Namespace, component: str) -> int | None:
             f"kvmount {component}: cannot open the log file (--log_file / --log_dir): {err}", file=sys.stderr
         )
         return 1
-    setup_logging(json_format=args.log_format_json, level=log_level(args.v), handlers=handlers)
+    setup_logging(
+        json_shape=shape if args.log_format_json else None, level=log_level(args.v), handlers=handlers
+    )
     ignored = [name for name in IGNORED if getattr(args, name.replace("-", "_")) is not None]
     if ignored:
         log.warning(

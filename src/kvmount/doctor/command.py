@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--secrets", help="with --class FILE: the node-publish Secret (clientid, clientsecret)"
     )
     parser.add_argument("--kubeconfig", default="", help="kubeconfig (default $KUBECONFIG, else in-cluster)")
+    parser.add_argument("--context", default="", help="the kubeconfig context (default: its current-context)")
     parser.add_argument("--output", choices=("text", "json"), default="text")
     parser.add_argument("--driver-name", default=DRIVER, help="the CSI driver's name")
     parser.add_argument(
@@ -127,7 +128,7 @@ def _access(volume: Volume, mounter: KeyVaultMounter) -> list[Row]:
 
 
 def _class_rows(args: argparse.Namespace, mounter: KeyVaultMounter) -> list[Row]:
-    store = KubeStore(args.kubeconfig)
+    store = KubeStore(args.kubeconfig, context=args.context)
     pod = _pod(args.pod) if args.pod else None
     doc: dict[str, Any] | None
     if os.path.exists(args.klass):
@@ -183,7 +184,9 @@ def _read_class(store: KubeStore, namespace: str, name: str) -> dict[str, Any] |
 
 def _pod_rows(args: argparse.Namespace, mounter: KeyVaultMounter) -> list[Row]:
     namespace, name = _pod(args.pod)
-    doctor = ClusterDoctor(KubeStore(args.kubeconfig), args.driver_name, args.driver_account)
+    doctor = ClusterDoctor(
+        KubeStore(args.kubeconfig, context=args.context), args.driver_name, args.driver_account
+    )
     volumes: list[Volume] = []
     try:
         rows = list(doctor.install_rows())

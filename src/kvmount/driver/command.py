@@ -17,6 +17,7 @@ from kvmount.base.flags import (
     listen_address,
     message_size,
 )
+from kvmount.base.logs import JsonShape
 from kvmount.csi.provider_client import ProviderClients
 from kvmount.driver import csi
 from kvmount.driver.publish import Publisher
@@ -144,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    exit_code = upstream_flags.start(args, "driver")
+    exit_code = upstream_flags.start(args, "driver", JsonShape.DRIVER)
     if exit_code is not None:
         return exit_code
     node_id = args.nodeid or socket.gethostname()

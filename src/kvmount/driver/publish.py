@@ -114,7 +114,7 @@ class Publisher:
                     self._publish(req, checked, target, deadline, refresh, label, outcome)
         except PublishError as err:
             metrics.publish_done(label[0], err.reason)
-            log.warning(
+            log.error(
                 "publish failed",
                 extra={"target_path": req.target_path, "code": err.code.name, "error": str(err)},
             )

@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from kvmount.base.logs import setup_logging
+from kvmount.base.logs import JsonShape, setup_logging
 from kvmount.keyvault import Category, KeyVaultError
 from kvmount.kms.auth import build_credential
 from kvmount.kms.config import AuthMethod, KMSConfig, load_client_certificate, load_config
@@ -129,7 +129,7 @@ def _act(args: argparse.Namespace, store: PassphraseStore, fields: dict[str, str
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging(json_format=args.log_format == "json")
+    setup_logging(json_shape=JsonShape.KLOG if args.log_format == "json" else None)
     try:
         check_volume_id(args.volume_id)
         config, store = _open(args)

@@ -53,8 +53,10 @@ class KubeStore:
         driver_name: str = "secrets-store.csi.k8s.io",
         node: str = "",
         component: str = EVENT_SOURCE,
+        context: str = "",
     ) -> None:
         self.kubeconfig = kubeconfig
+        self.context = context
         self.driver_name = driver_name
         self.node = node
         self.component = component
@@ -68,7 +70,7 @@ class KubeStore:
         with self._lock:
             if self._rest is None:
                 try:
-                    self._rest = RestClient(kubeconfig.load(self.kubeconfig))
+                    self._rest = RestClient(kubeconfig.load(self.kubeconfig, context=self.context))
                 except kubeconfig.ConfigError as err:
                     raise StoreUnavailable(f"cannot configure the Kubernetes API client: {err}") from None
             return self._rest
@@ -86,7 +88,9 @@ class KubeStore:
                 try:
                     if self.kubeconfig or os.environ.get("KUBECONFIG"):
                         config.load_kube_config(
-                            config_file=self.kubeconfig or None, client_configuration=settings
+                            config_file=self.kubeconfig or None,
+                            context=self.context or None,
+                            client_configuration=settings,
                         )
                     else:
                         config.load_incluster_config(client_configuration=settings)

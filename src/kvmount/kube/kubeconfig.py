@@ -65,18 +65,22 @@ class Connection:
     token: BearerToken | None
     tls_server_name: str = ""
     proxy: str = ""
+    namespace: str = ""  # the context's namespace, kubectl's default for -n
 
 
-def load(kubeconfig: str = "", env: Mapping[str, str] = os.environ) -> Connection:
-    """From ``kubeconfig`` if given, else from $KUBECONFIG's files if set, else in-cluster."""
+def load(kubeconfig: str = "", env: Mapping[str, str] = os.environ, context: str = "") -> Connection:
+    """From ``kubeconfig`` if given, else from $KUBECONFIG's files if set, else in-cluster;
+    ``context`` instead of the files' current-context."""
     if kubeconfig:
-        return from_kubeconfig([kubeconfig])
+        return from_kubeconfig([kubeconfig], context)
     listed = [p for p in env.get("KUBECONFIG", "").split(os.pathsep) if p]
     if listed:
         present = [p for p in listed if os.path.exists(p)]
         if not present:
             raise ConfigError(f"none of the files in $KUBECONFIG exists ({', '.join(listed)})")
-        return from_kubeconfig(present)
+        return from_kubeconfig(present, context)
+    if context:
+        raise ConfigError(f"context {context!r} needs a kubeconfig: pass --kubeconfig or set $KUBECONFIG")
     return in_cluster(env)
 
 
@@ -98,14 +102,16 @@ def in_cluster(env: Mapping[str, str] = os.environ, directory: str = SERVICE_ACC
     )
 
 
-def from_kubeconfig(paths: list[str]) -> Connection:
-    """The current context of the kubeconfig files ``paths``, merged."""
+def from_kubeconfig(paths: list[str], use_context: str = "") -> Connection:
+    """The current context (or ``use_context``) of the kubeconfig files ``paths``, merged."""
     current, named = _merged(paths)
+    current = use_context or current
     where = f"kubeconfig {os.pathsep.join(paths)}"
     if not current:
         raise ConfigError(f"{where}: no current-context; choose one with kubectl config use-context")
     if current not in named["contexts"]:
-        raise ConfigError(f"{where}: current-context {current!r} is not among its contexts")
+        chosen = "context" if use_context else "current-context"
+        raise ConfigError(f"{where}: {chosen} {current!r} is not among its contexts")
     context_base, context = named["contexts"][current]
     cluster_name, user_name = _text(context, "cluster", where), _text(context, "user", where)
     if cluster_name not in named["clusters"]:
@@ -153,6 +159,7 @@ def from_kubeconfig(paths: list[str]) -> Connection:
         token,
         tls_server_name=str(cluster.get("tls-server-name") or ""),
         proxy=str(cluster.get("proxy-url") or ""),
+        namespace=str(context.get("namespace") or ""),
     )
 
 

@@ -21,7 +21,7 @@ import yaml
 
 from kvmount.base import yamlread
 from kvmount.base.flags import add_bool, positive_duration
-from kvmount.base.logs import setup_logging
+from kvmount.base.logs import JsonShape, setup_logging
 from kvmount.keyvault import ContentOptions, KeyVaultError, KeyVaultMounter, Settings, parse_permission
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def mount(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging(json_format=args.log_format_json)
+    setup_logging(json_shape=JsonShape.DRIVER if args.log_format_json else None)
     try:
         paths = mount(args)
     except (InputError, KeyVaultError, ValueError, OSError) as err:

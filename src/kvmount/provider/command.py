@@ -19,6 +19,7 @@ from kvmount.base.flags import (
     positive_duration,
     seconds,
 )
+from kvmount.base.logs import JsonShape
 from kvmount.keyvault import (
     DEFAULT_CLOUD_ENV_DIRS,
     DEFAULT_MAX_MOUNT_BYTES,
@@ -177,7 +178,7 @@ def _mounter(args: argparse.Namespace) -> KeyVaultMounter:
 
 
 def run(args: argparse.Namespace) -> int:
-    exit_code = upstream_flags.start(args, "provider")
+    exit_code = upstream_flags.start(args, "provider", JsonShape.KLOG)
     if exit_code is not None:
         return exit_code
     mounter = server.LazyMounter(lambda: _mounter(args))

@@ -148,7 +148,9 @@ class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
         seconds = time.perf_counter() - start
         observe_grpc("Mount", code.name, seconds)
         if code is not grpc.StatusCode.OK:
-            log.warning("mount failed", extra={"pod": pod, "code": code.name, "error": message})
+            log.error(
+                "failed to process mount request", extra={"pod": pod, "code": code.name, "error": message}
+            )
             context.abort(code, message)
         log.info(
             "mounted",

@@ -16,6 +16,7 @@ import grpc
 from kvmount.base import unix_grpc, upstream_flags
 from kvmount.base.endpoints import Route
 from kvmount.base.flags import GoFlagParser, listen_address
+from kvmount.base.logs import JsonShape
 from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import csi_pb2_grpc as csi_grpc
 from kvmount.sidecars.common import (
@@ -66,7 +67,7 @@ def probe_route(address: str, probe_timeout: float) -> Route:
 
 
 def run(args: argparse.Namespace) -> int:
-    exit_code = upstream_flags.start(args, "livenessprobe")
+    exit_code = upstream_flags.start(args, "livenessprobe", JsonShape.KLOG)
     if exit_code is not None:
         return exit_code
     address = health_address(args)

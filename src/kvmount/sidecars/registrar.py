@@ -16,6 +16,7 @@ import logging
 from kvmount.base import upstream_flags
 from kvmount.base.endpoints import Route
 from kvmount.base.flags import GoFlagParser
+from kvmount.base.logs import JsonShape
 from kvmount.driver.registration import RegistrationServer
 from kvmount.proto import csi_pb2 as csi
 from kvmount.proto import csi_pb2_grpc as csi_grpc
@@ -60,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    exit_code = upstream_flags.start(args, "registrar")
+    exit_code = upstream_flags.start(args, "registrar", JsonShape.KLOG)
     if exit_code is not None:
         return exit_code
     if not args.kubelet_registration_path:

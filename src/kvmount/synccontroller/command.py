@@ -18,7 +18,7 @@ from types import FrameType
 from kvmount import __version__
 from kvmount.base.endpoints import metrics_route, ok_route, serve_http
 from kvmount.base.flags import GoFlagParser, add_bool, go_duration, go_int, listen_address, message_size
-from kvmount.base.logs import setup_logging
+from kvmount.base.logs import JsonShape, setup_logging
 from kvmount.csi.provider_client import ProviderClients
 from kvmount.kube.api_store import KubeStore
 from kvmount.synccontroller.controller import Controller
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     if args.version:
         print(f"kvmount sync-controller {__version__}")
         return 0
-    setup_logging(json_format=args.log_format_json)
+    setup_logging(json_shape=JsonShape.DRIVER if args.log_format_json else None)
     problem = _check(args)
     if problem:
         print(f"kvmount sync-controller: {problem}", file=sys.stderr)

@@ -50,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster", action="store_true", help="check the classes in the API server instead")
     parser.add_argument("--namespace", "-n", default="", help="with --cluster: only this namespace")
     parser.add_argument("--kubeconfig", default="", help="with --cluster: kubeconfig (default $KUBECONFIG)")
+    parser.add_argument("--context", default="", help="with --cluster: the kubeconfig context")
 
 
 def check_text(text: str, source: str) -> tuple[list[Located], int]:
@@ -65,14 +66,14 @@ def check_text(text: str, source: str) -> tuple[list[Located], int]:
     return found, classes
 
 
-def check_cluster(kubeconfig: str, namespace: str) -> list[Located]:
+def check_cluster(kubeconfig: str, namespace: str, context: str = "") -> list[Located]:
     """Findings of the classes the API server holds (one namespace, or all); raises StoreError."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
     # The kubernetes client, not kube/rest.py: a user's kubeconfig may run a credential plugin (exec).
-    api: Any = client.CustomObjectsApi(KubeStore(kubeconfig).api_client())
+    api: Any = client.CustomObjectsApi(KubeStore(kubeconfig, context=context).api_client())
     what = f"SecretProviderClasses in {f'namespace {namespace}' if namespace else 'all namespaces'}"
     listed: dict[str, Any]
     try:
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     status = EXIT_CLEAN
     if args.cluster:
         try:
-            found = check_cluster(args.kubeconfig, args.namespace)
+            found = check_cluster(args.kubeconfig, args.namespace, args.context)
         except StoreError as err:
             print(f"kvmount validate: {err}", file=sys.stderr)
             return EXIT_UNREADABLE

@@ -1,6 +1,6 @@
 // Package mlog is kvmount's minimal stand-in for monis.app/mlog, written for
 // building upstream's secrets-store-csi-driver as a test peer. It provides
-// only the functions the driver v1.6.0 calls (Setup, the two formats,
+// only the functions the driver v1.6.x calls (Setup, the two formats,
 // ValidateAndSetKlogLevelAndFormatGlobally, Error, Fatal) and sends
 // everything through klog, which the driver configures with its own flags.
 package mlog
@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/go-logr/logr"
 	"k8s.io/klog/v2"
 )
 
@@ -26,14 +27,17 @@ func Setup() func() {
 }
 
 // ValidateAndSetKlogLevelAndFormatGlobally checks the level and format. klog
-// already carries the level parsed from -v; JSON output is not needed by the
-// tests, so both formats write klog's text lines.
+// already carries the level parsed from -v; the text format stays klog's text
+// lines, and JSON routes klog through mlog's JSON shape (json.go).
 func ValidateAndSetKlogLevelAndFormatGlobally(_ context.Context, level klog.Level, format LogFormat) error {
 	if level < 0 {
 		return fmt.Errorf("log level %d is negative", level)
 	}
 	if format != FormatText && format != FormatJSON {
 		return fmt.Errorf("log format %q is neither %q nor %q", format, FormatText, FormatJSON)
+	}
+	if format == FormatJSON {
+		klog.SetLogger(logr.New(&jsonSink{}))
 	}
 	return nil
 }

@@ -213,6 +213,14 @@ ROWS: tuple[Row, ...] = (
         "the pod's events name the class, provider and object that failed, without the node's logs",
     ),
     Row(
+        "`jmesPath` on a secret (the AWS provider's shape: a list of `path` and `objectAlias`) writes "
+        "each part of a JSON secret as a file of its own; the whole secret only under an `objectAlias` "
+        "of the entry's own. kvmount's own",
+        "ignores the key: writes the whole secret under its name",
+        "the most asked-for feature of upstream's tracker for JSON secrets (provider #885); the AWS "
+        "provider's classes read the same",
+    ),
+    Row(
         "Driver: a failed first publish removes the target directory it made",
         "leaves the empty target directory behind",
         "nothing of a failed mount stays on the node; kubelet's retry makes the directory again",

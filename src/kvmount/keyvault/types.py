@@ -38,6 +38,14 @@ class IdentityMode(StrEnum):
 
 
 @dataclass(frozen=True)
+class JsonPart:
+    """One entry of an object's `jmesPath`: the file ``alias`` holds what ``path`` selects."""
+
+    path: str
+    alias: str
+
+
+@dataclass(frozen=True)
 class ObjectSpec:
     name: str
     type: ObjectType
@@ -47,10 +55,22 @@ class ObjectSpec:
     encoding: Encoding = Encoding.UTF8
     format: Format = Format.PEM
     file_permission: int | None = None
+    json_parts: tuple[JsonPart, ...] = ()
 
     @property
     def file_name(self) -> str:
         return self.alias or self.name
+
+    @property
+    def writes_whole(self) -> bool:
+        """With `jmesPath`, the whole secret is written only under an objectAlias of its own."""
+        return not self.json_parts or bool(self.alias)
+
+    @property
+    def file_names(self) -> tuple[str, ...]:
+        """The files of one version: the whole object's (if written), then each JSON part's."""
+        whole = (self.file_name,) if self.writes_whole else ()
+        return whole + tuple(part.alias for part in self.json_parts)
 
     @property
     def has_history(self) -> bool:

@@ -193,9 +193,13 @@ def _mount_place(
         named = [it for it in items if field.startswith(f"object {it.name!r}")]
         item = named[-1] if named else None
     if item is not None:
+        where = f"spec.parameters.objects[{item.index}]"
+        rest = field.removeprefix(f"object {item.name!r}.")
+        top = re.split(r"[.\[]", rest, maxsplit=1)[0]
+        if rest != top and top in item.fields:  # a field of one of jmesPath's entries
+            return f"{where}.{rest}", item.fields[top]
         unknown = _UNKNOWN_KEY.search(message)
         key = unknown.group(1) if unknown else field.rpartition(".")[2]
-        where = f"spec.parameters.objects[{item.index}]"
         if key in item.fields:
             return (where if unknown else f"{where}.{key}"), item.fields[key]
         return where, item.line

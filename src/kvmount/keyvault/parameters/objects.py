@@ -15,11 +15,12 @@ import yaml
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE
 from kvmount.keyvault.errors import InvalidSpec
 from kvmount.keyvault.identity.choice import choose_identity
+from kvmount.keyvault.jsonparts import check_path
 from kvmount.keyvault.parameters import goyaml
 from kvmount.keyvault.parameters.filenames import check_names, check_owned_paths
 from kvmount.keyvault.parameters.findings import Findings, Problem, suggest
 from kvmount.keyvault.parameters.limits import Limits, check_objects
-from kvmount.keyvault.types import Encoding, Format, MountParams, ObjectSpec, ObjectType
+from kvmount.keyvault.types import Encoding, Format, JsonPart, MountParams, ObjectSpec, ObjectType
 
 VAULT_NAME = re.compile(r"^[-A-Za-z0-9]{3,24}$")
 _OBJECT_KEYS = {
@@ -31,7 +32,9 @@ _OBJECT_KEYS = {
     "objectEncoding",
     "objectFormat",
     "filePermission",
+    "jmesPath",
 }
+_JSON_PART_KEYS = {"path", "objectAlias"}
 # The class parameters the provider reads, as upstream names them (tenantID is read as well as tenantId).
 PARAMETERS = frozenset(
     {
@@ -99,7 +102,8 @@ def parse_object(item: yaml.Node, index: int) -> ObjectSpec:
     unknown = sorted(k for k in fields if k not in _OBJECT_KEYS)
     if unknown:
         raise InvalidSpec(where, f"unknown key {unknown[0]!r}; {suggest(unknown[0], _OBJECT_KEYS)}")
-    text = {k: goyaml.string(f"{where}.{k}", v) for k, v in fields.items() if k != "objectVersionHistory"}
+    lists = ("objectVersionHistory", "jmesPath")
+    text = {k: goyaml.string(f"{where}.{k}", v) for k, v in fields.items() if k not in lists}
     name = text.get("objectName", "")
     if not name:
         raise InvalidSpec(f"{where}.objectName", "is required")
@@ -135,7 +139,7 @@ def parse_object(item: yaml.Node, index: int) -> ObjectSpec:
         alias = clean_relative_path(f"{where}.objectAlias", alias)
     else:
         clean_relative_path(f"{where}.objectName", name)
-    return ObjectSpec(
+    spec = ObjectSpec(
         name=name,
         type=object_type,
         alias=alias,
@@ -144,14 +148,53 @@ def parse_object(item: yaml.Node, index: int) -> ObjectSpec:
         encoding=encoding,
         format=fmt,
         file_permission=permission,
+        json_parts=_json_parts(where, fields.get("jmesPath")),
     )
+    if spec.json_parts:
+        _check_json_parts(where, spec)
+    return spec
+
+
+def _json_parts(where: str, node: yaml.Node | None) -> tuple[JsonPart, ...]:
+    """`jmesPath` in the AWS provider's shape: a list of {path, objectAlias}."""
+    field = f"{where}.jmesPath"
+    if goyaml.is_null(node):
+        return ()
+    if not isinstance(node, yaml.SequenceNode):
+        raise InvalidSpec(field, "must be a list of entries with a path and an objectAlias")
+    parts: list[JsonPart] = []
+    for i, item in enumerate(node.value):
+        entry = f"{field}[{i}]"
+        fields = goyaml.mapping(entry, item, "path and objectAlias")
+        unknown = sorted(k for k in fields if k not in _JSON_PART_KEYS)
+        if unknown:
+            raise InvalidSpec(entry, f"unknown key {unknown[0]!r}; {suggest(unknown[0], _JSON_PART_KEYS)}")
+        path = goyaml.string(f"{entry}.path", fields.get("path"))
+        alias = goyaml.string(f"{entry}.objectAlias", fields.get("objectAlias"))
+        for key, value in (("path", path), ("objectAlias", alias)):
+            if not value:
+                raise InvalidSpec(f"{entry}.{key}", "is required")
+        check_path(f"{entry}.path", path)
+        parts.append(JsonPart(path, clean_relative_path(f"{entry}.objectAlias", alias)))
+    return tuple(parts)
+
+
+def _check_json_parts(where: str, spec: ObjectSpec) -> None:
+    """`jmesPath` reads one secret's text: no history, no other type, no decoding first."""
+    field = f"{where}.jmesPath"
+    if spec.type is not ObjectType.SECRET:
+        raise InvalidSpec(field, "applies to secrets only (type secret)")
+    if spec.has_history:
+        raise InvalidSpec(field, "cannot be combined with objectVersionHistory above 1; pin objectVersion")
+    if spec.encoding is not Encoding.UTF8 or spec.format is not Format.PEM:
+        raise InvalidSpec(field, "reads the value as JSON text; remove objectEncoding and objectFormat")
 
 
 def output_paths(spec: ObjectSpec) -> list[str]:
     """The files an object writes: one, or one per version of its history (above 1, as upstream)."""
     if spec.has_history:
         return [f"{spec.file_name}/{i}" for i in range(spec.version_history)]
-    return [spec.file_name]
+    return list(spec.file_names)
 
 
 def _check_no_collisions(objects: list[ObjectSpec]) -> None:

@@ -213,6 +213,15 @@ ROWS: tuple[Row, ...] = (
         "the pod's events name the class, provider and object that failed, without the node's logs",
     ),
     Row(
+        "`objectNamePattern` (a glob) and `objectTags` (every pair must match) on an `objects` entry, "
+        "instead of `objectName`, select the vault's enabled, unexpired objects of the type; each is "
+        "mounted as if named, inside `objectAlias` as a directory; no match is `NOT_FOUND` unless "
+        '`allowEmpty: "true"`. kvmount\'s own',
+        "ignores the keys: refuses the entry for its missing `objectName`",
+        "the most asked-for feature of upstream's trackers (driver #529, provider #477, #357, #1405): "
+        '"every secret whose name starts with app1-", "all secrets tagged team=web"',
+    ),
+    Row(
         "`jmesPath` on a secret (the AWS provider's shape: a list of `path` and `objectAlias`) writes "
         "each part of a JSON secret as a file of its own; the whole secret only under an `objectAlias` "
         "of the entry's own. kvmount's own",

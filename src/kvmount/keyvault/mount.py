@@ -29,7 +29,7 @@ from kvmount.keyvault.identity.credentials import (
 from kvmount.keyvault.identity.token_proxy import TokenProxy
 from kvmount.keyvault.jsonparts import json_part_files
 from kvmount.keyvault.parameters.limits import ContentBudget, Limits
-from kvmount.keyvault.parameters.objects import parse_mount
+from kvmount.keyvault.parameters.objects import check_selected, parse_mount
 from kvmount.keyvault.scheduling.coalesce import Coalescer
 from kvmount.keyvault.scheduling.fetch import (
     ClientCache,
@@ -134,10 +134,15 @@ class KeyVaultMounter:
         principal = principal_key(params, cloud)
         budget = ContentBudget(self.settings.limits.max_mount_bytes, self.settings.limits.max_object_bytes)
         reads = MountReads(params.vault_name, clients, principal, since, deadline, budget)
-        fetched = self.fetcher.fetch_all(reads, params.objects)
+        objects = self.fetcher.expand(reads, list(params.objects))
+        if any(spec.selects for spec in params.objects):
+            check_selected(objects, self.settings.limits)
+            if self.settings.content.separate_cert_and_key:
+                check_split_paths(objects)
+        fetched = self.fetcher.fetch_all(reads, objects)
         files: list[File] = []
         versions: list[tuple[str, str]] = []
-        for spec, got in zip(params.objects, fetched, strict=True):
+        for spec, got in zip(objects, fetched, strict=True):
             for i, one in enumerate(got):
                 path, object_id = spec.file_name, spec.id
                 if spec.has_history:

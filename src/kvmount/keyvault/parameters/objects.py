@@ -33,7 +33,12 @@ _OBJECT_KEYS = {
     "objectFormat",
     "filePermission",
     "jmesPath",
+    "objectNamePattern",
+    "objectTags",
+    "allowEmpty",
 }
+# Key Vault's own bounds: names of at most 127 characters, at most 15 tags on an object.
+MAX_PATTERN_LENGTH, MAX_TAGS = 127, 15
 _JSON_PART_KEYS = {"path", "objectAlias"}
 # The class parameters the provider reads, as upstream names them (tenantID is read as well as tenantId).
 PARAMETERS = frozenset(
@@ -102,17 +107,26 @@ def parse_object(item: yaml.Node, index: int) -> ObjectSpec:
     unknown = sorted(k for k in fields if k not in _OBJECT_KEYS)
     if unknown:
         raise InvalidSpec(where, f"unknown key {unknown[0]!r}; {suggest(unknown[0], _OBJECT_KEYS)}")
-    lists = ("objectVersionHistory", "jmesPath")
+    lists = ("objectVersionHistory", "jmesPath", "objectTags")
     text = {k: goyaml.string(f"{where}.{k}", v) for k, v in fields.items() if k not in lists}
-    name = text.get("objectName", "")
-    if not name:
-        raise InvalidSpec(f"{where}.objectName", "is required")
-    where = f"object {name!r}"
+    name, pattern = text.get("objectName", ""), text.get("objectNamePattern", "")
+    tags = _tags(f"{where}.objectTags", fields.get("objectTags"))
+    if name and (pattern or tags):
+        raise InvalidSpec(
+            where, "sets objectName and objectNamePattern / objectTags; name one object or select several"
+        )
+    if not (name or pattern or tags):
+        raise InvalidSpec(f"{where}.objectName", "is required (or objectNamePattern / objectTags)")
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise InvalidSpec(f"{where}.objectNamePattern", f"is longer than {MAX_PATTERN_LENGTH} characters")
+    if name:
+        where = f"object {name!r}"
     kind = text.get("objectType", "")
     try:
         object_type = ObjectType(kind)
     except ValueError:
-        raise InvalidSpec(f"{where}.objectType", f"{kind!r} is not one of secret, key, cert") from None
+        problem = f"{kind!r} is not" if kind else "is required:"
+        raise InvalidSpec(f"{where}.objectType", f"{problem} one of secret, key, cert") from None
     encoding_raw = text.get("objectEncoding", "")
     try:
         encoding = Encoding(encoding_raw.lower() or "utf-8")
@@ -137,7 +151,7 @@ def parse_object(item: yaml.Node, index: int) -> ObjectSpec:
     alias = text.get("objectAlias", "")
     if alias:
         alias = clean_relative_path(f"{where}.objectAlias", alias)
-    else:
+    elif name:
         clean_relative_path(f"{where}.objectName", name)
     spec = ObjectSpec(
         name=name,
@@ -149,10 +163,42 @@ def parse_object(item: yaml.Node, index: int) -> ObjectSpec:
         format=fmt,
         file_permission=permission,
         json_parts=_json_parts(where, fields.get("jmesPath")),
+        name_pattern=pattern,
+        tags=tags,
+        allow_empty=_boolean(f"{where}.allowEmpty", text.get("allowEmpty", "")),
     )
     if spec.json_parts:
         _check_json_parts(where, spec)
+    _check_selection(where, spec, set(fields))
     return spec
+
+
+def _boolean(field: str, value: str) -> bool:
+    if value.lower() not in ("", "true", "false"):
+        raise InvalidSpec(field, f'{value!r} is not "true" or "false"')
+    return value.lower() == "true"
+
+
+def _tags(field: str, node: yaml.Node | None) -> tuple[tuple[str, str], ...]:
+    """`objectTags`: a mapping of tag names to the values an object must carry."""
+    if goyaml.is_null(node):
+        return ()
+    assert node is not None
+    entries = goyaml.mapping(field, node, "tag names to values")
+    if len(entries) > MAX_TAGS:
+        raise InvalidSpec(field, f"has {len(entries)} tags; a Key Vault object carries at most {MAX_TAGS}")
+    return tuple(sorted((key, goyaml.string(f"{field}.{key}", value)) for key, value in entries.items()))
+
+
+def _check_selection(where: str, spec: ObjectSpec, given: set[str]) -> None:
+    """A selecting entry fetches each match's current version as if named, and nothing else."""
+    if not spec.selects:
+        if spec.allow_empty:
+            raise InvalidSpec(f"{where}.allowEmpty", "applies to objectNamePattern / objectTags only")
+        return
+    for key in ("objectVersion", "objectVersionHistory", "jmesPath"):
+        if key in given:
+            raise InvalidSpec(f"{where}.{key}", "cannot be combined with objectNamePattern / objectTags")
 
 
 def _json_parts(where: str, node: yaml.Node | None) -> tuple[JsonPart, ...]:
@@ -199,6 +245,13 @@ def output_paths(spec: ObjectSpec) -> list[str]:
 
 def _check_no_collisions(objects: list[ObjectSpec]) -> None:
     check_owned_paths((path, f"object {spec.name!r}") for spec in objects for path in output_paths(spec))
+
+
+def check_selected(objects: list[ObjectSpec], limits: Limits) -> None:
+    """A mount's objects once its selections are listed: the caps and the files, again."""
+    check_objects(objects, limits)
+    check_names(objects)
+    _check_no_collisions(objects)
 
 
 def _vault_name(attributes: Mapping[str, str]) -> str:

@@ -230,6 +230,14 @@ ROWS: tuple[Row, ...] = (
         "provider's classes read the same",
     ),
     Row(
+        "Driver: a SecretProviderClass's annotation `kvmount.io/rotation-poll-interval` (not below "
+        "`--min-rotation-poll-interval`, default 10s) sets how often the reconciler rotates that class's "
+        "volumes; each volume has a schedule of its own. kvmount's own",
+        "one `--rotation-poll-interval` for every volume of the node",
+        "upstream's driver #322: a class of short-lived credentials must rotate often without every other "
+        "class polling Key Vault as often",
+    ),
+    Row(
         "Driver: a failed first publish removes the target directory it made",
         "leaves the empty target directory behind",
         "nothing of a failed mount stays on the node; kubelet's retry makes the directory again",

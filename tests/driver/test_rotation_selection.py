@@ -1,17 +1,33 @@
 """Selection (objectTags / objectNamePattern) through the driver's rotation: objects that start or
 stop matching appear and disappear, the pod status lists exactly the current matches, and
-secretObjects may take a match's file. Every part real, as in test_rotation.py."""
+secretObjects may take a match's file; and a class's own rotation period
+(kvmount.io/rotation-poll-interval). Every part real, as in test_rotation.py."""
 
 from __future__ import annotations
 
 import base64
 import os
 import secrets
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tests.driver.conftest import Driver, eventually
-from tests.driver.test_rotation import GROUP, INTERVAL, VAULT, Namespace, Stack, k8s, rotating, stack
+import grpc
+import pytest
+
+from kvmount.kube.classes import ROTATION_INTERVAL_ANNOTATION
+from tests.driver.conftest import Driver, eventually, stop_driver
+from tests.driver.test_rotation import (
+    GROUP,
+    INTERVAL,
+    VAULT,
+    Namespace,
+    Stack,
+    k8s,
+    kube_driver,
+    rotating,
+    stack,
+)
 
 __all__ = ["rotating", "stack"]  # the fixtures, shared with test_rotation.py
 
@@ -60,3 +76,58 @@ def test_objects_that_start_or_stop_matching_are_picked_up_by_rotation(
     expected = {f"secret/{b}": version_of(stack, b), f"secret/{c}": version_of(stack, c)}
     eventually(lambda: status_objects() == expected, 10, "the pod status lists exactly the matches")
     rotating.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=30)
+
+
+def test_a_class_rotates_at_the_pace_of_its_annotation(
+    stack: Stack, tmp_path: Path, kubelet_dir: Path
+) -> None:
+    """The driver's own period is an hour; the annotated class rotates every second, the other not."""
+    driver = kube_driver(
+        stack,
+        tmp_path / "drv",
+        "--enable-secret-rotation",
+        "--rotation-poll-interval=1h",
+        "--min-rotation-poll-interval=1s",
+    )
+    try:
+        ns = Namespace(stack)
+        fast, slow = f"fast-{secrets.token_hex(4)}", f"slow-{secrets.token_hex(4)}"
+        for name in (fast, slow):
+            stack.kv.put_secret(VAULT, name, "one")
+        ns.create_class("fast", [{"objectName": fast, "objectType": "secret"}])
+        ns.create_class("slow", [{"objectName": slow, "objectType": "secret"}])
+        k8s.CustomObjectsApi(ns.api).patch_namespaced_custom_object(
+            GROUP, "v1", ns.name, "secretproviderclasses", "fast",
+            {"metadata": {"annotations": {ROTATION_INTERVAL_ANNOTATION: "1s"}}},
+        )  # fmt: skip
+        pods = {c: ns.create_pod(kubelet_dir, f"web-{c}", c) for c in ("fast", "slow")}
+        for c, pod in pods.items():
+            ns.publish(driver, pod, c)
+        for value in ("two", "three"):  # two rotations of the fast class...
+            stack.kv.put_secret(VAULT, fast, value)
+            stack.kv.put_secret(VAULT, slow, value)
+            rotated = partial(lambda v: (pods["fast"].target / fast).read_text() == v, value)
+            eventually(rotated, 10, f"fast class: {value}")
+        # ...while the other class waits for the driver's hour.
+        assert (pods["slow"].target / slow).read_text() == "one"
+    finally:
+        stop_driver(driver)
+
+
+def test_a_rotation_annotation_that_is_no_period_fails_the_mount_naming_it(
+    stack: Stack, rotating: Driver, kubelet_dir: Path
+) -> None:
+    ns = Namespace(stack)
+    name = f"s-{secrets.token_hex(4)}"
+    stack.kv.put_secret(VAULT, name, "v")
+    ns.create_class("kv", [{"objectName": name, "objectType": "secret"}])
+    for bad in ("soon", "500ms"):
+        k8s.CustomObjectsApi(ns.api).patch_namespaced_custom_object(
+            GROUP, "v1", ns.name, "secretproviderclasses", "kv",
+            {"metadata": {"annotations": {ROTATION_INTERVAL_ANNOTATION: bad}}},
+        )  # fmt: skip
+        pod = ns.create_pod(kubelet_dir, f"web-{bad}", "kv")
+        with pytest.raises(grpc.RpcError) as caught:
+            ns.publish(rotating, pod, "kv")
+        assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION  # as any class it cannot read
+        assert ROTATION_INTERVAL_ANNOTATION in (caught.value.details() or "")

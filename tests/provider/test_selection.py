@@ -93,10 +93,13 @@ def test_a_change_of_tags_or_state_is_seen_by_the_next_mount(
 ) -> None:
     a = put(keyvault, f"{p}-a", "A", tags={"mount": p})
     put(keyvault, f"{p}-b", "B", tags={"mount": "no"})
+    put(keyvault, f"{p}-d", "D", tags={"mount": p})
     entry = {"objectTags": {"mount": p}, "objectType": "secret"}
-    assert set(files(mount(provider, sp, entry))) == {f"{p}-a"}
+    assert set(files(mount(provider, sp, entry))) == {f"{p}-a", f"{p}-d"}
+    # b re-tagged (a new version with the tag) in, a disabled and d deleted out.
     b = put(keyvault, f"{p}-b", "B2", tags={"mount": p})
     keyvault.update(VAULT, "secrets", f"{p}-a", a, {"attributes": {"enabled": False}})
+    keyvault.vault_call(VAULT, "DELETE", f"/secrets/{p}-d")
     response = mount(provider, sp, entry)
     assert files(response) == {f"{p}-b": b"B2"}
     assert versions(response) == {f"secret/{p}-b": b}

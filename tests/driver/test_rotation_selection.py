@@ -78,38 +78,41 @@ def test_objects_that_start_or_stop_matching_are_picked_up_by_rotation(
     rotating.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=30)
 
 
+@pytest.mark.parametrize(
+    ("flags", "fast_is_annotated"),
+    [
+        # The driver's own period is an hour; the annotated class rotates every second.
+        (("--rotation-poll-interval=1h", "--min-rotation-poll-interval=1s"), True),
+        # The driver's floor is an hour: the annotation's second is raised to it.
+        (("--rotation-poll-interval=1s", "--min-rotation-poll-interval=1h"), False),
+    ],
+    ids=["annotated-faster", "raised-to-the-floor"],
+)
 def test_a_class_rotates_at_the_pace_of_its_annotation(
-    stack: Stack, tmp_path: Path, kubelet_dir: Path
+    stack: Stack, tmp_path: Path, kubelet_dir: Path, flags: tuple[str, ...], fast_is_annotated: bool
 ) -> None:
-    """The driver's own period is an hour; the annotated class rotates every second, the other not."""
-    driver = kube_driver(
-        stack,
-        tmp_path / "drv",
-        "--enable-secret-rotation",
-        "--rotation-poll-interval=1h",
-        "--min-rotation-poll-interval=1s",
-    )
+    driver = kube_driver(stack, tmp_path / "drv", "--enable-secret-rotation", *flags)
     try:
         ns = Namespace(stack)
-        fast, slow = f"fast-{secrets.token_hex(4)}", f"slow-{secrets.token_hex(4)}"
-        for name in (fast, slow):
+        names = {c: f"{c}-{secrets.token_hex(4)}" for c in ("annotated", "plain")}
+        for c, name in names.items():
             stack.kv.put_secret(VAULT, name, "one")
-        ns.create_class("fast", [{"objectName": fast, "objectType": "secret"}])
-        ns.create_class("slow", [{"objectName": slow, "objectType": "secret"}])
+            ns.create_class(c, [{"objectName": name, "objectType": "secret"}])
         k8s.CustomObjectsApi(ns.api).patch_namespaced_custom_object(
-            GROUP, "v1", ns.name, "secretproviderclasses", "fast",
+            GROUP, "v1", ns.name, "secretproviderclasses", "annotated",
             {"metadata": {"annotations": {ROTATION_INTERVAL_ANNOTATION: "1s"}}},
         )  # fmt: skip
-        pods = {c: ns.create_pod(kubelet_dir, f"web-{c}", c) for c in ("fast", "slow")}
+        pods = {c: ns.create_pod(kubelet_dir, f"web-{c}", c) for c in names}
         for c, pod in pods.items():
             ns.publish(driver, pod, c)
+        fast, slow = ("annotated", "plain") if fast_is_annotated else ("plain", "annotated")
         for value in ("two", "three"):  # two rotations of the fast class...
-            stack.kv.put_secret(VAULT, fast, value)
-            stack.kv.put_secret(VAULT, slow, value)
-            rotated = partial(lambda v: (pods["fast"].target / fast).read_text() == v, value)
-            eventually(rotated, 10, f"fast class: {value}")
-        # ...while the other class waits for the driver's hour.
-        assert (pods["slow"].target / slow).read_text() == "one"
+            for name in names.values():
+                stack.kv.put_secret(VAULT, name, value)
+            rotated = partial(lambda v: (pods[fast].target / names[fast]).read_text() == v, value)
+            eventually(rotated, 10, f"{fast} class: {value}")
+        # ...while the other class waits for its hour.
+        assert (pods[slow].target / names[slow]).read_text() == "one"
     finally:
         stop_driver(driver)
 

@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -21,7 +22,7 @@ VAULT = "kvtest"
 VALUE = "mount-command-secret-value"
 
 
-def write_inputs(kv: KeyVaultDouble, base: Path, objects: list[dict[str, str]]) -> tuple[Path, Path]:
+def write_inputs(kv: KeyVaultDouble, base: Path, objects: list[dict[str, Any]]) -> tuple[Path, Path]:
     client, secret = f"mc-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     kv.register_aad_client(client, secret=secret)
     parameters = {
@@ -119,3 +120,28 @@ def test_a_drip_fed_read_ends_at_the_mount_timeout(kv_env: KeyVaultDouble, tmp_p
     name, seconds, stderr = mount_faulted(kv_env, tmp_path, fault, "--mount-timeout=3s")
     assert name in stderr and "time budget" in stderr
     assert seconds < 20
+
+
+def test_selection_and_json_parts_through_the_shared_pipeline(kv_env: KeyVaultDouble, tmp_path: Path) -> None:
+    run = uuid.uuid4().hex[:8]
+    kv_env.put_secret(VAULT, f"{run}-db", '{"user": "app", "port": 5432}', tags={"run": run})
+    kv_env.put_secret(VAULT, f"{run}-api", "token", tags={"run": run})
+    objects: list[dict[str, Any]] = [
+        {"objectTags": {"run": run}, "objectType": "secret", "objectAlias": "all"},
+        {
+            "objectName": f"{run}-db",
+            "objectType": "secret",
+            "jmesPath": [{"path": "port", "objectAlias": "port"}],
+        },
+    ]
+    spc, secrets = write_inputs(kv_env, tmp_path, objects)
+    target = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "kvmount.cli", "mount", "--class", str(spc), "--target", str(target),
+         "--secrets", str(secrets)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.split()) == sorted([f"all/{run}-api", f"all/{run}-db", "port"])
+    assert (target / "port").read_text() == "5432"
+    assert (target / "all" / f"{run}-api").read_text() == "token"

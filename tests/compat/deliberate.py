@@ -213,6 +213,31 @@ ROWS: tuple[Row, ...] = (
         "the pod's events name the class, provider and object that failed, without the node's logs",
     ),
     Row(
+        "`objectNamePattern` (a glob) and `objectTags` (every pair must match) on an `objects` entry, "
+        "instead of `objectName`, select the vault's enabled, unexpired objects of the type; each is "
+        "mounted as if named, inside `objectAlias` as a directory; no match is `NOT_FOUND` unless "
+        '`allowEmpty: "true"`. kvmount\'s own',
+        "ignores the keys: refuses the entry for its missing `objectName`",
+        "the most asked-for feature of upstream's trackers (driver #529, provider #477, #357, #1405): "
+        '"every secret whose name starts with app1-", "all secrets tagged team=web"',
+    ),
+    Row(
+        "`jmesPath` on a secret (the AWS provider's shape: a list of `path` and `objectAlias`) writes "
+        "each part of a JSON secret as a file of its own; the whole secret only under an `objectAlias` "
+        "of the entry's own. kvmount's own",
+        "ignores the key: writes the whole secret under its name",
+        "the most asked-for feature of upstream's tracker for JSON secrets (provider #885); the AWS "
+        "provider's classes read the same",
+    ),
+    Row(
+        "Driver: a SecretProviderClass's annotation `kvmount.io/rotation-poll-interval` (not below "
+        "`--min-rotation-poll-interval`, default 10s) sets how often the reconciler rotates that class's "
+        "volumes; each volume has a schedule of its own. kvmount's own",
+        "one `--rotation-poll-interval` for every volume of the node",
+        "upstream's driver #322: a class of short-lived credentials must rotate often without every other "
+        "class polling Key Vault as often",
+    ),
+    Row(
         "Driver: a failed first publish removes the target directory it made",
         "leaves the empty target directory behind",
         "nothing of a failed mount stays on the node; kubelet's retry makes the directory again",

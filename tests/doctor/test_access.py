@@ -172,3 +172,28 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
         and "Traceback" not in out
     )
     assert "-> check --kubeconfig" in out
+
+
+def test_a_selection_lists_its_matches_and_a_403_on_the_listing_names_the_list_permission(
+    kv_env: KeyVaultDouble, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    for i in range(2):
+        kv_env.put_secret(VAULT, f"sel-{tag}-{i}", "v", tags={"doctor": tag})
+    objects: list[dict[str, object]] = [
+        {"objectTags": {"doctor": tag}, "objectType": "secret", "objectAlias": "picked"},
+        {"objectNamePattern": f"sel-{tag}-*", "objectType": "cert"},
+    ]
+    secrets, _ = service_principal(kv_env, tmp_path)
+    spc = write_class(tmp_path / "spc.yaml", kv_env, objects)
+    kv_env.deny_list(VAULT, "certificates")
+    try:
+        code, lines = doctor(capsys, "--class", str(spc), "--secrets", str(secrets))
+    finally:
+        kv_env.deny_list(VAULT, "certificates", deny=False)
+    assert code == 1
+    picked = row(lines, f"tagged {{'doctor': '{tag}'}}")
+    assert picked.startswith("ok ") and f"2 files; writes picked/sel-{tag}-0, picked/sel-{tag}-1" in picked
+    denied = row(lines, f"matching 'sel-{tag}-*'")
+    assert denied.startswith("FAIL") and "forbidden (403): the identity lacks certificates/list" in denied
+    assert "-> grant certificates/list" in denied

@@ -112,7 +112,7 @@ class Cluster:
     def secret_provider_class(
         self,
         name: str,
-        objects: list[dict[str, str]],
+        objects: list[dict[str, Any]],
         secret_objects: list[dict[str, Any]] | None = None,
         **parameters: str,
     ) -> None:

@@ -50,3 +50,25 @@ def test_driver_restart_keeps_files_and_resumes_rotation(cluster: Cluster) -> No
     cluster.log_shows("web", "value=after", timeout=ROTATION + 20)
     assert mounts_under(cluster.volume_dir(pod)) == mounted_before  # nothing mounted twice
     assert cluster.restarts("web") == 0
+
+
+def test_a_selection_follows_retagging_and_disabling_in_the_running_container(cluster: Cluster) -> None:
+    tag = cluster.name("sel")
+    a, b, c = (f"{tag}-{x}" for x in "abc")
+    cluster.kv.put_secret(VAULT, a, "A", tags={"app": tag})
+    cluster.kv.put_secret(VAULT, b, "B", tags={"app": tag})
+    cluster.kv.put_secret(VAULT, c, "C", tags={"app": "later"})
+    selection = {"objectTags": {"app": tag}, "objectType": "secret", "objectAlias": "sel"}
+    cluster.secret_provider_class("sel", [selection])
+    listing = f'while true; do echo "files=$(ls {MOUNT}/sel | tr "\\n" ,)"; sleep 1; done'
+    cluster.pod("sel", listing, cluster.csi_volume("sel", cluster.service_principal()))
+    cluster.running("sel")
+    cluster.log_shows("sel", f"files={a},{b},")
+
+    def current(name: str) -> str:
+        return str(cluster.kv.vault_call(VAULT, "GET", f"/secrets/{name}")["id"].rsplit("/", 1)[1])
+
+    cluster.kv.update(VAULT, "secrets", c, current(c), {"tags": {"app": tag}})
+    cluster.kv.update(VAULT, "secrets", a, current(a), {"attributes": {"enabled": False}})
+    cluster.log_shows("sel", f"files={b},{c},", timeout=ROTATION + 10)
+    assert cluster.restarts("sel") == 0

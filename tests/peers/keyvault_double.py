@@ -272,6 +272,8 @@ class VaultStore:
         self._port = port_ref
         self.lock = threading.RLock()
         self.vaults: dict[str, Vault] = {}
+        # Set (set_next_link_base): nextLinks lead there instead of the vault, as a hostile answer's would.
+        self.next_link_base = ""
 
     def vault(self, name: str) -> Vault:
         with self.lock:
@@ -425,7 +427,7 @@ class VaultStore:
             params = {"api-version": query.get("api-version", "7.4"), "$skiptoken": marker}
             if "maxresults" in query:
                 params["maxresults"] = str(size)
-            page["nextLink"] = f"{vault.base}{path}?{urllib.parse.urlencode(params)}"
+            page["nextLink"] = f"{self.next_link_base or vault.base}{path}?{urllib.parse.urlencode(params)}"
         return page
 
 
@@ -682,6 +684,14 @@ class KeyVaultApi:
         if not rest:
             if method != "GET":
                 raise KvError(405, "MethodNotAllowed", f"{method} not allowed")
+            if (kind, "") in vault.denied:  # deny_list: an access policy without list
+                raise KvError(
+                    403,
+                    "Forbidden",
+                    f"The user, group or application does not have {kind} list permission on key vault "
+                    f"'{vault.name}'.",
+                    inner="AccessDenied",
+                )
             items = [
                 st.render_item(vault, kind, e, e.latest(), versioned=False)
                 for e in vault.live[kind].values()
@@ -1679,6 +1689,10 @@ class DoubleServer:
                 key = (str(body["kind"]), str(body["name"]).lower())
                 (denied.add if body.get("deny", True) else denied.discard)(key)
             return _json(200, {})
+        if method == "POST" and what == "next-link":
+            with self.store.lock:
+                self.store.next_link_base = str(body.get("base", ""))
+            return _json(200, {})
         if method == "GET" and what == "info":
             return _json(200, self.ready_info())
         return _json(404, {"error": f"unknown control path {path}"})
@@ -1807,6 +1821,15 @@ class _ControlClient:
         """Reads of one object (kind: secrets, keys, certificates) answer 403 AccessDenied, as
         without get permission; deny=False restores access."""
         self._call("POST", "/_double/deny", {"vault": vault, "kind": kind, "name": name, "deny": deny})
+
+    def deny_list(self, vault: str, kind: str, deny: bool = True) -> None:
+        """Listing a type (kind: secrets, keys, certificates) answers 403 AccessDenied, as an access
+        policy without list permission; deny=False restores it."""
+        self.deny_object(vault, kind, "", deny)
+
+    def set_next_link_base(self, base: str = "") -> None:
+        """Listings' nextLinks lead to ``base`` (scheme://host:port) instead of the vault; "" restores."""
+        self._call("POST", "/_double/next-link", {"base": base})
 
     def set_pod_client_id(self, client_id: str) -> None:
         self._call("POST", "/_double/nmi", {"client_id": client_id})

@@ -602,3 +602,43 @@ def test_subprocess_double(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     finally:
         proc.stop()
     assert proc.process.returncode is not None
+
+
+def test_listing_each_type_with_tags_pages_and_the_list_permission(
+    secrets: SecretClient, keys: KeyClient, certs: CertificateClient, chain: Chain, kv_env: KeyVaultDouble
+) -> None:
+    prefix = _name("listed")
+    for i in range(30):
+        secrets.set_secret(f"{prefix}-s{i}", "v", tags={"n": str(i), "team": "web" if i % 2 else "db"})
+    keys.create_rsa_key(f"{prefix}-k", tags={"team": "web"})
+    certs.import_certificate(f"{prefix}-c", chain.pfx(), tags={"team": "web"})
+    # A listing shows the current version's attributes and tags.
+    secrets.update_secret_properties(f"{prefix}-s0", enabled=False, tags={"team": "ops"})
+    kv_env.reset_log()
+    listed = {
+        p.name: p
+        for p in secrets.list_properties_of_secrets(max_page_size=7)
+        if (p.name or "").startswith(prefix)
+    }
+    # The certificate's backing secret is listed too (managed), as Key Vault lists it.
+    assert set(listed) == {f"{prefix}-s{i}" for i in range(30)} | {f"{prefix}-c"}
+    assert listed[f"{prefix}-s3"].tags == {"n": "3", "team": "web"}
+    assert (listed[f"{prefix}-s0"].enabled, listed[f"{prefix}-s0"].tags) == (False, {"team": "ops"})
+    assert listed[f"{prefix}-c"].managed is True
+    pages = [r for r in kv_env.requests() if r["path"] == "/secrets" and r["status"] == 200]
+    assert len(pages) >= 5 and all(r["query"]["maxresults"] == "7" for r in pages)
+    assert all("$skiptoken" in r["query"] for r in pages[1:])
+    listed_keys = {k.name: k.tags for k in keys.list_properties_of_keys() if k.name.startswith(prefix)}
+    assert set(listed_keys) == {f"{prefix}-k", f"{prefix}-c"}  # the certificate's backing key too
+    assert listed_keys[f"{prefix}-k"] == {"team": "web"}
+    assert {
+        c.name: c.tags for c in certs.list_properties_of_certificates() if (c.name or "").startswith(prefix)
+    } == {f"{prefix}-c": {"team": "web"}}
+    kv_env.deny_list(VAULT, "secrets")
+    try:
+        with pytest.raises(HttpResponseError) as err:
+            list(secrets.list_properties_of_secrets())
+        assert err.value.status_code == 403 and "list permission" in str(err.value)
+        assert secrets.get_secret(f"{prefix}-s1").value == "v"  # get is still allowed
+    finally:
+        kv_env.deny_list(VAULT, "secrets", deny=False)

@@ -23,6 +23,7 @@ from kvmount.keyvault import (
     IdentityMode,
     KeyVaultError,
     KeyVaultMounter,
+    ListingForbidden,
     MountParams,
     ObjectSpec,
     ObjectType,
@@ -88,7 +89,32 @@ def access_rows(params: MountParams, mounter: KeyVaultMounter, source: str = "")
     return rows
 
 
+def _selection_row(params: MountParams, spec: ObjectSpec, mounter: KeyVaultMounter) -> Row:
+    """A selecting entry: the mount's own listing, matching and reads, on this entry alone."""
+    check = f"objects: {spec.describe()}"
+    try:
+        files = mounter.mount(replace(params, objects=(spec,)), 0o644).files
+    except ListingForbidden:
+        needed = f"{_PERMISSION[spec.type]}/list"
+        return Row(
+            check,
+            Verdict.FAIL,
+            f"forbidden (403): the identity lacks {needed} on vault {params.vault_name!r}; a selection "
+            "lists the vault's objects",
+            f"grant {needed} (with {_PERMISSION[spec.type]}/get) in the vault's access policy, or the role "
+            f"{_ROLE[spec.type]!r} (RBAC)",
+        )
+    except KeyVaultError as err:
+        return Row(check, Verdict.FAIL, str(err))
+    if not files:
+        return Row(check, Verdict.WARN, "matches nothing (allowEmpty)", "check the pattern and the tags")
+    names = ", ".join(f.path for f in files[:4]) + (", ..." if len(files) > 4 else "")
+    return Row(check, Verdict.OK, f"{len(files)} files; writes {names}")
+
+
 def _object_row(params: MountParams, spec: ObjectSpec, clients: VaultClient, mounter: KeyVaultMounter) -> Row:
+    if spec.selects:
+        return _selection_row(params, spec, mounter)
     check = f"object {spec.describe()}"
     try:
         version = "" if spec.latest else spec.version

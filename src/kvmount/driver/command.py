@@ -83,6 +83,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=120.0,
         help="rotation period (default 2m, at least 1s)",
     )
+    parser.add_argument(
+        "--min-rotation-poll-interval",
+        type=_interval,
+        default=10.0,
+        help="the shortest rotation period a SecretProviderClass may set with the annotation "
+        "kvmount.io/rotation-poll-interval; shorter ones are raised to it (default 10s, at least 1s)",
+    )
     add_bool(
         parser,
         "--enable-workload-restart",
@@ -218,9 +225,14 @@ def run(args: argparse.Namespace) -> int:
             log.warning("--enable-workload-restart needs the Kubernetes API; ignored in standalone mode")
         else:
             restarter = Restarter(api, publisher.registry, args.workload_restart_min_interval)
-    Rotator(publisher, api, node_id, args.rotation_poll_interval, restarter=restarter).start(
-        stop, periodic=args.enable_secret_rotation
-    )
+    Rotator(
+        publisher,
+        api,
+        node_id,
+        args.rotation_poll_interval,
+        restarter=restarter,
+        min_interval=args.min_rotation_poll_interval,
+    ).start(stop, periodic=args.enable_secret_rotation)
     if args.provider_health_check:
         providers.run_health_checks(args.provider_health_check_interval, stop)
 

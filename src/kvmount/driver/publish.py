@@ -216,6 +216,7 @@ class Publisher:
                     refreshed_at=time.time(),
                     refresh_token=previous.refresh_token if previous else "",
                     restart_pending=previous.restart_pending if previous else "",
+                    rotation_interval=spc.rotation_interval,
                 )
             )
             self._secrets[target] = secrets_with_tokens(req)

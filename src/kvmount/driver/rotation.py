@@ -4,8 +4,10 @@ Three triggers, one path (``Publisher.publish(refresh=True)``: current object
 versions to the provider, an atomic rewrite only when content changed, the pod
 status and synced Secrets updated, the last good content kept on failure):
 
-* the reconciler, every ``--rotation-poll-interval``, over every volume this
-  driver serves, for clusters whose CSIDriver lacks ``requiresRepublish``;
+* the reconciler, for clusters whose CSIDriver lacks ``requiresRepublish``: each
+  volume this driver serves on a schedule of its own, every ``--rotation-poll-interval``
+  or its class's ``kvmount.io/rotation-poll-interval`` (not below
+  ``--min-rotation-poll-interval``);
 * kubelet's periodic NodePublishVolume of a live volume, when the CSIDriver
   has ``requiresRepublish: true`` (decided in ``Publisher.publish``);
 * on demand, for one pod: a new value of its ``secrets-store.csi.k8s.io/refresh``
@@ -72,13 +74,18 @@ class Rotator:
         interval: float,
         workers: int = 4,
         restarter: Restarter | None = None,
+        min_interval: float = 1.0,
     ) -> None:
         self.publisher = publisher
         self.api = api
         self.node_id = node_id
         self.interval = interval
+        self.min_interval = min_interval
         self.workers = workers
         self.restarter = restarter
+        # When each served volume (by target path) is next due, time.monotonic().
+        self._due: dict[str, float] = {}
+        self._tick = min(interval, min_interval)
 
     # ------------------------------------------------------------ served volumes
 
@@ -205,6 +212,32 @@ class Rotator:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="rotate") as pool:
             list(pool.map(self.rotate, self.publisher.served_volumes()))
 
+    def period(self, state: VolumeState) -> float:
+        """A volume's rotation period: its class's, not below the driver's floor, else the driver's."""
+        if state.rotation_interval is None:
+            return self.interval
+        return max(state.rotation_interval, self.min_interval)
+
+    def due_round(self) -> float:
+        """Rotate the volumes whose time has come; the seconds until one may be due again. A volume
+        first seen is due one period after its last fetch; the wait is at most the shortest period
+        there may be, so that a new volume is seen in time."""
+        now, wall = time.monotonic(), time.time()
+
+        def first(state: VolumeState) -> float:
+            return now + self.period(state) - max(0.0, wall - state.refreshed_at)
+
+        served = self.publisher.served_volumes()
+        self._due = {s.target_path: self._due.get(s.target_path) or first(s) for s in served}
+        due = [s for s in served if self._due[s.target_path] <= now]
+        for state in due:
+            self._due[state.target_path] = now + self.period(state)
+        if due:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="rotate") as pool:
+                list(pool.map(self.rotate, due))
+        soonest = min(self._due.values(), default=now + self.interval)
+        return max(0.0, min(soonest - time.monotonic(), self._tick))
+
     def on_pod(self, uid: str, annotations: dict[str, str]) -> None:
         """Refresh the pod's volumes when its refresh annotation has a value not acted on yet."""
         token = annotations.get(REFRESH_ANNOTATION, "")
@@ -230,9 +263,10 @@ class Rotator:
         if self.api is not None:
             api = self.api
             threading.Thread(target=self._watch, args=(api, stop), name="refresh-watch", daemon=True).start()
-        while periodic and not stop.wait(self.interval):
+        wait = self._tick
+        while periodic and not stop.wait(wait):
             try:
-                self.round()
+                wait = self.due_round()
             except Exception as err:  # a bug must not end rotation for every volume
                 log.error("rotation round failed", extra={"error_type": type(err).__name__})
 

@@ -42,6 +42,8 @@ class VolumeState:
     refresh_token: str = ""
     # A rollout of the pod's workload still due after a rotation changed the files (driver/restart.py).
     restart_pending: str = ""
+    # The class's kvmount.io/rotation-poll-interval (seconds), if it sets one.
+    rotation_interval: float | None = None
 
     def __post_init__(self) -> None:
         self.volume_context = {k: v for k, v in self.volume_context.items() if k != SA_TOKENS}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from kvmount.keyvault.clouds import DEFAULT_CLOUD_ENV_DIRS
     from kvmount.keyvault.content import ContentOptions
-    from kvmount.keyvault.errors import Category, InvalidSpec, KeyVaultError
+    from kvmount.keyvault.errors import Category, InvalidSpec, KeyVaultError, ListingForbidden
     from kvmount.keyvault.failures import classify, failure_suffix
     from kvmount.keyvault.http.vault_client import VaultClient
     from kvmount.keyvault.identity.choice import NMI_PORT
@@ -77,6 +77,7 @@ __all__ = [
     "KeyVaultError",
     "KeyVaultMounter",
     "Limits",
+    "ListingForbidden",
     "MountParams",
     "MountResult",
     "ObjectSpec",
@@ -101,7 +102,7 @@ __all__ = [
 # Where each name lives, for __getattr__ (the imports above say it for mypy;
 # tests/keyvault/test_front_door.py holds the three lists equal).
 _HOMES: dict[str, tuple[str, ...]] = {
-    "errors": ("Category", "InvalidSpec", "KeyVaultError"),
+    "errors": ("Category", "InvalidSpec", "KeyVaultError", "ListingForbidden"),
     "types": (
         "IDENTITY_BINDING_AUDIENCE",
         "TOKEN_AUDIENCE",

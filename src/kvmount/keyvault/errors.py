@@ -41,3 +41,9 @@ class AnswerTooLarge(KeyVaultError):
     """A Key Vault answer grew past a byte cap while it arrived; the fetch names the object."""
 
     category = Category.INVALID
+
+
+class ListingForbidden(KeyVaultError):
+    """Key Vault refused to list a type's objects: a selection needs the list permission."""
+
+    category = Category.FORBIDDEN

@@ -27,8 +27,9 @@ from kvmount.keyvault.identity.credentials import (
     prove,
 )
 from kvmount.keyvault.identity.token_proxy import TokenProxy
+from kvmount.keyvault.jsonparts import json_part_files
 from kvmount.keyvault.parameters.limits import ContentBudget, Limits
-from kvmount.keyvault.parameters.objects import parse_mount
+from kvmount.keyvault.parameters.objects import check_selected, parse_mount
 from kvmount.keyvault.scheduling.coalesce import Coalescer
 from kvmount.keyvault.scheduling.fetch import (
     ClientCache,
@@ -75,13 +76,17 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
 
 
-def _files_of(fetched: Fetched, path: str, mode: int, content: ContentOptions) -> list[File]:
+def _files_of(fetched: Fetched, path: str, mode: int, settings: Settings) -> list[File]:
     spec = fetched.spec
     if spec.file_permission is not None:
         mode = spec.file_permission
     if spec.type is ObjectType.SECRET:
         value = fetched.secret_value or ""
-        pairs = secret_files(spec, path, value, fetched.content_type, fetched.key_id, content)
+        pairs = []
+        if spec.writes_whole:
+            pairs = secret_files(spec, path, value, fetched.content_type, fetched.key_id, settings.content)
+        if spec.json_parts:
+            pairs += json_part_files(spec, value, settings.limits.max_object_bytes)
     elif spec.type is ObjectType.KEY:
         assert fetched.key is not None
         pairs = [(path, public_key_pem(spec, fetched.key))]
@@ -129,15 +134,20 @@ class KeyVaultMounter:
         principal = principal_key(params, cloud)
         budget = ContentBudget(self.settings.limits.max_mount_bytes, self.settings.limits.max_object_bytes)
         reads = MountReads(params.vault_name, clients, principal, since, deadline, budget)
-        fetched = self.fetcher.fetch_all(reads, params.objects)
+        objects = self.fetcher.expand(reads, list(params.objects))
+        if any(spec.selects for spec in params.objects):
+            check_selected(objects, self.settings.limits)
+            if self.settings.content.separate_cert_and_key:
+                check_split_paths(objects)
+        fetched = self.fetcher.fetch_all(reads, objects)
         files: list[File] = []
         versions: list[tuple[str, str]] = []
-        for spec, got in zip(params.objects, fetched, strict=True):
+        for spec, got in zip(objects, fetched, strict=True):
             for i, one in enumerate(got):
                 path, object_id = spec.file_name, spec.id
                 if spec.has_history:
                     path, object_id = f"{path}/{i}", f"{object_id}/{i}"
-                these = _files_of(one, path, default_mode, self.settings.content)
+                these = _files_of(one, path, default_mode, self.settings)
                 files += these
                 versions += [(object_id, one.version)] * len(these)
         return MountResult(files, versions)

@@ -38,6 +38,14 @@ class IdentityMode(StrEnum):
 
 
 @dataclass(frozen=True)
+class JsonPart:
+    """One entry of an object's `jmesPath`: the file ``alias`` holds what ``path`` selects."""
+
+    path: str
+    alias: str
+
+
+@dataclass(frozen=True)
 class ObjectSpec:
     name: str
     type: ObjectType
@@ -47,10 +55,33 @@ class ObjectSpec:
     encoding: Encoding = Encoding.UTF8
     format: Format = Format.PEM
     file_permission: int | None = None
+    json_parts: tuple[JsonPart, ...] = ()
+    # Selection instead of a name: every enabled, unexpired object of the type whose name
+    # matches the glob and which carries every tag; ``name`` is then "" until expanded.
+    name_pattern: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
+    allow_empty: bool = False
+
+    @property
+    def selects(self) -> bool:
+        return bool(self.name_pattern or self.tags)
 
     @property
     def file_name(self) -> str:
         return self.alias or self.name
+
+    @property
+    def writes_whole(self) -> bool:
+        """With `jmesPath`, the whole secret is written only under an objectAlias of its own."""
+        return not self.json_parts or bool(self.alias)
+
+    @property
+    def file_names(self) -> tuple[str, ...]:
+        """The files of one version: the whole object's (if written), then each JSON part's."""
+        if self.selects:  # a directory of the matches' files, if any; known once listed
+            return (self.alias,) if self.alias else ()
+        whole = (self.file_name,) if self.writes_whole else ()
+        return whole + tuple(part.alias for part in self.json_parts)
 
     @property
     def has_history(self) -> bool:
@@ -68,8 +99,16 @@ class ObjectSpec:
         return f"{self.type.value}/{self.name}"
 
     def describe(self) -> str:
+        if self.selects:
+            return f"{self.type.value}s {self.selection()}"
         version = f" version {self.version!r}" if self.version else ""
         return f"{self.type.value} {self.name!r}{version}"
+
+    def selection(self) -> str:
+        """What a selecting entry asks for, as its messages name it."""
+        said = [f"matching {self.name_pattern!r}"] if self.name_pattern else []
+        said += [f"tagged {dict(self.tags)!r}"] if self.tags else []
+        return " and ".join(said)
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvmount.base.flags import go_duration
 from kvmount.kube.errors import InvalidClass
 
 GROUP = "secrets-store.csi.x-k8s.io"
 VERSION = "v1"
 CLASSES = "secretproviderclasses"
+# How often the driver's reconciler rotates this class's volumes (a Go duration, at least 1s),
+# instead of its --rotation-poll-interval.
+ROTATION_INTERVAL_ANNOTATION = "kvmount.io/rotation-poll-interval"
 
 
 @dataclass(frozen=True)
@@ -20,6 +25,29 @@ class SecretProviderClass:
     parameters: dict[str, str]
     # Kept as the API returns them, for Kubernetes Secret sync.
     secret_objects: list[dict[str, Any]] = field(default_factory=list)
+    rotation_interval: float | None = None  # seconds, from ROTATION_INTERVAL_ANNOTATION
+
+
+def rotation_interval(value: str) -> float:
+    """The period ROTATION_INTERVAL_ANNOTATION sets, in seconds; ValueError saying why it is none."""
+    try:
+        seconds = go_duration(value.strip())
+    except argparse.ArgumentTypeError as err:
+        raise ValueError(str(err)) from None
+    if seconds < 1:
+        raise ValueError(f"{value!r} is too short; a rotation period is at least 1s")
+    return seconds
+
+
+def _rotation_interval(what: str, meta: dict[str, Any]) -> float | None:
+    annotations = meta.get("annotations") or {}
+    value = annotations.get(ROTATION_INTERVAL_ANNOTATION) if isinstance(annotations, dict) else None
+    if value is None:
+        return None
+    try:
+        return rotation_interval(str(value))
+    except ValueError as err:
+        raise InvalidClass(what, f"metadata.annotations[{ROTATION_INTERVAL_ANNOTATION!r}]: {err}") from None
 
 
 def parse_class(doc: object, what: str) -> SecretProviderClass:
@@ -56,4 +84,5 @@ def parse_class(doc: object, what: str) -> SecretProviderClass:
         provider=provider,
         parameters={str(k): v for k, v in params.items()},
         secret_objects=secret_objects,
+        rotation_interval=_rotation_interval(what, meta),
     )

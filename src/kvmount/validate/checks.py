@@ -31,7 +31,7 @@ from kvmount.keyvault import (
     parse_mount,
     suggest,
 )
-from kvmount.kube.classes import GROUP
+from kvmount.kube.classes import GROUP, ROTATION_INTERVAL_ANNOTATION, rotation_interval
 from kvmount.kube.names import name_problem
 from kvmount.secretsync.data import entry_problems, metadata
 from kvmount.secretsync.errors import SyncError, SyncReason
@@ -102,6 +102,7 @@ def check_class(doc: yaml.Node) -> list[Finding] | None:
     ns_problem = name_problem("metadata.namespace", namespace, label=True) if namespace else None
     if ns_problem:
         add(Severity.ERROR, "metadata.namespace", ns_problem.removeprefix("metadata.namespace "))
+    _annotations(add, entries(meta.get("annotations", (doc, None))[1]))
     spec_pair = top.get("spec")
     if spec_pair is None or not isinstance(spec_pair[1], yaml.MappingNode):
         add(Severity.ERROR, "spec", "is missing; set spec.provider and spec.parameters")
@@ -116,6 +117,15 @@ def check_class(doc: yaml.Node) -> list[Finding] | None:
 
 # The add(severity, path, message) of one check_class call.
 Add = Callable[[Severity, str, str], None]
+
+
+def _annotations(add: Add, annotations: dict[str, tuple[yaml.Node, yaml.Node]]) -> None:
+    pair = annotations.get(ROTATION_INTERVAL_ANNOTATION)
+    if pair is not None:
+        try:
+            rotation_interval(scalar(pair[1]))
+        except ValueError as err:
+            add(Severity.ERROR, "metadata.annotations", f"{ROTATION_INTERVAL_ANNOTATION}: {err}")
 
 
 def _unknown_keys(add: Add, where: str, keys: dict[str, Any], known: tuple[str, ...], effect: str) -> None:
@@ -193,9 +203,13 @@ def _mount_place(
         named = [it for it in items if field.startswith(f"object {it.name!r}")]
         item = named[-1] if named else None
     if item is not None:
+        where = f"spec.parameters.objects[{item.index}]"
+        rest = field.removeprefix(f"object {item.name!r}.")
+        top = re.split(r"[.\[]", rest, maxsplit=1)[0]
+        if rest != top and top in item.fields:  # a field of one of jmesPath's entries
+            return f"{where}.{rest}", item.fields[top]
         unknown = _UNKNOWN_KEY.search(message)
         key = unknown.group(1) if unknown else field.rpartition(".")[2]
-        where = f"spec.parameters.objects[{item.index}]"
         if key in item.fields:
             return (where if unknown else f"{where}.{key}"), item.fields[key]
         return where, item.line

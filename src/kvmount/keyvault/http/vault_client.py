@@ -222,8 +222,30 @@ class VaultClient:
         self, kind: str, name: str, deadline: float | None = None, **options: Any
     ) -> Iterator[dict[str, Any]]:
         """Every version item of an object, page after page."""
-        path: str | None = f"/{COLLECTIONS[kind]}/{urllib.parse.quote(name, safe='')}/versions?maxresults=25"
-        while path:
-            page = self.get(path, deadline, **options)
-            yield from page.get("value") or []
-            path = page.get("nextLink") or None
+        path = f"/{COLLECTIONS[kind]}/{urllib.parse.quote(name, safe='')}/versions?maxresults=25"
+        for page in self._pages(path, deadline, options):
+            yield from page
+
+    def list_objects(
+        self, kind: str, deadline: float | None = None, **options: Any
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The object items of a type (each its current version's attributes and tags), a page at a time."""
+        return self._pages(f"/{COLLECTIONS[kind]}?maxresults=25", deadline, options)
+
+    def _pages(
+        self, path: str, deadline: float | None, options: dict[str, Any]
+    ) -> Iterator[list[dict[str, Any]]]:
+        own = urllib.parse.urlsplit(self.vault_url)
+        next_path: str | None = path
+        while next_path:
+            page = self.get(next_path, deadline, **options)
+            items = page.get("value")
+            yield items if isinstance(items, list) else []
+            next_path = page.get("nextLink") or None
+            # The next page is asked for with the vault's token: never from another host.
+            if next_path is not None:
+                link = urllib.parse.urlsplit(str(next_path))
+                if (link.scheme, link.netloc.lower()) != (own.scheme, own.netloc.lower()):
+                    raise HttpResponseError(
+                        message="Key Vault's nextLink leads away from the vault; not followed"
+                    )

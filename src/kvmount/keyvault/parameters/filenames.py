@@ -43,12 +43,13 @@ def check_names(objects: Sequence[ObjectSpec]) -> None:
         where = f"object {spec.name[:64]!r}"
         if "\0" in spec.name:
             raise InvalidSpec(f"{where}.objectName", "contains a NUL character")
-        for part in spec.file_name.split("/"):
-            if "\0" in part:
-                raise InvalidSpec(where, f"file name {spec.file_name[:64]!r} contains a NUL character")
-            if len(part.encode("utf-8")) > NAME_MAX:
-                raise InvalidSpec(
-                    where,
-                    f"file name {spec.file_name[:64]!r}... has a part longer than {NAME_MAX} bytes, "
-                    "the file system's limit; set a shorter objectAlias",
-                )
+        for name in spec.file_names:
+            for part in name.split("/"):
+                if "\0" in part:
+                    raise InvalidSpec(where, f"file name {name[:64]!r} contains a NUL character")
+                if len(part.encode("utf-8")) > NAME_MAX:
+                    raise InvalidSpec(
+                        where,
+                        f"file name {name[:64]!r}... has a part longer than {NAME_MAX} bytes, "
+                        "the file system's limit; set a shorter objectAlias",
+                    )

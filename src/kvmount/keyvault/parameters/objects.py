@@ -15,11 +15,12 @@ import yaml
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE
 from kvmount.keyvault.errors import InvalidSpec
 from kvmount.keyvault.identity.choice import choose_identity
+from kvmount.keyvault.jsonparts import check_path
 from kvmount.keyvault.parameters import goyaml
 from kvmount.keyvault.parameters.filenames import check_names, check_owned_paths
 from kvmount.keyvault.parameters.findings import Findings, Problem, suggest
 from kvmount.keyvault.parameters.limits import Limits, check_objects
-from kvmount.keyvault.types import Encoding, Format, MountParams, ObjectSpec, ObjectType
+from kvmount.keyvault.types import Encoding, Format, JsonPart, MountParams, ObjectSpec, ObjectType
 
 VAULT_NAME = re.compile(r"^[-A-Za-z0-9]{3,24}$")
 _OBJECT_KEYS = {
@@ -31,7 +32,14 @@ _OBJECT_KEYS = {
     "objectEncoding",
     "objectFormat",
     "filePermission",
+    "jmesPath",
+    "objectNamePattern",
+    "objectTags",
+    "allowEmpty",
 }
+# Key Vault's own bounds: names of at most 127 characters, at most 15 tags on an object.
+MAX_PATTERN_LENGTH, MAX_TAGS = 127, 15
+_JSON_PART_KEYS = {"path", "objectAlias"}
 # The class parameters the provider reads, as upstream names them (tenantID is read as well as tenantId).
 PARAMETERS = frozenset(
     {
@@ -99,16 +107,26 @@ def parse_object(item: yaml.Node, index: int) -> ObjectSpec:
     unknown = sorted(k for k in fields if k not in _OBJECT_KEYS)
     if unknown:
         raise InvalidSpec(where, f"unknown key {unknown[0]!r}; {suggest(unknown[0], _OBJECT_KEYS)}")
-    text = {k: goyaml.string(f"{where}.{k}", v) for k, v in fields.items() if k != "objectVersionHistory"}
-    name = text.get("objectName", "")
-    if not name:
-        raise InvalidSpec(f"{where}.objectName", "is required")
-    where = f"object {name!r}"
+    lists = ("objectVersionHistory", "jmesPath", "objectTags")
+    text = {k: goyaml.string(f"{where}.{k}", v) for k, v in fields.items() if k not in lists}
+    name, pattern = text.get("objectName", ""), text.get("objectNamePattern", "")
+    tags = _tags(f"{where}.objectTags", fields.get("objectTags"))
+    if name and (pattern or tags):
+        raise InvalidSpec(
+            where, "sets objectName and objectNamePattern / objectTags; name one object or select several"
+        )
+    if not (name or pattern or tags):
+        raise InvalidSpec(f"{where}.objectName", "is required (or objectNamePattern / objectTags)")
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise InvalidSpec(f"{where}.objectNamePattern", f"is longer than {MAX_PATTERN_LENGTH} characters")
+    if name:
+        where = f"object {name!r}"
     kind = text.get("objectType", "")
     try:
         object_type = ObjectType(kind)
     except ValueError:
-        raise InvalidSpec(f"{where}.objectType", f"{kind!r} is not one of secret, key, cert") from None
+        problem = f"{kind!r} is not" if kind else "is required:"
+        raise InvalidSpec(f"{where}.objectType", f"{problem} one of secret, key, cert") from None
     encoding_raw = text.get("objectEncoding", "")
     try:
         encoding = Encoding(encoding_raw.lower() or "utf-8")
@@ -133,9 +151,9 @@ def parse_object(item: yaml.Node, index: int) -> ObjectSpec:
     alias = text.get("objectAlias", "")
     if alias:
         alias = clean_relative_path(f"{where}.objectAlias", alias)
-    else:
+    elif name:
         clean_relative_path(f"{where}.objectName", name)
-    return ObjectSpec(
+    spec = ObjectSpec(
         name=name,
         type=object_type,
         alias=alias,
@@ -144,18 +162,96 @@ def parse_object(item: yaml.Node, index: int) -> ObjectSpec:
         encoding=encoding,
         format=fmt,
         file_permission=permission,
+        json_parts=_json_parts(where, fields.get("jmesPath")),
+        name_pattern=pattern,
+        tags=tags,
+        allow_empty=_boolean(f"{where}.allowEmpty", text.get("allowEmpty", "")),
     )
+    if spec.json_parts:
+        _check_json_parts(where, spec)
+    _check_selection(where, spec, set(fields))
+    return spec
+
+
+def _boolean(field: str, value: str) -> bool:
+    if value.lower() not in ("", "true", "false"):
+        raise InvalidSpec(field, f'{value!r} is not "true" or "false"')
+    return value.lower() == "true"
+
+
+def _tags(field: str, node: yaml.Node | None) -> tuple[tuple[str, str], ...]:
+    """`objectTags`: a mapping of tag names to the values an object must carry."""
+    if goyaml.is_null(node):
+        return ()
+    assert node is not None
+    entries = goyaml.mapping(field, node, "tag names to values")
+    if len(entries) > MAX_TAGS:
+        raise InvalidSpec(field, f"has {len(entries)} tags; a Key Vault object carries at most {MAX_TAGS}")
+    return tuple(sorted((key, goyaml.string(f"{field}.{key}", value)) for key, value in entries.items()))
+
+
+def _check_selection(where: str, spec: ObjectSpec, given: set[str]) -> None:
+    """A selecting entry fetches each match's current version as if named, and nothing else."""
+    if not spec.selects:
+        if spec.allow_empty:
+            raise InvalidSpec(f"{where}.allowEmpty", "applies to objectNamePattern / objectTags only")
+        return
+    for key in ("objectVersion", "objectVersionHistory", "jmesPath"):
+        if key in given:
+            raise InvalidSpec(f"{where}.{key}", "cannot be combined with objectNamePattern / objectTags")
+
+
+def _json_parts(where: str, node: yaml.Node | None) -> tuple[JsonPart, ...]:
+    """`jmesPath` in the AWS provider's shape: a list of {path, objectAlias}."""
+    field = f"{where}.jmesPath"
+    if goyaml.is_null(node):
+        return ()
+    if not isinstance(node, yaml.SequenceNode):
+        raise InvalidSpec(field, "must be a list of entries with a path and an objectAlias")
+    parts: list[JsonPart] = []
+    for i, item in enumerate(node.value):
+        entry = f"{field}[{i}]"
+        fields = goyaml.mapping(entry, item, "path and objectAlias")
+        unknown = sorted(k for k in fields if k not in _JSON_PART_KEYS)
+        if unknown:
+            raise InvalidSpec(entry, f"unknown key {unknown[0]!r}; {suggest(unknown[0], _JSON_PART_KEYS)}")
+        path = goyaml.string(f"{entry}.path", fields.get("path"))
+        alias = goyaml.string(f"{entry}.objectAlias", fields.get("objectAlias"))
+        for key, value in (("path", path), ("objectAlias", alias)):
+            if not value:
+                raise InvalidSpec(f"{entry}.{key}", "is required")
+        check_path(f"{entry}.path", path)
+        parts.append(JsonPart(path, clean_relative_path(f"{entry}.objectAlias", alias)))
+    return tuple(parts)
+
+
+def _check_json_parts(where: str, spec: ObjectSpec) -> None:
+    """`jmesPath` reads one secret's text: no history, no other type, no decoding first."""
+    field = f"{where}.jmesPath"
+    if spec.type is not ObjectType.SECRET:
+        raise InvalidSpec(field, "applies to secrets only (type secret)")
+    if spec.has_history:
+        raise InvalidSpec(field, "cannot be combined with objectVersionHistory above 1; pin objectVersion")
+    if spec.encoding is not Encoding.UTF8 or spec.format is not Format.PEM:
+        raise InvalidSpec(field, "reads the value as JSON text; remove objectEncoding and objectFormat")
 
 
 def output_paths(spec: ObjectSpec) -> list[str]:
     """The files an object writes: one, or one per version of its history (above 1, as upstream)."""
     if spec.has_history:
         return [f"{spec.file_name}/{i}" for i in range(spec.version_history)]
-    return [spec.file_name]
+    return list(spec.file_names)
 
 
 def _check_no_collisions(objects: list[ObjectSpec]) -> None:
     check_owned_paths((path, f"object {spec.name!r}") for spec in objects for path in output_paths(spec))
+
+
+def check_selected(objects: list[ObjectSpec], limits: Limits) -> None:
+    """A mount's objects once its selections are listed: the caps and the files, again."""
+    check_objects(objects, limits)
+    check_names(objects)
+    _check_no_collisions(objects)
 
 
 def _vault_name(attributes: Mapping[str, str]) -> str:

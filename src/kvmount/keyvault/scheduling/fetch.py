@@ -33,6 +33,7 @@ from kvmount.keyvault.http.vault_client import VaultClient, version_of
 from kvmount.keyvault.parameters.limits import ContentBudget, ReadCap
 from kvmount.keyvault.scheduling.coalesce import Coalescer
 from kvmount.keyvault.scheduling.fairpool import BatchTimeout, FairPool
+from kvmount.keyvault.scheduling.select import Listed, list_type, listing_failure, matching
 from kvmount.keyvault.types import ObjectSpec, ObjectType
 
 T = TypeVar("T")
@@ -291,6 +292,30 @@ class Fetcher:
         for (spec, _), fetched in zip(jobs, results, strict=True):
             grouped[index[id(spec)]].append(fetched)
         return grouped
+
+    def expand(self, mount: MountReads, specs: list[ObjectSpec]) -> list[ObjectSpec]:
+        """Each selecting entry replaced by its matches, named; one type's listing is shared."""
+        selecting = [s for s in specs if s.selects]
+        if not selecting:
+            return specs
+        listed = self._run_all(mount, lambda spec: self._listing(mount, spec), selecting)
+        found = {id(s): matching(mount.vault, s, one) for s, one in zip(selecting, listed, strict=True)}
+        return [named for s in specs for named in (found[id(s)] if s.selects else [s])]
+
+    def _listing(self, mount: MountReads, spec: ObjectSpec) -> list[Listed]:
+        key = (mount.client.vault_url, mount.principal, spec.type, "", "", "objects")
+        cap = ReadCap() if mount.budget is None else mount.budget.cap()
+
+        def read() -> list[Listed]:
+            kw = call_options(mount.deadline, cap)
+            listing = partial(list_type, mount.client, spec.type, mount.deadline, kw, cap)
+            return _timed(self._observe, spec.type.value, listing)
+
+        try:
+            listed: list[Listed] = self._shared.run(key, read, since=mount.since)
+        except Exception as err:
+            raise listing_failure(mount.vault, spec, err) from None
+        return listed
 
     @staticmethod
     def _guarded(mount: MountReads, spec: ObjectSpec, call: Callable[[], T]) -> T:

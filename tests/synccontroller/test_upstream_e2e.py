@@ -416,9 +416,11 @@ def test_a_secret_sync_migrated_from_upstream_is_not_synced_again(controller: Cl
     assert controller.get_sync(namespace, "moved")["status"] == status
 
 
-def test_a_secret_written_by_earlier_kvmount_is_taken_over(controller: Cluster) -> None:
+@pytest.mark.parametrize("old_value", ["old value", "new value"])
+def test_a_secret_written_by_earlier_kvmount_is_taken_over(controller: Cluster, old_value: str) -> None:
     """Earlier kvmount versions wrote the Secret by create and replace (field manager ``kvmount``):
-    the first apply takes those fields over instead of failing on the conflict."""
+    the first apply takes those fields over instead of failing on the conflict (a changed value),
+    and drops that writer's shared claims (an unchanged one too)."""
     controller.stop_controllers()
     namespace = e2e_namespace(controller, "new value")
     made = controller.secret_sync(
@@ -436,7 +438,7 @@ def test_a_secret_written_by_earlier_kvmount_is_taken_over(controller: Cluster) 
             "labels": {"secrets-store.sync.x-k8s.io": "", "gone": "1"},
             "ownerReferences": [owner],
         },
-        "stringData": {"bar": "old value"},
+        "stringData": {"bar": old_value},
     }
     controller.core.create_namespaced_secret(namespace, old, field_manager="kvmount")
     controller.start_controller()

@@ -66,20 +66,20 @@ def apply_secret(
         body["metadata"]["annotations"] = dict(annotations)
     where = path("v1", "secrets", namespace, name)
     try:
-        rest.patch(where, body, Patch.APPLY, fieldManager=FIELD_MANAGER)
+        applied = rest.patch(where, body, Patch.APPLY, fieldManager=FIELD_MANAGER)
     except ApiError as err:
         # As upstream, no force: a field another writer set to another value is a conflict,
         # except the fields kvmount's own earlier writer set.
         if not _legacy_conflict(err):
             raise
-        _drop_legacy_manager(
-            rest, where, rest.patch(where, body, Patch.APPLY, fieldManager=FIELD_MANAGER, force="true")
-        )
+        applied = rest.patch(where, body, Patch.APPLY, fieldManager=FIELD_MANAGER, force="true")
+    _drop_legacy_manager(rest, where, applied)
 
 
 def _drop_legacy_manager(rest: RestClient, where: str, secret: Mapping[str, Any]) -> None:
     """Forget the earlier writer's claims, which it shares with the apply where the values agree:
-    left in place, a label later removed from the SecretSync would stay on the Secret."""
+    left in place, a label later removed from the SecretSync would stay on the Secret. Once
+    dropped they are gone, so later applies find nothing to drop."""
     meta = secret.get("metadata") or {}
     fields = meta.get("managedFields") or []
     kept = [f for f in fields if f.get("manager") != LEGACY_MANAGER]

@@ -20,6 +20,7 @@ from kubernetes import watch as _watch
 
 from kvmount.synccontroller import api
 from tests.driver.conftest import eventually
+from tests.peers.keyvault_double import Fault
 from tests.provider.conftest import VAULT
 from tests.synccontroller.conftest import Cluster
 from tests.synccontroller.test_sync_controller import decoded, sync_manifest
@@ -75,12 +76,17 @@ def denied(secret: str, policy: str, message: str) -> str:
     )
 
 
-def test_secretproviderclasses_and_secretsync_crds_are_established(controller: Cluster) -> None:
-    """Upstream's "secretproviderclasses crd is established" and "secretsync crd is established"."""
-    crds = k8s.ApiextensionsV1Api(controller.api.admin)
-    for name in ("secretproviderclasses.secrets-store.csi.x-k8s.io", "secretsyncs.secret-sync.x-k8s.io"):
-        conditions = crds.read_custom_resource_definition(name).status.conditions
-        assert any(c.type == "Established" and c.status == "True" for c in conditions), name
+def established(cluster: Cluster, name: str) -> bool:
+    crd = k8s.ApiextensionsV1Api(cluster.api.admin).read_custom_resource_definition(name)
+    return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+
+
+def test_secretproviderclasses_crd_is_established(controller: Cluster) -> None:
+    assert established(controller, "secretproviderclasses.secrets-store.csi.x-k8s.io")
+
+
+def test_secretsync_crd_is_established(controller: Cluster) -> None:
+    assert established(controller, "secretsyncs.secret-sync.x-k8s.io")
 
 
 def test_rbac_roles_and_role_bindings_exist(controller: Cluster) -> None:
@@ -338,6 +344,28 @@ def test_a_failed_first_sync_leaves_secret_updated_as_it_started(controller: Clu
         "NoUpdatesAttemptedYet",
         "",
     )
+
+
+def test_a_successful_sync_after_a_failed_update_sets_secret_updated_back(controller: Cluster) -> None:
+    """Upstream leaves SecretUpdated False when the retry that succeeds finds the same hash (same
+    content, same specs); kvmount says the Secret is up to date again (the compatibility table)."""
+    namespace = e2e_namespace(controller)
+    controller.secret_sync(namespace, sync_manifest("recovers", "e2e-providerspc", "default", FOO))
+
+    def updated() -> tuple[str, str]:
+        condition = controller.condition(namespace, "recovers", "SecretUpdated") or {}
+        return str(condition.get("status")), str(condition.get("reason"))
+
+    eventually(lambda: updated() == ("True", "SecretUpToDate"), 60, "the first sync")
+    synced_hash = controller.get_sync(namespace, "recovers")["status"]["syncHash"]
+    # Key Vault refuses the object on the next polls (every 10 s), then answers again.
+    controller.kv.set_faults(Fault("status", count=1000, path=f"foo-{namespace}", status=403))
+    try:
+        eventually(lambda: updated() == ("False", "ProviderError"), 60, "the failed update")
+    finally:
+        controller.kv.set_faults()
+    eventually(lambda: updated() == ("True", "SecretUpToDate"), 60, "the recovery")
+    assert controller.get_sync(namespace, "recovers")["status"]["syncHash"] == synced_hash
 
 
 def test_an_unowned_secret_is_refused_in_the_admission_policys_words(controller: Cluster) -> None:

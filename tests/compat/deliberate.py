@@ -286,6 +286,46 @@ ROWS: tuple[Row, ...] = (
         "package, about 38 MiB less on every node; in a pod it uses its service account, and a "
         "kubeconfig for a node daemon holds a token or a certificate",
     ),
+    Row(
+        "Sync controller: a failed sync is also a `Warning` event on the SecretSync (the condition's reason "
+        "and message), a written Secret a `Normal` `SecretSynced` event",
+        "records no events",
+        "`kubectl describe secretsync` shows what failed and when the Secret was written, not only the last "
+        "condition",
+    ),
+    Row(
+        "Sync controller: a successful sync after a failed one sets `SecretUpdated` back to `True` "
+        "(`SecretUpToDate`)",
+        "sets it back only when the sync hash changed: after a provider failure with unchanged content, "
+        "`SecretUpdated` stays `False` although the Secret is current",
+        "the status must say what is true of the Secret",
+    ),
+    Row(
+        "Sync controller: a failed first sync leaves `SecretUpdated` as it started (`Unknown`, "
+        "`NoUpdatesAttemptedYet`)",
+        "marks it `True` (`SecretUpToDate`) before the create, and keeps it when the create fails",
+        "no update was attempted and there is no Secret to be up to date",
+    ),
+    Row(
+        "Sync controller: `--rotation-poll-interval` defaults to 2m, the driver's rotation interval",
+        "defaults to 12h",
+        "a rotated Key Vault secret reaches its Secret within minutes, as it reaches a pod's volume; a poll "
+        "of unchanged content writes nothing",
+    ),
+    Row(
+        "Sync controller: a SecretSync whose Secret labels or annotations have invalid keys or values is "
+        "refused when it is created (admission policy `kvmount-secretsync-labels`); one that got in anyway "
+        "fails as upstream's (`ControllerPatchError`, the API server's words)",
+        "accepts it; its sync fails with `ControllerPatchError`",
+        "the mistake shows at `kubectl apply`, in its author's terminal, not in a status nobody reads",
+    ),
+    Row(
+        "Sync controller: its ClusterRole and ClusterRoleBinding are `kvmount-sync-controller` (the "
+        "admission policies keep upstream's names)",
+        "`secrets-store-sync-controller-manager-role`, `secrets-store-sync-controller-manager-rolebinding`",
+        "one chart serves all of kvmount's components and names its objects after it; nothing refers to "
+        "the role by name",
+    ),
 )
 
 

@@ -17,10 +17,6 @@ from tests.synccontroller.test_sync_controller import decoded, setup_namespace, 
 k8s: Any = _client
 
 
-def _snake(owner: dict[str, str]) -> dict[str, str]:
-    return {"api_version": owner["apiVersion"], "kind": owner["kind"], "uid": owner["uid"]}
-
-
 def test_admission_policies_refuse_the_controllers_forbidden_writes(cluster: Cluster) -> None:
     """Each write the controller must never make, tried with the controller's own identity."""
     namespace = cluster.namespace()
@@ -35,16 +31,20 @@ def test_admission_policies_refuse_the_controllers_forbidden_writes(cluster: Clu
         try:
             call()
         except k8s.ApiException as err:
-            return str(err.body) if err.status == 403 else f"HTTP {err.status}"
+            # A policy's refusal is 403, or 422 for a validation without a reason (as upstream's).
+            return str(err.body) if err.status in (403, 422) else f"HTTP {err.status}"
         return ""
 
-    unowned = {"metadata": {"name": "unowned", "labels": label}, "stringData": {"a": "b"}}
+    # A new name each time: a Secret made before the policies took effect must not hide them (409).
+    unowned = {"metadata": {"generateName": "unowned-", "labels": label}, "stringData": {"a": "b"}}
 
     # Policies reach the API server's admission a moment after they are created: wait on that.
     def create_unowned() -> Any:
         return as_controller.create_namespaced_secret(namespace, unowned)
 
-    eventually(lambda: "SecretSync" in refused(create_unowned), 30, "an unowned Secret is refused")
+    eventually(
+        lambda: "single secretsync owner" in refused(create_unowned), 30, "an unowned Secret is refused"
+    )
     token_type = {
         "metadata": {
             "name": "tok",
@@ -55,19 +55,18 @@ def test_admission_policies_refuse_the_controllers_forbidden_writes(cluster: Clu
         "type": "kubernetes.io/service-account-token",
     }
     refusal = refused(lambda: as_controller.create_namespaced_secret(namespace, token_type))
-    assert "of type kubernetes.io/service-account-token" in refusal
+    assert "with kubernetes.io/service-account-token type" in refusal, refusal
     bootstrap = {
         "metadata": {"name": "boot", "labels": label, "ownerReferences": [{**owner, "name": "boot"}]},
         "type": "bootstrap.kubernetes.io/token",
         "stringData": {"token-id": "abcdef", "token-secret": "0123456789abcdef"},
     }
     refusal = refused(lambda: as_controller.create_namespaced_secret(namespace, bootstrap))
-    assert "of type bootstrap.kubernetes.io/token" in refusal
-    # RBAC lets the controller update Secrets; the policy is what stops a take-over.
-    users = as_controller.read_namespaced_secret("users", namespace)
-    users.metadata.labels = label
-    users.metadata.owner_references = [k8s.V1OwnerReference(**{**_snake(owner), "name": "users"})]
-    assert "take over" in refused(lambda: as_controller.replace_namespaced_secret("users", namespace, users))
+    assert "with bootstrap.kubernetes.io/token type" in refusal, refusal
+    # RBAC lets the controller patch Secrets (server-side apply); the policies stop a take-over.
+    take_over = {"metadata": {"labels": label, "ownerReferences": [{**owner, "name": "users"}]}}
+    taken = refused(lambda: as_controller.patch_namespaced_secret("users", namespace, take_over))
+    assert "secrets-store-sync-controller has failed to UPDATE" in taken, taken
     # A real owner, so that the garbage collector keeps the Secret (its class is missing: nothing syncs it).
     real = cluster.secret_sync(
         namespace, sync_manifest("ok", "absent", "app", [{"sourcePath": "a", "targetKey": "a"}])
@@ -77,7 +76,7 @@ def test_admission_policies_refuse_the_controllers_forbidden_writes(cluster: Clu
     as_controller.create_namespaced_secret(namespace, owned)  # allowed: what the controller does
     # RBAC grants no delete; were it granted by mistake, the policy still refuses.
     by_rbac = refused(lambda: as_controller.delete_namespaced_secret("ok", namespace))
-    assert "forbidden" in by_rbac and "never deletes" not in by_rbac
+    assert "forbidden" in by_rbac and "not allowed to delete" not in by_rbac
     rbac = k8s.RbacAuthorizationV1Api(cluster.api.admin)
     rbac.create_namespaced_role(
         namespace,
@@ -98,18 +97,25 @@ def test_admission_policies_refuse_the_controllers_forbidden_writes(cluster: Clu
     def delete() -> Any:
         return as_controller.delete_namespaced_secret("ok", namespace)
 
-    eventually(lambda: "never deletes" in refused(delete), 30, "the policy, not RBAC, refuses the delete")
+    eventually(
+        lambda: "not allowed to delete secrets" in refused(delete),
+        30,
+        "the policy, not RBAC, refuses the delete",
+    )
     assert cluster.secret(namespace, "ok") is not None
 
     # Tokens for Azure AD only: a token for the API server would let it act as that account.
     cluster.core.create_namespaced_service_account(namespace, {"metadata": {"name": "admin-like"}})
 
-    def token(audience: str) -> Any:
-        body = {"spec": {"audiences": [audience], "expirationSeconds": 600}}
+    def token(*audiences: str, seconds: int = 600) -> Any:
+        body = {"spec": {"audiences": list(audiences), "expirationSeconds": seconds}}
         return as_controller.create_namespaced_service_account_token("admin-like", namespace, body)
 
     api_token = refused(lambda: token(cluster.api.issuer))
-    assert "may request tokens only for the audiences" in api_token, api_token
+    assert "may request tokens only for one of the audiences" in api_token, api_token
+    # As upstream's policy: one audience, 600 s.
+    assert "600 s" in refused(lambda: token(AUDIENCE, seconds=3600))
+    assert "600 s" in refused(lambda: token(AUDIENCE, AUDIENCE + "2"))
     assert token(AUDIENCE).status.token  # allowed: what a sync hands the provider
 
 

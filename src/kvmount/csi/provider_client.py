@@ -70,10 +70,18 @@ CODES = {
 class ProviderError(Exception):
     """A provider that cannot be used or that failed; ``code`` is the provider's own when it answered one."""
 
-    def __init__(self, reason: ProviderReason, message: str, code: grpc.StatusCode | None = None) -> None:
+    def __init__(
+        self,
+        reason: ProviderReason,
+        message: str,
+        code: grpc.StatusCode | None = None,
+        details: str = "",
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.code = CODES[reason] if code is None else code
+        # The provider's own status message, when it answered one (the sync controller shows it).
+        self.details = details
 
 
 @dataclass
@@ -206,7 +214,7 @@ def _rpc_error(provider: str, socket: str, err: grpc.RpcError, timeout: float) -
             f"provider {provider!r} is not answering on {socket}: is the provider running?",
         )
     if code is grpc.StatusCode.UNAVAILABLE:  # the provider's own answer: Key Vault is failing
-        return ProviderError(ProviderReason.UNAVAILABLE, f"provider {provider!r}: {details}")
+        return ProviderError(ProviderReason.UNAVAILABLE, f"provider {provider!r}: {details}", details=details)
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return ProviderError(
             ProviderReason.TIMEOUT, f"provider {provider!r} did not answer within {timeout:.0f}s"
@@ -216,4 +224,4 @@ def _rpc_error(provider: str, socket: str, err: grpc.RpcError, timeout: float) -
             ProviderReason.RESPONSE_TOO_LARGE,
             f"provider {provider!r} answered more than the driver accepts; raise --max-call-recv-msg-size",
         )
-    return ProviderError(ProviderReason.ERROR, f"provider {provider!r}: {details}", code)
+    return ProviderError(ProviderReason.ERROR, f"provider {provider!r}: {details}", code, details)

@@ -37,6 +37,8 @@ class Patch(StrEnum):
 
     MERGE = "application/merge-patch+json"
     STRATEGIC_MERGE = "application/strategic-merge-patch+json"
+    # Server-side apply; JSON is YAML, so the body is sent as JSON.
+    APPLY = "application/apply-patch+yaml"
 
 
 class ApiError(Exception):
@@ -161,8 +163,11 @@ class RestClient:
         """PUT: guarded by the body's metadata.resourceVersion when it has one (409 if stale)."""
         return self.request("PUT", where, body)
 
-    def patch(self, where: str, body: Mapping[str, Any], kind: Patch = Patch.MERGE) -> dict[str, Any]:
-        return self.request("PATCH", where, body, content_type=kind.value)
+    def patch(
+        self, where: str, body: Mapping[str, Any], kind: Patch = Patch.MERGE, **query: str | int
+    ) -> dict[str, Any]:
+        """PATCH; a Patch.APPLY needs the query's fieldManager (and force=true to take fields over)."""
+        return self.request("PATCH", where, body, query=query, content_type=kind.value)
 
     def delete(self, where: str) -> dict[str, Any]:
         return self.request("DELETE", where)

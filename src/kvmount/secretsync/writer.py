@@ -83,18 +83,13 @@ class SecretSync:
     """Creates and updates Secrets through the API server.
 
     ``dialect`` says how entries are spelled and which label marks a managed
-    Secret. With ``sole_owner`` an existing Secret is touched only when it is
-    already owned by the given owner (the sync controller's SecretSync);
-    otherwise any managed Secret gains the owner beside its others (the
-    driver's pod statuses, which share Secrets).
+    Secret; a managed Secret gains the owner beside its others (the driver's
+    pod statuses, which share Secrets).
     """
 
-    def __init__(
-        self, rest: Callable[[], RestClient], dialect: Dialect = DRIVER, sole_owner: bool = False
-    ) -> None:
+    def __init__(self, rest: Callable[[], RestClient], dialect: Dialect = DRIVER) -> None:
         self._rest = rest
         self.dialect = dialect
-        self.sole_owner = sole_owner
 
     def sync(
         self,
@@ -152,17 +147,6 @@ class SecretSync:
             raise SyncError(refused[0].reason, "; ".join(str(e) for e in refused))
         return synced
 
-    def sync_one(
-        self,
-        namespace: str,
-        secret_object: Mapping[str, Any],
-        files: Mapping[str, bytes],
-        owner: Owner,
-        where: str,
-    ) -> bool:
-        """Create or update one Secret; True if it was written, False if it was up to date."""
-        return self._sync_one(self._rest(), namespace, self._desired(secret_object, files, where), owner)
-
     def _desired(self, secret_object: Mapping[str, Any], files: Mapping[str, bytes], where: str) -> _Desired:
         """One entry, checked, as the API will carry it; raises SyncError naming ``where``."""
         name, secret_type, data = secret_data(secret_object, files, where, self.dialect)
@@ -219,7 +203,7 @@ class SecretSync:
             owners = list(meta.get("ownerReferences") or [])
             has_owner = any(ref.get("uid") == owner.uid for ref in owners)
             managed, value = self.dialect.managed_label, self.dialect.managed_value
-            if labels.get(managed) != value or (self.sole_owner and not has_owner):
+            if labels.get(managed) != value:
                 raise SyncError(
                     SyncReason.SECRET_NOT_MANAGED,
                     f"{what} exists and was not created by {self.dialect.writer} for this {owner.kind} "

@@ -6,6 +6,7 @@ written for upstream, and tooling that reads its status, work unchanged.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 import json
@@ -28,6 +29,12 @@ RESERVED_KEY = "secrets-store.sync.x-k8s.io"
 class ConditionType(StrEnum):
     CREATED = "SecretCreated"
     UPDATED = "SecretUpdated"
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
 
 
 class ConditionReason(StrEnum):
@@ -70,8 +77,23 @@ def failure_reason(reason: SyncReason) -> ConditionReason:
             assert_never(reason)
 
 
-# The key derivation makes a leaked status hash useless for guessing a short secret.
 _HASH_ROUNDS = 100_000
+# A status with one of these reasons makes the next sync write the Secret even when nothing changed.
+FAILED_REASONS = frozenset(
+    {
+        ConditionReason.PROVIDER_ERROR,
+        ConditionReason.INVALID_LABEL,
+        ConditionReason.INVALID_ANNOTATION,
+        ConditionReason.SYNC_ERROR,
+        ConditionReason.PATCH_ERROR,
+        ConditionReason.CLASS_ERROR,
+        ConditionReason.FETCH_FAILED,
+    }
+)
+CREATED_MESSAGE = "Secret created successfully."
+UPDATED_MESSAGE = "Secret contains last observed values."
+# The CRD's limit on a condition's message.
+MAX_MESSAGE = 32768
 
 
 @dataclass(frozen=True)
@@ -124,25 +146,38 @@ def parse(doc: dict[str, Any]) -> SecretSync:
 
 
 def reserved_metadata(secret_object: dict[str, Any]) -> tuple[ConditionReason, str] | None:
-    """(reason, message) when the SecretSync sets the controller's own label or annotation."""
+    """(reason, message) when the SecretSync sets the controller's own label or annotation
+    (the CRD refuses both; this holds for objects that predate it). Upstream's words."""
     labels = secret_object.get("labels") or {}
     if labels.get(RESERVED_KEY):
         return (
             ConditionReason.INVALID_LABEL,
-            f"spec.secretObject.labels may not set {RESERVED_KEY}: the controller sets it",
+            f"label {RESERVED_KEY} is reserved for use by the Secrets Store Sync Controller",
         )
     if RESERVED_KEY in (secret_object.get("annotations") or {}):
-        return ConditionReason.INVALID_ANNOTATION, f"spec.secretObject.annotations may not set {RESERVED_KEY}"
+        return (
+            ConditionReason.INVALID_ANNOTATION,
+            f"annotation {RESERVED_KEY} is reserved for use by the Secrets Store Sync Controller",
+        )
     return None
 
 
 def sync_hash(data: dict[str, bytes], spc: SecretProviderClassObject, ss: SecretSync) -> str:
     """What was synced, and from which class and SecretSync spec: a new hash means a new sync.
 
-    Salted with the SecretSync's uid and stretched, since the status is
-    readable by anyone who may read the SecretSync."""
+    Upstream's recipe, byte for byte, so that a SecretSync synced by upstream's
+    controller is not synced again here: ``data`` (the Secret's data as built,
+    TLS keys split) as Go's ``json.Marshal`` writes a ``map[string][]byte`` (keys
+    sorted, values base64, no spaces, an empty value ``null`` as the provider's
+    protobuf leaves it nil), prefixed with its length, then the class's uid and
+    generation, the SecretSync's uid and generation and ``forceSynchronization``
+    joined by ``|``; PBKDF2-HMAC-SHA512, 100,000 rounds, the SecretSync's uid as
+    the salt, 32 bytes. The stretching makes a leaked status hash useless for
+    guessing a short secret, as the status is readable by anyone who may read
+    the SecretSync."""
     spc_meta = spc.get("metadata") or {}
-    content = json.dumps({k: v.hex() for k, v in sorted(data.items())}).encode()
+    encoded = {k: base64.b64encode(v).decode("ascii") if v else None for k, v in data.items()}
+    content = json.dumps(encoded, sort_keys=True, separators=(",", ":")).encode()
     context = "|".join(
         [
             str(spc_meta.get("uid") or ""),
@@ -165,42 +200,48 @@ def now() -> str:
 def set_condition(
     conditions: list[dict[str, Any]],
     kind: ConditionType,
-    ok: bool,
+    status: ConditionStatus,
     reason: ConditionReason,
     message: str,
     generation: int,
 ) -> list[dict[str, Any]]:
-    """``conditions`` with the one of type ``kind`` replaced; its transition time moves only when
-    its status does, as Kubernetes conditions do."""
-    status = "True" if ok else "False"
-    old = next((c for c in conditions if c.get("type") == kind), None)
-    changed = old is None or old.get("status") != status
+    """``conditions`` with the one of type ``kind`` set, as Kubernetes' meta.SetStatusCondition
+    does: updated in place (the list keeps its order), appended when new; its transition time
+    moves only when its status does."""
     new = {
         "type": kind,
         "status": status,
         "reason": reason,
-        "message": message[:1024],
+        "message": message[:MAX_MESSAGE],
         "observedGeneration": generation,
-        "lastTransitionTime": now() if changed or old is None else old.get("lastTransitionTime", now()),
+        "lastTransitionTime": now(),
     }
-    return [c for c in conditions if c.get("type") != kind] + [new]
+    result = []
+    for old in conditions:
+        if old.get("type") == kind:
+            if old.get("status") == status and old.get("lastTransitionTime"):
+                new["lastTransitionTime"] = old["lastTransitionTime"]
+            result.append(new)
+        else:
+            result.append(old)
+    return result if any(c.get("type") == kind for c in conditions) else [*conditions, new]
 
 
-def initial_conditions(generation: int) -> list[dict[str, Any]]:
-    """The conditions of a SecretSync the controller has just seen, as upstream sets them."""
+def initial_conditions(conditions: list[dict[str, Any]], generation: int) -> list[dict[str, Any]]:
+    """The conditions of a SecretSync before its first sync, as upstream writes them first."""
     conditions = set_condition(
-        [],
+        conditions,
         ConditionType.CREATED,
-        False,
+        ConditionStatus.UNKNOWN,
         ConditionReason.SYNC_STARTING,
-        "Starting the first sync.",
+        "",
         generation,
     )
     return set_condition(
         conditions,
         ConditionType.UPDATED,
-        False,
+        ConditionStatus.UNKNOWN,
         ConditionReason.NO_UPDATE_YET,
-        "No update attempted yet.",
+        "",
         generation,
     )

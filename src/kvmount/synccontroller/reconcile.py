@@ -17,23 +17,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
-from kvmount.csi.provider_client import ProviderClients, ProviderError
+from kvmount.csi.provider_client import ProviderClients, ProviderError, ProviderReason
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION, parse_class
 from kvmount.kube.errors import StoreError
 from kvmount.kube.objects import SecretProviderClassObject
 from kvmount.kube.podstatus import EventType, PodRef
+from kvmount.kube.rest import ApiError, Unreachable
 from kvmount.proto import v1alpha1_pb2 as pb
-from kvmount.secretsync.data import SECRET_SYNC
+from kvmount.secretsync.apply import apply_secret
+from kvmount.secretsync.data import SECRET_SYNC, secret_data
 from kvmount.secretsync.errors import SyncError
-from kvmount.secretsync.writer import Owner, SecretSync
+from kvmount.secretsync.writer import Owner
 from kvmount.synccontroller import api
 
 log = logging.getLogger(__name__)
 
 # The provider's default file mode, as the driver sends it (0644 as a JSON decimal).
 PERMISSION = "420"
-TOKEN_SECONDS = 3600
+# As upstream; its admission policy for the controller's token requests allows exactly this.
+TOKEN_SECONDS = 600
 
 
 class NotLeading(Exception):
@@ -70,7 +73,6 @@ class Reconciler:
         self.audiences = audiences
         self.identity = identity
         self.mount_timeout = mount_timeout
-        self.writer = SecretSync(store.rest, SECRET_SYNC, sole_owner=True)
         # Checked right before every write (set by leader election).
         self.leading: Callable[[], bool] = lambda: True
 
@@ -94,57 +96,64 @@ class Reconciler:
         return api.parse(doc)
 
     def reconcile(self, ss: api.SecretSync) -> bool:
-        """Sync ``ss`` once and record the outcome in its status; True when it succeeded."""
-        conditions = ss.conditions if len(ss.conditions) >= 2 else api.initial_conditions(ss.generation)
+        """Sync ``ss`` once and record the outcome in its status; True when it succeeded.
+
+        As upstream: the starting conditions are written first; the Secret is
+        applied when what would be synced (the sync hash) changed, or when the
+        last sync failed; the status then says what happened."""
+        conditions = ss.conditions
+        if len(conditions) < 2:
+            conditions = api.initial_conditions(conditions, ss.generation)
+            self._write_status(ss, {"conditions": conditions})
         kind = api.ConditionType.CREATED if not ss.sync_hash else api.ConditionType.UPDATED
         start = time.monotonic()
         try:
-            new_hash, written = self._sync(ss)
+            new_hash, written = self._sync(ss, conditions)
         except Failed as err:
             log.warning(
                 "sync failed", extra={"secretsync": ss.where, "reason": err.reason, "error": str(err)}
             )
-            conditions = api.set_condition(conditions, kind, False, err.reason, str(err), ss.generation)
+            conditions = api.set_condition(
+                conditions, kind, api.ConditionStatus.FALSE, err.reason, str(err), ss.generation
+            )
             self._write_status(ss, {"conditions": conditions})
             self.store.record_event(self._ref(ss), EventType.WARNING, err.reason, str(err))
             return False
-        if kind == api.ConditionType.CREATED:
+        if written:
+            if kind == api.ConditionType.CREATED:
+                conditions = api.set_condition(
+                    conditions,
+                    api.ConditionType.CREATED,
+                    api.ConditionStatus.TRUE,
+                    api.ConditionReason.CREATE_SUCCESSFUL,
+                    api.CREATED_MESSAGE,
+                    ss.generation,
+                )
             conditions = api.set_condition(
                 conditions,
-                api.ConditionType.CREATED,
-                True,
-                api.ConditionReason.CREATE_SUCCESSFUL,
-                "Secret created successfully.",
+                api.ConditionType.UPDATED,
+                api.ConditionStatus.TRUE,
+                api.ConditionReason.UP_TO_DATE,
+                api.UPDATED_MESSAGE,
                 ss.generation,
             )
-        conditions = api.set_condition(
-            conditions,
-            api.ConditionType.UPDATED,
-            True,
-            api.ConditionReason.UP_TO_DATE,
-            "Secret contains last observed values.",
-            ss.generation,
-        )
-        status: dict[str, Any] = {"conditions": conditions}
-        if written or new_hash != ss.sync_hash:
-            status.update(syncHash=new_hash, lastSuccessfulSyncTime=api.now())
-        if written:
+            self._write_status(
+                ss, {"conditions": conditions, "syncHash": new_hash, "lastSuccessfulSyncTime": api.now()}
+            )
             self.store.record_event(
                 self._ref(ss),
                 EventType.NORMAL,
                 api.EventReason.SECRET_SYNCED,
                 f"Secret {ss.namespace}/{ss.name} written",
             )
-        if status.keys() != {"conditions"} or conditions != ss.conditions:
-            self._write_status(ss, status)
         log.info(
             "synced",
             extra={"secretsync": ss.where, "written": written, "seconds": round(time.monotonic() - start, 3)},
         )
         return True
 
-    def _sync(self, ss: api.SecretSync) -> tuple[str, bool]:
-        """(sync hash, whether the Secret was written); raises Failed."""
+    def _sync(self, ss: api.SecretSync, conditions: list[dict[str, Any]]) -> tuple[str, bool]:
+        """(sync hash, whether the Secret was applied); raises Failed with upstream's reasons and words."""
         reserved = api.reserved_metadata(ss.secret_object)
         if reserved is not None:
             raise Failed(*reserved)
@@ -154,18 +163,64 @@ class Reconciler:
             spc = parse_class(spc_doc, where)
         except StoreError as err:
             raise Failed(api.ConditionReason.CLASS_ERROR, str(err)) from None
-        files = self._mount(ss, spc.provider, spc.parameters, where)
-        secret_object = ss.as_secret_object()
-        owner = Owner(ss.name, ss.uid, api.API_VERSION, api.KIND)
+        files = self._mount(ss, spc.provider, spc.parameters)
+        secret_type, data = self._data(ss, files)
+        new_hash = api.sync_hash(data, spc_doc, ss)
+        retry = any(c.get("reason") in api.FAILED_REASONS for c in conditions)
+        if new_hash == ss.sync_hash and not retry:
+            return new_hash, False
         self._may_write()
+        labels = {
+            **(ss.secret_object.get("labels") or {}),
+            SECRET_SYNC.managed_label: SECRET_SYNC.managed_value,
+        }
+        owner = Owner(ss.name, ss.uid, api.API_VERSION, api.KIND)
+        failed = f'failed to patch secret "{ss.name}"'
         try:
-            written = self.writer.sync_one(
-                ss.namespace, secret_object, files, owner, f"{ss.where} spec.secretObject"
+            apply_secret(
+                self.store.rest(),
+                ss.namespace,
+                ss.name,
+                secret_type,
+                data,
+                labels,
+                ss.secret_object.get("annotations") or {},
+                owner,
+            )
+        except ApiError as err:
+            # The API server's own words (an admission policy's, a validation's): names, never values.
+            raise Failed(
+                api.ConditionReason.PATCH_ERROR,
+                f"{failed}: {err.message or f'HTTP {err.status} {err.reason}'}",
+            ) from None
+        except Unreachable as err:
+            raise Failed(
+                api.ConditionReason.PATCH_ERROR, f"{failed}: API server unreachable ({err})"
+            ) from None
+        return new_hash, True
+
+    def _data(self, ss: api.SecretSync, files: dict[str, bytes]) -> tuple[str, dict[str, bytes]]:
+        """The Secret's type and data from the mounted files (TLS keys split, as upstream)."""
+        fetch_failed = "fetching secrets from the provider failed"
+        for entry in ss.secret_object.get("data") or []:
+            source = str(entry.get("sourcePath") or "").strip()
+            if source not in files:
+                raise Failed(
+                    api.ConditionReason.FETCH_FAILED,
+                    f"{fetch_failed}: file matching sourcePath {source} not found in the pod",
+                )
+        try:
+            _, secret_type, data = secret_data(
+                ss.as_secret_object(), files, f"{ss.where} spec.secretObject", SECRET_SYNC
             )
         except SyncError as err:
-            raise Failed(api.failure_reason(err.reason), str(err)) from None
-        data = {k: files[v] for k, v in _sources(secret_object).items() if v in files}
-        return api.sync_hash(data, spc_doc, ss), written
+            # A certificate that cannot be split is the fetch's failure, as upstream; the rest are
+            # what the API server would refuse (or a type kvmount never writes), caught before the write.
+            reason = api.failure_reason(err.reason)
+            if reason is api.ConditionReason.FETCH_FAILED:
+                raise Failed(reason, f"{fetch_failed}: {err}") from None
+            raise Failed(reason, f'failed to patch secret "{ss.name}": {err}') from None
+        return secret_type, data
 
     def _get_class(self, ss: api.SecretSync) -> SecretProviderClassObject:
         from kubernetes.client.exceptions import ApiException
@@ -175,25 +230,25 @@ class Reconciler:
                 GROUP, VERSION, ss.namespace, CLASSES, ss.class_name, _request_timeout=10
             )
         except ApiException as err:
-            detail = "not found" if err.status == 404 else f"cannot be read (HTTP {err.status})"
+            detail = (
+                f'SecretProviderClass.{GROUP} "{ss.class_name}" not found'
+                if err.status == 404
+                else _status_message(err)
+            )
             raise Failed(
                 api.ConditionReason.CLASS_ERROR,
-                f"SecretProviderClass {ss.namespace}/{ss.class_name} {detail}: create it in the "
-                f"SecretSync's namespace ({ss.namespace}) or fix spec.secretProviderClassName",
+                f'failed to get SecretProviderClass "{ss.class_name}": {detail}',
             ) from None
         return doc
 
-    def _mount(
-        self, ss: api.SecretSync, provider: str, parameters: dict[str, str], where: str
-    ) -> dict[str, bytes]:
+    def _mount(self, ss: api.SecretSync, provider: str, parameters: dict[str, str]) -> dict[str, bytes]:
+        fetch_failed = "fetching secrets from the provider failed"
         try:
             tokens = self.store.tokens_for(
                 ss.namespace, ss.service_account, [(a, TOKEN_SECONDS) for a in self.audiences]
             )
         except StoreError as err:
-            raise Failed(
-                api.ConditionReason.SYNC_ERROR, f"{ss.where}: spec.serviceAccountName: {err}"
-            ) from None
+            raise Failed(api.ConditionReason.SYNC_ERROR, f"{fetch_failed}: {err}") from None
         attributes = {
             **parameters,
             POD_NAME: self.identity.pod_name,
@@ -212,7 +267,10 @@ class Reconciler:
         try:
             response = self.providers.mount(provider, request, self.mount_timeout)
         except ProviderError as err:
-            raise Failed(api.ConditionReason.PROVIDER_ERROR, f"{where}: {err}") from None
+            # No such provider is the class's fault, as upstream says.
+            unknown = err.reason in (ProviderReason.INVALID_PROVIDER, ProviderReason.NOT_FOUND)
+            reason = api.ConditionReason.CLASS_ERROR if unknown else api.ConditionReason.PROVIDER_ERROR
+            raise Failed(reason, f"{fetch_failed}: {_provider_message(err)}") from None
         return {f.path: f.contents for f in response.files}
 
     def _may_write(self) -> None:
@@ -241,6 +299,17 @@ class Reconciler:
         return PodRef(ss.namespace, ss.name, ss.uid, api.KIND, api.API_VERSION)
 
 
-def _sources(secret_object: dict[str, Any]) -> dict[str, str]:
-    """Secret key -> mounted file, from a checked ``secretObject``."""
-    return {str(e["targetKey"]): str(e["sourcePath"]) for e in secret_object.get("data") or []}
+def _provider_message(err: ProviderError) -> str:
+    """A provider's failure as upstream shows it: Go's gRPC error text when the provider answered."""
+    if not err.details:
+        return str(err)
+    code = "".join(part.capitalize() for part in err.code.name.split("_"))
+    return f"rpc error: code = {code} desc = {err.details}"
+
+
+def _status_message(err: Any) -> str:
+    """The message of the API server's Status in a ``kubernetes`` ApiException."""
+    try:
+        return str(json.loads(err.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return f"HTTP {err.status} {err.reason}"

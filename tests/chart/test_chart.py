@@ -19,7 +19,7 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from tests.chart.values import ALL_FEATURES, CHART, REPO, helm_template
+from tests.chart.values import ALL_FEATURES, CHART, REPO, helm_template, template
 from tests.compat.upstream import helm
 from tests.conftest import in_ci
 from tests.peers.kube import KubeAPIServer, binaries
@@ -110,6 +110,22 @@ def test_restart_values_become_the_drivers_flags() -> None:
     assert "--workload-restart-min-interval=10m" in on
     off = _rendered_driver_args({})
     assert not [a for a in off if "workload-restart" in a]
+
+
+def _rendered_provider_args(values: dict[str, Any]) -> list[str]:
+    (daemonset,) = [
+        d for d in helm_template(values) if d["kind"] == "DaemonSet" and "provider" in d["metadata"]["name"]
+    ]
+    args: list[str] = daemonset["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args
+
+
+def test_stale_on_error_is_off_unless_set() -> None:
+    assert not [a for a in _rendered_provider_args({}) if "stale" in a]
+    on = _rendered_provider_args({"staleOnError": "15m", "staleCacheBytes": 8388608})
+    assert {"--serve-stale-on-error=15m", "--stale-cache-bytes=8388608"} <= set(on)
+    refused = template({"staleOnError": "15 minutes"})
+    assert refused.returncode != 0 and "staleOnError" in refused.stderr
 
 
 def names(api: KubeAPIServer, api_version: str, kind: str, namespace: str | None = None) -> list[str]:

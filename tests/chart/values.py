@@ -24,6 +24,7 @@ ALL_FEATURES: Doc = {
     },
     "flexvolume": {"enabled": True},
     "syncController": {"enabled": True},
+    "staleOnError": "15m",
     "logVerbosity": 2,
     "logFormatJSON": True,
 }

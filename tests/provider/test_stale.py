@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from kvmount.csi.attributes import SA_TOKENS
-from kvmount.provider.server import STALE_METADATA
+from kvmount.csi.provider_client import STALE_METADATA
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.provider.conftest import VAULT, Provider, start_provider, stop_provider
 from tests.provider.test_coalescing import sa_token

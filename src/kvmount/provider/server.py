@@ -17,6 +17,7 @@ import grpc
 
 from kvmount import __version__
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE
+from kvmount.csi.provider_client import MAX_STALE_NOTE, STALE_METADATA
 from kvmount.keyvault import Category, KeyVaultError, StaleServe
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
@@ -31,10 +32,6 @@ RUNTIME_NAME = "kvmount-azure-provider"
 DEFAULT_MODE = 0o644
 # A Mount without a gRPC deadline gets this budget (--default-mount-timeout): kubelet's two minutes.
 DEFAULT_BUDGET = 120.0
-# The trailing metadata that tells kvmount's driver a Mount was answered with stale content
-# (v1alpha1's MountResponse has no field for it; other drivers ignore metadata they do not know).
-STALE_METADATA = "kvmount-stale-content"
-_MAX_NOTE = 1024
 # gRPC reports "no deadline" as about 2^63 ns from now; anything past a day is taken as that.
 _NO_DEADLINE = 86400.0
 STATUS = {
@@ -100,7 +97,7 @@ def stale_note(stale: Sequence[StaleServe]) -> str:
     parts = [f"{s.what} {_age(s.age_seconds)} old ({s.reason})" for s in stale]
     note = "served stale content, Key Vault failing: " + "; ".join(parts)
     note = note.encode("ascii", "replace").decode()
-    return note if len(note) <= _MAX_NOTE else note[: _MAX_NOTE - 3] + "..."
+    return note if len(note) <= MAX_STALE_NOTE else note[: MAX_STALE_NOTE - 3] + "..."
 
 
 def mount_deadline(remaining: float | None, default_budget: float) -> float:

@@ -254,3 +254,24 @@ def test_a_slow_client_is_dropped_at_the_request_timeout(warn: Webhook) -> None:
         conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert conn.recv(200).startswith(b"HTTP/1.0 200")
         assert idle.recv(10) == b""
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path) -> None:
+    first = server_tls("kvmount-admission", ["localhost"])
+    (tmp_path / "tls.crt").write_bytes(first.cert_pem)
+    (tmp_path / "tls.key").write_bytes(first.key_pem)
+    webhook = start_webhook((first.ca_pem, tmp_path / "tls.crt", tmp_path / "tls.key"), tmp_path / "log")
+    try:
+        with tls_client(webhook) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.recv(200).startswith(b"HTTP/1.0 200")
+        renewed = server_tls("kvmount-admission", ["localhost"])
+        for name, data in (("tls.key", renewed.key_pem), ("tls.crt", renewed.cert_pem)):
+            (tmp_path / f"{name}.new").write_bytes(data)
+            (tmp_path / f"{name}.new").rename(tmp_path / name)  # as a Secret volume swaps its files
+        webhook.ca_pem = renewed.ca_pem
+        with tls_client(webhook) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.recv(200).startswith(b"HTTP/1.0 200")
+    finally:
+        stop_webhook(webhook)

@@ -8,7 +8,7 @@ import signal
 import ssl
 import threading
 
-from kvmount.admission.server import Options, WebhookServer
+from kvmount.admission.server import Certificates, Options, WebhookServer
 from kvmount.base import upstream_flags
 from kvmount.base.flags import GoFlagParser, add_bool, go_int, go_port, positive_duration
 from kvmount.base.logs import JsonShape
@@ -20,7 +20,11 @@ PARSER = GoFlagParser
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     upstream_flags.add_arguments(parser, pprof_port=0)
     parser.add_argument("--port", type=go_port, default=9443, help="HTTPS port to serve (default 9443)")
-    parser.add_argument("--tls-cert-file", required=True, help="the server certificate (PEM), chain after it")
+    parser.add_argument(
+        "--tls-cert-file",
+        required=True,
+        help="the server certificate (PEM), chain after it; read again when it changes",
+    )
     parser.add_argument("--tls-private-key-file", required=True, help="the server certificate's key (PEM)")
     add_bool(
         parser,
@@ -53,12 +57,10 @@ def run(args: argparse.Namespace) -> int:
     exit_code = upstream_flags.start(args, "admission", JsonShape.KLOG)
     if exit_code is not None:
         return exit_code
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        context.load_cert_chain(args.tls_cert_file, args.tls_private_key_file)
-        server = WebhookServer(
-            ("", args.port), context, Options(args.deny_invalid, args.max_request_bytes, args.request_timeout)
-        )
+        certificates = Certificates(args.tls_cert_file, args.tls_private_key_file)
+        options = Options(args.deny_invalid, args.max_request_bytes, args.request_timeout)
+        server = WebhookServer(("", args.port), certificates, options)
     except (OSError, ssl.SSLError) as err:
         log.error("cannot serve", extra={"port": args.port, "error": str(err)})
         return 1

@@ -4,12 +4,14 @@ Bounded: a request body is at most --max-request-bytes (declared by Content-Leng
 before it is read), each request has --request-timeout to arrive (the TLS handshake included,
 done on the request's own thread so a slow client never holds up the others), and at most
 MAX_CONNECTIONS are served at once (more are closed: the API server's failurePolicy decides).
+The certificate is read again when its files change (cert-manager renews it in place).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import ssl
 import threading
 import time
@@ -32,12 +34,46 @@ class Options:
     request_timeout: float
 
 
+class Certificates:
+    """The serving certificate and key, read again for a new connection once their files changed;
+    a renewal that cannot be read keeps the last good one (and says so)."""
+
+    def __init__(self, cert_file: str, key_file: str) -> None:
+        self._files = (cert_file, key_file)
+        self._lock = threading.Lock()
+        self._stamp = self._stat()
+        self._context = self._load()  # at start, unreadable files are an error
+
+    def _stat(self) -> tuple[int, ...]:
+        stats = [os.stat(f) for f in self._files]
+        return tuple(n for s in stats for n in (s.st_mtime_ns, s.st_ino, s.st_size))
+
+    def _load(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*self._files)
+        return context
+
+    def context(self) -> ssl.SSLContext:
+        with self._lock:
+            try:
+                stamp = self._stat()
+                if stamp != self._stamp:
+                    self._stamp = stamp
+                    self._context = self._load()
+            except (OSError, ssl.SSLError) as err:
+                log.warning("certificate unreadable; serving the last one", extra={"error": str(err)})
+            return self._context
+
+
 class WebhookServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], context: ssl.SSLContext, options: Options) -> None:
+    def __init__(self, address: tuple[str, int], certificates: Certificates, options: Options) -> None:
         super().__init__(address, _Handler)
-        self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+        self.certificates = certificates
+        self.socket = certificates.context().wrap_socket(
+            self.socket, server_side=True, do_handshake_on_connect=False
+        )
         self.options = options
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
@@ -63,6 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         self.request.settimeout(self.server.options.request_timeout)
+        self.request.context = self.server.certificates.context()
         self.deadline = time.monotonic() + self.server.options.request_timeout
         self.request.do_handshake()
         super().setup()

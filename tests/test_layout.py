@@ -26,6 +26,7 @@ FLOORS = {
     "synccontroller": 4,
     "mount": 4,
     "doctor": 5,
+    "admission": 5,
     "sidecars": 5,
     "cli": 6,
 }

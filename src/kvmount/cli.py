@@ -28,13 +28,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "flexvolume": ("kvmount.flexvolume.command", "FlexVolume driver (kubelet exec interface)"),
     "kms": ("kvmount.kms.command", "Ceph-CSI compatible passphrase store in Key Vault"),
     "validate": ("kvmount.validate.command", "check SecretProviderClass manifests offline"),
+    "admission": ("kvmount.admission.command", "admission webhook: validate's findings at kubectl apply"),
     "doctor": ("kvmount.doctor.command", "find out why a pod's secrets do not mount"),
     "sync-controller": ("kvmount.synccontroller.command", "SecretSync objects -> Secrets, no pod needed"),
     "registrar": ("kvmount.sidecars.registrar", "register a CSI driver with kubelet (node-driver-registrar)"),
     "livenessprobe": ("kvmount.sidecars.livenessprobe", "/healthz from a CSI driver's Probe (livenessprobe)"),
 }
 # The daemons: glibc's malloc arenas are capped before their threads start (malloc_arenas.py).
-LONG_RUNNING = frozenset({"provider", "driver", "sync-controller", "registrar", "livenessprobe"})
+LONG_RUNNING = frozenset({"provider", "driver", "sync-controller", "registrar", "livenessprobe", "admission"})
 
 
 def _usage() -> str:

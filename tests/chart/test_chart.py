@@ -7,6 +7,7 @@ by other tests, which helm would refuse to adopt).
 
 from __future__ import annotations
 
+import base64
 import filecmp
 import os
 import subprocess
@@ -17,9 +18,10 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 from kubernetes.client.exceptions import ApiException
 
-from tests.chart.values import ALL_FEATURES, CHART, REPO, helm_template
+from tests.chart.values import ALL_FEATURES, CHART, REPO, helm_template, template
 from tests.compat.upstream import helm
 from tests.conftest import in_ci
 from tests.peers.kube import KubeAPIServer, binaries
@@ -110,6 +112,67 @@ def test_restart_values_become_the_drivers_flags() -> None:
     assert "--workload-restart-min-interval=10m" in on
     off = _rendered_driver_args({})
     assert not [a for a in off if "workload-restart" in a]
+
+
+def _rendered_provider_args(values: dict[str, Any]) -> list[str]:
+    (daemonset,) = [
+        d for d in helm_template(values) if d["kind"] == "DaemonSet" and "provider" in d["metadata"]["name"]
+    ]
+    args: list[str] = daemonset["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args
+
+
+def test_stale_on_error_is_off_unless_set() -> None:
+    assert not [a for a in _rendered_provider_args({}) if "stale" in a]
+    on = _rendered_provider_args({"staleOnError": "15m", "staleCacheBytes": 8388608})
+    assert {"--serve-stale-on-error=15m", "--stale-cache-bytes=8388608"} <= set(on)
+    refused = template({"staleOnError": "15 minutes"})
+    assert refused.returncode != 0 and "staleOnError" in refused.stderr
+
+
+def _admission(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        d["kind"]: d for d in helm_template(values) if d["metadata"]["name"].startswith("kvmount-admission")
+    }
+
+
+def test_the_admission_webhook_is_off_by_default_and_never_in_the_way() -> None:
+    assert _admission({}) == {}
+    docs = _admission({"admission": {"enabled": True}})
+    assert set(docs) == {
+        "Secret",
+        "ServiceAccount",
+        "Deployment",
+        "Service",
+        "ValidatingWebhookConfiguration",
+    }
+    [hook] = docs["ValidatingWebhookConfiguration"]["webhooks"]
+    assert (hook["failurePolicy"], hook["timeoutSeconds"], hook["sideEffects"]) == ("Ignore", 3, "None")
+    assert hook["rules"][0]["resources"] == ["secretproviderclasses"]
+    assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    # The caBundle is the CA that signed the served certificate, which names the Service.
+    ca = x509.load_pem_x509_certificate(base64.b64decode(hook["clientConfig"]["caBundle"]))
+    cert = x509.load_pem_x509_certificate(base64.b64decode(docs["Secret"]["data"]["tls.crt"]))
+    cert.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "kvmount-admission.kube-system.svc" in names.get_values_for_type(x509.DNSName)
+    [container] = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert (
+        container["args"][:2] == ["admission", "--port=9443"] and "--deny-invalid=false" in container["args"]
+    )
+    denying = _admission({"admission": {"enabled": True, "denyInvalid": True}})
+    assert "--deny-invalid=true" in denying["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_the_admission_webhook_takes_cert_managers_certificate() -> None:
+    docs = _admission({"admission": {"enabled": True, "certManager": True}})
+    assert {"Issuer", "Certificate"} <= set(docs) and "Secret" not in docs
+    config = docs["ValidatingWebhookConfiguration"]
+    assert config["metadata"]["annotations"] == {
+        "cert-manager.io/inject-ca-from": "kube-system/kvmount-admission"
+    }
+    assert "caBundle" not in config["webhooks"][0]["clientConfig"]
+    assert docs["Certificate"]["spec"]["dnsNames"] == ["kvmount-admission.kube-system.svc"]
 
 
 def names(api: KubeAPIServer, api_version: str, kind: str, namespace: str | None = None) -> list[str]:

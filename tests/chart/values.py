@@ -24,6 +24,8 @@ ALL_FEATURES: Doc = {
     },
     "flexvolume": {"enabled": True},
     "syncController": {"enabled": True},
+    "staleOnError": "15m",
+    "admission": {"enabled": True, "denyInvalid": True},
     "logVerbosity": 2,
     "logFormatJSON": True,
 }

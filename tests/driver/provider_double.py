@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from kvmount.base import unix_grpc
+from kvmount.csi.provider_client import STALE_METADATA
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
 
@@ -29,6 +30,8 @@ class Behaviour:
     error_code: str = ""
     extra_files: list[pb.File] = field(default_factory=list)
     delay: float = 0.0
+    # Sent as kvmount's provider sends it when it served stale content (csi/provider_client.py).
+    stale_note: str = ""
 
 
 class ProviderDouble(pb_grpc.CSIDriverProviderServicer):
@@ -59,6 +62,8 @@ class ProviderDouble(pb_grpc.CSIDriverProviderServicer):
         ]
         files += behaviour.extra_files
         versions = [pb.ObjectVersion(id=f.path, version=str(len(f.contents))) for f in files]
+        if behaviour.stale_note:
+            context.set_trailing_metadata(((STALE_METADATA, behaviour.stale_note),))
         return pb.MountResponse(object_version=versions, files=files)
 
 

@@ -39,6 +39,7 @@ def azure_driver(kv: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     cmd = [
         sys.executable, "-m", "kvmount.cli", "provider", f"--endpoint=unix://{sock}",
         "--healthz-port=0", "--prometheus-port=0", f"--cloud-env-dirs={base}",
+        "--serve-stale-on-error=10m",
     ]  # fmt: skip
     with open(log, "wb") as out:
         provider = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -105,3 +106,29 @@ def test_secret_from_key_vault_through_driver_and_provider(
     assert "SecretProviderClass default/gone" in str(info.value.details())
     assert "provider 'azure'" in str(info.value.details())
     assert not missing.target.exists()
+
+
+def test_a_new_pod_starts_through_a_key_vault_outage(
+    azure_driver: Driver, kv: Any, kubelet_dir: Path
+) -> None:
+    """With --serve-stale-on-error, a pod of an identity served minutes ago starts while Key
+    Vault throttles, and the pod's event (the log, standalone) says the content is stale."""
+    name = f"e2e-{secrets.token_hex(4)}"
+    kv.put_secret(VAULT, name, "kept value")
+    client_secret = f"sp-{secrets.token_hex(12)}"
+    kv.register_aad_client("e2e-stale", secret=client_secret)
+    write_azure_class(azure_driver, kv, "kept", [{"objectName": name, "objectType": "secret"}])
+    node_secret = {"clientid": "e2e-stale", "clientsecret": client_secret}
+    first = make_pod(kubelet_dir, "replica-1")
+    azure_driver.node.NodePublishVolume(first.publish_request("kept", secrets=node_secret), timeout=60)
+    kv.set_outage(429)
+    try:
+        second = make_pod(kubelet_dir, "replica-2")
+        azure_driver.node.NodePublishVolume(second.publish_request("kept", secrets=node_secret), timeout=60)
+    finally:
+        kv.set_outage(0)
+    assert (second.target / name).read_text() == "kept value"
+    [event] = [line for line in azure_driver.log.read_text().splitlines() if "StaleContentServed" in line]
+    assert "replica-2" in event and f"secret {name!r}" in event and "HTTP 429" in event, event
+    for pod in (first, second):
+        azure_driver.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=60)

@@ -17,7 +17,7 @@ from kubernetes import config as _config
 from kubernetes.client.exceptions import ApiException
 
 from kvmount.proto import csi_pb2 as csi
-from tests.driver.conftest import PROVIDER, Driver, make_pod, start_driver, stop_driver
+from tests.driver.conftest import PROVIDER, Driver, eventually, make_pod, start_driver, stop_driver
 from tests.driver.provider_double import ProviderDouble
 
 # The client's partial annotations do not cover dict bodies; treat it as untyped.
@@ -299,3 +299,26 @@ def test_the_driver_never_imports_the_kubernetes_package(
     # (yaml is imported here, to read --kubeconfig; a driver in a pod has none.)
     for heavy in ("kubernetes", "pydantic", "pydantic_core", "cryptography"):
         assert not {m for m in imported if m == heavy or m.startswith(f"{heavy}.")}, heavy
+
+
+def test_stale_content_is_a_warning_event_on_the_pod(
+    api: Any, kube_driver: Driver, provider: ProviderDouble, kubelet_dir: Path
+) -> None:
+    ns = namespace(api)
+    uid = create_pod(api, ns, "web")
+    create_class(api, ns, "app", {"file.user": "admin", "keyvaultName": "kv"})
+    note = "served stale content, Key Vault failing: secret 'user' 12m old (Key Vault unavailable (HTTP 429))"
+    provider.behaviour.stale_note = note
+    pod = make_pod(kubelet_dir, "web", ns)
+    pod.uid = uid
+    kube_driver.node.NodePublishVolume(pod.publish_request("app"), timeout=60)
+    assert (pod.target / "user").read_text() == "admin", "the pod starts with the content it was given"
+
+    def warned() -> list[Any]:
+        events = k8s.CoreV1Api(api).list_namespaced_event(ns).items
+        return [e for e in events if e.reason == "StaleContentServed" and e.involved_object.name == "web"]
+
+    eventually(lambda: bool(warned()), 10, "a StaleContentServed event")
+    [event] = warned()
+    assert (event.type, event.message) == ("Warning", note)
+    kube_driver.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=60)

@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 NAME = re.compile(r"^[a-zA-Z0-9_-]{0,30}$")
 API_VERSION = "v1alpha1"
 HEALTH_CHECK_TIMEOUT = 5.0
+# Trailing metadata of a Mount answered partly with stale content (kvmount's provider, with
+# --serve-stale-on-error): v1alpha1's MountResponse has no field for it, and a driver that does
+# not know the key ignores it. Its value names the objects and their age, never content.
+STALE_METADATA = "kvmount-stale-content"
+MAX_STALE_NOTE = 1024
 _SERVICE_CONFIG = json.dumps(
     {
         "methodConfig": [
@@ -135,9 +140,16 @@ class ProviderClients:
             return client
 
     def mount(self, provider: str, request: pb.MountRequest, timeout: float) -> pb.MountResponse:
+        return self.mount_noted(provider, request, timeout)[0]
+
+    def mount_noted(
+        self, provider: str, request: pb.MountRequest, timeout: float
+    ) -> tuple[pb.MountResponse, str]:
+        """The provider's answer, and its note that some content is stale ("" if none)."""
         client = self._client(provider)
         try:
-            response: pb.MountResponse = client.stub.Mount(request, timeout=timeout)
+            response: pb.MountResponse
+            response, call = client.stub.Mount.with_call(request, timeout=timeout)
         except grpc.RpcError as err:
             raise _rpc_error(provider, client.socket, err, timeout) from None
         if response.error.code:
@@ -145,7 +157,8 @@ class ProviderClients:
                 ProviderReason.ERROR,
                 f"provider {provider!r} reported error code {response.error.code[:64]!r}",
             )
-        return response
+        notes = [v for k, v in call.trailing_metadata() or () if k == STALE_METADATA and isinstance(v, str)]
+        return response, "".join(notes)[:MAX_STALE_NOTE]
 
     def version(self, provider: str, timeout: float = HEALTH_CHECK_TIMEOUT) -> str:
         client = self._client(provider)

@@ -14,3 +14,5 @@ class EventReason(StrEnum):
     RESTART_SKIPPED = "RestartSkipped"
     RESTART_FORBIDDEN = "RestartForbidden"
     ROTATION_ROLLOUT = "RotationRollout"
+    # The provider answered with content kept from before a Key Vault outage (--serve-stale-on-error).
+    STALE_CONTENT = "StaleContentServed"

@@ -64,10 +64,12 @@ def _has_content(target: str) -> bool:
 
 @dataclass
 class Outcome:
-    """What one publish did: whether it fetched, and whether the files changed."""
+    """What one publish did: whether it fetched, whether the files changed, and the
+    provider's note of stale content ("" if none)."""
 
     fetched: bool = False
     changed: bool = False
+    stale: str = ""
 
 
 class Publisher:
@@ -126,6 +128,9 @@ class Publisher:
             metrics.publish_done(label[0], PublishReason.INTERNAL)
             raise
         metrics.publish_done(label[0], None)
+        pod = pod_ref(req.volume_context)
+        if outcome.stale and pod is not None and not refresh:  # a rotation keeps the pod's files as they were
+            self.store.record_event(pod, EventType.WARNING, EventReason.STALE_CONTENT, outcome.stale)
         log.info(
             "published" if outcome.fetched else "already published",
             extra={
@@ -192,7 +197,9 @@ class Publisher:
             if not mounted:
                 self._mount(opened)
                 mounted = True
-            objects, files, outcome.changed = self._fetch_and_write(spc, req, gid, previous, deadline, where)
+            objects, files, outcome.changed, outcome.stale = self._fetch_and_write(
+                spc, req, gid, previous, deadline, where
+            )
             outcome.fetched = True
             status = PodStatus(pod.name, pod.namespace, pod.uid, class_name, target, self.node_id, objects)
             try:
@@ -278,8 +285,8 @@ class Publisher:
         previous: VolumeState | None,
         deadline: float | None,
         where: str,
-    ) -> tuple[list[tuple[str, str]], list[Payload], bool]:
-        """Fetch and write; returns (object versions, files, whether the files changed)."""
+    ) -> tuple[list[tuple[str, str]], list[Payload], bool, str]:
+        """Fetch and write; returns (object versions, files, whether the files changed, stale note)."""
         attributes, secrets = provider_payload(spc, req)
         request = pb.MountRequest(
             attributes=json.dumps(attributes),
@@ -293,7 +300,7 @@ class Publisher:
         )
         timeout = DEFAULT_TIMEOUT if deadline is None else max(1.0, deadline - time.monotonic() - 1.0)
         try:
-            response = self.providers.mount(spc.provider, request, timeout)
+            response, stale = self.providers.mount_noted(spc.provider, request, timeout)
         except ProviderError as err:
             raise provider_error(err, where) from None
         files = [Payload(f.path, f.mode, f.contents) for f in response.files]
@@ -318,7 +325,7 @@ class Publisher:
                     f"{where}: cannot write the provider's files into {req.target_path}: {err.strerror}",
                     code,
                 ) from None
-        return [(o.id, o.version) for o in response.object_version], files, changed
+        return [(o.id, o.version) for o in response.object_version], files, changed, stale
 
     def _undo(self, target: Opened, mounted: bool) -> None:
         try:

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         fetch_version,
         history_versions,
     )
+    from kvmount.keyvault.scheduling.stale import DEFAULT_STALE_CACHE_BYTES, StaleServe
     from kvmount.keyvault.types import (
         IDENTITY_BINDING_AUDIENCE,
         TOKEN_AUDIENCE,
@@ -63,6 +64,7 @@ __all__ = [
     "DEFAULT_MAX_OBJECTS",
     "DEFAULT_MAX_OBJECT_BYTES",
     "DEFAULT_MAX_VERSION_HISTORY",
+    "DEFAULT_STALE_CACHE_BYTES",
     "IDENTITY_BINDING_AUDIENCE",
     "NMI_PORT",
     "PARAMETERS",
@@ -85,6 +87,7 @@ __all__ = [
     "Problem",
     "RequestObserver",
     "Settings",
+    "StaleServe",
     "VaultClient",
     "classify",
     "failure_suffix",
@@ -140,6 +143,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "fetch_version",
         "history_versions",
     ),
+    "scheduling.stale": ("DEFAULT_STALE_CACHE_BYTES", "StaleServe"),
     "mount": ("File", "KeyVaultMounter", "MountResult", "Settings"),
 }
 # Modules offered whole: the `objects` YAML read as Go reads it, for `kvmount validate`'s lines.

@@ -44,6 +44,19 @@ def classify(err: Exception) -> Category:
     return Category.INTERNAL
 
 
+def outage(err: Exception) -> str | None:
+    """Why Key Vault could not answer, when it is an outage stale content may ride out:
+    throttling (after the retries), a 5xx, or a connection that failed or timed out.
+    None for every other failure (403, 404, a token refused, bad content...)."""
+    if isinstance(err, ServiceRequestError | ServiceResponseError | IncompleteReadError):
+        return "Key Vault unreachable"
+    if isinstance(err, HttpResponseError) and not isinstance(err, ClientAuthenticationError):
+        status = err.status_code or 0
+        if status == 429 or status >= 500:
+            return f"Key Vault unavailable (HTTP {status})"
+    return None
+
+
 _ADVICE = {
     Category.NOT_FOUND: "not found; check objectName, objectVersion and keyvaultName",
     Category.FORBIDDEN: "access denied or the version is disabled; grant the identity get permission "

@@ -38,6 +38,7 @@ from kvmount.keyvault.scheduling.fetch import (
     MountReads,
     RequestObserver,
 )
+from kvmount.keyvault.scheduling.stale import DEFAULT_STALE_CACHE_BYTES, StaleCache, StaleServe
 from kvmount.keyvault.types import MountParams, ObjectType
 
 
@@ -53,6 +54,8 @@ class MountResult:
     files: list[File]
     # (id, version) pairs as upstream reports them in MountResponse.object_version: one per file.
     versions: list[tuple[str, str]]
+    # Objects answered from the stale cache because Key Vault was out (--serve-stale-on-error).
+    stale: list[StaleServe] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,9 @@ class Settings:
     # --cloud-env-dirs: where cloudEnvFileName may point (None: anywhere, for `kvmount mount`).
     cloud_env_dirs: tuple[str, ...] | None = None
     limits: Limits = field(default_factory=Limits)
+    # --serve-stale-on-error (0: off) and --stale-cache-bytes (scheduling/stale.py).
+    stale_seconds: float = 0.0
+    stale_bytes: int = DEFAULT_STALE_CACHE_BYTES
 
 
 def _files_of(fetched: Fetched, path: str, mode: int, settings: Settings) -> list[File]:
@@ -108,7 +114,8 @@ class KeyVaultMounter:
         self.credentials = CredentialCache(node=CredentialOptions(s.nmi_port, s.user_agent, proxy))
         self.clients = ClientCache(user_agent=self.settings.user_agent)
         coalescer = Coalescer(self.settings.coalesce_seconds)
-        self.fetcher = Fetcher(self.settings.max_concurrency, coalescer, observe_request)
+        self.stale = StaleCache(s.stale_seconds, s.stale_bytes)
+        self.fetcher = Fetcher(s.max_concurrency, coalescer, observe_request, self.stale)
 
     def cloud(self, params: MountParams) -> clouds.Cloud:
         """The mount's cloud: its cloudName or environment file, else the node's default."""
@@ -150,7 +157,7 @@ class KeyVaultMounter:
                 these = _files_of(one, path, default_mode, self.settings)
                 files += these
                 versions += [(object_id, one.version)] * len(these)
-        return MountResult(files, versions)
+        return MountResult(files, versions, reads.stale)
 
     def mount_attributes(
         self,

@@ -26,6 +26,7 @@ from kvmount.keyvault import (
     DEFAULT_MAX_OBJECT_BYTES,
     DEFAULT_MAX_OBJECTS,
     DEFAULT_MAX_VERSION_HISTORY,
+    DEFAULT_STALE_CACHE_BYTES,
     NMI_PORT,
     Limits,
 )
@@ -87,6 +88,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "also take one completed within this many seconds (0: nothing shared)",
     )
     _add_caps(parser)
+    parser.add_argument(
+        "--serve-stale-on-error",
+        type=_not_negative,
+        default=0.0,
+        help="when Key Vault throttles, fails (5xx) or cannot be reached, answer a Mount with the "
+        "content this provider read for the same identity and object within this duration "
+        "(default 0: off; see docs/security.md)",
+    )
+    parser.add_argument(
+        "--stale-cache-bytes",
+        type=_positive,
+        default=DEFAULT_STALE_CACHE_BYTES,
+        help="memory kept for --serve-stale-on-error, oldest content dropped first "
+        "(default %(default)s, 4 MiB)",
+    )
+
+
+def _not_negative(value: str) -> float:
+    duration = go_duration(value)
+    if duration < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is negative: use a duration such as 15m, or 0 for off")
+    return duration
 
 
 def _nmi_port(value: str) -> int:
@@ -173,6 +196,8 @@ def _mounter(args: argparse.Namespace) -> KeyVaultMounter:
         limits=Limits(
             args.max_version_history, args.max_objects_per_mount, args.max_mount_bytes, args.max_object_bytes
         ),
+        stale_seconds=args.serve_stale_on_error,
+        stale_bytes=args.stale_cache_bytes,
     )
     return KeyVaultMounter(settings, observe_request=metrics.observe_keyvault)
 

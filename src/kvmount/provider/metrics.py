@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from kvmount.base.metrics import bounded
 from kvmount.keyvault import Category
@@ -35,3 +35,15 @@ def observe_keyvault(object_type: str, error: str, seconds: float) -> None:
 def observe_grpc(method: str, code: str, seconds: float) -> None:
     # Status code names are a closed set already (grpc.StatusCode).
     GRPC_REQUEST.labels(OS_TYPE, bounded(method, _METHODS), code).observe(seconds)
+
+
+STALE_SERVED = Counter(
+    "keyvault_stale_served",
+    "Objects a Mount answered with content kept from an earlier read because Key Vault was failing "
+    "(--serve-stale-on-error)",
+    ["os_type"],
+)
+
+
+def observe_stale(objects: int) -> None:
+    STALE_SERVED.labels(OS_TYPE).inc(objects)

@@ -10,17 +10,18 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import grpc
 
 from kvmount import __version__
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE
-from kvmount.keyvault import Category, KeyVaultError
+from kvmount.csi.provider_client import MAX_STALE_NOTE, STALE_METADATA
+from kvmount.keyvault import Category, KeyVaultError, StaleServe
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
-from kvmount.provider.metrics import observe_grpc
+from kvmount.provider.metrics import observe_grpc, observe_stale
 
 if TYPE_CHECKING:
     from kvmount.keyvault import KeyVaultMounter
@@ -81,6 +82,22 @@ def _permission(raw: str) -> int:
 
 def _pod(attributes: Mapping[str, str]) -> str:
     return f"{attributes.get(POD_NAMESPACE, '')}/{attributes.get(POD_NAME, '')}"
+
+
+def _age(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes == 0:
+        return f"{int(seconds)}s"
+    return f"{minutes}m" if minutes < 60 else f"{minutes // 60}h{minutes % 60}m"
+
+
+def stale_note(stale: Sequence[StaleServe]) -> str:
+    """One line naming the objects served stale, their age and why; ASCII and bounded, as
+    gRPC metadata must be. Object names only, never content."""
+    parts = [f"{s.what} {_age(s.age_seconds)} old ({s.reason})" for s in stale]
+    note = "served stale content, Key Vault failing: " + "; ".join(parts)
+    note = note.encode("ascii", "replace").decode()
+    return note if len(note) <= MAX_STALE_NOTE else note[: MAX_STALE_NOTE - 3] + "..."
 
 
 def mount_deadline(remaining: float | None, default_budget: float) -> float:
@@ -156,6 +173,11 @@ class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
             "mounted",
             extra={"pod": pod, "files": len(result.files), "seconds": round(seconds, 3)},
         )
+        if result.stale:
+            note = stale_note(result.stale)
+            observe_stale(len(result.stale))
+            log.warning("stale content served", extra={"pod": pod, "stale": note})
+            context.set_trailing_metadata(((STALE_METADATA, note),))
         return pb.MountResponse(
             object_version=[pb.ObjectVersion(id=i, version=v) for i, v in result.versions],
             files=[pb.File(path=f.path, mode=f.mode, contents=f.contents) for f in result.files],

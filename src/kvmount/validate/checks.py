@@ -35,7 +35,7 @@ from kvmount.kube.classes import GROUP, ROTATION_INTERVAL_ANNOTATION, rotation_i
 from kvmount.kube.names import name_problem
 from kvmount.secretsync.data import entry_problems, metadata
 from kvmount.secretsync.errors import SyncError, SyncReason
-from kvmount.validate.document import ObjectItem, entries, line, locate, object_lines, scalar
+from kvmount.validate.document import ObjectItem, documents, entries, line, locate, object_lines, scalar
 
 KIND = "SecretProviderClass"
 VERSIONS = ("v1", "v1alpha1")
@@ -113,6 +113,22 @@ def check_class(doc: yaml.Node) -> list[Finding] | None:
     files = _parameters(add, found, doc, spec)
     _secret_objects(add, spec, files)
     return sorted(found, key=lambda f: f.line)
+
+
+def check_object(item: Mapping[str, Any]) -> list[Finding]:
+    """Findings for a class as the API server holds or is sent it (JSON): its name, namespace and
+    spec only, and no lines, which mean nothing in a re-serialised object."""
+    meta = item.get("metadata") or {}
+    doc = {
+        "apiVersion": item.get("apiVersion") or f"{GROUP}/v1",
+        "kind": item.get("kind") or KIND,
+        "metadata": {k: meta[k] for k in ("name", "namespace") if k in meta},
+        **({"spec": item["spec"]} if "spec" in item else {}),
+    }
+    found: list[Finding] = []
+    for node in documents(yaml.safe_dump(doc)):
+        found += [Finding(f.severity, f.field, f.message) for f in check_class(node) or []]
+    return found
 
 
 # The add(severity, path, message) of one check_class call.

@@ -13,13 +13,11 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from kvmount.base.yamlread import Unreadable
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
 from kvmount.kube.errors import StoreError, StoreUnavailable, api_error
-from kvmount.validate.checks import Finding, Severity, check_class
+from kvmount.validate.checks import Finding, Severity, check_class, check_object
 from kvmount.validate.document import documents
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNREADABLE = 0, 1, 2
@@ -91,16 +89,9 @@ def check_cluster(kubeconfig: str, namespace: str, context: str = "") -> list[Lo
     items: list[dict[str, Any]] = listed.get("items") or []
     for item in items:
         meta = item.get("metadata") or {}
-        item["metadata"] = {k: meta[k] for k in ("name", "namespace") if k in meta}
         item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
-        item.setdefault("kind", "SecretProviderClass")
-        item.pop("status", None)
         source = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
-        for doc in documents(yaml.safe_dump(item)):
-            # Lines of a re-serialised object mean nothing to the user.
-            found += [
-                Located(Finding(f.severity, f.field, f.message), source) for f in check_class(doc) or []
-            ]
+        found += [Located(f, source) for f in check_object(item)]
     return found
 
 

@@ -13,10 +13,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
@@ -26,7 +26,7 @@ from azure.core.exceptions import (
 
 from kvmount.keyvault.content import JsonWebKey
 from kvmount.keyvault.errors import Category, KeyVaultError
-from kvmount.keyvault.failures import classify, describe_failure
+from kvmount.keyvault.failures import classify, describe_failure, outage
 from kvmount.keyvault.http.retry import BudgetRetryPolicy, fetch_deadline
 from kvmount.keyvault.http.transport import VaultTransport
 from kvmount.keyvault.http.vault_client import VaultClient, version_of
@@ -34,6 +34,7 @@ from kvmount.keyvault.parameters.limits import ContentBudget, ReadCap
 from kvmount.keyvault.scheduling.coalesce import Coalescer
 from kvmount.keyvault.scheduling.fairpool import BatchTimeout, FairPool
 from kvmount.keyvault.scheduling.select import Listed, list_type, listing_failure, matching
+from kvmount.keyvault.scheduling.stale import StaleCache, StaleServe
 from kvmount.keyvault.types import ObjectSpec, ObjectType
 
 T = TypeVar("T")
@@ -255,7 +256,8 @@ class MountReads:
     read that began earlier and has completed, so it sees every change made before it; None
     marks a rotation poll (see Coalescer.run). Past ``deadline`` (time.monotonic()) the mount
     fails as UNAVAILABLE; ``budget`` counts the bytes as they arrive (--max-mount-bytes) and
-    caps each answer (--max-object-bytes)."""
+    caps each answer (--max-object-bytes). ``stale`` collects the reads answered from the
+    stale cache during a Key Vault outage."""
 
     vault: str
     client: VaultClient
@@ -263,20 +265,25 @@ class MountReads:
     since: float | None = None
     deadline: float | None = None
     budget: ContentBudget | None = None
+    stale: list[StaleServe] = field(default_factory=list)
 
 
 class Fetcher:
     """Runs mounts' fetches on a shared, bounded pool, each mount served in turn; with a
-    coalescer, identical reads are shared node-wide. ``observe`` is told of each request."""
+    coalescer, identical reads are shared node-wide; with a stale cache, reads failed by an
+    outage are answered with the same principal's last content. ``observe`` is told of each
+    request."""
 
     def __init__(
         self,
         max_concurrency: int = 8,
         coalescer: Coalescer | None = None,
         observe: RequestObserver | None = None,
+        stale: StaleCache | None = None,
     ) -> None:
         self._pool = FairPool(max_concurrency, name="kvfetch")
         self._shared = coalescer or Coalescer(0)
+        self._stale = stale or StaleCache(0, 0)
         self._observe = observe or _unobserved
 
     def fetch_all(self, mount: MountReads, specs: Iterable[ObjectSpec]) -> list[list[Fetched]]:
@@ -317,12 +324,29 @@ class Fetcher:
             raise listing_failure(mount.vault, spec, err) from None
         return listed
 
-    @staticmethod
-    def _guarded(mount: MountReads, spec: ObjectSpec, call: Callable[[], T]) -> T:
+    def _read(
+        self,
+        mount: MountReads,
+        spec: ObjectSpec,
+        key: tuple[Any, ...],
+        read: Callable[[], T],
+        size: Callable[[T], int],
+    ) -> T:
+        """A shared read; when Key Vault is out, the principal's last content for ``key``."""
         try:
-            return call()
+            value = self._shared.run(key, read, since=mount.since)
         except Exception as err:
-            raise describe_failure(mount.vault, spec, err) from None
+            reason = outage(err)
+            kept = self._stale.get(key) if reason else None
+            if kept is None:
+                if classify(err) in (Category.NOT_FOUND, Category.FORBIDDEN):
+                    self._stale.drop(key[:4])  # gone or taken away: no version of it is served again
+                raise describe_failure(mount.vault, spec, err) from None
+            assert reason is not None
+            mount.stale.append(StaleServe(spec.describe(), kept[1], reason))
+            return cast(T, kept[0])
+        self._stale.keep(key, value, size(value))
+        return value
 
     def _versions_of(self, mount: MountReads, spec: ObjectSpec) -> list[str]:
         if not spec.has_history:
@@ -331,7 +355,7 @@ class Fetcher:
         key = (mount.client.vault_url, mount.principal, spec.type, spec.name, version, "history")
         cap = None if mount.budget is None else mount.budget.cap()
         listing = partial(history_versions, mount.client, spec, 0, mount.deadline, self._observe, cap)
-        listed = self._guarded(mount, spec, lambda: self._shared.run(key, listing, since=mount.since))
+        listed = self._read(mount, spec, key, listing, lambda versions: sum(map(len, versions)))
         return listed[: spec.version_history]
 
     def _fetch_one(self, mount: MountReads, job: tuple[ObjectSpec, str]) -> Fetched:
@@ -339,7 +363,7 @@ class Fetcher:
         key = (mount.client.vault_url, mount.principal, spec.type, spec.name, version)
         cap = None if mount.budget is None else mount.budget.cap()
         read = partial(fetch_version, mount.client, spec, version, mount.deadline, self._observe, cap)
-        fetched = self._guarded(mount, spec, lambda: self._shared.run(key, read, since=mount.since))
+        fetched = self._read(mount, spec, key, read, _size)
         if mount.budget is not None:
             mount.budget.take(spec, _size(fetched))
         # A shared read may have been made for another spec of the same object.

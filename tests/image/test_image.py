@@ -25,7 +25,7 @@ TARGETS = {
     "kvmount-kms": (["kms"], "65532:65532"),
 }
 KVMOUNT = "/opt/kvmount/bin/kvmount"
-# Unpacked; measured 173 MB (docs/install.md, test_sbom.py keeps that true). A jump past this is a regression to look at.
+# Unpacked; measured 173 MB (docs/install.md; test_sbom.py keeps it true). A jump past this is a regression.
 MAX_BYTES = 200 * 1024 * 1024
 
 

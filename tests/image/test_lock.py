@@ -74,6 +74,19 @@ def test_the_lock_pins_every_requirement_of_pyproject_by_hash(lock: str, require
         )
 
 
+def test_the_lock_holds_nothing_that_pyproject_dropped() -> None:
+    # pip-compile's annotations: `# via kvmount (pyproject.toml)` on what pyproject asks for directly.
+    required = {canonicalize_name(Requirement(r).name) for r in pyproject()["project"]["dependencies"]}
+    blocks = re.split(
+        r"^(?=[A-Za-z0-9][^\s=]*==)", (IMAGE / "requirements.txt").read_text(), flags=re.MULTILINE
+    )
+    direct = {canonicalize_name(b.split("==")[0]) for b in blocks if "kvmount (pyproject.toml)" in b}
+    assert direct <= required, (
+        f"scripts/image/requirements.txt still locks {sorted(direct - required)} for pyproject, "
+        "which no longer asks for them: run scripts/lock-image-requirements"
+    )
+
+
 def test_the_runtime_lock_holds_no_development_tool() -> None:
     extras = pyproject()["project"]["optional-dependencies"]
     dev = {canonicalize_name(Requirement(r).name) for r in extras["dev"]}

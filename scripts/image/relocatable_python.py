@@ -11,7 +11,7 @@ Relocatable because:
   distribution's site.py patches nor PYTHONHOME/PYTHONPATH matter.
 
 Run by the Containerfile's builder stage with the base image's Python:
-    python3 relocatable_python.py --packages DIR --prefix /opt/kvmount
+    python3 relocatable_python.py --packages DIR [DIR...] --prefix /opt/kvmount
 It keeps only what runs: no test suites of the standard library, no Tk, IDLE,
 ensurepip or static libpython; __pycache__ is rebuilt by the new interpreter.
 """
@@ -131,7 +131,9 @@ def write_script(path: Path, text: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--packages", type=Path, required=True, help="a `pip install --target` directory")
+    p.add_argument(
+        "--packages", type=Path, nargs="+", required=True, help="`pip install --target` directories"
+    )
     p.add_argument("--prefix", type=Path, required=True, help="where the runtime goes (empty or missing)")
     args = p.parse_args()
     prefix: Path = args.prefix
@@ -141,7 +143,13 @@ def main() -> None:
     ld_dir = prefix / "lib" / "ld"
 
     shutil.copytree(sysconfig.get_paths()["stdlib"], lib, ignore=ignore_stdlib, symlinks=False)
-    shutil.copytree(args.packages, lib / "site-packages", ignore=shutil.ignore_patterns("__pycache__", "bin"))
+    for packages in args.packages:
+        shutil.copytree(
+            packages,
+            lib / "site-packages",
+            ignore=shutil.ignore_patterns("__pycache__", "bin"),
+            dirs_exist_ok=True,
+        )
     drop_async_only(lib / "site-packages")
     bin_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(Path(sys.executable).resolve(), bin_dir / version)
@@ -159,8 +167,12 @@ def main() -> None:
     write_script(bin_dir / "python3", PYTHON_WRAPPER.replace("{python}", version))
     write_script(bin_dir / "kvmount", KVMOUNT_WRAPPER)
     # Bytecode made by the bundled interpreter itself, once, at build time: the
-    # containers run with a read-only root and could not write it.
-    subprocess.run([str(bin_dir / "python3"), "-m", "compileall", "-q", "-j0", str(lib)], check=True)
+    # containers run with a read-only root and could not write it. Keyed by the
+    # sources' hashes, not their mtimes (which are the build's time), so that two
+    # builds of one commit write the same bytes; never rechecked, as nothing in
+    # the image changes its sources.
+    compile_all = ["-m", "compileall", "-q", "-j0", "--invalidation-mode", "unchecked-hash", str(lib)]
+    subprocess.run([str(bin_dir / "python3"), *compile_all], check=True)
     subprocess.run([str(bin_dir / "python3"), "-c", IMPORT_ALL], check=True)
     subprocess.run([str(bin_dir / "kvmount"), "--help"], check=True, stdout=subprocess.DEVNULL)
 

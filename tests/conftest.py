@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # ---------------------------------------------------------------- Key Vault double
-# Owner: tests/peers. The double is documented in tests/peers/keyvault_double.py.
+# Owner: tests/peers. The double is documented in tests/peers/keyvault_double/__init__.py.
 from collections.abc import Iterator
 
 import pytest

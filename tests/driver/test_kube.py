@@ -3,7 +3,6 @@ server, classes read from it, pod statuses written to it; and no API server at a
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from kvmount.proto import csi_pb2 as csi
 from tests.driver.conftest import PROVIDER, Driver, eventually, make_pod, start_driver, stop_driver
 from tests.driver.provider_double import ProviderDouble
+from tests.support import eventually
 
 # The client's partial annotations do not cover dict bodies; treat it as untyped.
 k8s: Any = _client
@@ -95,13 +95,12 @@ def apply(api: Any, path: Path) -> None:
 def wait_established(api: Any, name: str) -> None:
 
     ext = k8s.ApiextensionsV1Api(api)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def established() -> bool:
         conditions = ext.read_custom_resource_definition(name).status.conditions or []
-        if any(c.type == "Established" and c.status == "True" for c in conditions):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"CRD {name} not established")
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    eventually(established, timeout=30, what=f"CRD {name} established")
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,8 @@ import dataclasses
 import json
 import os
 import ssl
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any, cast
 from tests.peers.keyvault_double.base import PKCS12, Json
 from tests.peers.keyvault_double.faults import Fault
 from tests.peers.keyvault_double.server import DoubleServer
+from tests.support import start_daemon, stop_process, until_ready
 
 # The child runs ``python -m tests.peers.keyvault_double``, which needs the repository on its path.
 _REPO = Path(__file__).resolve().parents[3]
@@ -264,6 +263,7 @@ class KeyVaultDoubleProcess(_ControlClient):
         self, state_dir: Path, port: int, imds_port: int, nmi_port: int, tenant: str, timeout: float
     ) -> None:
         self.state_dir = state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
         ready = state_dir / "ready.json"
         ready.unlink(missing_ok=True)
         cmd = [
@@ -277,15 +277,13 @@ class KeyVaultDoubleProcess(_ControlClient):
         ]  # fmt: skip
         path = os.pathsep.join(p for p in (str(_REPO), os.environ.get("PYTHONPATH", "")) if p)
         env = {**os.environ, "PYTHONPATH": path}
-        self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
-        deadline = time.monotonic() + timeout
-        while not ready.exists():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"keyvault double exited with {self.process.returncode}")
-            if time.monotonic() > deadline:
-                self.process.kill()
-                raise TimeoutError("keyvault double did not become ready")
-            time.sleep(0.05)
+        daemon = start_daemon("keyvault double", cmd, state_dir / "double.log", env=env)
+        self.process = daemon.process
+        try:
+            until_ready(ready.exists, timeout=timeout, what=f"the double's {ready}", daemons=[daemon])
+        except BaseException:
+            self.stop()
+            raise
         info = json.loads(ready.read_text())
         self.port, self.imds_port, self.nmi_port = info["port"], info["imds_port"], info["nmi_port"]
         self.proxy_port = info["proxy_port"]
@@ -293,10 +291,4 @@ class KeyVaultDoubleProcess(_ControlClient):
         self.tenant = info["tenant"]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)

@@ -14,7 +14,7 @@ import pytest
 from kvmount.cli import main
 from kvmount.volume.mounts import mount_tmpfs, unmount
 from tests.doctor.test_access import row
-from tests.support import Daemon, free_port, start_daemon, until_ready
+from tests.support import Daemon, free_port, start_daemon, starts_process, until_ready
 
 
 def _start(argv: list[str], sock: Path, log: Path) -> Daemon:
@@ -28,6 +28,7 @@ def _start(argv: list[str], sock: Path, log: Path) -> Daemon:
 
 
 @pytest.fixture
+@starts_process
 def node(tmp_path: Path) -> Iterator[tuple[Path, Path, int, int]]:
     """(provider directory, driver socket, provider health port, driver metrics port): both running."""
     providers, kubelet = tmp_path / "providers", tmp_path / "kubelet"

@@ -21,7 +21,7 @@ from kvmount.proto import csi_pb2_grpc as csi_grpc
 from kvmount.volume import mounts
 from tests.conftest import BASE_TEMP
 from tests.driver.provider_double import Behaviour, ProviderDouble, serve
-from tests.support import Daemon, free_port, start_daemon, until_ready
+from tests.support import Daemon, free_port, start_daemon, starts_process, until_ready
 
 PROVIDER = "double"
 
@@ -134,6 +134,7 @@ def stop_driver(driver: Driver) -> None:
 
 
 @pytest.fixture(scope="session")
+@starts_process
 def driver(tmp_path_factory: pytest.TempPathFactory, provider_dir: Path) -> Iterator[Driver]:
     started = start_driver(tmp_path_factory.mktemp("driver"), provider_dir)
     yield started

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.driver.conftest import Driver, await_socket, make_pod, start_driver, stop_driver
-from tests.support import start_daemon
+from tests.support import start_daemon, starts_process
 
 VAULT = "kvtest"
 
@@ -30,6 +30,7 @@ def kv(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture(scope="module")
+@starts_process
 def azure_driver(kv: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
     base = tmp_path_factory.mktemp("e2e")
     providers = base / "providers"

@@ -7,8 +7,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.driver.conftest import start_driver, stop_driver
 from tests.support import eventually
+
+pytestmark = pytest.mark.peer  # each test runs kvmount as a process
 
 IDLE = 1000
 

@@ -35,6 +35,7 @@ current-context: x
 """
 
 
+@pytest.mark.peer
 def test_no_api_server(tmp_path: Path, provider_dir: Path, kubelet_dir: Path) -> None:
     """The driver serves CSI without an API server; a publish that needs one fails cleanly."""
     kubeconfig = tmp_path / "kubeconfig"
@@ -60,11 +61,8 @@ def test_no_api_server(tmp_path: Path, provider_dir: Path, kubelet_dir: Path) ->
 
 
 @pytest.fixture(scope="module")
-def kube(request: pytest.FixtureRequest) -> Any:
-    try:
-        return request.getfixturevalue("kube_apiserver")
-    except pytest.FixtureLookupError:
-        pytest.skip("no kube_apiserver fixture in tests/conftest.py yet")
+def kube(kube_apiserver: Any) -> Any:
+    return kube_apiserver
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from tests.driver.provider_double import ProviderDouble
 from tests.support import eventually
 
 
+@pytest.mark.peer
 def test_restart_keeps_serving_published_volumes(
     tmp_path: Path, provider_dir: Path, provider: ProviderDouble, kubelet_dir: Path
 ) -> None:
@@ -120,6 +121,7 @@ def test_provider_health_check(provider_dir: Path, provider: ProviderDouble, tmp
         clients.close()
 
 
+@pytest.mark.peer
 def test_standalone_rotation(
     tmp_path: Path, provider_dir: Path, provider: ProviderDouble, kubelet_dir: Path
 ) -> None:

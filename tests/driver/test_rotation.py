@@ -37,7 +37,7 @@ from kvmount.volume.target import KubeletRoot
 from tests.driver.conftest import Driver, Pod, await_socket, start_driver, stop_driver
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.peers.kube import KubeAPIServer
-from tests.support import eventually, start_daemon
+from tests.support import eventually, start_daemon, starts_process
 
 k8s: Any = _client  # the client's partial annotations do not cover dict bodies
 REPO = Path(__file__).resolve().parents[2]
@@ -58,6 +58,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
+@starts_process
 def stack(
     kube_apiserver: KubeAPIServer, keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
@@ -103,6 +104,7 @@ def kube_driver(stack: Stack, base: Path, *extra: str) -> Driver:
 
 
 @pytest.fixture
+@starts_process
 def rotating(stack: Stack, tmp_path: Path) -> Iterator[Driver]:
     driver = kube_driver(
         stack, tmp_path / "drv", "--enable-secret-rotation", f"--rotation-poll-interval={INTERVAL}s"

@@ -20,10 +20,11 @@ import yaml
 from tests.driver.conftest import Driver, make_pod, start_driver, stop_driver
 from tests.peers.keyvault_double import Fault, KeyVaultDouble
 from tests.provider.conftest import VAULT, Provider, start_provider, stop_provider
-from tests.support import eventually
+from tests.support import eventually, starts_process
 
 
 @pytest.fixture(scope="module")
+@starts_process
 def stack(
     keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Provider, Driver]]:

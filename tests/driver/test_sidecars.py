@@ -20,6 +20,8 @@ from kvmount.proto import pluginregistration_pb2_grpc as pb_grpc
 from tests.driver.conftest import start_driver, stop_driver
 from tests.support import eventually, free_port, start_daemon
 
+pytestmark = pytest.mark.peer  # each test runs kvmount as a process
+
 DRIVER = "secrets-store.csi.k8s.io"
 # As the chart renders it: the driver's socket as kubelet sees it.
 KUBELET_PATH = "/var/lib/kubelet/plugins/csi-secrets-store/csi.sock"

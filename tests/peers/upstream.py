@@ -38,12 +38,11 @@ from types import TracebackType
 from typing import Self
 
 import grpc
-import pytest
 
 from kvmount.proto import csi_pb2_grpc as csi_grpc
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
 from tests.peers.keyvault_double import KeyVaultDouble, KeyVaultDoubleProcess
-from tests.support import free_port, serves, start_daemon, stop_process, until_ready
+from tests.support import free_port, peer_missing, serves, start_daemon, stop_process, until_ready
 
 CACHE = Path(os.environ.get("KVMOUNT_CACHE", Path.home() / ".cache" / "kvmount"))
 PROVIDER_BINARY = CACHE / "bin" / "upstream-azure-provider"
@@ -56,14 +55,10 @@ SCRIPTS = {
 
 def require(binary: Path) -> None:
     """Skip the calling test when ``binary`` is not built; under CI, fail instead."""
-    from tests.conftest import in_ci  # late: tests/conftest.py imports this module
-
     if os.access(binary, os.X_OK):
         return
     reason = f"{binary.name} not installed: run {SCRIPTS[binary]}"
-    if in_ci():
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
+    peer_missing(reason)
 
 
 class _Process:

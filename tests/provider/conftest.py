@@ -19,7 +19,7 @@ import yaml
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
 from tests.peers.keyvault_double import KeyVaultDouble
-from tests.support import free_port, serves, start_daemon, until_ready
+from tests.support import free_port, serves, start_daemon, starts_process, until_ready
 
 VAULT = "kvtest"
 
@@ -120,6 +120,7 @@ def stop_provider(provider: Provider) -> None:
 
 
 @pytest.fixture(scope="module")
+@starts_process
 def provider(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
     started = start_provider(tmp_path_factory.mktemp("provider"), keyvault)
     yield started

@@ -18,10 +18,11 @@ import pytest
 from kvmount.proto import v1alpha1_pb2 as pb
 from tests.peers.keyvault_double import Fault, KeyVaultDouble
 from tests.provider.conftest import VAULT, Provider, start_provider, stop_provider
-from tests.support import eventually
+from tests.support import eventually, starts_process
 
 
 @pytest.fixture(scope="module")
+@starts_process
 def capped(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
     started = start_provider(
         tmp_path_factory.mktemp("capped"),
@@ -75,6 +76,7 @@ def reads_of(keyvault: KeyVaultDouble, prefix: str) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
 def test_a_cloud_environment_file_that_is_not_a_regular_file_is_refused_at_once(
     keyvault: KeyVaultDouble, tmp_path: Path, sp: dict[str, str], special: str

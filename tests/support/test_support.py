@@ -46,6 +46,7 @@ def test_free_port_is_bindable() -> None:
         s.bind(("127.0.0.1", free_port()))
 
 
+@pytest.mark.peer
 def test_until_ready_fails_at_once_with_the_log_when_the_daemon_exits(tmp_path: Path) -> None:
     code = "import sys; print('cannot start: no config'); sys.exit(3)"
     daemon = start_daemon("broken", [sys.executable, "-c", code], tmp_path / "broken.log")
@@ -55,6 +56,7 @@ def test_until_ready_fails_at_once_with_the_log_when_the_daemon_exits(tmp_path: 
     assert time.monotonic() - began < 10
 
 
+@pytest.mark.peer
 def test_a_daemon_serves_and_stops(tmp_path: Path) -> None:
     sock = tmp_path / "d.sock"
     code = (

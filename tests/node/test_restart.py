@@ -163,8 +163,8 @@ def test_opted_in_deployment_rolls_out_once_per_change_and_is_rate_limited(clust
     # The driver logs the deferral after it wrote the statuses: wait for it as for any state.
     eventually(
         lambda: "workload restart deferred (rate limit)" in cluster.plugins.log("driver"),
-        ROTATION * 2 + 30,
-        "the rollout deferred by the rate limit",
+        timeout=ROTATION * 2 + 30,
+        what="the rollout deferred by the rate limit",
     )
     # ... and happens once it has passed.
     eventually(

@@ -190,7 +190,9 @@ def test_a_service_account_token_secret_is_refused_naming_its_type(controller: C
         condition = controller.condition(namespace, "tok", "SecretCreated")
         return str(condition["message"]) if condition else ""
 
-    eventually(lambda: "kubernetes.io/service-account-token" in message(), 60, "the refusal condition")
+    eventually(
+        lambda: "kubernetes.io/service-account-token" in message(), timeout=60, what="the refusal condition"
+    )
     assert "is refused" in message()
     assert controller.secret(namespace, "tok") is None
 

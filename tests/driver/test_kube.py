@@ -16,7 +16,7 @@ from kubernetes import config as _config
 from kubernetes.client.exceptions import ApiException
 
 from kvmount.proto import csi_pb2 as csi
-from tests.driver.conftest import PROVIDER, Driver, eventually, make_pod, start_driver, stop_driver
+from tests.driver.conftest import PROVIDER, Driver, make_pod, start_driver, stop_driver
 from tests.driver.provider_double import ProviderDouble
 from tests.support import eventually
 
@@ -315,7 +315,7 @@ def test_stale_content_is_a_warning_event_on_the_pod(
         events = k8s.CoreV1Api(api).list_namespaced_event(ns).items
         return [e for e in events if e.reason == "StaleContentServed" and e.involved_object.name == "web"]
 
-    eventually(lambda: bool(warned()), 10, "a StaleContentServed event")
+    eventually(lambda: bool(warned()), timeout=10, what="a StaleContentServed event")
     [event] = warned()
     assert (event.type, event.message) == ("Warning", note)
     kube_driver.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=60)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,25 +28,17 @@ from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
 from tests.peers.keyvault_double import KeyVaultDoubleProcess
 from tests.peers.upstream import PROVIDER_BINARY
-from tests.provider.conftest import free_port
+from tests.support import Daemon, free_port, serves, until_ready
 
 VAULT = "kvbench"
 TARGET = "/var/lib/kubelet/pods/uid/volumes/kubernetes.io~csi/v/mount"
 
 
-def wait_for_socket(path: Path, process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
-    """Until ``path`` accepts a connection: the daemon serves."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with socket.socket(socket.AF_UNIX) as s:
-            try:
-                s.connect(str(path))
-                return
-            except OSError:
-                pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{log.name}: not serving {path}: {log.read_text()[-2000:]}")
-        time.sleep(0.005)
+def wait_for_socket(daemon: Daemon, path: Path) -> None:
+    """Until ``path`` accepts a connection: the daemon serves (polled every 5 ms: starts are timed)."""
+    until_ready(
+        lambda: serves(path), timeout=60, what=f"{daemon.name} serving {path}", daemons=[daemon], poll=0.005
+    )
 
 
 @dataclass
@@ -101,7 +92,7 @@ def _start(name: str, argv: list[str], env: dict[str, str], workdir: Path) -> Co
         process = subprocess.Popen(
             argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
         )
-    wait_for_socket(sock, process, log)
+    wait_for_socket(Daemon(name, process, log), sock)
     started = time.perf_counter() - began
     channel = grpc.insecure_channel(f"unix://{sock}")
     return Contender(name, process, sock, log, started, channel, pb_grpc.CSIDriverProviderStub(channel))

@@ -29,7 +29,7 @@ from kvmount.volume import mounts
 from tests.driver.provider_double import serve
 from tests.peers.kube import KubeAPIServer
 from tests.peers.upstream import DRIVER_BINARY
-from tests.provider.conftest import free_port
+from tests.support import Daemon, free_port
 
 CRDS = Path(__file__).resolve().parents[1] / "deploy" / "crds"
 NAMESPACE = "bench"
@@ -44,7 +44,7 @@ class Driver:
             self.process = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
             )
-        wait_for_socket(self.socket, self.process, self.log)
+        wait_for_socket(Daemon(name, self.process, self.log), self.socket)
         self.start_seconds = time.perf_counter() - began
         self.channel = grpc.insecure_channel(f"unix://{self.socket}")
         self.node = csi_grpc.NodeStub(self.channel)

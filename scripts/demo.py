@@ -1,6 +1,6 @@
 """The README's demo: the whole Key Vault path on one machine, on local defaults.
 
-1. starts the Key Vault double (tests/peers/keyvault_double.py) and seeds a
+1. starts the Key Vault double (tests/peers/keyvault_double/) and seeds a
    vault with a secret and its history, a certificate with a three-level
    chain, an RSA and an EC key, and a service principal;
 2. writes a SecretProviderClass and a node-publish Secret for it;

@@ -1,14 +1,37 @@
-"""Shared fixtures. Each block is owned by one area; keep blocks separate."""
+"""Shared fixtures and the test tiers. Each block is owned by one area; keep blocks separate."""
 
 from __future__ import annotations
 
-# ---------------------------------------------------------------- Key Vault double
-# Owner: tests/peers. The double is documented in tests/peers/keyvault_double.py.
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.peers.keyvault_double import KeyVaultDouble
+from tests.peers.kube import KubeAPIServer, binaries
+from tests.peers.upstream import UpstreamDriver, UpstreamProvider
+from tests.support import peer_missing, starts_process, tiers
+
+# ---------------------------------------------------------------- tiers
+# Owner: tests/support. unit, peer, node (tests/support/tiers.py; registered in pyproject.toml).
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    tiers.guard_processes()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(tiers.tier_of(item))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    tiers.entering(item)  # before the test's fixtures start anything
+
+
+# ---------------------------------------------------------------- Key Vault double
+# Owner: tests/peers. The double is documented in tests/peers/keyvault_double/__init__.py.
 
 
 @pytest.fixture(scope="session")
@@ -33,22 +56,13 @@ def kv_env(keyvault: KeyVaultDouble, monkeypatch: pytest.MonkeyPatch) -> KeyVaul
     return keyvault
 
 
-# ---------------------------------------------------------------- end Key Vault double
-
-
 # ---------------------------------------------------------------- Kubernetes API server
 # Owner: tests/peers. A real etcd + kube-apiserver (tests/peers/kube.py); binaries
 # from scripts/peers/kube-apiserver.sh.
-import os  # noqa: E402
-
-from tests.peers.kube import KubeAPIServer, binaries  # noqa: E402
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 @pytest.fixture(scope="session")
+@starts_process
 def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer]:
     """One API server for the whole session (admin kubeconfig: ``.kubeconfig``).
 
@@ -56,10 +70,7 @@ def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPI
     the binaries are missing, except under CI (env CI set), where that fails.
     """
     if binaries() is None:
-        reason = "etcd or kube-apiserver not installed: run scripts/peers/kube-apiserver.sh"
-        if in_ci():
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        peer_missing("etcd or kube-apiserver not installed: run scripts/peers/kube-apiserver.sh")
     server = KubeAPIServer(tmp_path_factory.mktemp("kube")).start()
     try:
         yield server
@@ -67,21 +78,15 @@ def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPI
         server.stop()
 
 
-# ---------------------------------------------------------------- end Kubernetes API server
-
-
 # ---------------------------------------------------------------- Upstream peers
 # Owner: tests/peers. Upstream's provider v1.8.2 and driver v1.6.0 (tests/peers/upstream.py),
 # built by scripts/peers/upstream-*.sh; a missing binary skips, or fails under CI.
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from tests.peers.upstream import UpstreamDriver, UpstreamProvider  # noqa: E402
 
 CRDS = Path(__file__).resolve().parents[1] / "deploy" / "crds"
 
 
 @pytest.fixture(scope="module")
+@starts_process
 def upstream_provider(
     keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., UpstreamProvider]]:
@@ -115,6 +120,7 @@ def secrets_store_api(kube_apiserver: KubeAPIServer) -> KubeAPIServer:
 
 
 @pytest.fixture(scope="module")
+@starts_process
 def upstream_driver(
     secrets_store_api: KubeAPIServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., UpstreamDriver]]:
@@ -137,13 +143,9 @@ def upstream_driver(
             driver.stop()
 
 
-# ---------------------------------------------------------------- end Upstream peers
-
-
 # ---------------------------------------------------------------- kubelet root
 # Owner: tests/driver. pytest's base temporary directory holds every test's tmp_path, so
 # every kubelet directory a test makes; a driver the tests start takes it as --kubelet-root-dir.
-from pathlib import Path  # noqa: E402
 
 BASE_TEMP: list[Path] = []
 
@@ -151,6 +153,3 @@ BASE_TEMP: list[Path] = []
 @pytest.fixture(scope="session", autouse=True)
 def _base_temp(tmp_path_factory: pytest.TempPathFactory) -> None:
     BASE_TEMP[:] = [tmp_path_factory.getbasetemp()]
-
-
-# ---------------------------------------------------------------- end kubelet root

@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.peers.upstream import PROVIDER_BINARY, require
+
+pytestmark = pytest.mark.peer  # each test runs kvmount as a process
 
 ROOT = Path(__file__).resolve().parents[1]
 

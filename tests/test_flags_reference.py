@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.peer  # a fresh process
 def test_flags_reference_is_current() -> None:
     # A fresh process: building every parser must neither print nor take stdout over.
     generated = subprocess.run(

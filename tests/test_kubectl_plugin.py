@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import in_ci
 from tests.peers.kube import KubeAPIServer
+from tests.support import peer_missing
 
 PLUGIN = Path(sys.executable).parent / "kubectl-kvmount"
 OBJECTS_WITH_A_TYPO = "array:\n  - |\n    objectName: db\n    objectType: secret\n    objectAlais: x\n"
@@ -26,9 +26,7 @@ def kubectl() -> str:
     found = shutil.which("kubectl")
     if found is None:
         reason = "kubectl is not installed (Debian's or Google's kubectl package)"
-        if in_ci():
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        peer_missing(reason)
     return found
 
 

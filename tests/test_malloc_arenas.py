@@ -47,6 +47,7 @@ def _arenas(mode: str) -> int:
     return int(out.stdout)
 
 
+@pytest.mark.peer
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_arenas_are_capped_at_two() -> None:
     assert _arenas("default") > malloc_arenas.ARENAS, "without the cap, threads get arenas of their own"

@@ -18,6 +18,8 @@ import yaml
 from kvmount.volume import mounts
 from tests.peers.keyvault_double import Fault, KeyVaultDouble
 
+pytestmark = pytest.mark.peer  # each test runs kvmount as a process
+
 VAULT = "kvtest"
 VALUE = "mount-command-secret-value"
 

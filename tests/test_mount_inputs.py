@@ -35,6 +35,7 @@ def mount(tmp_path: Path, spc: str, secrets: str | None = None) -> str:
     return stderr
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize(
     ("spc", "words"),
     [
@@ -52,6 +53,7 @@ def test_bad_class_files(tmp_path: Path, spc: str, words: str) -> None:
     assert words in mount(tmp_path, spc)
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize(
     ("secrets", "words"),
     [("kind: Secret\ndata: [1]\n", "data must be a mapping"), (DEEP, "nested too deeply")],

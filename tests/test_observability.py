@@ -7,18 +7,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from kvmount.base.endpoints import MAX_CONNECTIONS, EndpointServer, ok_route, serve_http
-
-
-def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        time.sleep(0.05)
+from tests.support import eventually
 
 
 def boom() -> tuple[int, bytes, str]:
@@ -80,8 +74,8 @@ def test_idle_connections_cost_no_thread_and_lock_no_one_out(server: EndpointSer
         # All but the newest MAX_CONNECTIONS were dropped to admit newer ones.
         eventually(
             lambda: sum(closed_by_server(s) for s in idle) >= len(idle) - MAX_CONNECTIONS,
-            10,
-            "old idle connections dropped",
+            timeout=10,
+            what="old idle connections dropped",
         )
         start = time.monotonic()
         server.shutdown()
@@ -98,6 +92,6 @@ def test_a_silent_connection_is_closed_after_the_timeout() -> None:
         with socket.create_connection(("127.0.0.1", quick.server_address[1]), timeout=5) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # and never the rest
             sock.setblocking(False)
-            eventually(lambda: closed_by_server(sock), 5, "a silent connection closed")
+            eventually(lambda: closed_by_server(sock), timeout=5, what="a silent connection closed")
     finally:
         quick.shutdown()

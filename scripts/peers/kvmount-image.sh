@@ -6,7 +6,7 @@
 # need the archives skip, naming this script, when they are missing, and fail
 # under CI.
 set -euo pipefail
-# CI as tests/conftest.py's in_ci() reads it: set, and not 0/false/no.
+# CI as tests/support/ci.py's in_ci() reads it: set, and not 0/false/no.
 case "$(echo "${CI:-}" | tr '[:upper:]' '[:lower:]' | tr -d ' ')" in
   "" | 0 | false | no)
     if [ "${KVMOUNT_BUILD_IMAGE:-}" != 1 ]; then

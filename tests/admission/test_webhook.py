@@ -22,6 +22,8 @@ import yaml
 from tests.certs import server_tls
 from tests.peers.kube import KubeAPIServer
 
+pytestmark = pytest.mark.peer  # its fixtures and tests start kvmount as a process
+
 TYPO_CLASS = """\
 apiVersion: secrets-store.csi.x-k8s.io/v1
 kind: SecretProviderClass

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from tests.peers.keyvault_double import KeyVaultDouble
 from tests.peers.kube import KubeAPIServer
 from tests.peers.upstream import UpstreamDriver, UpstreamProvider
 from tests.provider.conftest import start_provider, stop_provider
+from tests.support import eventually
 
 VAULT = "kvtest"
 GROUP_VERSION = "secrets-store.csi.x-k8s.io/v1"
@@ -165,21 +165,6 @@ def files(target: Path) -> dict[str, tuple[int, bytes]]:
     return found
 
 
-def eventually(read: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    """read()'s first truthy answer (NotFound counts as none); fails after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            found = read()
-            if found:
-                return found
-        except NotFoundError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.2)
-
-
 def get_or_none(
     api: KubeAPIServer, kind: str, namespace: str, name: str, api_version: str = "v1"
 ) -> dict[str, Any] | None:
@@ -194,7 +179,9 @@ def get_or_none(
 def pod_status(api: KubeAPIServer, namespace: str) -> dict[str, Any]:
     name = f"web-{namespace}-app"
     found: dict[str, Any] = eventually(
-        lambda: get_or_none(api, POD_STATUS, namespace, name, GROUP_VERSION), f"pod status {namespace}/{name}"
+        lambda: get_or_none(api, POD_STATUS, namespace, name, GROUP_VERSION),
+        timeout=30,
+        what=f"pod status {namespace}/{name}",
     )
     return found
 
@@ -208,7 +195,9 @@ def synced(api: KubeAPIServer, namespace: str, name: str, status: dict[str, Any]
         owners = (secret or {}).get("metadata", {}).get("ownerReferences") or []
         return secret if any(o["uid"] == owner for o in owners) else None
 
-    found: dict[str, Any] = eventually(read, f"Secret {namespace}/{name} owned by its pod status")
+    found: dict[str, Any] = eventually(
+        read, timeout=30, what=f"Secret {namespace}/{name} owned by its pod status"
+    )
     return found
 
 

@@ -33,7 +33,6 @@ from tests.compat.crossing import (
     UPSTREAM,
     VAULT,
     Stage,
-    eventually,
     files,
     get_or_none,
     normal,
@@ -42,10 +41,10 @@ from tests.compat.crossing import (
     stage,
     synced,
 )
-from tests.conftest import in_ci
 from tests.peers.keyvault_double import PEM, KeyVaultDouble
 from tests.peers.kube import KubeAPIServer
 from tests.peers.upstream import UpstreamDriver, UpstreamProvider
+from tests.support import eventually, peer_missing
 
 crossing = pytest.mark.parametrize("pair", PAIRS[2:])
 
@@ -54,9 +53,7 @@ crossing = pytest.mark.parametrize("pair", PAIRS[2:])
 def _needs_root() -> None:
     if os.geteuid() != 0:
         reason = "the crossings mount tmpfs and must run as root"
-        if in_ci():
-            pytest.fail(reason)
-        pytest.skip(reason)
+        peer_missing(reason)
 
 
 @dataclass
@@ -207,7 +204,9 @@ def _events(api: KubeAPIServer, namespace: str) -> set[tuple[str, str]]:
         found = {(str(e.type), str(e.reason)) for e in events}
         return found if ("Warning", "FailedToCreateSecret") in found else set()
 
-    found: set[tuple[str, str]] = eventually(read, f"FailedToCreateSecret event on {namespace}/web")
+    found: set[tuple[str, str]] = eventually(
+        read, timeout=30, what=f"FailedToCreateSecret event on {namespace}/web"
+    )
     return found
 
 
@@ -291,9 +290,9 @@ def _rotation(scene: Stage, node: csi_grpc.NodeStub, version: str) -> tuple[Any,
         found = synced(api, namespace, "rotated", status_now)
         return found if found["data"]["password"] == base64.b64encode(b"after").decode() else None
 
-    eventually(republished, f"{scene.pair}: the new version mounted")
-    status_now = eventually(status, f"{scene.pair}: the pod status names the new version")
-    synced_now = eventually(secret, f"{scene.pair}: the Secret holds the new value")
+    eventually(republished, timeout=30, what=f"{scene.pair}: the new version mounted")
+    status_now = eventually(status, timeout=30, what=f"{scene.pair}: the pod status names the new version")
+    synced_now = eventually(secret, timeout=30, what=f"{scene.pair}: the Secret holds the new value")
     return files(scene.target), normal(status_now, scene.names), normal(synced_now, scene.names)
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,11 +22,12 @@ import pytest
 from kvmount.csi import kubelet, standin_kubelet
 from kvmount.proto import csi_pb2_grpc as csi_grpc
 from kvmount.proto import v1alpha1_pb2 as pb
-from tests.driver.conftest import eventually, start_driver, stop_driver
+from tests.driver.conftest import start_driver, stop_driver
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.peers.kube import KubeAPIServer
 from tests.peers.upstream import UpstreamDriver, UpstreamProvider
-from tests.provider.conftest import free_port, start_provider, stop_provider
+from tests.provider.conftest import start_provider, stop_provider
+from tests.support import free_port, start_daemon, until_ready
 
 # The keys of each shape's frame; everything else on a line is a logged key/value pair.
 FRAME = {
@@ -145,11 +144,14 @@ def test_sync_controller_lines_have_upstream_drivers_shape(
             f"--kubeconfig={secrets_store_api.kubeconfig}", "--log-format-json",
             f"--provider-volume={tmp_path}", f"--metrics-bind-address=127.0.0.1:{free_port()}",
             f"--health-probe-bind-address=127.0.0.1:{free_port()}"]  # fmt: skip
-    with open(log, "wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    controller = start_daemon("sync-controller", argv, log)
     try:
-        eventually(lambda: log.read_text().count("\n") >= 1, timeout=30, what="the sync controller logs")
+        until_ready(
+            lambda: log.read_text().count("\n") >= 1,
+            timeout=30,
+            what="the sync controller logs",
+            daemons=[controller],
+        )
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        controller.stop(timeout=30)
     assert_same_shape("driver", theirs.log.read_text(), log.read_text(), levels=("info",))

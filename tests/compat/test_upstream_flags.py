@@ -27,7 +27,8 @@ from kvmount.proto import csi_pb2_grpc as csi_grpc
 from kvmount.provider import command as provider_command
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.peers.upstream import DRIVER_BINARY, PROVIDER_BINARY, require
-from tests.provider.conftest import VAULT, free_port, start_provider, stop_provider
+from tests.provider.conftest import VAULT, start_provider, stop_provider
+from tests.support import free_port, start_daemon
 
 # klog.InitFlags: the same in both binaries.
 KLOG = {
@@ -174,10 +175,7 @@ def test_driver_done_when_command_serves(tmp_path: Path) -> None:
         "-v=0", f"--endpoint=unix://{sock}", "--nodeid=n",
         f"--metrics-addr=127.0.0.1:{free_port()}", f"--state-dir={tmp_path / 'state'}",
     ]  # fmt: skip
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "kvmount.cli", "driver", *argv], stdout=out, stderr=subprocess.STDOUT
-        )
+    process = start_daemon("driver", [sys.executable, "-m", "kvmount.cli", "driver", *argv], log).process
     try:
         with grpc.insecure_channel(f"unix://{sock}") as channel:
             grpc.channel_ready_future(channel).result(timeout=30)

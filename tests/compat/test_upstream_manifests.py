@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ from tests.compat.upstream import (
     module_dir,
     render,
 )
-from tests.provider.conftest import free_port
+from tests.support import Daemon, free_port, start_daemon, until_ready
 
 NODE_NAME = "node-1"
 # Every value the charts document, switched on (Windows stays off: kvmount is Linux only).
@@ -142,25 +141,26 @@ def start(spec: Doc, container: Doc, root: Path) -> Started:
         # kvmount's own per-volume state directory (container-local in the image): one per test.
         argv.append(f"--state-dir={root / 'state'}")
     log = root / f"{component}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "kvmount.cli", component, *argv],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **{k: rewrite(v, paths, ports) for k, v in env.items()}},
-        )
-    return Started(component, argv, process, log, container, ports, paths)
+    daemon = start_daemon(
+        component,
+        [sys.executable, "-m", "kvmount.cli", component, *argv],
+        log,
+        env={**os.environ, **{k: rewrite(v, paths, ports) for k, v in env.items()}},
+    )
+    return Started(component, argv, daemon.process, log, container, ports, paths)
 
 
 def wait_ready(started: Started, call: Callable[..., object], request: object) -> object:
-    deadline = time.monotonic() + 30
-    while True:
+    def answer() -> list[object] | None:
         try:
-            return call(request, timeout=2)
+            return [call(request, timeout=2)]
         except grpc.RpcError:
-            if started.process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"{started.component} {started.argv} did not serve:\n{started.log.read_text()}")
-            time.sleep(0.1)
+            return None
+
+    daemon = Daemon(started.component, started.process, started.log)
+    what = f"{started.component} {started.argv} serving"
+    (reply,) = until_ready(answer, timeout=30, what=what, daemons=[daemon])
+    return reply
 
 
 def http_get(port: int, path: str) -> int:

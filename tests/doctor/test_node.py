@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,39 +14,30 @@ import pytest
 from kvmount.cli import main
 from kvmount.volume.mounts import mount_tmpfs, unmount
 from tests.doctor.test_access import row
+from tests.support import Daemon, free_port, start_daemon, starts_process, until_ready
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _start(argv: list[str], sock: Path, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "kvmount.cli", *argv], stdout=out, stderr=subprocess.STDOUT
-        )
-    deadline = time.monotonic() + 30
-    while not sock.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"{argv[0]} did not start: {log.read_text()}")
-        time.sleep(0.05)
-    return process
+def _start(argv: list[str], sock: Path, log: Path) -> Daemon:
+    daemon = start_daemon(argv[0], [sys.executable, "-m", "kvmount.cli", *argv], log)
+    try:
+        until_ready(sock.exists, timeout=30, what=f"{argv[0]}: a socket at {sock}", daemons=[daemon])
+    except BaseException:
+        daemon.process.kill()
+        raise
+    return daemon
 
 
 @pytest.fixture
+@starts_process
 def node(tmp_path: Path) -> Iterator[tuple[Path, Path, int, int]]:
     """(provider directory, driver socket, provider health port, driver metrics port): both running."""
     providers, kubelet = tmp_path / "providers", tmp_path / "kubelet"
     providers.mkdir()
     kubelet.mkdir()
-    health, metrics = _port(), _port()
+    health, metrics = free_port(), free_port()
     provider = _start(
         ["provider", f"--endpoint=unix://{providers / 'azure.sock'}", f"--healthz-port={health}",
-         f"--prometheus-port={_port()}"],
+         f"--prometheus-port={free_port()}"],
         providers / "azure.sock",
         tmp_path / "provider.log",
     )  # fmt: skip
@@ -63,9 +52,8 @@ def node(tmp_path: Path) -> Iterator[tuple[Path, Path, int, int]]:
     try:
         yield providers, tmp_path / "csi.sock", health, metrics
     finally:
-        for process in (provider, driver):
-            process.terminate()
-            process.wait(timeout=30)
+        for daemon in (provider, driver):
+            daemon.stop(timeout=30)
 
 
 def test_a_healthy_node(

@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from kvmount.cli import main
-from tests.conftest import in_ci
 from tests.doctor.test_access import VAULT, row
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.peers.kube import KubeAPIServer, binaries
+from tests.support import peer_missing, starts_process
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = "secrets-store.csi.k8s.io"
@@ -102,12 +102,11 @@ def volume(class_name: str, secret: str = "", driver: str = DRIVER) -> dict[str,
 
 
 @pytest.fixture(scope="module")
+@starts_process
 def cluster(tmp_path_factory: pytest.TempPathFactory, keyvault: KeyVaultDouble) -> Iterator[Cluster]:
     if binaries() is None:
         reason = "etcd or kube-apiserver not installed: run scripts/peers/kube-apiserver.sh"
-        if in_ci():
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        peer_missing(reason)
     workdir = tmp_path_factory.mktemp("doctor-kube")
     server = KubeAPIServer(workdir).start()
     try:

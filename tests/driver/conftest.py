@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from kvmount.proto import csi_pb2_grpc as csi_grpc
 from kvmount.volume import mounts
 from tests.conftest import BASE_TEMP
 from tests.driver.provider_double import Behaviour, ProviderDouble, serve
+from tests.support import Daemon, free_port, start_daemon, starts_process, until_ready
 
 PROVIDER = "double"
 
@@ -35,14 +34,9 @@ def _needs_root() -> None:
         pytest.skip("the driver tests mount tmpfs and must run as root")
 
 
-def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while not path.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited with {proc.returncode}:\n{log.read_text()}")
-        if time.monotonic() > end:
-            raise AssertionError(f"no socket at {path} after {timeout}s:\n{log.read_text()}")
-        time.sleep(0.05)
+def await_socket(path: Path, daemon: Daemon, timeout: float = 20.0) -> None:
+    """Until ``daemon`` has made its socket at ``path``; fails at once if it exits."""
+    until_ready(path.exists, timeout=timeout, what=f"a socket at {path}", daemons=[daemon])
 
 
 @dataclass
@@ -100,13 +94,6 @@ def provider(_provider: ProviderDouble) -> ProviderDouble:
     return _provider
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def start_driver(base: Path, provider_dir: Path, *extra: str) -> Driver:
     """`kvmount driver` in standalone mode with its directories under ``base``."""
     classes, state = base / "classes", base / "state"
@@ -128,15 +115,14 @@ def start_driver(base: Path, provider_dir: Path, *extra: str) -> Driver:
     ]  # fmt: skip
     if sock.exists():
         sock.unlink()  # so the wait below sees the new server's socket, not the old one's
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    daemon = start_daemon("driver", cmd, log)
     try:
-        wait_for_socket(sock, proc, log)
+        await_socket(sock, daemon)
     except BaseException:
-        proc.kill()
+        daemon.process.kill()
         raise
     channel = grpc.insecure_channel(f"unix://{sock}")
-    return Driver(f"unix://{sock}", classes, state, provider_dir, log, proc, channel, port)
+    return Driver(f"unix://{sock}", classes, state, provider_dir, log, daemon.process, channel, port)
 
 
 def stop_driver(driver: Driver) -> None:
@@ -148,6 +134,7 @@ def stop_driver(driver: Driver) -> None:
 
 
 @pytest.fixture(scope="session")
+@starts_process
 def driver(tmp_path_factory: pytest.TempPathFactory, provider_dir: Path) -> Iterator[Driver]:
     started = start_driver(tmp_path_factory.mktemp("driver"), provider_dir)
     yield started
@@ -191,13 +178,3 @@ def make_pod(kubelet_dir: Path, name: str = "web", namespace: str = "default") -
     target = Path(kubelet.target_path(str(kubelet_dir), uid, "secrets-store-inline"))
     target.parent.mkdir(parents=True)
     return Pod(name, namespace, uid, target)
-
-
-def eventually(check: Callable[[], bool], timeout: float, what: str) -> float:
-    """Seconds until ``check`` holds; fails after ``timeout``."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.1)
-    return time.monotonic() - start

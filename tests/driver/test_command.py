@@ -52,6 +52,7 @@ def test_go_style_values() -> None:
     assert args.log_format_json is False
 
 
+@pytest.mark.peer
 def test_version() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "kvmount.cli", "driver", "--version"],
@@ -89,6 +90,7 @@ def refused_at_start(flag: str) -> str:
     return done.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("flag", ["--rotation-poll-interval", "--provider-health-check-interval"])
 @pytest.mark.parametrize("value", ["0", "-1m", "500ms"])
 def test_a_period_that_would_spin_is_refused_in_one_line(flag: str, value: str) -> None:
@@ -96,6 +98,7 @@ def test_a_period_that_would_spin_is_refused_in_one_line(flag: str, value: str) 
     assert flag in last and f"'{value}' is too short: a period must be at least 1s" in last
 
 
+@pytest.mark.peer
 def test_a_relative_kubelet_root_is_refused_in_one_line() -> None:
     last = refused_at_start("--kubelet-root-dir=var/lib/kubelet")
     assert "--kubelet-root-dir" in last and "'var/lib/kubelet' is not an absolute path" in last

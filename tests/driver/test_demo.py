@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kvmount.volume import mounts
+
+pytestmark = pytest.mark.peer  # each test runs kvmount as a process
 
 REPO = Path(__file__).resolve().parents[2]
 CLASS = """\

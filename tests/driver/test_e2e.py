@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,8 @@ import grpc
 import pytest
 import yaml
 
-from tests.driver.conftest import Driver, make_pod, start_driver, stop_driver, wait_for_socket
+from tests.driver.conftest import Driver, await_socket, make_pod, start_driver, stop_driver
+from tests.support import start_daemon, starts_process
 
 VAULT = "kvtest"
 
@@ -30,6 +30,7 @@ def kv(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture(scope="module")
+@starts_process
 def azure_driver(kv: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
     base = tmp_path_factory.mktemp("e2e")
     providers = base / "providers"
@@ -41,16 +42,14 @@ def azure_driver(kv: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "--healthz-port=0", "--prometheus-port=0", f"--cloud-env-dirs={base}",
         "--serve-stale-on-error=10m",
     ]  # fmt: skip
-    with open(log, "wb") as out:
-        provider = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    provider = start_daemon("provider", cmd, log, env=env)
     try:
-        wait_for_socket(sock, provider, log)
+        await_socket(sock, provider)
         driver = start_driver(base, providers)
         yield driver
         stop_driver(driver)
     finally:
-        provider.terminate()
-        provider.wait(timeout=40)
+        provider.stop(timeout=40)
 
 
 def write_azure_class(driver: Driver, kv: Any, name: str, objects: list[dict[str, str]]) -> None:

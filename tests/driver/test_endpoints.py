@@ -7,7 +7,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.driver.conftest import eventually, start_driver, stop_driver
+import pytest
+
+from tests.driver.conftest import start_driver, stop_driver
+from tests.support import eventually
+
+pytestmark = pytest.mark.peer  # each test runs kvmount as a process
 
 IDLE = 1000
 
@@ -36,7 +41,7 @@ def test_idle_connections_neither_stall_nor_outlive_the_driver(tmp_path: Path, p
     driver = start_driver(tmp_path, provider_dir)
     idle: list[socket.socket] = []
     try:
-        eventually(lambda: serving(driver.metrics_port), 10, "the metrics endpoint listens")
+        eventually(lambda: serving(driver.metrics_port), timeout=10, what="the metrics endpoint listens")
         assert healthz(driver.metrics_port) == 200
         threads = threads_of(driver.proc.pid)
         idle = [socket.create_connection(("127.0.0.1", driver.metrics_port), timeout=5) for _ in range(IDLE)]

@@ -3,7 +3,6 @@ server, classes read from it, pod statuses written to it; and no API server at a
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +16,9 @@ from kubernetes import config as _config
 from kubernetes.client.exceptions import ApiException
 
 from kvmount.proto import csi_pb2 as csi
-from tests.driver.conftest import PROVIDER, Driver, eventually, make_pod, start_driver, stop_driver
+from tests.driver.conftest import PROVIDER, Driver, make_pod, start_driver, stop_driver
 from tests.driver.provider_double import ProviderDouble
+from tests.support import eventually
 
 # The client's partial annotations do not cover dict bodies; treat it as untyped.
 k8s: Any = _client
@@ -35,6 +35,7 @@ current-context: x
 """
 
 
+@pytest.mark.peer
 def test_no_api_server(tmp_path: Path, provider_dir: Path, kubelet_dir: Path) -> None:
     """The driver serves CSI without an API server; a publish that needs one fails cleanly."""
     kubeconfig = tmp_path / "kubeconfig"
@@ -60,11 +61,8 @@ def test_no_api_server(tmp_path: Path, provider_dir: Path, kubelet_dir: Path) ->
 
 
 @pytest.fixture(scope="module")
-def kube(request: pytest.FixtureRequest) -> Any:
-    try:
-        return request.getfixturevalue("kube_apiserver")
-    except pytest.FixtureLookupError:
-        pytest.skip("no kube_apiserver fixture in tests/conftest.py yet")
+def kube(kube_apiserver: Any) -> Any:
+    return kube_apiserver
 
 
 @pytest.fixture(scope="module")
@@ -95,13 +93,12 @@ def apply(api: Any, path: Path) -> None:
 def wait_established(api: Any, name: str) -> None:
 
     ext = k8s.ApiextensionsV1Api(api)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def established() -> bool:
         conditions = ext.read_custom_resource_definition(name).status.conditions or []
-        if any(c.type == "Established" and c.status == "True" for c in conditions):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"CRD {name} not established")
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    eventually(established, timeout=30, what=f"CRD {name} established")
 
 
 @pytest.fixture(scope="module")
@@ -318,7 +315,7 @@ def test_stale_content_is_a_warning_event_on_the_pod(
         events = k8s.CoreV1Api(api).list_namespaced_event(ns).items
         return [e for e in events if e.reason == "StaleContentServed" and e.involved_object.name == "web"]
 
-    eventually(lambda: bool(warned()), 10, "a StaleContentServed event")
+    eventually(lambda: bool(warned()), timeout=10, what="a StaleContentServed event")
     [event] = warned()
     assert (event.type, event.message) == ("Warning", note)
     kube_driver.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=60)

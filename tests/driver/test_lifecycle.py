@@ -15,10 +15,12 @@ from kvmount.driver.volumes import VolumeRegistry
 from kvmount.kube.file_store import FileStore
 from kvmount.volume import mounts
 from kvmount.volume.target import KubeletRoot
-from tests.driver.conftest import PROVIDER, eventually, make_pod, start_driver, stop_driver
+from tests.driver.conftest import PROVIDER, make_pod, start_driver, stop_driver
 from tests.driver.provider_double import ProviderDouble
+from tests.support import eventually
 
 
+@pytest.mark.peer
 def test_restart_keeps_serving_published_volumes(
     tmp_path: Path, provider_dir: Path, provider: ProviderDouble, kubelet_dir: Path
 ) -> None:
@@ -37,10 +39,9 @@ def test_restart_keeps_serving_published_volumes(
 
     second = start_driver(base, provider_dir)
     try:
-        deadline = time.monotonic() + 10
-        while "volumes=1" not in second.log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert "volumes=1" in second.log.read_text()
+        eventually(
+            lambda: "volumes=1" in second.log.read_text(), timeout=10, what="volumes=1 in the driver's log"
+        )
         states = [json.loads(p.read_text()) for p in (base / "state" / "volumes").glob("*.json")]
         assert [s["target_path"] for s in states] == [str(live.target)]
         # The restarted driver still knows the volume: unpublish removes its pod status too.
@@ -120,6 +121,7 @@ def test_provider_health_check(provider_dir: Path, provider: ProviderDouble, tmp
         clients.close()
 
 
+@pytest.mark.peer
 def test_standalone_rotation(
     tmp_path: Path, provider_dir: Path, provider: ProviderDouble, kubelet_dir: Path
 ) -> None:
@@ -132,7 +134,7 @@ def test_standalone_rotation(
         pod = make_pod(kubelet_dir)
         driver.node.NodePublishVolume(pod.publish_request("rot", secrets={"k": "node secret"}), timeout=30)
         driver.write_class("rot", {"file.a": "two"})
-        eventually(lambda: (pod.target / "a").read_text() == "two", 5, "rotated")
+        eventually(lambda: (pod.target / "a").read_text() == "two", timeout=5, what="rotated")
         assert json.loads(provider.requests[-1].secrets) == {"k": "node secret"}
         assert "node secret" not in "".join(p.read_text() for p in (base / "state").rglob("*.json"))
         driver.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=30)

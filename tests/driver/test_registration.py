@@ -18,7 +18,7 @@ from kvmount.driver import command
 from kvmount.driver.registration import RegistrationServer
 from kvmount.proto import pluginregistration_pb2 as pb
 from kvmount.proto import pluginregistration_pb2_grpc as pb_grpc
-from tests.driver.conftest import eventually
+from tests.support import eventually
 
 DRIVER = "secrets-store.csi.k8s.io"
 CSI_SOCKET = "/var/lib/kubelet/plugins/csi-secrets-store/csi.sock"
@@ -97,7 +97,7 @@ def test_serves_again_when_kubelet_wipes_the_socket(registry: RegistrationServer
         registry.socket.unlink()
     else:
         shutil.rmtree(registry.socket.parent)
-    eventually(registry.socket.is_socket, 5, "a new registration socket")
+    eventually(registry.socket.is_socket, timeout=5, what="a new registration socket")
     assert not registry.registered.is_set()  # kubelet has to confirm the new registration
     assert get_info(registry.socket).name == DRIVER
 

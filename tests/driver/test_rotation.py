@@ -10,7 +10,6 @@ import os
 import re
 import secrets
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -35,9 +34,10 @@ from kvmount.driver.volumes import VolumeRegistry
 from kvmount.kube.api_store import KubeStore
 from kvmount.secretsync.writer import SecretSync
 from kvmount.volume.target import KubeletRoot
-from tests.driver.conftest import Driver, Pod, eventually, start_driver, stop_driver, wait_for_socket
+from tests.driver.conftest import Driver, Pod, await_socket, start_driver, stop_driver
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.peers.kube import KubeAPIServer
+from tests.support import eventually, start_daemon, starts_process
 
 k8s: Any = _client  # the client's partial annotations do not cover dict bodies
 REPO = Path(__file__).resolve().parents[2]
@@ -58,6 +58,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
+@starts_process
 def stack(
     kube_apiserver: KubeAPIServer, keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
@@ -80,12 +81,9 @@ def stack(
         # Shorter than the rotation interval: each round reads Key Vault anew.
         "--coalesce-seconds=1",
     ]  # fmt: skip
-    with open(log, "wb") as out:
-        provider = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **keyvault.env()}
-        )
+    provider = start_daemon("provider", cmd, log, env={**os.environ, **keyvault.env()})
     try:
-        wait_for_socket(sock, provider, log)
+        await_socket(sock, provider)
         yield Stack(
             kube_apiserver,
             keyvault,
@@ -95,8 +93,7 @@ def stack(
             log,
         )
     finally:
-        provider.terminate()
-        provider.wait(timeout=40)
+        provider.stop(timeout=40)
 
 
 def kube_driver(stack: Stack, base: Path, *extra: str) -> Driver:
@@ -107,6 +104,7 @@ def kube_driver(stack: Stack, base: Path, *extra: str) -> Driver:
 
 
 @pytest.fixture
+@starts_process
 def rotating(stack: Stack, tmp_path: Path) -> Iterator[Driver]:
     driver = kube_driver(
         stack, tmp_path / "drv", "--enable-secret-rotation", f"--rotation-poll-interval={INTERVAL}s"
@@ -247,12 +245,11 @@ def test_new_version_rotates_file_status_and_synced_secret(
     assert (owner.kind, owner.name) == ("SecretProviderClassPodStatus", f"web-{ns.name}-kv")
 
     stack.kv.put_secret(VAULT, name, "version two")
-    took = eventually(lambda: read(pod.target / "db") == "version two", INTERVAL + 3, "file rotated")
-    assert took <= INTERVAL + 3
+    eventually(lambda: read(pod.target / "db") == "version two", timeout=INTERVAL + 3, what="file rotated")
     eventually(
         lambda: base64.b64decode(ns.secret("db-creds").data["password"]) == b"version two",
-        INTERVAL + 3,
-        "synced Secret rotated",
+        timeout=INTERVAL + 3,
+        what="synced Secret rotated",
     )
     status = k8s.CustomObjectsApi(ns.api).get_namespaced_custom_object(
         GROUP, "v1", ns.name, "secretproviderclasspodstatuses", f"web-{ns.name}-kv"
@@ -260,7 +257,7 @@ def test_new_version_rotates_file_status_and_synced_secret(
     ((object_id, version),) = [(o["id"], o["version"]) for o in status["status"]["objects"]]
     assert object_id == f"secret/{name}"
     assert version == stack.kv.vault_call(VAULT, "GET", f"/secrets/{name}")["id"].rsplit("/", 1)[1]
-    eventually(lambda: bool(ns.events("web", "MountRotationComplete")), 10, "rotation event")
+    eventually(lambda: bool(ns.events("web", "MountRotationComplete")), timeout=10, what="rotation event")
     text = metrics(rotating)
     assert re.search(
         r'rotation_reconcile_total\{os_type="linux",provider="azure",rotated="true"\} [1-9]', text
@@ -280,7 +277,11 @@ def test_key_vault_outage_keeps_content_and_recovers(
     try:
         stack.kv.set_outage(503)
         stack.kv.put_secret(VAULT, name, "during")  # seeding bypasses the outage
-        eventually(lambda: bool(ns.events("web", "MountRotationFailed")), 3 * INTERVAL + 5, "failure event")
+        eventually(
+            lambda: bool(ns.events("web", "MountRotationFailed")),
+            timeout=3 * INTERVAL + 5,
+            what="failure event",
+        )
         assert (pod.target / name).read_text() == "before"
         (event,) = ns.events("web", "MountRotationFailed")[:1]
         assert "previous content is kept" in event.message and event.type == "Warning"
@@ -290,7 +291,9 @@ def test_key_vault_outage_keeps_content_and_recovers(
         )
     finally:
         stack.kv.set_outage(0)
-    eventually(lambda: read(pod.target / name) == "during", INTERVAL + 3, "recovery after the outage")
+    eventually(
+        lambda: read(pod.target / name) == "during", timeout=INTERVAL + 3, what="recovery after the outage"
+    )
     rotating.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=30)
 
 
@@ -310,7 +313,7 @@ def test_unmanaged_secret_is_left_untouched(stack: Stack, rotating: Driver, kube
     pod = ns.create_pod(kubelet_dir, "web", "kv")
     ns.publish(rotating, pod, "kv")
     assert (pod.target / "db").read_text() == "from key vault"  # the mount itself succeeds
-    eventually(lambda: bool(ns.events("web", "FailedToCreateSecret")), 10, "sync refused event")
+    eventually(lambda: bool(ns.events("web", "FailedToCreateSecret")), timeout=10, what="sync refused event")
     (event,) = ns.events("web", "FailedToCreateSecret")[:1]
     assert "theirs" in event.message and "from key vault" not in event.message
     after = ns.secret("theirs")
@@ -333,14 +336,14 @@ def test_refresh_on_demand_by_annotation(stack: Stack, tmp_path: Path, kubelet_d
         time.sleep(1.5)
         assert (pod.target / name).read_text() == "first"  # no periodic rotation
         ns.core.patch_namespaced_pod("web", ns.name, {"metadata": {"annotations": {REFRESH_ANNOTATION: "1"}}})
-        eventually(lambda: read(pod.target / name) == "second", 10, "refresh on demand")
+        eventually(lambda: read(pod.target / name) == "second", timeout=10, what="refresh on demand")
         # The same value again does nothing; a new one refreshes again.
         stack.kv.put_secret(VAULT, name, "third")
         ns.core.patch_namespaced_pod("web", ns.name, {"metadata": {"labels": {"touched": "yes"}}})
         time.sleep(1.5)
         assert (pod.target / name).read_text() == "second"
         ns.core.patch_namespaced_pod("web", ns.name, {"metadata": {"annotations": {REFRESH_ANNOTATION: "2"}}})
-        eventually(lambda: read(pod.target / name) == "third", 10, "second refresh")
+        eventually(lambda: read(pod.target / name) == "third", timeout=10, what="second refresh")
         driver.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=30)
     finally:
         stop_driver(driver)
@@ -386,8 +389,8 @@ def test_restart_mid_rotation_keeps_rotating_and_never_tears(
         # Wait until a rotation is in flight (Key Vault is slow), then kill the driver.
         eventually(
             lambda: any(r.get("service") == "keyvault" for r in stack.kv.requests()[-5:]),
-            INTERVAL + 5,
-            "rotation started",
+            timeout=INTERVAL + 5,
+            what="rotation started",
         )
         driver.proc.send_signal(signal.SIGKILL)
         driver.proc.wait(timeout=10)
@@ -400,8 +403,8 @@ def test_restart_mid_rotation_keeps_rotating_and_never_tears(
         driver = kube_driver(stack, base, *args)
         eventually(
             lambda: all(read(pod.target / n).startswith(f"{n} v3 ") for n in names),
-            2 * INTERVAL + 5,
-            "rotation after restart",
+            timeout=2 * INTERVAL + 5,
+            what="rotation after restart",
         )
         assert "recovered volume from its pod status" in driver.log.read_text()
     finally:

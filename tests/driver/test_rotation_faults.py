@@ -17,12 +17,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.driver.conftest import Driver, eventually, make_pod, start_driver, stop_driver
+from tests.driver.conftest import Driver, make_pod, start_driver, stop_driver
 from tests.peers.keyvault_double import Fault, KeyVaultDouble
 from tests.provider.conftest import VAULT, Provider, start_provider, stop_provider
+from tests.support import eventually, starts_process
 
 
 @pytest.fixture(scope="module")
+@starts_process
 def stack(
     keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Provider, Driver]]:
@@ -74,19 +76,25 @@ def test_rotation_retries_a_passing_failure_and_keeps_old_files_through_a_lastin
         keyvault.reset_log()
         keyvault.set_faults(Fault("status", count=2, path=name, status=429, retry_after="1"))
         keyvault.put_secret(VAULT, name, "during")
-        eventually(lambda: (pod.target / name).read_text() == "during", 30, "rotated through throttling")
+        eventually(
+            lambda: (pod.target / name).read_text() == "during", timeout=30, what="rotated through throttling"
+        )
         assert statuses(keyvault, name)[:2] == [429, 429]
 
         # Every connection reset: rounds fail with a clear error, the files stay as they were.
         errors = rotation_errors(driver)
         keyvault.set_faults(Fault("reset", count=10_000, path=name))
         keyvault.put_secret(VAULT, name, "after")
-        eventually(lambda: rotation_errors(driver) > errors, 30, "a failed rotation round")
+        eventually(lambda: rotation_errors(driver) > errors, timeout=30, what="a failed rotation round")
         assert (pod.target / name).read_text() == "during"
         assert sorted(p.name for p in pod.target.iterdir() if not p.name.startswith("..")) == [name]
         log = driver.log.read_text()
         assert f"secret '{name}'" in log and "unreachable or failing" in log
     finally:
         keyvault.set_faults()
-    eventually(lambda: (pod.target / name).read_text() == "after", 30, "rotated once Key Vault recovered")
+    eventually(
+        lambda: (pod.target / name).read_text() == "after",
+        timeout=30,
+        what="rotated once Key Vault recovered",
+    )
     driver.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=60)

@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from kvmount.kube.classes import ROTATION_INTERVAL_ANNOTATION
-from tests.driver.conftest import Driver, eventually, stop_driver
+from tests.driver.conftest import Driver, stop_driver
 from tests.driver.test_rotation import (
     GROUP,
     INTERVAL,
@@ -28,6 +28,7 @@ from tests.driver.test_rotation import (
     rotating,
     stack,
 )
+from tests.support import eventually
 
 __all__ = ["rotating", "stack"]  # the fixtures, shared with test_rotation.py
 
@@ -64,7 +65,11 @@ def test_objects_that_start_or_stop_matching_are_picked_up_by_rotation(
     # c is re-tagged into the selection, a disabled out of it.
     stack.kv.update(VAULT, "secrets", c, version_of(stack, c), {"tags": {"rot": tag}})
     stack.kv.update(VAULT, "secrets", a, version_of(stack, a), {"attributes": {"enabled": False}})
-    eventually(lambda: mounted_files(pod.target) == {f"sel/{b}", f"sel/{c}"}, INTERVAL + 5, "matches rotated")
+    eventually(
+        lambda: mounted_files(pod.target) == {f"sel/{b}", f"sel/{c}"},
+        timeout=INTERVAL + 5,
+        what="matches rotated",
+    )
     assert (pod.target / "sel" / c).read_text() == "C"
 
     def status_objects() -> dict[str, str]:
@@ -74,7 +79,9 @@ def test_objects_that_start_or_stop_matching_are_picked_up_by_rotation(
         return {o["id"]: o["version"] for o in status["status"]["objects"]}
 
     expected = {f"secret/{b}": version_of(stack, b), f"secret/{c}": version_of(stack, c)}
-    eventually(lambda: status_objects() == expected, 10, "the pod status lists exactly the matches")
+    eventually(
+        lambda: status_objects() == expected, timeout=10, what="the pod status lists exactly the matches"
+    )
     rotating.node.NodeUnpublishVolume(pod.unpublish_request(), timeout=30)
 
 
@@ -110,7 +117,7 @@ def test_a_class_rotates_at_the_pace_of_its_annotation(
             for name in names.values():
                 stack.kv.put_secret(VAULT, name, value)
             rotated = partial(lambda v: (pods[fast].target / names[fast]).read_text() == v, value)
-            eventually(rotated, 10, f"{fast} class: {value}")
+            eventually(rotated, timeout=10, what=f"{fast} class: {value}")
         # ...while the other class waits for its hour.
         assert (pods[slow].target / names[slow]).read_text() == "one"
     finally:

@@ -17,7 +17,10 @@ import pytest
 from kvmount.base import unix_grpc
 from kvmount.proto import pluginregistration_pb2 as pb
 from kvmount.proto import pluginregistration_pb2_grpc as pb_grpc
-from tests.driver.conftest import eventually, free_port, start_driver, stop_driver
+from tests.driver.conftest import start_driver, stop_driver
+from tests.support import eventually, free_port, start_daemon
+
+pytestmark = pytest.mark.peer  # each test runs kvmount as a process
 
 DRIVER = "secrets-store.csi.k8s.io"
 # As the chart renders it: the driver's socket as kubelet sees it.
@@ -37,10 +40,7 @@ def short_dir() -> Iterator[Path]:
 class Sidecar:
     def __init__(self, base: Path, *args: str) -> None:
         self.log = base / f"{args[0]}.log"
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kvmount.cli", *args], stdout=out, stderr=subprocess.STDOUT
-            )
+        self.proc = start_daemon(args[0], [sys.executable, "-m", "kvmount.cli", *args], self.log).process
 
     def stop(self) -> str:
         self.proc.terminate()
@@ -77,7 +77,7 @@ def test_registrar_registers_the_driver_it_finds_on_its_socket(short_dir: Path, 
     socket = registry / f"{DRIVER}-reg.sock"
     driver = start_driver(short_dir, provider_dir)
     try:
-        eventually(socket.exists, 20, "the registration socket")
+        eventually(socket.exists, timeout=20, what="the registration socket")
         assert healthz(port) == 200
         # Called as kubelet calls it: the driver's own name, the path kubelet dials.
         with unix_grpc.dial(str(socket)) as channel:
@@ -89,7 +89,7 @@ def test_registrar_registers_the_driver_it_finds_on_its_socket(short_dir: Path, 
         # kubelet's directory wiped: /healthz says so until the socket is served again.
         socket.unlink()
         assert healthz(port) == 500 or socket.exists()
-        eventually(socket.exists, 20, "the registration socket served again")
+        eventually(socket.exists, timeout=20, what="the registration socket served again")
         assert healthz(port) == 200
     finally:
         stop_driver(driver)
@@ -109,7 +109,9 @@ def test_livenessprobe_answers_from_the_drivers_probe(short_dir: Path, provider_
         "-v=2",
     )
     try:
-        eventually(lambda: healthz(port) == 200, 20, "/healthz ok while the driver answers Probe")
+        eventually(
+            lambda: healthz(port) == 200, timeout=20, what="/healthz ok while the driver answers Probe"
+        )
     finally:
         stop_driver(driver)
     try:

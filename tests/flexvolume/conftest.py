@@ -11,9 +11,11 @@ import pytest
 from kvmount.volume import mounts
 from kvmount.volume.target import KubeletRoot
 from tests.flexvolume.driver import Driver
+from tests.support import starts_process
 
 
 @pytest.fixture
+@starts_process
 def driver(tmp_path: Path) -> Driver:
     installed = Driver(str(tmp_path / "plugins"), str(tmp_path / "kv.log"))
     done = installed.install("--kubelet-root-dir", str(tmp_path))

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kvmount.volume import mounts
 from tests.flexvolume.driver import Call, Driver
 
@@ -91,6 +93,7 @@ def run_cli_with(prelude: str, *args: str) -> Call:
     return Call(done.returncode, done.stdout, done.stderr)
 
 
+@pytest.mark.peer
 def test_library_output_on_stdout_goes_to_stderr(target: str) -> None:
     prelude = (
         "import os, kvmount.flexvolume.volume as v\n"
@@ -105,6 +108,7 @@ def test_library_output_on_stdout_goes_to_stderr(target: str) -> None:
     assert "raw fd write" in done.stderr
 
 
+@pytest.mark.peer
 def test_an_import_error_ends_in_one_failure_document(target: str) -> None:
     done = run_cli_with("import sys\nsys.modules['kvmount.keyvault.mount'] = None", "mount", target, "{}")
     assert done.returncode == 1
@@ -113,6 +117,7 @@ def test_an_import_error_ends_in_one_failure_document(target: str) -> None:
     assert not mounts.is_mounted(target)
 
 
+@pytest.mark.peer
 def test_a_crash_outside_the_call_ends_in_one_failure_document() -> None:
     prelude = (
         "import kvmount.flexvolume.command as c\ndef boom(args):\n    raise RuntimeError('x')\nc.run = boom"
@@ -123,6 +128,7 @@ def test_a_crash_outside_the_call_ends_in_one_failure_document() -> None:
     assert "RuntimeError" in done.stderr
 
 
+@pytest.mark.peer
 def test_installer_writes_an_executable_launcher_atomically(tmp_path: Path) -> None:
     plugins = tmp_path / "etc" / "kubernetes" / "volumeplugins"
     installed = Driver(str(plugins), str(tmp_path / "kv.log"))
@@ -148,6 +154,7 @@ def test_launcher_ignores_kubelets_python_environment(driver: Driver, tmp_path: 
     assert done.doc["status"] == "Success"
 
 
+@pytest.mark.peer
 def test_launcher_answers_when_its_interpreter_is_gone(tmp_path: Path) -> None:
     installed = Driver(str(tmp_path / "plugins"), str(tmp_path / "kv.log"))
     assert installed.install("--python", str(tmp_path / "gone" / "python3")).returncode == 0
@@ -157,6 +164,7 @@ def test_launcher_answers_when_its_interpreter_is_gone(tmp_path: Path) -> None:
     assert "re-run kvmount flexvolume install" in done.doc["message"]
 
 
+@pytest.mark.peer
 def test_launcher_logs_to_dev_null_when_the_log_cannot_be_written(tmp_path: Path) -> None:
     installed = Driver(str(tmp_path / "plugins"), str(tmp_path / "no" / "such" / "dir" / "kv.log"))
     assert installed.install().returncode == 0

@@ -13,9 +13,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.conftest import in_ci
+from tests.support import peer_missing
 
 IMAGES = Path(os.environ.get("KVMOUNT_CACHE", Path.home() / ".cache" / "kvmount")) / "images"
 ARCHES = ("amd64", "arm64")
@@ -26,9 +24,7 @@ def built(name: str, arch: str = "amd64") -> Path:
     path = (IMAGES if arch == "amd64" else IMAGES / arch) / name
     if not path.exists():
         reason = f"{path} is missing: run scripts/build-image (scripts/peers/kvmount-image.sh under CI)"
-        if in_ci():
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        peer_missing(reason)
     return path
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from kvmount.keyvault.scheduling.fairpool import BatchTimeout, FairPool
+from tests.support import eventually
 
 
 @pytest.fixture
@@ -16,13 +17,6 @@ def pool() -> Iterator[FairPool]:
     p = FairPool(2, name="test")
     yield p
     p.shutdown()
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < end, f"not within {timeout}s: {what}"
-        time.sleep(0.005)
 
 
 def test_a_small_batch_is_served_before_a_big_backlog_drains(pool: FairPool) -> None:
@@ -40,7 +34,7 @@ def test_a_small_batch_is_served_before_a_big_backlog_drains(pool: FairPool) -> 
 
     big = threading.Thread(target=lambda: pool.map(job("big"), list(range(200))))
     big.start()
-    wait_until(lambda: len(log) >= 4, "the big batch started")
+    eventually(lambda: len(log) >= 4, timeout=10, what="the big batch started")
     with lock:
         started = len(log)
     assert pool.map(job("small"), [0, 1, 2]) == [0, 1, 2]
@@ -196,7 +190,9 @@ def test_a_stalled_job_lets_the_rest_of_its_batch_run_beside_it() -> None:
         waiting = threading.Thread(target=lambda: results.append(pool.map(run, list(range(5)), limit=6)))
         waiting.start()
         try:
-            wait_until(lambda: sorted(ran) == [1, 2, 3, 4], "the others run while job 0 is stalled", 5)
+            eventually(
+                lambda: sorted(ran) == [1, 2, 3, 4], timeout=5, what="the others run while job 0 is stalled"
+            )
         finally:
             gate.set()
             waiting.join(30)

@@ -45,6 +45,7 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
         exec("from kvmount.keyvault import parse_mounts")
 
 
+@pytest.mark.peer  # a fresh process
 def test_validate_and_the_provider_flags_load_no_sdk() -> None:
     """What `kvmount validate` and the provider's start-up take from the front door is pure."""
     heavy = "{'azure', 'msal', 'requests', 'cryptography'}"

@@ -32,6 +32,7 @@ from kvmount.keyvault.http.transport import VaultTransport
 from kvmount.keyvault.parameters.limits import ContentBudget, ReadCap
 from tests.certs import server_tls
 from tests.peers.keyvault_double import Fault, KeyVaultDouble
+from tests.support import free_port
 
 VAULT = "kvtest"
 
@@ -134,9 +135,7 @@ def test_https_proxy_tunnels_and_no_proxy_bypasses(
 def test_an_unreachable_proxy_is_a_request_error(
     kv_env: KeyVaultDouble, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
+    port = free_port()  # nothing listens there
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
@@ -145,9 +144,7 @@ def test_an_unreachable_proxy_is_a_request_error(
 
 
 def test_a_refused_connection_is_a_request_error(kv_env: KeyVaultDouble) -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
+    port = free_port()  # nothing listens there
     request = HttpRequest("GET", f"https://{VAULT}.vault.localhost:{port}/secrets/x")
     with pytest.raises(ServiceRequestError):
         new_transport().send(request)

@@ -12,10 +12,13 @@ from typing import Any
 
 import pytest
 
+from tests.support import starts_process
+
 Kms = Callable[..., subprocess.CompletedProcess[bytes]]
 
 
 @pytest.fixture
+@starts_process
 def kms() -> Kms:
     """kms(action, *args, env=..., stdin=...): the exit status, and stdout and stderr as bytes."""
 

@@ -27,11 +27,11 @@ from kubernetes import client as k8s
 from kubernetes.dynamic.exceptions import DynamicApiError
 
 from tests.node import cluster, host
-from tests.node.cluster import NODE_NAME, Node, _free_port
+from tests.node.cluster import NODE_NAME, Node
 from tests.node.plugins import RESTART_INTERVAL, ROTATION
-from tests.node.wait import eventually
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.peers.kube import CACHE
+from tests.support import eventually, free_port
 
 ARCHIVE = CACHE / "images" / "kvmount.tar"
 HELM = CACHE / "bin" / "helm"
@@ -94,11 +94,11 @@ def values_for(node: Node, kv: KeyVaultDouble) -> dict[str, Any]:
     image = {"repository": "kvmount", "tag": "0.1.0", "pullPolicy": "Never"}
     providers = str(node.root / "providers")
     return {
-        "metricsAddr": str(_free_port()),
+        "metricsAddr": str(free_port()),
         "linux": {
             "image": image,
             "providersDir": providers,
-            "healthzPort": _free_port(),
+            "healthzPort": free_port(),
             # The double's CA as the provider's trust store, its cloud where classes name it.
             "volumes": [
                 {"name": "kv-ca", "hostPath": {"path": str(kv.ca_path), "type": "File"}},
@@ -115,7 +115,7 @@ def values_for(node: Node, kv: KeyVaultDouble) -> dict[str, Any]:
                 "kubeletRootDir": str(node.kubelet_dir),
                 "providersDir": providers,
                 "additionalProvidersDirs": [],
-                "metricsAddr": f":{_free_port()}",
+                "metricsAddr": f":{free_port()}",
                 "stateDir": str(node.root / "driver-state"),
                 "hostNetwork": True,
                 # The test API server has no ServiceAccount admission (no token volume in
@@ -175,8 +175,8 @@ class ChartPlugins:
     def stop(self) -> None:
         """`helm uninstall`, then wait until no pod or process of the release is left."""
         self.helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait")
-        eventually(lambda: not kvmount_processes(), 90, "no kvmount process left on the node")
-        eventually(lambda: not self.pods(), 90, "no pod left in the release's namespace")
+        eventually(lambda: not kvmount_processes(), timeout=90, what="no kvmount process left on the node")
+        eventually(lambda: not self.pods(), timeout=90, what="no pod left in the release's namespace")
 
     def helm(self, *args: str) -> None:
         env = {
@@ -217,7 +217,7 @@ class ChartPlugins:
             return ds if done else None
 
         try:
-            return eventually(check, 180, f"DaemonSet {name} rolled out and ready")
+            return eventually(check, timeout=180, what=f"DaemonSet {name} rolled out and ready")
         except AssertionError as err:
             raise AssertionError(f"{err}\n{self.pod_report()}") from None
 

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +33,7 @@ from kubernetes import client as k8s
 
 from tests.node import host, machine
 from tests.peers.kube import CACHE, KubeAPIServer, binaries
+from tests.support import Daemon, free_port, start_daemon, until_ready
 
 NODE_NAME = "kvmount-node"
 BUSYBOX = "kvmount.test/busybox:1"
@@ -73,13 +72,6 @@ def missing() -> list[str]:
     return lacking
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _runc() -> str:
     return shutil.which("runc") or "/usr/sbin/runc"
 
@@ -98,7 +90,7 @@ class Node:
         self._kubelet_argv: list[str] = []
         # kubelet passes its environment to the FlexVolume drivers it execs.
         self._env = {**os.environ, **(env or {})}
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._procs: dict[str, Daemon] = {}
         self._machine = machine.Guard(root.name)
 
     def log(self, name: str) -> Path:
@@ -129,9 +121,9 @@ class Node:
         if "containerd" in self._procs:
             self._remove_containers()
         for name in ("kubelet", "kube-controller-manager", "containerd"):
-            proc = self._procs.pop(name, None)
-            if proc is not None:
-                host.kill_group(proc)
+            daemon = self._procs.pop(name, None)
+            if daemon is not None:
+                host.kill_group(daemon.process)
         stragglers = host.processes_mentioning(str(self.root))
         sockets = [host.shim_socket(pid) for pid in stragglers]
         host.kill_pids(stragglers)
@@ -165,35 +157,12 @@ class Node:
         self.stop()
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        with open(self.log(name), "ab") as log:
-            self._procs[name] = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # its own process group, killed as one
-            )
+        # Its own process group, killed as one.
+        self._procs[name] = start_daemon(name, argv, self.log(name), env=env, own_group=True)
 
     def _wait(self, what: str, ready: Callable[[], bool], timeout: float, *names: str) -> None:
         """Until ``ready``; fails with the logs' ends (stop() removes them) if one of ``names`` exits."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for name in names:
-                proc = self._procs[name]
-                if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"{name} exited ({proc.returncode}) before {what}:\n{self._tail(name)}"
-                    )
-            if ready():
-                return
-            if time.monotonic() > deadline:
-                tails = "\n".join(f"--- {name}:\n{self._tail(name)}" for name in names)
-                raise RuntimeError(f"no {what} in {timeout}s:\n{tails}")
-            time.sleep(0.2)
-
-    def _tail(self, name: str) -> str:
-        return self.log(name).read_text(errors="replace")[-3000:]
+        until_ready(ready, timeout=timeout, what=what, daemons=[self._procs[name] for name in names])
 
     # -------------------------------------------------------------- containerd
 
@@ -253,7 +222,7 @@ class Node:
                 "--service-account-private-key-file", str(self.api.service_account_key),
                 "--root-ca-file", str(self.api.ca_file),
                 "--leader-elect=false",
-                "--bind-address", "127.0.0.1", "--secure-port", str(_free_port()),
+                "--bind-address", "127.0.0.1", "--secure-port", str(free_port()),
             ],
         )  # fmt: skip
 
@@ -262,7 +231,7 @@ class Node:
     def _start_kubelet(self, timeout: float) -> None:
         self.kubelet_dir.mkdir(parents=True, exist_ok=True)
         self.plugin_dir.mkdir(parents=True, exist_ok=True)
-        self.kubelet_port = _free_port()
+        self.kubelet_port = free_port()
         config = self.root / "kubelet.yaml"
         config.write_text(yaml.safe_dump(self._kubelet_config()))
         self._kubelet_argv = [
@@ -298,7 +267,7 @@ class Node:
     def restart_kubelet(self, wipe_plugin_registry: bool = False) -> None:
         """Stop kubelet (its pods keep running) and start it again; optionally without its
         plugin registry directory, like a node whose kubelet directory was recreated."""
-        host.kill_group(self._procs.pop("kubelet"))
+        host.kill_group(self._procs.pop("kubelet").process)
         if wipe_plugin_registry:
             shutil.rmtree(self.kubelet_dir / "plugins_registry")
         self._spawn("kubelet", self._kubelet_argv, env=self._env)

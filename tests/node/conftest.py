@@ -27,13 +27,12 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.dynamic.exceptions import NotFoundError
 
-from tests.conftest import in_ci
 from tests.node import chart
 from tests.node.chart import ChartPlugins
 from tests.node.cluster import BUSYBOX, NODE_NAME, Node, missing
 from tests.node.plugins import DRIVER_NAME, Plugins
-from tests.node.wait import eventually
 from tests.peers.keyvault_double import KeyVaultDouble
+from tests.support import eventually, peer_missing
 
 VAULT = "kvtest"
 MOUNT = "/mnt/secrets"
@@ -47,9 +46,7 @@ def node(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) -> 
     lacking = chart.missing() if CHART_MODE else missing()
     if lacking:
         reason = "the real-node tests need " + "; ".join(lacking)
-        if in_ci():
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        peer_missing(reason)
     # SIGTERM (a CI step's timeout) would end pytest without teardown and leave kubelet,
     # containerd, mounts and sysctls behind; as an interrupt, pytest tears down first.
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -197,7 +194,7 @@ class Cluster:
             return pod if pod["status"].get("phase") == "Running" else None
 
         try:
-            return eventually(check, timeout, f"pod {name} Running")
+            return eventually(check, timeout=timeout, what=f"pod {name} Running")
         except AssertionError as err:
             raise AssertionError(f"{err}; its events: {self.describe(name)}") from None
 
@@ -213,7 +210,7 @@ class Cluster:
             logs = self.logs(name)
             return logs if text in logs else None
 
-        return eventually(check, timeout, f"{text!r} in the log of pod {name}")
+        return eventually(check, timeout=timeout, what=f"{text!r} in the log of pod {name}")
 
     def events(self, name: str) -> list[k8s.CoreV1Event]:
         listed = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}")
@@ -238,7 +235,7 @@ class Cluster:
                 return True
             return None
 
-        eventually(check, timeout, f"{kind} {name} deleted")
+        eventually(check, timeout=timeout, what=f"{kind} {name} deleted")
 
     def pod_statuses(self) -> list[dict[str, Any]]:
         resource = self.node.api.dynamic.resources.get(

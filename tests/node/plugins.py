@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.node import host
 from tests.node.cluster import NODE_NAME, Node
+from tests.support import start_daemon, until_ready
 
 ROTATION = 2.0
 RESTART_INTERVAL = 20.0
@@ -57,8 +57,9 @@ class Plugins:
 
     def start_provider(self) -> None:
         sock = self.provider_dir / "azure.sock"
-        self.provider = self._spawn(
+        self.provider = self._start(
             "provider",
+            sock,
             [
                 "provider",
                 f"--endpoint=unix://{sock}",
@@ -68,11 +69,11 @@ class Plugins:
             ],
             {**os.environ, **self._kv_env},
         )
-        self._wait_for(sock, self.provider, "provider")
 
     def start_driver(self) -> None:
-        self.driver = self._spawn(
+        self.driver = self._start(
             "driver",
+            self.csi_socket,
             [
                 "driver",
                 f"--endpoint=unix://{self.csi_socket}",
@@ -93,7 +94,6 @@ class Plugins:
             ],
             dict(os.environ),
         )
-        self._wait_for(self.csi_socket, self.driver, "driver")
 
     def stop_driver(self) -> None:
         if self.driver is not None:
@@ -103,22 +103,13 @@ class Plugins:
     def log(self, name: str) -> str:
         return self.node.log(name).read_text(errors="replace")
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with open(self.node.log(name), "ab") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "kvmount.cli", *args],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-
-    def _wait_for(self, sock: Path, proc: subprocess.Popen[bytes], name: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not sock.is_socket():
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited ({proc.returncode}):\n{self.log(name)[-3000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name}: no socket at {sock} in {timeout}s:\n{self.log(name)[-3000:]}")
-            time.sleep(0.05)
+    def _start(self, name: str, sock: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """``kvmount <args>`` in its own process group, once it serves ``sock``."""
+        argv = [sys.executable, "-m", "kvmount.cli", *args]
+        daemon = start_daemon(name, argv, self.node.log(name), env=env, own_group=True)
+        try:
+            until_ready(sock.is_socket, timeout=30, what=f"{name}: a socket at {sock}", daemons=[daemon])
+        except BaseException:
+            host.kill_group(daemon.process)
+            raise
+        return daemon.process

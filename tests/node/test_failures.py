@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.node.conftest import MOUNT, VAULT, Cluster
-from tests.node.wait import eventually
+from tests.support import eventually
 
 
 def test_missing_object_is_named_in_failed_mount_then_pod_starts(cluster: Cluster) -> None:
@@ -19,7 +19,7 @@ def test_missing_object_is_named_in_failed_mount_then_pod_starts(cluster: Cluste
         messages = [e.message or "" for e in cluster.events("web") if e.reason == "FailedMount"]
         return next((m for m in messages if missing in m), None)
 
-    message = eventually(failed_mount, 60, f"a FailedMount event naming {missing}")
+    message = eventually(failed_mount, timeout=60, what=f"a FailedMount event naming {missing}")
     assert "not found" in message.lower(), message
     status = cluster.read_pod("web")["status"]
     assert status["phase"] == "Pending"

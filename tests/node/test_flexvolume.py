@@ -15,7 +15,7 @@ from kubernetes import client as k8s
 from kvmount.flexvolume.install import install
 from tests.node.conftest import CHART_MODE, MOUNT, VAULT, Cluster
 from tests.node.host import mounts_under
-from tests.node.wait import eventually
+from tests.support import eventually
 
 # kubelet execs the FlexVolume driver from the host: the chart's pods play no part.
 pytestmark = pytest.mark.skipif(CHART_MODE, reason="FlexVolume is kubelet's exec, not the chart's pods")
@@ -57,4 +57,4 @@ def test_pod_reads_its_secret_through_the_flexvolume_driver(cluster: Cluster) ->
 
     cluster.delete_pod("web")
     cluster.gone("Pod", "web")
-    eventually(lambda: not mounts_under(volume_dir), 30, "the FlexVolume unmounted")
+    eventually(lambda: not mounts_under(volume_dir), timeout=30, what="the FlexVolume unmounted")

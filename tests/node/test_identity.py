@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from tests.node.conftest import MOUNT, VAULT, Cluster
-from tests.node.wait import eventually
+from tests.support import eventually
 
 AUDIENCE = "api://AzureADTokenExchange"
 
@@ -35,7 +35,7 @@ def test_pod_token_is_exchanged_at_the_token_endpoint(cluster: Cluster) -> None:
             if r.get("service") == "aad" and r.get("form", {}).get("client_id") == client_id
         ]
 
-    (form, *_) = eventually(exchanges, 10, f"a token request for {client_id}")
+    (form, *_) = eventually(exchanges, timeout=10, what=f"a token request for {client_id}")
     assert form["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
     token = claims(form["client_assertion"])
     assert token["iss"] == cluster.node.api.issuer

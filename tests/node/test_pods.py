@@ -5,7 +5,7 @@ from __future__ import annotations
 from kvmount.volume import mounts
 from tests.certs import make_chain
 from tests.node.conftest import MOUNT, VAULT, Cluster
-from tests.node.wait import eventually
+from tests.support import eventually
 
 
 def test_pod_reads_secret_key_and_certificate(cluster: Cluster) -> None:
@@ -43,7 +43,7 @@ def test_pod_status_then_unmount_and_garbage_collection_on_delete(cluster: Clust
     target = cluster.volume_dir(pod) / "mount"
     assert mounts.is_mounted(str(target))
 
-    (status,) = eventually(cluster.pod_statuses, 30, "a SecretProviderClassPodStatus")
+    (status,) = eventually(cluster.pod_statuses, timeout=30, what="a SecretProviderClassPodStatus")
     assert status["status"]["podName"] == "web"
     assert status["status"]["secretProviderClassName"] == "app"
     assert status["status"]["mounted"] is True
@@ -55,4 +55,4 @@ def test_pod_status_then_unmount_and_garbage_collection_on_delete(cluster: Clust
     cluster.gone("Pod", "web")
     assert not mounts.is_mounted(str(target))
     assert not target.exists()
-    eventually(lambda: cluster.pod_statuses() == [], 60, "the pod status garbage-collected")
+    eventually(lambda: cluster.pod_statuses() == [], timeout=60, what="the pod status garbage-collected")

@@ -11,7 +11,7 @@ from tests.node.cluster import NODE_NAME
 from tests.node.conftest import CHART_MODE, MOUNT, VAULT, Cluster
 from tests.node.host import processes_mentioning
 from tests.node.plugins import DRIVER_NAME
-from tests.node.wait import eventually
+from tests.support import eventually
 
 
 def registrations(cluster: Cluster) -> int:
@@ -30,7 +30,7 @@ def test_csinode_lists_the_driver_without_a_registrar(cluster: Cluster) -> None:
             return None
         return [d for d in drivers if d["name"] == DRIVER_NAME] or None
 
-    (driver,) = eventually(listed, 30, f"{DRIVER_NAME} in CSINode {NODE_NAME}")
+    (driver,) = eventually(listed, timeout=30, what=f"{DRIVER_NAME} in CSINode {NODE_NAME}")
     assert driver["nodeID"] == NODE_NAME  # from the driver's NodeGetInfo, asked by kubelet
     assert registrations(cluster) >= 1
     assert not processes_mentioning("node-driver-registrar")
@@ -40,10 +40,12 @@ def test_csinode_lists_the_driver_without_a_registrar(cluster: Cluster) -> None:
 # would register into that, not the new one, until it is restarted itself.
 @pytest.mark.skipif(CHART_MODE, reason="the wiped registry is not the driver pod's hostPath")
 def test_registers_again_when_kubelet_restarts_with_a_wiped_registry(cluster: Cluster) -> None:
-    eventually(lambda: registrations(cluster) >= 1, 30, "the first registration")
+    eventually(lambda: registrations(cluster) >= 1, timeout=30, what="the first registration")
     before = registrations(cluster)
     cluster.node.restart_kubelet(wipe_plugin_registry=True)
-    eventually(lambda: registrations(cluster) > before, 60, "the driver registered with the new kubelet")
+    eventually(
+        lambda: registrations(cluster) > before, timeout=60, what="the driver registered with the new kubelet"
+    )
     assert (cluster.plugins.registry / f"{DRIVER_NAME}-reg.sock").is_socket()
 
     # The new kubelet mounts through the driver.

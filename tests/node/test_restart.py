@@ -14,7 +14,7 @@ from kvmount.driver.restart import LAST_RESTART, OPT_IN, ROLLED_TO
 from tests.node.cluster import BUSYBOX, NODE_NAME
 from tests.node.conftest import CHART_MODE, MOUNT, VAULT, Cluster
 from tests.node.plugins import RESTART_INTERVAL, ROTATION
-from tests.node.wait import eventually
+from tests.support import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 # Each pod prints the value it started with, then idles: only a new pod shows a new value.
@@ -126,8 +126,10 @@ def _start(cluster: Cluster, name: str, opt_in: bool, class_opt_in: bool = False
             {"metadata": {"annotations": {OPT_IN: "true"}}},
         )  # fmt: skip
     _deployment(cluster, name, name, opt_in)
-    eventually(lambda: _rolled_out(cluster, name), 90, f"deployment {name} ready")
-    eventually(lambda: _values(cluster, name) == {"value=first"}, 60, "both pods read the first value")
+    eventually(lambda: _rolled_out(cluster, name), timeout=90, what=f"deployment {name} ready")
+    eventually(
+        lambda: _values(cluster, name) == {"value=first"}, timeout=60, what="both pods read the first value"
+    )
     return run
 
 
@@ -137,8 +139,10 @@ def test_opted_in_deployment_rolls_out_once_per_change_and_is_rate_limited(clust
     generation = cluster.read("Deployment", "web", "apps/v1")["metadata"]["generation"]
 
     second = cluster.kv.put_secret(VAULT, run, "second")["id"].rsplit("/", 1)[-1]
-    eventually(lambda: _values(cluster, "web") == {"value=second"}, 90, "new pods read the second value")
-    eventually(lambda: _rolled_out(cluster, "web"), 60, "the rollout completes")
+    eventually(
+        lambda: _values(cluster, "web") == {"value=second"}, timeout=90, what="new pods read the second value"
+    )
+    eventually(lambda: _rolled_out(cluster, "web"), timeout=60, what="the rollout completes")
     deployment = cluster.read("Deployment", "web", "apps/v1")
     # Two pods rotated, one rollout: one new ReplicaSet, one new generation.
     assert len(_replica_sets(cluster, "web")) == 2
@@ -152,17 +156,23 @@ def test_opted_in_deployment_rolls_out_once_per_change_and_is_rate_limited(clust
 
     # A change right after: the new pods rotate to it, but the rollout waits for the interval.
     third = cluster.kv.put_secret(VAULT, run, "third")["id"].rsplit("/", 1)[-1]
-    eventually(lambda: _versions_seen(cluster, third) == 2, ROTATION * 3 + 30, "both new pods rotated")
+    eventually(
+        lambda: _versions_seen(cluster, third) == 2, timeout=ROTATION * 3 + 30, what="both new pods rotated"
+    )
     assert len(_replica_sets(cluster, "web")) == 2, "rolled out again within the rate limit"
     # The driver logs the deferral after it wrote the statuses: wait for it as for any state.
     eventually(
         lambda: "workload restart deferred (rate limit)" in cluster.plugins.log("driver"),
-        ROTATION * 2 + 30,
-        "the rollout deferred by the rate limit",
+        timeout=ROTATION * 2 + 30,
+        what="the rollout deferred by the rate limit",
     )
     # ... and happens once it has passed.
-    eventually(lambda: _values(cluster, "web") == {"value=third"}, RESTART_INTERVAL + 90, "deferred rollout")
-    eventually(lambda: _rolled_out(cluster, "web"), 60, "the second rollout completes")
+    eventually(
+        lambda: _values(cluster, "web") == {"value=third"},
+        timeout=RESTART_INTERVAL + 90,
+        what="deferred rollout",
+    )
+    eventually(lambda: _rolled_out(cluster, "web"), timeout=60, what="the second rollout completes")
     assert len(_replica_sets(cluster, "web")) == 3
 
 
@@ -170,11 +180,15 @@ def test_without_the_annotation_nothing_restarts(cluster: Cluster) -> None:
     _grant_restart(cluster)
     run = _start(cluster, "plain", opt_in=False)
     version = cluster.kv.put_secret(VAULT, run, "second")["id"].rsplit("/", 1)[-1]
-    eventually(lambda: _versions_seen(cluster, version) == 2, ROTATION * 3 + 30, "both pods rotated")
+    eventually(
+        lambda: _versions_seen(cluster, version) == 2, timeout=ROTATION * 3 + 30, what="both pods rotated"
+    )
     # The restart check runs right after each rotation: one more round and it would have acted.
     rounds = cluster.plugins.log("driver").count("published")
     eventually(
-        lambda: cluster.plugins.log("driver").count("published") > rounds + 2, 30, "more rotation rounds"
+        lambda: cluster.plugins.log("driver").count("published") > rounds + 2,
+        timeout=30,
+        what="more rotation rounds",
     )
     assert len(_replica_sets(cluster, "plain")) == 1
     assert _values(cluster, "plain") == {"value=first"}
@@ -191,6 +205,6 @@ def test_without_rbac_the_patch_is_refused_and_said(cluster: Cluster) -> None:
         pods = [p["metadata"]["name"] for p in _pods(cluster, "locked")]
         return any(e.reason == "RestartForbidden" for name in pods for e in cluster.events(name))
 
-    eventually(refused, ROTATION * 3 + 30, "a RestartForbidden event on a pod")
+    eventually(refused, timeout=ROTATION * 3 + 30, what="a RestartForbidden event on a pod")
     assert len(_replica_sets(cluster, "locked")) == 1
     assert _values(cluster, "locked") == {"value=first"}

@@ -6,7 +6,7 @@ from kvmount.volume import mounts
 from tests.node.conftest import MOUNT, VAULT, Cluster, host_processes_only
 from tests.node.host import mounts_under
 from tests.node.plugins import ROTATION, Plugins
-from tests.node.wait import eventually
+from tests.support import eventually
 
 # The container reads its file once a second: the test sees what the app would.
 WATCH = f'while true; do echo "value=$(cat {MOUNT}/value)"; sleep 1; done'
@@ -42,7 +42,11 @@ def test_driver_restart_keeps_files_and_resumes_rotation(cluster: Cluster) -> No
     plugins.stop_driver()
     # The volume outlives the driver: the container keeps reading its file.
     reads = cluster.logs("web").count("value=before")
-    eventually(lambda: cluster.logs("web").count("value=before") >= reads + 2, 30, "reads without a driver")
+    eventually(
+        lambda: cluster.logs("web").count("value=before") >= reads + 2,
+        timeout=30,
+        what="reads without a driver",
+    )
     assert mounts.is_mounted(str(target))
 
     plugins.start_driver()

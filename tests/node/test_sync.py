@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.node.conftest import MOUNT, VAULT, Cluster
-from tests.node.wait import eventually
+from tests.support import eventually
 
 
 def test_synced_secret_feeds_env_and_goes_with_the_last_pod(cluster: Cluster) -> None:
@@ -36,7 +36,7 @@ def test_synced_secret_feeds_env_and_goes_with_the_last_pod(cluster: Cluster) ->
 
     cluster.delete_pod("mounter")
     cluster.gone("Pod", "mounter")
-    eventually(lambda: len(cluster.pod_statuses()) == 1, 60, "one pod status left")
+    eventually(lambda: len(cluster.pod_statuses()) == 1, timeout=60, what="one pod status left")
     # Still used by "reader": the Secret stays.
     assert cluster.read("Secret", "db")["data"]["pw"]
 

@@ -36,9 +36,7 @@ import base64
 import os
 import secrets
 import shutil
-import socket
 import ssl
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -56,6 +54,7 @@ from kubernetes import dynamic
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from tests.certs import client_ca, server_tls
+from tests.support import Daemon, eventually, free_port, start_daemon, until_ready
 
 CACHE = Path(os.environ.get("KVMOUNT_CACHE", Path.home() / ".cache" / "kvmount"))
 APISERVER = CACHE / "bin" / "kube-apiserver"
@@ -68,13 +67,6 @@ def binaries() -> tuple[str, str] | None:
     if etcd is None or not os.access(APISERVER, os.X_OK):
         return None
     return etcd, str(APISERVER)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
@@ -128,7 +120,7 @@ class KubeAPIServer:
         self.client_ca = client_ca("kube-apiserver clients")
         self.port = 0
         self.etcd_url = ""
-        self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self._daemons: list[Daemon] = []
         self._client: k8s.ApiClient | None = None
         self._dynamic: dynamic.DynamicClient | None = None
 
@@ -144,7 +136,7 @@ class KubeAPIServer:
             raise RuntimeError("etcd or kube-apiserver missing: run scripts/peers/kube-apiserver.sh")
         etcd, apiserver = found
         self.workdir.mkdir(parents=True, exist_ok=True)
-        client_port, peer_port, self.port = _free_port(), _free_port(), _free_port()
+        client_port, peer_port, self.port = free_port(), free_port(), free_port()
         self.etcd_url = f"http://127.0.0.1:{client_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
         try:
@@ -196,15 +188,9 @@ class KubeAPIServer:
         if self._client is not None:
             self._client.close()  # type: ignore[no-untyped-call]
             self._client, self._dynamic = None, None
-        for _, proc in reversed(self._procs):
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._procs.clear()
+        for daemon in reversed(self._daemons):
+            daemon.stop()
+        self._daemons.clear()
 
     def __enter__(self) -> KubeAPIServer:
         return self.start()
@@ -215,28 +201,22 @@ class KubeAPIServer:
         self.stop()
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        with open(self.workdir / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        self._procs.append((name, proc))
+        self._daemons.append(start_daemon(name, argv, self.workdir / f"{name}.log"))
 
     def _wait_ready(self, ca: Path, timeout: float) -> None:
         context = ssl.create_default_context(cafile=str(ca))
         request = urllib.request.Request(
             f"{self.url}/readyz", headers={"Authorization": f"Bearer {self.admin_token}"}
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for name, proc in self._procs:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited ({proc.returncode}); see {self.workdir}/{name}.log")
+
+        def ready() -> bool:
             try:
                 with urllib.request.urlopen(request, context=context, timeout=5) as response:
-                    if response.status == 200:
-                        return
+                    return bool(response.status == 200)
             except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.25)
-        raise RuntimeError(f"kube-apiserver not ready in {timeout}s; see {self.workdir}/kube-apiserver.log")
+                return False
+
+        until_ready(ready, timeout=timeout, what="kube-apiserver ready (/readyz)", daemons=self._daemons)
 
     # -------------------------------------------------------------- clients
 
@@ -348,24 +328,27 @@ class KubeAPIServer:
             api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition"
         )
         deadline = time.monotonic() + timeout
-        while True:
-            crd = crds.get(name=crd_name).to_dict()
+
+        def established() -> dict[str, Any] | None:
+            crd: dict[str, Any] = crds.get(name=crd_name).to_dict()
             conditions = crd.get("status", {}).get("conditions") or []
-            if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"CRD {crd_name} not Established in {timeout}s: {conditions}")
-            time.sleep(0.2)
+            return (
+                crd if any(c["type"] == "Established" and c["status"] == "True" for c in conditions) else None
+            )
+
+        crd = eventually(established, timeout=timeout, what=f"CRD {crd_name} Established")
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         version = next(v["name"] for v in crd["spec"]["versions"] if v.get("served"))
-        while True:
+
+        def discovered() -> bool:
             try:
                 self.dynamic.resources.get(api_version=f"{group}/{version}", kind=kind)
-                return
+                return True
             except ResourceNotFoundError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+                return False
+
+        left = max(0.0, deadline - time.monotonic())
+        eventually(discovered, timeout=left, what=f"{kind} ({group}/{version}) in discovery")
 
 
 def main() -> None:

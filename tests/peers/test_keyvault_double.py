@@ -583,6 +583,7 @@ def test_aad_instance_discovery_through_the_proxy(kv_env: KeyVaultDouble) -> Non
         _through_proxy(kv_env, f"https://kvtest.vault.localhost:{kv_env.port}/secrets/x")
 
 
+@pytest.mark.peer
 def test_subprocess_double(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     proc = KeyVaultDouble.spawn(tmp_path / "state", tenant="sub-tenant")
     try:

@@ -23,11 +23,13 @@ from tests.certs import make_chain
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.peers.upstream import UpstreamDriver, UpstreamProvider
 from tests.provider.conftest import Provider, start_provider, stop_provider
+from tests.support import starts_process
 
 VAULT = "kvtest"
 
 
 @pytest.fixture(scope="module")
+@starts_process
 def kvmount_provider(
     keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Provider]:

@@ -33,20 +33,16 @@ How upstream's provider reaches the double, read from its source:
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 import grpc
-import pytest
 
 from kvmount.proto import csi_pb2_grpc as csi_grpc
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
 from tests.peers.keyvault_double import KeyVaultDouble, KeyVaultDoubleProcess
-from tests.provider.conftest import free_port
+from tests.support import free_port, peer_missing, serves, start_daemon, stop_process, until_ready
 
 CACHE = Path(os.environ.get("KVMOUNT_CACHE", Path.home() / ".cache" / "kvmount"))
 PROVIDER_BINARY = CACHE / "bin" / "upstream-azure-provider"
@@ -59,14 +55,10 @@ SCRIPTS = {
 
 def require(binary: Path) -> None:
     """Skip the calling test when ``binary`` is not built; under CI, fail instead."""
-    from tests.conftest import in_ci  # late: tests/conftest.py imports this module
-
     if os.access(binary, os.X_OK):
         return
     reason = f"{binary.name} not installed: run {SCRIPTS[binary]}"
-    if in_ci():
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
+    peer_missing(reason)
 
 
 class _Process:
@@ -75,40 +67,18 @@ class _Process:
     def __init__(self, argv: list[str], env: dict[str, str], log: Path, sock: Path) -> None:
         self.log, self.socket = log, sock
         sock.unlink(missing_ok=True)  # readiness below must see the new server, not a stale file
-        with open(log, "ab") as out:
-            self.process = subprocess.Popen(
-                argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
-            )
+        daemon = start_daemon(log.stem, argv, log, env=env)
+        self.process = daemon.process
         self.channel = grpc.insecure_channel(f"unix://{sock}")
         try:
-            self._wait_ready(timeout=60)
+            until_ready(lambda: serves(sock), timeout=60, what=f"{log.stem} serving {sock}", daemons=[daemon])
         except BaseException:
             self.stop()
             raise
 
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                grpc.channel_ready_future(self.channel).result(timeout=0.2)
-                return
-            except grpc.FutureTimeoutError:
-                if self.process.poll() is not None:
-                    raise RuntimeError(
-                        f"{self.log.stem} exited ({self.process.returncode}): {self.log.read_text()[-3000:]}"
-                    ) from None
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.log.stem} did not serve {self.socket} in {timeout}s") from None
-
     def stop(self) -> None:
         self.channel.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
     def __enter__(self) -> Self:
         return self

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +19,9 @@ import yaml
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
 from tests.peers.keyvault_double import KeyVaultDouble
+from tests.support import free_port, serves, start_daemon, starts_process, until_ready
 
 VAULT = "kvtest"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -106,18 +98,15 @@ def start_provider(
         # The tests' environment files live in pytest's temporary directories.
         f"--cloud-env-dirs={tempfile.gettempdir()}", *extra,
     ]  # fmt: skip
-    with open(log, "wb") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    daemon = start_daemon("provider", cmd, log, env=env)
+    try:
+        # Ready means answering: a stale socket file may exist before the provider listens.
+        until_ready(lambda: serves(sock), timeout=30, what=f"the provider serving {sock}", daemons=[daemon])
+    except BaseException:
+        daemon.stop()
+        raise
+    process = daemon.process
     channel = grpc.insecure_channel(f"unix://{sock}")
-    deadline = time.monotonic() + 30
-    # Ready means answering: a stale socket file may exist before the provider listens.
-    while True:
-        try:
-            grpc.channel_ready_future(channel).result(timeout=0.2)
-            break
-        except grpc.FutureTimeoutError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"provider did not start: {log.read_text()}") from None
     stub = pb_grpc.CSIDriverProviderStub(channel)
     return Provider(process, sock, log, metrics_port, healthz_port, stub, channel, kv, cloud_env)
 
@@ -131,6 +120,7 @@ def stop_provider(provider: Provider) -> None:
 
 
 @pytest.fixture(scope="module")
+@starts_process
 def provider(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
     started = start_provider(tmp_path_factory.mktemp("provider"), keyvault)
     yield started

@@ -16,9 +16,11 @@ import pytest
 
 from tests.peers.keyvault_double import Fault, KeyVaultDouble
 from tests.provider.conftest import VAULT, Provider, start_provider, stop_provider
+from tests.support import starts_process
 
 
 @pytest.fixture(scope="module")
+@starts_process
 def small(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
     """A provider of four fetch workers, a 2 MiB mount budget and no per-object cap to speak of."""
     started = start_provider(

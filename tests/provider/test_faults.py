@@ -15,6 +15,7 @@ import pytest
 
 from tests.peers.keyvault_double import Fault, KeyVaultDouble
 from tests.provider.conftest import VAULT, Provider
+from tests.support import eventually
 
 
 @pytest.fixture
@@ -115,11 +116,12 @@ def test_a_stall_mid_body_ends_at_the_deadline(
     assert name in str(err.details())
     # Once the stalled read has ended, the same provider mounts again.
     keyvault.set_faults()
-    end = time.monotonic() + 30
-    while True:
+
+    def mounted() -> bytes | None:
         try:
-            assert mounts(provider, name, sp) == b"value"
-            break
+            return mounts(provider, name, sp)
         except grpc.RpcError as err:
-            assert err.code() is grpc.StatusCode.UNAVAILABLE and time.monotonic() < end, err
-            time.sleep(0.2)
+            assert err.code() is grpc.StatusCode.UNAVAILABLE, err
+            return None
+
+    assert eventually(mounted, timeout=30, what="a mount once the stall has ended") == b"value"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,11 @@ import pytest
 from kvmount.proto import v1alpha1_pb2 as pb
 from tests.peers.keyvault_double import Fault, KeyVaultDouble
 from tests.provider.conftest import VAULT, Provider, start_provider, stop_provider
+from tests.support import eventually, starts_process
 
 
 @pytest.fixture(scope="module")
+@starts_process
 def capped(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
     started = start_provider(
         tmp_path_factory.mktemp("capped"),
@@ -75,6 +76,7 @@ def reads_of(keyvault: KeyVaultDouble, prefix: str) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
 def test_a_cloud_environment_file_that_is_not_a_regular_file_is_refused_at_once(
     keyvault: KeyVaultDouble, tmp_path: Path, sp: dict[str, str], special: str
@@ -161,10 +163,9 @@ def test_a_small_mount_is_served_while_a_big_one_has_a_backlog(
         )
         worker.start()
         # The small mount starts once the big one is under way.
-        deadline = time.monotonic() + 30
-        while len(reads_of(keyvault, big_prefix)) < 5:
-            assert time.monotonic() < deadline, "the big mount did not start"
-            time.sleep(0.01)
+        eventually(
+            lambda: len(reads_of(keyvault, big_prefix)) >= 5, timeout=30, what="the big mount under way"
+        )
         capped.stub.Mount(request(capped, small, sp), timeout=60)
         big_when_small_done = len(reads_of(keyvault, big_prefix))
         worker.join(120)

@@ -176,6 +176,7 @@ def test_certificates_with_a_three_level_chain(
     assert subjects(bundle) == [f"CN={imported_as}.example", "CN=Test Intermediate", "CN=Test Root"]
 
 
+@pytest.mark.peer
 def test_pfx_format_and_separate_files(
     keyvault: KeyVaultDouble, sp: dict[str, str], tmp_path: os.PathLike[str]
 ) -> None:

@@ -17,6 +17,7 @@ from kvmount.proto import v1alpha1_pb2 as pb
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.provider.conftest import Provider, start_provider, stop_provider
 from tests.provider.test_mount import files, modes, versions
+from tests.support import starts_process
 
 VAULT = "kvother"
 
@@ -158,6 +159,7 @@ def test_listing_pages_are_followed(
 
 
 @pytest.fixture(scope="module")
+@starts_process
 def capped(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
     caps = ("--max-objects-per-mount=3", "--max-mount-bytes=16384")
     started = start_provider(Path(tmp_path_factory.mktemp("capped")), keyvault, *caps)

@@ -28,6 +28,7 @@ def test_socket_is_private_and_health_answers(provider: Provider) -> None:
         assert r.status == 200 and r.read() == b"ok\n"
 
 
+@pytest.mark.peer
 def test_stale_socket_is_replaced(keyvault: KeyVaultDouble, tmp_path: Path) -> None:
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(str(tmp_path / "azure.sock"))
@@ -39,6 +40,7 @@ def test_stale_socket_is_replaced(keyvault: KeyVaultDouble, tmp_path: Path) -> N
         stop_provider(started)
 
 
+@pytest.mark.peer
 def test_sigterm_drains_in_flight_mounts(
     keyvault: KeyVaultDouble, sp: dict[str, str], tmp_path: Path
 ) -> None:

@@ -20,6 +20,8 @@ from tests.peers.keyvault_double import KeyVaultDouble
 from tests.provider.conftest import VAULT, Provider, start_provider, stop_provider
 from tests.provider.test_coalescing import sa_token
 
+pytestmark = pytest.mark.peer  # its fixtures and tests start kvmount as a process
+
 
 @pytest.fixture(scope="module")
 def stale_provider(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.peer  # the test runs a process
+
 
 def test_the_provider_command_does_not_load_the_azure_sdk() -> None:
     heavy = "{'azure', 'msal', 'requests', 'cryptography'}"

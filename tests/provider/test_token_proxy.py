@@ -29,6 +29,8 @@ from tests.certs import server_tls
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.provider.conftest import VAULT, Provider, start_provider, stop_provider
 
+pytestmark = pytest.mark.peer  # each test runs kvmount as a process
+
 PROXY_NAME = "token-proxy.test"
 PREFIX = "/identity-binding"
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
+import functools
 import ssl
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +22,7 @@ from kvmount.secretsync.errors import SyncError
 from kvmount.secretsync.writer import Owner, SecretSync
 from tests.certs import Chain, make_chain
 from tests.peers.kube import KubeAPIServer
+from tests.support import eventually
 
 # The client's partial annotations do not cover dict bodies; treat it as untyped.
 k8s: Any = _client
@@ -407,12 +408,15 @@ def wait_until_allowed(
 ) -> None:
     """Poll SelfSubjectAccessReviews until ``client`` may use every verb on ``resource`` in ``ns``."""
     reviews = k8s.AuthorizationV1Api(client)
-    deadline = time.monotonic() + timeout
-    for verb in verbs:
+
+    def allowed(verb: str) -> bool:
         review = {"spec": {"resourceAttributes": {"namespace": ns, "resource": resource, "verb": verb}}}
-        while not reviews.create_self_subject_access_review(review).status.allowed:
-            assert time.monotonic() < deadline, f"{verb} {resource} in {ns} not allowed within {timeout}s"
-            time.sleep(0.1)
+        return bool(reviews.create_self_subject_access_review(review).status.allowed)
+
+    for verb in verbs:
+        eventually(
+            functools.partial(allowed, verb), timeout=timeout, what=f"{verb} {resource} in {ns} allowed"
+        )
 
 
 def test_forbidden_without_rbac_for_secrets(server: KubeAPIServer, api: Any, ns: str, tmp_path: Path) -> None:

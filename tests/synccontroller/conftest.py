@@ -21,10 +21,10 @@ import pytest
 import yaml
 from kubernetes import client as _client
 
-from tests.conftest import in_ci
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.peers.kube import CACHE, KubeAPIServer, binaries
 from tests.provider.conftest import Provider, start_provider, stop_provider
+from tests.support import Daemon, free_port, peer_missing, start_daemon, starts_process, stop_process
 
 k8s: Any = _client
 REPO = Path(__file__).resolve().parents[2]
@@ -84,9 +84,7 @@ class Cluster:
             *extra,
         ]  # fmt: skip
         env = {**os.environ, "SYNC_CONTROLLER_POD_NAME": f"controller-{len(self.controllers)}"}
-        with open(log, "wb") as out:
-            process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        started = Controller(process, log)
+        started = Controller(start_daemon("sync-controller", cmd, log, env=env).process, log)
         self.controllers.append(started)
         return started
 
@@ -96,11 +94,7 @@ class Cluster:
             if c.process.poll() is None:
                 c.process.send_signal(signal.SIGTERM)
         for c in self.controllers:
-            try:
-                c.process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                c.process.kill()
-                c.process.wait()
+            stop_process(c.process, timeout=40)
         logs = [c.log.read_text() for c in self.controllers]
         self.controllers.clear()
         for text in logs:
@@ -153,14 +147,9 @@ class Cluster:
         return next((c for c in status.get("conditions") or [] if c.get("type") == kind), None)
 
 
-def _start_gc(api: KubeAPIServer, workdir: Path) -> subprocess.Popen[bytes]:
-    log = open(workdir / "kube-controller-manager.log", "wb")  # noqa: SIM115 - closed with the process
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return subprocess.Popen(
+def _start_gc(api: KubeAPIServer, workdir: Path) -> Daemon:
+    return start_daemon(
+        "kube-controller-manager",
         [
             str(CONTROLLER_MANAGER),
             "--kubeconfig", str(api.kubeconfig),
@@ -168,15 +157,15 @@ def _start_gc(api: KubeAPIServer, workdir: Path) -> subprocess.Popen[bytes]:
             "--authorization-kubeconfig", str(api.kubeconfig),
             "--controllers", "garbage-collector-controller",
             "--leader-elect=false",
-            "--bind-address", "127.0.0.1", "--secure-port", str(port),
+            "--bind-address", "127.0.0.1", "--secure-port", str(free_port()),
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        workdir / "kube-controller-manager.log",
+        own_group=True,
     )  # fmt: skip
 
 
 @pytest.fixture(scope="package")
+@starts_process
 def cluster(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     missing = [str(p) for p in [CONTROLLER_MANAGER] if not p.exists()]
     if binaries() is None or missing:
@@ -184,17 +173,14 @@ def cluster(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) 
             "kube-apiserver, etcd or kube-controller-manager not installed: run "
             "scripts/peers/kube-apiserver.sh and scripts/peers/kubelet.sh"
         )
-        if in_ci():
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        peer_missing(reason)
     workdir = tmp_path_factory.mktemp("synccluster")
     with contextlib.ExitStack() as cleanup:
         # Each peer is stopped even when a later one fails to start.
         api = KubeAPIServer(workdir / "api").start()
         cleanup.callback(api.stop)
         gc = _start_gc(api, workdir)
-        cleanup.callback(gc.wait, timeout=30)
-        cleanup.callback(gc.terminate)
+        cleanup.callback(gc.stop, timeout=30)
         provider = start_provider(workdir, keyvault)
         cleanup.callback(stop_provider, provider)
         for path in (DEPLOY / "crds" / "secretproviderclasses.yaml", DEPLOY / "crds" / "secretsyncs.yaml"):

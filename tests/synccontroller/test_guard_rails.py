@@ -9,8 +9,8 @@ from typing import Any
 
 from kubernetes import client as _client
 
-from tests.driver.conftest import eventually
 from tests.provider.conftest import VAULT
+from tests.support import eventually
 from tests.synccontroller.conftest import AUDIENCE, CONTROLLER_SA, SYSTEM, Cluster, holder_pid, lease_holder
 from tests.synccontroller.test_sync_controller import decoded, setup_namespace, sync_manifest
 
@@ -43,7 +43,9 @@ def test_admission_policies_refuse_the_controllers_forbidden_writes(cluster: Clu
         return as_controller.create_namespaced_secret(namespace, unowned)
 
     eventually(
-        lambda: "single secretsync owner" in refused(create_unowned), 30, "an unowned Secret is refused"
+        lambda: "single secretsync owner" in refused(create_unowned),
+        timeout=30,
+        what="an unowned Secret is refused",
     )
     token_type = {
         "metadata": {
@@ -99,8 +101,8 @@ def test_admission_policies_refuse_the_controllers_forbidden_writes(cluster: Clu
 
     eventually(
         lambda: "not allowed to delete secrets" in refused(delete),
-        30,
-        "the policy, not RBAC, refuses the delete",
+        timeout=30,
+        what="the policy, not RBAC, refuses the delete",
     )
     assert cluster.secret(namespace, "ok") is not None
 
@@ -132,7 +134,7 @@ def test_leader_failover_keeps_syncing(cluster: Cluster) -> None:
     cluster.secret_sync(
         namespace, sync_manifest("ha", "kv", "app", [{"sourcePath": "password", "targetKey": "pw"}])
     )
-    eventually(lambda: cluster.secret(namespace, "ha") is not None, 60, "the leader syncs")
+    eventually(lambda: cluster.secret(namespace, "ha") is not None, timeout=60, what="the leader syncs")
     holder = lease_holder(cluster)
     leader = next(c for c in (first, second) if c.process.pid == holder_pid(holder))
     follower = second if leader is first else first
@@ -144,7 +146,13 @@ def test_leader_failover_keeps_syncing(cluster: Cluster) -> None:
     leader.process.wait()
     cluster.kv.put_secret(VAULT, kv_name, "after")
     eventually(
-        lambda: holder_pid(lease_holder(cluster)) == follower.process.pid, 30, "the follower takes the lease"
+        lambda: holder_pid(lease_holder(cluster)) == follower.process.pid,
+        timeout=30,
+        what="the follower takes the lease",
     )
-    eventually(lambda: decoded(cluster.secret(namespace, "ha"), "pw") == "after", 40, "the new leader syncs")
+    eventually(
+        lambda: decoded(cluster.secret(namespace, "ha"), "pw") == "after",
+        timeout=40,
+        what="the new leader syncs",
+    )
     cluster.stop_controllers()

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from kubernetes import client as _client
 
-from tests.driver.conftest import eventually
 from tests.provider.conftest import VAULT
+from tests.support import eventually
 from tests.synccontroller.conftest import Cluster
 
 k8s: Any = _client
@@ -44,8 +44,12 @@ def _hash(cluster: Cluster, namespace: str, name: str) -> str:
 
 def _synced(cluster: Cluster, namespace: str, name: str) -> str:
     """Waits until the Secret and then the SecretSync's status say it was synced; its hash."""
-    eventually(lambda: cluster.secret(namespace, name) is not None, 60, f"Secret {name} is created")
-    eventually(lambda: bool(_hash(cluster, namespace, name)), 30, f"SecretSync {name} has a sync hash")
+    eventually(
+        lambda: cluster.secret(namespace, name) is not None, timeout=60, what=f"Secret {name} is created"
+    )
+    eventually(
+        lambda: bool(_hash(cluster, namespace, name)), timeout=30, what=f"SecretSync {name} has a sync hash"
+    )
     return _hash(cluster, namespace, name)
 
 
@@ -76,7 +80,9 @@ def test_secret_sync_creates_its_secret_without_a_pod(controller: Cluster) -> No
             "db-creds", "kv", "app", [{"sourcePath": "password", "targetKey": "pw"}], labels={"team": "a"}
         ),
     )
-    eventually(lambda: controller.secret(namespace, "db-creds") is not None, 60, "the Secret is created")
+    eventually(
+        lambda: controller.secret(namespace, "db-creds") is not None, timeout=60, what="the Secret is created"
+    )
     secret = controller.secret(namespace, "db-creds")
     assert decoded(secret, "pw") == "s3cret-1"
     assert secret.type == "Opaque"
@@ -89,7 +95,7 @@ def test_secret_sync_creates_its_secret_without_a_pod(controller: Cluster) -> No
         created = controller.condition(namespace, "db-creds", "SecretCreated")
         return bool(created and created["status"] == "True")
 
-    eventually(synced, 30, "status says the Secret was created")
+    eventually(synced, timeout=30, what="status says the Secret was created")
     status = controller.get_sync(namespace, "db-creds")["status"]
     assert status["syncHash"].startswith("v1:") and "s3cret" not in str(status)
     assert status["lastSuccessfulSyncTime"]
@@ -102,11 +108,15 @@ def test_new_version_reaches_the_secret_within_the_interval(controller: Cluster)
     controller.secret_sync(
         namespace, sync_manifest("rotating", "kv", "app", [{"sourcePath": "password", "targetKey": "pw"}])
     )
-    eventually(lambda: controller.secret(namespace, "rotating") is not None, 60, "the Secret is created")
+    eventually(
+        lambda: controller.secret(namespace, "rotating") is not None, timeout=60, what="the Secret is created"
+    )
     first = controller.secret(namespace, "rotating").metadata.resource_version
     controller.kv.put_secret(VAULT, kv_name, "v2")
     # The poll interval is 10 s; allow a loaded machine some slack.
-    eventually(lambda: decoded(controller.secret(namespace, "rotating"), "pw") == "v2", 40, "v2 synced")
+    eventually(
+        lambda: decoded(controller.secret(namespace, "rotating"), "pw") == "v2", timeout=40, what="v2 synced"
+    )
     second = controller.secret(namespace, "rotating").metadata.resource_version
     assert second != first
 
@@ -125,14 +135,20 @@ def test_force_synchronization_syncs_at_once_and_unchanged_content_is_not_rewrit
         {"spec": {"forceSynchronization": "now1"}},
     )  # fmt: skip
     # Well before the 10 s poll: the spec change alone triggers the sync.
-    eventually(lambda: decoded(controller.secret(namespace, "forced"), "pw") == "changed", 8, "forced sync")
+    eventually(
+        lambda: decoded(controller.secret(namespace, "forced"), "pw") == "changed",
+        timeout=8,
+        what="forced sync",
+    )
     # The status follows the Secret.
-    eventually(lambda: _hash(controller, namespace, "forced") != hash_before, 8, "a new hash")
+    eventually(lambda: _hash(controller, namespace, "forced") != hash_before, timeout=8, what="a new hash")
     # Same content on the next polls: the Secret is left alone.
     version = controller.secret(namespace, "forced").metadata.resource_version
     log = controller.controllers[0].log
     line = f"reconcile: synced secretsync=SecretSync {namespace}/forced written=False"
-    eventually(lambda: log.read_text().count(line) >= 2, 40, "two more syncs of the same content")
+    eventually(
+        lambda: log.read_text().count(line) >= 2, timeout=40, what="two more syncs of the same content"
+    )
     assert controller.secret(namespace, "forced").metadata.resource_version == version
 
 
@@ -149,7 +165,7 @@ def test_service_account_without_key_vault_access_fails_with_a_condition_naming_
         condition = controller.condition(namespace, "stolen", "SecretCreated")
         return bool(condition and condition["reason"] == "ProviderError")
 
-    eventually(failed, 60, "a ProviderError condition")
+    eventually(failed, timeout=60, what="a ProviderError condition")
     condition = controller.condition(namespace, "stolen", "SecretCreated")
     assert condition is not None and condition["status"] == "False"
     # Upstream's words around the provider's own (Go's gRPC error text).
@@ -174,7 +190,9 @@ def test_a_service_account_token_secret_is_refused_naming_its_type(controller: C
         condition = controller.condition(namespace, "tok", "SecretCreated")
         return str(condition["message"]) if condition else ""
 
-    eventually(lambda: "kubernetes.io/service-account-token" in message(), 60, "the refusal condition")
+    eventually(
+        lambda: "kubernetes.io/service-account-token" in message(), timeout=60, what="the refusal condition"
+    )
     assert "is refused" in message()
     assert controller.secret(namespace, "tok") is None
 
@@ -184,11 +202,17 @@ def test_deleting_the_secret_sync_removes_the_secret(controller: Cluster) -> Non
     controller.secret_sync(
         namespace, sync_manifest("gone", "kv", "app", [{"sourcePath": "password", "targetKey": "pw"}])
     )
-    eventually(lambda: controller.secret(namespace, "gone") is not None, 60, "the Secret is created")
+    eventually(
+        lambda: controller.secret(namespace, "gone") is not None, timeout=60, what="the Secret is created"
+    )
     controller.custom.delete_namespaced_custom_object(
         "secret-sync.x-k8s.io", "v1alpha1", namespace, "secretsyncs", "gone"
     )
-    eventually(lambda: controller.secret(namespace, "gone") is None, 60, "garbage collection of the Secret")
+    eventually(
+        lambda: controller.secret(namespace, "gone") is None,
+        timeout=60,
+        what="garbage collection of the Secret",
+    )
 
 
 def test_upstream_readme_secret_sync_works_unchanged(controller: Cluster) -> None:
@@ -212,5 +236,9 @@ spec:
     targetKey:  bar
 """
     controller.secret_sync(namespace, yaml.safe_load(manifest))
-    eventually(lambda: controller.secret(namespace, "sse2esecret") is not None, 60, "the Secret is created")
+    eventually(
+        lambda: controller.secret(namespace, "sse2esecret") is not None,
+        timeout=60,
+        what="the Secret is created",
+    )
     assert decoded(controller.secret(namespace, "sse2esecret"), "bar") == "from-upstream-example"

@@ -19,9 +19,9 @@ from kubernetes import client as _client
 from kubernetes import watch as _watch
 
 from kvmount.synccontroller import api
-from tests.driver.conftest import eventually
 from tests.peers.keyvault_double import Fault
 from tests.provider.conftest import VAULT
+from tests.support import eventually
 from tests.synccontroller.conftest import Cluster
 from tests.synccontroller.test_sync_controller import decoded, sync_manifest
 
@@ -59,7 +59,7 @@ def settled(cluster: Cluster, namespace: str, name: str, kind: str) -> dict[str,
         condition = cluster.condition(namespace, name, kind)
         return bool(condition and condition["status"] != "Unknown")
 
-    eventually(known, 60, f"{kind} of {namespace}/{name} settles")
+    eventually(known, timeout=60, what=f"{kind} of {namespace}/{name} settles")
     condition = cluster.condition(namespace, name, kind) or {}
     return {k: condition[k] for k in ("type", "status", "reason", "message")}
 
@@ -104,7 +104,7 @@ def test_v1alpha1_validate_secret_creation_and_deletion_with_secretproviderclass
 ) -> None:
     namespace = e2e_namespace(controller)
     controller.secret_sync(namespace, sync_manifest("sse2esecret", "e2e-providerspc", "default", FOO))
-    eventually(lambda: controller.secret(namespace, "sse2esecret") is not None, 60, "the Secret")
+    eventually(lambda: controller.secret(namespace, "sse2esecret") is not None, timeout=60, what="the Secret")
     secret = controller.secret(namespace, "sse2esecret")
     assert decoded(secret, "bar") == "secret"
     [owner] = secret.metadata.owner_references  # exactly one owner
@@ -112,7 +112,9 @@ def test_v1alpha1_validate_secret_creation_and_deletion_with_secretproviderclass
     managers = {(m.manager, m.operation) for m in secret.metadata.managed_fields}
     assert managers == {("secrets-store-sync-controller", "Apply")}
     controller.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "sse2esecret")
-    eventually(lambda: controller.secret(namespace, "sse2esecret") is None, 60, "the Secret is deleted")
+    eventually(
+        lambda: controller.secret(namespace, "sse2esecret") is None, timeout=60, what="the Secret is deleted"
+    )
 
 
 def test_secretproviderclass_and_secretsync_are_deployed_in_different_namespaces(controller: Cluster) -> None:
@@ -204,9 +206,13 @@ def _invalid_key_case(cluster: Cluster, name: str, field: str, key: str, value: 
     refusal = _refusal(cluster, namespace, doc)
     assert "kvmount-secretsync-labels" in refusal and "must be valid" in refusal, refusal
     with without_label_policy(cluster):
-        eventually(lambda: not _refusal(cluster, namespace, doc), 30, "the policy is off")
+        eventually(lambda: not _refusal(cluster, namespace, doc), timeout=30, what="the policy is off")
         cluster.secret_sync(namespace, doc)
-    eventually(lambda: bool(_refusal(cluster, namespace, {**doc, "metadata": {"name": "x"}})), 30, "back on")
+    eventually(
+        lambda: bool(_refusal(cluster, namespace, {**doc, "metadata": {"name": "x"}})),
+        timeout=30,
+        what="back on",
+    )
     message = (
         f'failed to patch secret "{name}": Secret "{name}" is invalid: metadata.{field}: Invalid value: '
         f"\"{key}\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and "
@@ -277,7 +283,7 @@ def test_removed_labels_and_annotations_leave_the_secret_and_other_writers_field
         "meta", "e2e-providerspc", "default", FOO, labels={"a": "1", "b": "2"}, annotations={"x": "y"}
     )
     controller.secret_sync(namespace, doc)
-    eventually(lambda: controller.secret(namespace, "meta") is not None, 60, "the Secret")
+    eventually(lambda: controller.secret(namespace, "meta") is not None, timeout=60, what="the Secret")
     # Another writer's label: not the controller's to remove.
     controller.core.patch_namespaced_secret("meta", namespace, {"metadata": {"labels": {"theirs": "t"}}})
     controller.custom.patch_namespaced_custom_object(
@@ -288,7 +294,7 @@ def test_removed_labels_and_annotations_leave_the_secret_and_other_writers_field
     def labels() -> dict[str, str]:
         return dict(controller.secret(namespace, "meta").metadata.labels or {})
 
-    eventually(lambda: "b" not in labels(), 60, "the removed label leaves the Secret")
+    eventually(lambda: "b" not in labels(), timeout=60, what="the removed label leaves the Secret")
     assert labels() == {"a": "1", "theirs": "t", "secrets-store.sync.x-k8s.io": ""}
     assert "x" not in (controller.secret(namespace, "meta").metadata.annotations or {})
 
@@ -356,15 +362,15 @@ def test_a_successful_sync_after_a_failed_update_sets_secret_updated_back(contro
         condition = controller.condition(namespace, "recovers", "SecretUpdated") or {}
         return str(condition.get("status")), str(condition.get("reason"))
 
-    eventually(lambda: updated() == ("True", "SecretUpToDate"), 60, "the first sync")
+    eventually(lambda: updated() == ("True", "SecretUpToDate"), timeout=60, what="the first sync")
     synced_hash = controller.get_sync(namespace, "recovers")["status"]["syncHash"]
     # Key Vault refuses the object on the next polls (every 10 s), then answers again.
     controller.kv.set_faults(Fault("status", count=1000, path=f"foo-{namespace}", status=403))
     try:
-        eventually(lambda: updated() == ("False", "ProviderError"), 60, "the failed update")
+        eventually(lambda: updated() == ("False", "ProviderError"), timeout=60, what="the failed update")
     finally:
         controller.kv.set_faults()
-    eventually(lambda: updated() == ("True", "SecretUpToDate"), 60, "the recovery")
+    eventually(lambda: updated() == ("True", "SecretUpToDate"), timeout=60, what="the recovery")
     assert controller.get_sync(namespace, "recovers")["status"]["syncHash"] == synced_hash
 
 
@@ -439,7 +445,9 @@ def test_a_secret_sync_migrated_from_upstream_is_not_synced_again(controller: Cl
     version = controller.secret(namespace, "moved").metadata.resource_version
     started = controller.start_controller()
     line = f"reconcile: synced secretsync=SecretSync {namespace}/moved written=False"
-    eventually(lambda: line in started.log.read_text(), 60, "the migrated SecretSync is reconciled")
+    eventually(
+        lambda: line in started.log.read_text(), timeout=60, what="the migrated SecretSync is reconciled"
+    )
     assert controller.secret(namespace, "moved").metadata.resource_version == version
     assert controller.get_sync(namespace, "moved")["status"] == status
 
@@ -471,7 +479,9 @@ def test_a_secret_written_by_earlier_kvmount_is_taken_over(controller: Cluster, 
     controller.core.create_namespaced_secret(namespace, old, field_manager="kvmount")
     controller.start_controller()
     eventually(
-        lambda: decoded(controller.secret(namespace, "legacy"), "bar") == "new value", 60, "taken over"
+        lambda: decoded(controller.secret(namespace, "legacy"), "bar") == "new value",
+        timeout=60,
+        what="taken over",
     )
     # The earlier writer's claims are gone, so a label dropped from the SecretSync leaves the Secret.
     eventually(
@@ -479,12 +489,14 @@ def test_a_secret_written_by_earlier_kvmount_is_taken_over(controller: Cluster, 
             {m.manager for m in controller.secret(namespace, "legacy").metadata.managed_fields}
             == {"secrets-store-sync-controller"}
         ),
-        10,
-        "only upstream's field manager",
+        timeout=10,
+        what="only upstream's field manager",
     )
     controller.custom.patch_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, "legacy", {"spec": {"secretObject": {"labels": None}}}
     )
     eventually(
-        lambda: "gone" not in controller.secret(namespace, "legacy").metadata.labels, 30, "label removed"
+        lambda: "gone" not in controller.secret(namespace, "legacy").metadata.labels,
+        timeout=30,
+        what="label removed",
     )

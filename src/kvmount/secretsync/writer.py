@@ -168,14 +168,16 @@ class SecretSync:
     def owners_of(self, namespace: str, pod_name: str, pod_uid: str, status: Owner) -> tuple[Owner, ...]:
         """``pod_owners`` of the pod as the API server has it now; the pod's ``status``
         alone if the pod is gone, was replaced (another uid) or cannot be read."""
+        pod: dict[str, Any] | None = None
         try:
-            pod: dict[str, Any] | None = self._rest().get(path("v1", "pods", namespace, pod_name))
+            pod = self._rest().get(path("v1", "pods", namespace, pod_name))
         except (ApiError, Unreachable) as err:
-            log.warning(
-                "cannot read the pod for its owners; its SecretProviderClassPodStatus owns the Secret",
-                extra={"pod": f"{namespace}/{pod_name}", "error": str(err)},
-            )
-            pod = None
+            # A pod gone (404) needs no word: its status is about to go too.
+            if not isinstance(err, ApiError) or err.status != 404:
+                log.warning(
+                    "cannot read the pod for its owners; its SecretProviderClassPodStatus owns the Secret",
+                    extra={"pod": f"{namespace}/{pod_name}", "error": str(err)},
+                )
         if pod is not None and (pod.get("metadata") or {}).get("uid") != pod_uid:
             pod = None
         return pod_owners(pod, status)

@@ -242,6 +242,49 @@ def test_unpublish_is_that_of_upstream(published: dict[str, Published], pair: st
     assert published[pair].unpublished[:2] == (False, True)
 
 
+@pytest.mark.parametrize("driver", [OURS, UPSTREAM])
+def test_a_controlled_pods_secrets_are_owned_by_its_controller_as_upstream_owns_them(
+    keyvault: KeyVaultDouble,
+    seeded: dict[str, str],
+    secrets_store_api: KubeAPIServer,
+    drivers: dict[str, csi_grpc.NodeStub],
+    node_secret: dict[str, str],
+    kubelet_root: Path,
+    driver: str,
+) -> None:
+    """A Deployment's pod: its ReplicaSet owns the synced Secret (so the Secret outlives a scale
+    to zero), not its SecretProviderClassPodStatus; kvmount's driver as upstream's."""
+    replica_set = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "name": "web-5d4f",
+        "uid": str(uuid.uuid4()),
+    }
+    scene = stage(
+        secrets_store_api,
+        driver,
+        keyvault,
+        _objects(seeded),
+        SECRET_OBJECTS,
+        node_secret,
+        kubelet_root,
+        owner=replica_set,
+    )
+    drivers[driver].NodePublishVolume(scene.request, timeout=120)
+    try:
+
+        def owners() -> list[dict[str, Any]] | None:
+            secret = get_or_none(secrets_store_api, "Secret", scene.namespace, "app-opaque") or {}
+            refs: list[dict[str, Any]] = secret.get("metadata", {}).get("ownerReferences") or []
+            return refs or None
+
+        # Upstream's driver adds the owners within 5 s of making the Secret.
+        found = eventually(owners, f"owners of Secret {scene.namespace}/app-opaque")
+        assert found == [replica_set]
+    finally:
+        drivers[driver].NodeUnpublishVolume(scene.unpublish_request(), timeout=60)
+
+
 @pytest.fixture(scope="module")
 def rotated(
     keyvault: KeyVaultDouble,

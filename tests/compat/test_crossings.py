@@ -285,6 +285,29 @@ def test_a_controlled_pods_secrets_are_owned_by_its_controller_as_upstream_owns_
         drivers[driver].NodeUnpublishVolume(scene.unpublish_request(), timeout=60)
 
 
+@pytest.mark.parametrize("driver", [OURS, UPSTREAM])
+def test_a_missing_class_is_worded_as_upstream_words_it(
+    keyvault: KeyVaultDouble,
+    seeded: dict[str, str],
+    secrets_store_api: KubeAPIServer,
+    drivers: dict[str, csi_grpc.NodeStub],
+    node_secret: dict[str, str],
+    kubelet_root: Path,
+    driver: str,
+) -> None:
+    """kubelet's FailedMount carries this message, and alerts match its start (upstream's e2e
+    suite greps `failed to get secretproviderclass NS/NAME.*not found`)."""
+    scene = stage(
+        secrets_store_api, driver, keyvault, _objects(seeded), SECRET_OBJECTS, node_secret, kubelet_root
+    )
+    scene.request.volume_context["secretProviderClass"] = "missing"
+    with pytest.raises(grpc.RpcError) as info:
+        drivers[driver].NodePublishVolume(scene.request, timeout=60)
+    details = str(info.value.details())
+    assert details.startswith(f"failed to get secretproviderclass {scene.namespace}/missing, error: ")
+    assert "not found" in details
+
+
 @pytest.fixture(scope="module")
 def rotated(
     keyvault: KeyVaultDouble,

@@ -151,7 +151,7 @@ def test_klogs_newer_stderr_thresholds(capsys: pytest.CaptureFixture[str]) -> No
     saved = root.handlers[:], root.level
     args = common("--legacy_stderr_threshold_behavior=false", "-stderrthreshold=WARNING")
     try:
-        assert upstream_flags.start(args, "driver") is None
+        assert upstream_flags.start(args, "driver", JsonShape.KLOG) is None
         log = logging.getLogger("kvmount.test")
         log.info("info line")
         log.warning("warning line")

@@ -79,7 +79,7 @@ def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPI
 
 
 # ---------------------------------------------------------------- Upstream peers
-# Owner: tests/peers. Upstream's provider v1.8.2 and driver v1.6.0 (tests/peers/upstream.py),
+# Owner: tests/peers. Upstream's provider v1.8.2 and driver v1.6.1 (tests/peers/upstream.py),
 # built by scripts/peers/upstream-*.sh; a missing binary skips, or fails under CI.
 
 CRDS = Path(__file__).resolve().parents[1] / "deploy" / "crds"

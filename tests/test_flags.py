@@ -144,6 +144,29 @@ def test_log_file_gets_everything_and_stderr_errors_only(
         root.setLevel(saved[1])
 
 
+def test_klogs_newer_stderr_thresholds(capsys: pytest.CaptureFixture[str]) -> None:
+    """upstream's driver v1.6.1 (klog v2.130): --legacy_stderr_threshold_behavior=false applies
+    --stderrthreshold to --logtostderr's stderr; --alsologtostderrthreshold defaults to all."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    args = common("--legacy_stderr_threshold_behavior=false", "-stderrthreshold=WARNING")
+    try:
+        assert upstream_flags.start(args, "driver", JsonShape.KLOG) is None
+        log = logging.getLogger("kvmount.test")
+        log.info("info line")
+        log.warning("warning line")
+        err = capsys.readouterr().err
+        assert "warning line" in err and "info line" not in err
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    assert common().legacy_stderr_threshold_behavior is True
+    assert common().alsologtostderrthreshold == logging.INFO
+    assert common("-alsologtostderrthreshold=2").alsologtostderrthreshold == logging.ERROR
+
+
 def test_unwritable_log_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = common("--logtostderr=false", f"--log_file={tmp_path}/missing/dir/p.log")
     assert upstream_flags.start(args, "provider", JsonShape.KLOG) == 1

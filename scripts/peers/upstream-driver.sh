@@ -13,5 +13,5 @@ here="$(cd "$(dirname "$0")" && pwd)"
 mlog="$(cd "$here/../../tests/peers/mlog" && pwd)"
 GO_PEER_STAMP="mlog $(cat "$mlog"/go.mod "$mlog"/*.go | sha256sum | cut -c1-16)"
 go_module_peer upstream-secrets-store-csi-driver \
-  sigs.k8s.io/secrets-store-csi-driver v1.6.0 cmd/secrets-store-csi-driver \
+  sigs.k8s.io/secrets-store-csi-driver v1.6.1 cmd/secrets-store-csi-driver \
   "-replace=monis.app/mlog=$mlog"

@@ -103,9 +103,11 @@ def stage(
     secret_objects: list[dict[str, Any]],
     node_secret: dict[str, str],
     kubelet_root: Path,
+    owner: dict[str, str] | None = None,
 ) -> Stage:
     """A namespace holding the node-publish Secret, class ``app`` and pod ``web`` on the pair's
-    node; the pod's NodePublishVolume as kubelet sends it."""
+    node (controlled by ``owner``, e.g. a ReplicaSet, when given); the pod's NodePublishVolume as
+    kubelet sends it."""
     namespace = f"x-{pair.replace('+', '-')}-{uuid.uuid4().hex[:6]}"
     api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     meta = {"name": "sp-creds", "namespace": namespace}
@@ -135,7 +137,11 @@ def stage(
         {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": "web", "namespace": namespace},
+            "metadata": {
+                "name": "web",
+                "namespace": namespace,
+                **({"ownerReferences": [{**owner, "controller": True}]} if owner else {}),
+            },
             "spec": {
                 "nodeName": node_name(pair),
                 "containers": [{"name": "app", "image": "busybox"}],

@@ -326,6 +326,34 @@ ROWS: tuple[Row, ...] = (
         "one chart serves all of kvmount's components and names its objects after it; nothing refers to "
         "the role by name",
     ),
+    Row(
+        "Driver: a failed publish's message starts with upstream's words (`failed to get "
+        "secretproviderclass ns/name, error:`, `failed to mount secrets store objects for pod "
+        "ns/name, err:`, `failed to create secret provider class pod status for pod ns/name, "
+        "err:`, `Readonly is not true in request`, ...), then names the class, provider or object "
+        "and the fix, under a precise gRPC code (`NOT_FOUND`, `FAILED_PRECONDITION`, "
+        "`UNAVAILABLE`, ...)",
+        "the same words followed by Go's error chain, most under code `Unknown`",
+        "alerts and runbooks that match upstream's words keep working; the rest says what to do",
+    ),
+    Row(
+        "Driver: a synced Secret is created with its owners in the same write (the pods' own "
+        "owners, e.g. a Deployment's ReplicaSet, or the pod status for a bare pod, as upstream); "
+        "an owner is known by its uid",
+        "creates the Secret without owners and adds them within 5 s; an owner is known by its "
+        "name, so a ReplicaSet recreated under the same name is never added",
+        "no window in which a Secret has no owner, and a recreated owner keeps it alive",
+    ),
+    Row(
+        "Driver: with `--enable-secret-rotation` its own loop also re-fetches every volume each "
+        "`--rotation-poll-interval`, and on a pod's `secrets-store.csi.k8s.io/refresh` "
+        "annotation, with the pod's credentials it gets itself; what its RBAC refuses (upstream's "
+        "chart grants no `serviceaccounts/token` create) is found once at start, logged once, and "
+        "those volumes are left to kubelet's re-publish",
+        "rotates only on kubelet's re-publish (`requiresRepublish: true`)",
+        "rotation also works on a CSIDriver without `requiresRepublish`, and on demand; with "
+        "upstream's RBAC it stays as quiet as upstream's",
+    ),
 )
 
 

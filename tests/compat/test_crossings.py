@@ -241,6 +241,72 @@ def test_unpublish_is_that_of_upstream(published: dict[str, Published], pair: st
     assert published[pair].unpublished[:2] == (False, True)
 
 
+@pytest.mark.parametrize("driver", [OURS, UPSTREAM])
+def test_a_controlled_pods_secrets_are_owned_by_its_controller_as_upstream_owns_them(
+    keyvault: KeyVaultDouble,
+    seeded: dict[str, str],
+    secrets_store_api: KubeAPIServer,
+    drivers: dict[str, csi_grpc.NodeStub],
+    node_secret: dict[str, str],
+    kubelet_root: Path,
+    driver: str,
+) -> None:
+    """A Deployment's pod: its ReplicaSet owns the synced Secret (so the Secret outlives a scale
+    to zero), not its SecretProviderClassPodStatus; kvmount's driver as upstream's."""
+    replica_set = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "name": "web-5d4f",
+        "uid": str(uuid.uuid4()),
+    }
+    scene = stage(
+        secrets_store_api,
+        driver,
+        keyvault,
+        _objects(seeded),
+        SECRET_OBJECTS,
+        node_secret,
+        kubelet_root,
+        owner=replica_set,
+    )
+    drivers[driver].NodePublishVolume(scene.request, timeout=120)
+    try:
+
+        def owners() -> list[dict[str, Any]] | None:
+            secret = get_or_none(secrets_store_api, "Secret", scene.namespace, "app-opaque") or {}
+            refs: list[dict[str, Any]] = secret.get("metadata", {}).get("ownerReferences") or []
+            return refs or None
+
+        # Upstream's driver adds the owners within 5 s of making the Secret.
+        found = eventually(owners, what=f"owners of Secret {scene.namespace}/app-opaque", timeout=30)
+        assert found == [replica_set]
+    finally:
+        drivers[driver].NodeUnpublishVolume(scene.unpublish_request(), timeout=60)
+
+
+@pytest.mark.parametrize("driver", [OURS, UPSTREAM])
+def test_a_missing_class_is_worded_as_upstream_words_it(
+    keyvault: KeyVaultDouble,
+    seeded: dict[str, str],
+    secrets_store_api: KubeAPIServer,
+    drivers: dict[str, csi_grpc.NodeStub],
+    node_secret: dict[str, str],
+    kubelet_root: Path,
+    driver: str,
+) -> None:
+    """kubelet's FailedMount carries this message, and alerts match its start (upstream's e2e
+    suite greps `failed to get secretproviderclass NS/NAME.*not found`)."""
+    scene = stage(
+        secrets_store_api, driver, keyvault, _objects(seeded), SECRET_OBJECTS, node_secret, kubelet_root
+    )
+    scene.request.volume_context["secretProviderClass"] = "missing"
+    with pytest.raises(grpc.RpcError) as info:
+        drivers[driver].NodePublishVolume(scene.request, timeout=60)
+    details = str(info.value.details())
+    assert details.startswith(f"failed to get secretproviderclass {scene.namespace}/missing, error: ")
+    assert "not found" in details
+
+
 @pytest.fixture(scope="module")
 def rotated(
     keyvault: KeyVaultDouble,

@@ -105,12 +105,22 @@ def test_provider_lines_have_upstream_providers_shape(
     assert_same_shape("klog", theirs.log.read_text(), ours.log.read_text())
 
 
+# A class naming a provider that no node serves: a publish of it fails in the provider call,
+# which upstream's driver logs at error level (since v1.6.1 a missing class logs nothing there).
+NO_PROVIDER_CLASS = {
+    "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+    "kind": "SecretProviderClass",
+    "metadata": {"name": "no-such-provider", "namespace": "default"},
+    "spec": {"provider": "absent", "parameters": {"objects": "array: []"}},
+}
+
+
 def bad_publish(channel: grpc.Channel, kubelet_dir: Path) -> None:
-    """A publish whose class does not exist: an error line on both sides."""
+    """A publish whose provider is not there: an error line on both sides."""
     uid = os.urandom(8).hex()
     request = standin_kubelet.publish_request(
         target=kubelet.target_path(str(kubelet_dir), uid, "secrets-store-inline"),
-        class_name="no-such-class",
+        class_name="no-such-provider",
         pod_name="web",
         pod_namespace="default",
         pod_uid=uid,
@@ -120,12 +130,14 @@ def bad_publish(channel: grpc.Channel, kubelet_dir: Path) -> None:
 
 
 def test_driver_lines_have_upstream_drivers_shape(
-    upstream_driver: Callable[..., UpstreamDriver], tmp_path: Path
+    upstream_driver: Callable[..., UpstreamDriver], secrets_store_api: KubeAPIServer, tmp_path: Path
 ) -> None:
+    secrets_store_api.apply(NO_PROVIDER_CLASS)
     theirs = upstream_driver(tmp_path / "no-providers", "--log-format-json")
     bad_publish(theirs.channel, tmp_path / "kubelet")
     theirs.stop()
-    (tmp_path / "ours").mkdir()
+    (tmp_path / "ours" / "classes").mkdir(parents=True)
+    (tmp_path / "ours" / "classes" / "class.yaml").write_text(json.dumps(NO_PROVIDER_CLASS))
     ours = start_driver(tmp_path / "ours", tmp_path / "no-providers", "--log-format-json")
     try:
         bad_publish(ours.channel, tmp_path / "kubelet")

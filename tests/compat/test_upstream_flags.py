@@ -66,6 +66,9 @@ DRIVER = {
     "provider-health-check-interval": "2m",
     "metrics-backend": "Prometheus",
     "kubeconfig": "/root/.kube/config",
+    # klog's, in the driver since v1.6.1 (klog v2.130); Azure's provider v1.8.2 has an older klog
+    "alsologtostderrthreshold": "WARNING",
+    "legacy_stderr_threshold_behavior": None,
 }
 PROVIDER = {
     **KLOG,

@@ -107,3 +107,28 @@ def test_unimplemented_and_argument_checks(driver: Driver) -> None:
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "block" in str(info.value.details())
     assert not os.path.exists("/tmp/kvmount-never-created")
+
+
+@pytest.mark.parametrize(
+    ("drop", "phrase"),
+    [
+        ("volume_capability", "Volume capability missing in request"),
+        ("volume_id", "Volume ID missing in request"),
+        ("target_path", "Target path missing in request"),
+        ("volume_context", "Volume attributes missing in request"),
+    ],
+)
+def test_request_checks_start_with_upstreams_words(driver: Driver, drop: str, phrase: str) -> None:
+    """Upstream's nodeserver words its argument checks so; kvmount's messages start the same."""
+    request = csi.NodePublishVolumeRequest(
+        volume_id="v",
+        target_path="/tmp/kvmount-never-created",
+        readonly=True,
+        volume_capability=csi.VolumeCapability(mount=csi.VolumeCapability.MountVolume()),
+        volume_context={"secretProviderClass": "x"},
+    )
+    request.ClearField(drop)
+    with pytest.raises(grpc.RpcError) as info:
+        driver.node.NodePublishVolume(request, timeout=10)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert str(info.value.details()).startswith(phrase)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tests.node import host
 from tests.node.cluster import NODE_NAME, Node
-from tests.support import start_daemon, until_ready
+from tests.support import free_port, start_daemon, until_ready
 
 ROTATION = 2.0
 RESTART_INTERVAL = 20.0
@@ -36,6 +36,8 @@ class Plugins:
         self._kv_env = kv_env
         self._kubeconfig = node.root / "driver.kubeconfig"
         self.driver: subprocess.Popen[bytes] | None = None
+        # upstream's suite reads the driver's metrics (tests/compat/test_e2e_provider_suite.py)
+        self.metrics_port = free_port()
         self.provider: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Plugins:
@@ -83,7 +85,7 @@ class Plugins:
                 f"--nodeid={NODE_NAME}",
                 f"--provider-volume={self.provider_dir}",
                 "--additional-provider-volume-paths=",
-                "--metrics-addr=",
+                f"--metrics-addr=127.0.0.1:{self.metrics_port}",
                 f"--state-dir={self.state_dir}",
                 f"--kubelet-root-dir={self.node.kubelet_dir}",
                 "--enable-secret-rotation",

@@ -3,7 +3,7 @@
 * ``UpstreamProvider``: secrets-store-csi-driver-provider-azure v1.8.2, built by
   scripts/peers/upstream-provider.sh, serving v1alpha1 on a private unix socket,
   in front of the Key Vault double.
-* ``UpstreamDriver``: secrets-store-csi-driver v1.6.0, built by
+* ``UpstreamDriver``: secrets-store-csi-driver v1.6.1, built by
   scripts/peers/upstream-driver.sh (with our stand-in for its logging module,
   tests/peers/mlog), serving CSI on a private unix socket against the tests'
   kube-apiserver.

@@ -111,7 +111,7 @@ FILES = {"user": b"admin", "pass": SENSITIVE}
 def test_opaque_two_keys_from_two_files(api: Any, rest: RestClient, ns: str) -> None:
     owner = pod_status(api, ns)
     entry = opaque(labels={"app": "web"}, annotations={"example.com/note": "synced"})
-    assert SecretSync(rest_of(rest)).sync(ns, [entry], FILES, owner, CLASS) == ["db"]
+    assert SecretSync(rest_of(rest)).sync(ns, [entry], FILES, (owner,), CLASS) == ["db"]
 
     secret = read(api, ns, "db")
     assert secret.type == "Opaque"
@@ -157,7 +157,7 @@ def test_tls_from_pem_in_any_order(api: Any, rest: RestClient, ns: str) -> None:
     entry = tls()
     entry["data"].append({"objectName": "ca", "key": "ca.crt"})
     files = {"cert": pem, "ca": chain.pem("root")}
-    SecretSync(rest_of(rest)).sync(ns, [entry], files, pod_status(api, ns), CLASS)
+    SecretSync(rest_of(rest)).sync(ns, [entry], files, (pod_status(api, ns),), CLASS)
 
     secret = read(api, ns, "tls")
     assert secret.type == "kubernetes.io/tls"
@@ -175,7 +175,7 @@ def test_tls_from_pkcs12(api: Any, rest: RestClient, ns: str, encoding: str) -> 
     if encoding == "base64":
         text = base64.b64encode(pfx)
         pfx = b"\n".join(text[i : i + 64] for i in range(0, len(text), 64)) + b"\n"
-    SecretSync(rest_of(rest)).sync(ns, [tls()], {"cert": pfx}, pod_status(api, ns), CLASS)
+    SecretSync(rest_of(rest)).sync(ns, [tls()], {"cert": pfx}, (pod_status(api, ns),), CLASS)
 
     data = decoded(read(api, ns, "tls"))
     assert set(data) == {"tls.key", "tls.crt"}
@@ -188,14 +188,14 @@ def test_the_managed_label_is_the_drivers_whatever_the_entry_says(
 ) -> None:
     """As upstream's driver: an entry's own value for the managed label is overridden."""
     entry = opaque(labels={"app": "web", MANAGED_LABEL: "false"})
-    assert SecretSync(rest_of(rest)).sync(ns, [entry], FILES, pod_status(api, ns), CLASS) == ["db"]
+    assert SecretSync(rest_of(rest)).sync(ns, [entry], FILES, (pod_status(api, ns),), CLASS) == ["db"]
     assert read(api, ns, "db").metadata.labels == {"app": "web", MANAGED_LABEL: "true"}
 
 
 def test_update_when_content_changes_keeps_foreign_labels(api: Any, rest: RestClient, ns: str) -> None:
     owner = pod_status(api, ns)
     sync = SecretSync(rest_of(rest))
-    sync.sync(ns, [opaque(labels={"app": "web"})], FILES, owner, CLASS)
+    sync.sync(ns, [opaque(labels={"app": "web"})], FILES, (owner,), CLASS)
     # Someone else labels and annotates the managed Secret: merged, not dropped.
     k8s.CoreV1Api(api).patch_namespaced_secret(
         "db", ns, {"metadata": {"labels": {"team": "a"}, "annotations": {"note": "kept"}}}
@@ -203,7 +203,7 @@ def test_update_when_content_changes_keeps_foreign_labels(api: Any, rest: RestCl
     before = read(api, ns, "db")
 
     rotated = {"user": b"admin", "pass": b"rotated"}
-    assert sync.sync(ns, [opaque(labels={"app": "web2"})], rotated, owner, CLASS) == ["db"]
+    assert sync.sync(ns, [opaque(labels={"app": "web2"})], rotated, (owner,), CLASS) == ["db"]
     after = read(api, ns, "db")
     assert after.metadata.resource_version != before.metadata.resource_version
     assert decoded(after) == {"username": b"admin", "password": b"rotated"}
@@ -213,25 +213,67 @@ def test_update_when_content_changes_keeps_foreign_labels(api: Any, rest: RestCl
 
 
 def test_a_type_of_the_users_own_domain_is_written_as_asked(api: Any, rest: RestClient, ns: str) -> None:
-    SecretSync(rest_of(rest)).sync(ns, [opaque(type="example.com/db")], FILES, pod_status(api, ns), CLASS)
+    SecretSync(rest_of(rest)).sync(ns, [opaque(type="example.com/db")], FILES, (pod_status(api, ns),), CLASS)
     assert read(api, ns, "db").type == "example.com/db"
 
 
 def test_second_owner_is_added(api: Any, rest: RestClient, ns: str) -> None:
     first, second = pod_status(api, ns, "web-0"), pod_status(api, ns, "web-1")
     sync = SecretSync(rest_of(rest))
-    sync.sync(ns, [opaque()], FILES, first, CLASS)
-    sync.sync(ns, [opaque()], FILES, second, CLASS)
+    sync.sync(ns, [opaque()], FILES, (first,), CLASS)
+    sync.sync(ns, [opaque()], FILES, (second,), CLASS)
     assert [uid for *_, uid in owners(read(api, ns, "db"))] == [first.uid, second.uid]
+
+
+def make_pod(api: Any, ns: str, name: str, owner: dict[str, str] | None = None) -> dict[str, Any]:
+    """A real pod (never scheduled), owned by ``owner`` as a controller would own it."""
+    meta: dict[str, Any] = {"name": name}
+    if owner is not None:
+        meta["ownerReferences"] = [{**owner, "controller": True, "blockOwnerDeletion": True}]
+    body = {"metadata": meta, "spec": {"containers": [{"name": "app", "image": "busybox"}]}}
+    created: dict[str, Any] = api.sanitize_for_serialization(
+        k8s.CoreV1Api(api).create_namespaced_pod(ns, body)
+    )
+    return created
+
+
+def replica_set(name: str) -> dict[str, str]:
+    return {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name, "uid": str(uuid.uuid4())}
+
+
+def test_pods_controllers_own_the_secret_as_upstream(api: Any, rest: RestClient, ns: str) -> None:
+    """Two Deployments' pods: their ReplicaSets own the Secret (upstream's owners), not the
+    pod statuses, so the Secret outlives a scale to zero; a bare pod's status owns it."""
+    sync = SecretSync(rest_of(rest))
+    rs_a, rs_b = replica_set("web-a-5d4f"), replica_set("web-b-77c9")
+    status = pod_status(api, ns, "a-1")
+    for pod_name, rs in (("a-1", rs_a), ("a-2", rs_a), ("b-1", rs_b)):
+        pod = make_pod(api, ns, pod_name, rs)
+        found = sync.owners_of(ns, pod_name, pod["metadata"]["uid"], status)
+        assert found == (Owner(rs["name"], rs["uid"], rs["apiVersion"], rs["kind"]),)
+        sync.sync(ns, [opaque()], FILES, found, CLASS)
+    refs = read(api, ns, "db").metadata.owner_references
+    assert [(r.kind, r.name, r.uid) for r in refs] == [
+        ("ReplicaSet", rs["name"], rs["uid"]) for rs in (rs_a, rs_b)
+    ]
+    # As upstream: neither controller nor blockOwnerDeletion, so deleting a pod's status
+    # or the ReplicaSet is never held up by the Secret.
+    assert all(r.controller is None and r.block_owner_deletion is None for r in refs)
+
+    bare = make_pod(api, ns, "bare")
+    assert sync.owners_of(ns, "bare", bare["metadata"]["uid"], status) == (status,)
+    # A pod replaced by another of the same name, or gone: its status owns the Secret.
+    assert sync.owners_of(ns, "a-1", "another-uid", status) == (status,)
+    assert sync.owners_of(ns, "never-made", "uid", status) == (status,)
 
 
 def test_no_write_when_nothing_changed(api: Any, rest: RestClient, ns: str) -> None:
     owner = pod_status(api, ns)
     sync = SecretSync(rest_of(rest))
     entry = opaque(labels={"app": "web"}, annotations={"a": "b"})
-    sync.sync(ns, [entry], FILES, owner, CLASS)
+    sync.sync(ns, [entry], FILES, (owner,), CLASS)
     version = read(api, ns, "db").metadata.resource_version
-    assert sync.sync(ns, [entry], dict(FILES), owner, CLASS) == ["db"]
+    assert sync.sync(ns, [entry], dict(FILES), (owner,), CLASS) == ["db"]
     assert read(api, ns, "db").metadata.resource_version == version
 
 
@@ -249,10 +291,10 @@ class Racing(RestClient):
 
 def test_conflicting_update_is_retried_on_a_fresh_read(api: Any, rest: RestClient, ns: str) -> None:
     owner = pod_status(api, ns)
-    SecretSync(rest_of(rest)).sync(ns, [opaque()], FILES, owner, CLASS)
+    SecretSync(rest_of(rest)).sync(ns, [opaque()], FILES, (owner,), CLASS)
     racing = Racing(rest.connection)
     rotated = {"user": b"admin", "pass": b"rotated"}
-    assert SecretSync(rest_of(racing)).sync(ns, [opaque()], rotated, owner, CLASS) == ["db"]
+    assert SecretSync(rest_of(racing)).sync(ns, [opaque()], rotated, (owner,), CLASS) == ["db"]
     assert racing.replaces == 2  # the first was refused (409): its resourceVersion was stale
     secret = read(api, ns, "db")
     assert decoded(secret)["password"] == b"rotated"
@@ -268,7 +310,7 @@ def test_unmanaged_secret_is_left_alone_and_others_sync(api: Any, rest: RestClie
 
     with pytest.raises(SyncError) as info:
         SecretSync(rest_of(rest)).sync(
-            ns, [opaque("taken"), opaque("free")], FILES, pod_status(api, ns), CLASS
+            ns, [opaque("taken"), opaque("free")], FILES, (pod_status(api, ns),), CLASS
         )
     assert info.value.reason == "SecretNotManaged"
     message = str(info.value)
@@ -282,10 +324,10 @@ def test_unmanaged_secret_is_left_alone_and_others_sync(api: Any, rest: RestClie
 def test_type_of_a_managed_secret_cannot_change(api: Any, rest: RestClient, ns: str) -> None:
     owner = pod_status(api, ns)
     sync = SecretSync(rest_of(rest))
-    sync.sync(ns, [opaque("tls")], FILES, owner, CLASS)
+    sync.sync(ns, [opaque("tls")], FILES, (owner,), CLASS)
     chain = make_chain()
     with pytest.raises(SyncError) as info:
-        sync.sync(ns, [tls()], {"cert": chain.pem("leaf") + chain.key_pem()}, owner, CLASS)
+        sync.sync(ns, [tls()], {"cert": chain.pem("leaf") + chain.key_pem()}, (owner,), CLASS)
     assert info.value.reason == "SecretTypeMismatch"
     assert "delete the Secret" in str(info.value)
     assert read(api, ns, "tls").type == "Opaque"
@@ -388,7 +430,7 @@ def test_an_invalid_entry_is_skipped_and_the_others_sync(
 ) -> None:
     """As upstream's driver: the broken entry is reported and writes nothing, the valid one syncs."""
     with pytest.raises(SyncError) as info:
-        SecretSync(rest_of(rest)).sync(ns, [opaque("first"), bad], TLS_FILES, pod_status(api, ns), CLASS)
+        SecretSync(rest_of(rest)).sync(ns, [opaque("first"), bad], TLS_FILES, (pod_status(api, ns),), CLASS)
     assert info.value.reason == reason
     message = str(info.value)
     assert names in message
@@ -427,7 +469,7 @@ def test_forbidden_without_rbac_for_secrets(server: KubeAPIServer, api: Any, ns:
     try:
         sync = SecretSync(rest_of(RestClient(from_kubeconfig([str(kubeconfig)]))))
         with pytest.raises(SyncError) as info:
-            sync.sync(ns, [opaque()], FILES, owner, CLASS)
+            sync.sync(ns, [opaque()], FILES, (owner,), CLASS)
         assert info.value.reason == "APIServerForbidden"
         assert "RBAC" in str(info.value) and "secrets" in str(info.value)
 
@@ -452,8 +494,8 @@ def test_forbidden_without_rbac_for_secrets(server: KubeAPIServer, api: Any, ns:
         )
         # The API server's authorizer learns of new RBAC objects from a watch, a moment later.
         wait_until_allowed(driver, ns, "secrets", ("get", "create", "update"))
-        assert sync.sync(ns, [opaque()], FILES, owner, CLASS) == ["db"]
-        assert sync.sync(ns, [opaque()], {"user": b"root", "pass": b"x"}, owner, CLASS) == ["db"]
+        assert sync.sync(ns, [opaque()], FILES, (owner,), CLASS) == ["db"]
+        assert sync.sync(ns, [opaque()], {"user": b"root", "pass": b"x"}, (owner,), CLASS) == ["db"]
         assert decoded(read(api, ns, "db"))["username"] == b"root"
     finally:
         driver.close()
@@ -463,7 +505,7 @@ def test_unreachable_api_server() -> None:
     unreachable = RestClient(Connection("https://127.0.0.1:1", ssl.create_default_context(), None))
     with pytest.raises(SyncError) as info:
         SecretSync(rest_of(unreachable)).sync(
-            "default", [opaque()], FILES, Owner("web-default-app", "uid"), CLASS
+            "default", [opaque()], FILES, (Owner("web-default-app", "uid"),), CLASS
         )
     assert info.value.reason == "APIServerUnavailable"
     assert "unreachable (MaxRetryError)" in str(info.value)
@@ -473,7 +515,7 @@ def test_nothing_to_sync_needs_no_api_server() -> None:
     def never() -> RestClient:
         raise AssertionError("not called")
 
-    assert SecretSync(never).sync("default", [], FILES, Owner("x", "y"), CLASS) == []
+    assert SecretSync(never).sync("default", [], FILES, (Owner("x", "y"),), CLASS) == []
 
 
 def test_only_broken_entries_need_no_api_server() -> None:
@@ -481,5 +523,5 @@ def test_only_broken_entries_need_no_api_server() -> None:
         raise AssertionError("not called")
 
     with pytest.raises(SyncError) as info:
-        SecretSync(never).sync("default", [opaque("db", data=[])], FILES, Owner("x", "y"), CLASS)
+        SecretSync(never).sync("default", [opaque("db", data=[])], FILES, (Owner("x", "y"),), CLASS)
     assert info.value.reason == "InvalidSecretObject"

@@ -85,6 +85,12 @@ def run_until_signalled(server: grpc.Server, on_stop: Callable[[], None] | None 
     log.info("stopped")
 
 
-def dial(endpoint: str, options: list[tuple[str, int]] | None = None) -> grpc.Channel:
-    """A channel to a unix socket endpoint."""
-    return grpc.insecure_channel(f"unix://{socket_path(endpoint)}", options=options)
+# grpcio names a unix socket's path as the HTTP/2 :authority; Go's gRPC (upstream's
+# driver since v1.6.0, its sidecars) says "localhost", and servers may refuse a path
+# (ASP.NET Core does, and upstream's e2e provider checks it).
+AUTHORITY = ("grpc.default_authority", "localhost")
+
+
+def dial(endpoint: str, options: list[tuple[str, str | int]] | None = None) -> grpc.Channel:
+    """A channel to a unix socket endpoint, with the authority Go's clients send."""
+    return grpc.insecure_channel(f"unix://{socket_path(endpoint)}", options=[AUTHORITY, *(options or [])])

@@ -15,6 +15,10 @@ starts unchanged. What they do:
   under ``--log_file_max_size`` MB by rolling over to one ``.1`` file; records at
   or above ``--stderrthreshold`` (or all, with ``--alsologtostderr``) also go to
   stderr. With the default ``--logtostderr=true`` those flags do nothing, as in klog.
+- klog's newer pair (upstream's driver since v1.6.1): ``--alsologtostderrthreshold``
+  (default INFO: everything) is what ``--alsologtostderr`` sends to stderr, and
+  ``--legacy_stderr_threshold_behavior=false`` applies ``--stderrthreshold`` to
+  stderr with ``--logtostderr=true`` too (default true: it does not).
 - ``--metrics-backend``: ``prometheus`` (any case), the only backend upstream has.
 - The flags in ``IGNORED`` are accepted and, when set, logged once as ignored.
 """
@@ -107,6 +111,19 @@ def add_arguments(parser: argparse.ArgumentParser, *, pprof_port: int) -> None:
         metavar="MB",
         help="roll the log file over at this size",
     )
+    add_bool(
+        logs,
+        "--legacy_stderr_threshold_behavior",
+        True,
+        "with --logtostderr, ignore --stderrthreshold (default true); false: only records at or above it",
+    )
+    logs.add_argument(
+        "--alsologtostderrthreshold",
+        type=_severity,
+        default="INFO",  # a string: argparse reads it through _severity
+        help="with --logtostderr=false --alsologtostderr, records at or above this also go to stderr "
+        "(default INFO: all)",
+    )
     logs.add_argument(
         "--stderrthreshold",
         type=_severity,
@@ -127,17 +144,25 @@ def add_arguments(parser: argparse.ArgumentParser, *, pprof_port: int) -> None:
         add_bool(ignored, f"--{name}", None, IGNORED[name])
 
 
+def _stderr(threshold: int) -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    # klog's INFO covers its -v records, which are DEBUG here.
+    handler.setLevel(logging.NOTSET if threshold <= logging.INFO else threshold)
+    return handler
+
+
 def _handlers(args: argparse.Namespace, component: str) -> list[logging.Handler] | None:
     if args.logtostderr:
-        return None
+        return None if args.legacy_stderr_threshold_behavior else [_stderr(args.stderrthreshold)]
     path = args.log_file or os.path.join(args.log_dir or tempfile.gettempdir(), f"kvmount-{component}.log")
     max_bytes = args.log_file_max_size << 20
     to_file = logging.handlers.RotatingFileHandler(
         path, maxBytes=max_bytes, backupCount=1 if max_bytes else 0
     )
-    to_stderr = logging.StreamHandler(sys.stderr)
-    to_stderr.setLevel(logging.NOTSET if args.alsologtostderr else args.stderrthreshold)
-    return [to_file, to_stderr]
+    threshold = args.stderrthreshold
+    if args.alsologtostderr:
+        threshold = min(threshold, args.alsologtostderrthreshold)
+    return [to_file, _stderr(threshold)]
 
 
 def start(args: argparse.Namespace, component: str, shape: JsonShape) -> int | None:

@@ -19,6 +19,7 @@ from enum import StrEnum
 
 import grpc
 
+from kvmount.base import unix_grpc
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.proto import v1alpha1_pb2_grpc as pb_grpc
 
@@ -130,6 +131,7 @@ class ProviderClients:
             channel = grpc.insecure_channel(
                 f"unix://{socket}",
                 options=[
+                    unix_grpc.AUTHORITY,
                     ("grpc.max_receive_message_length", self.max_recv_msg_size),
                     ("grpc.enable_retries", 1),
                     ("grpc.service_config", _SERVICE_CONFIG),
@@ -155,7 +157,9 @@ class ProviderClients:
         if response.error.code:
             raise ProviderError(
                 ProviderReason.ERROR,
-                f"provider {provider!r} reported error code {response.error.code[:64]!r}",
+                # upstream's phrase first (alerts match it), then who said it
+                f"mount request failed with provider error code {response.error.code[:64]}: "
+                f"reported by provider {provider!r}",
             )
         notes = [v for k, v in call.trailing_metadata() or () if k == STALE_METADATA and isinstance(v, str)]
         return response, "".join(notes)[:MAX_STALE_NOTE]

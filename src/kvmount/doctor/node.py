@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import grpc
 
+from kvmount.base import unix_grpc
 from kvmount.csi.provider_client import ProviderClients, ProviderError
 from kvmount.doctor.report import Row, Verdict
 from kvmount.proto import csi_pb2 as csi
@@ -33,7 +34,7 @@ def driver_rows(socket: str) -> Iterator[Row]:
             "is the driver running on this node? (--endpoint)",
         )
         return
-    with grpc.insecure_channel(f"unix://{socket}") as channel:
+    with unix_grpc.dial(socket) as channel:
         stub = csi_grpc.IdentityStub(channel)
         try:
             info = stub.GetPluginInfo(csi.GetPluginInfoRequest(), timeout=TIMEOUT)

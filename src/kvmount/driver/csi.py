@@ -90,10 +90,10 @@ class NodeServicer(csi_grpc.NodeServicer):
         def stage() -> csi.NodeStageVolumeResponse:
             # Nothing to stage for secrets; kubelet stages no ephemeral volume anyway.
             if not request.volume_id:
-                raise _invalid("volume_id missing in request")
-            _check_path("staging_target_path", request.staging_target_path)
+                raise _invalid("Volume ID missing in request")
+            _check_path("Staging target path", request.staging_target_path)
             if not request.HasField("volume_capability"):
-                raise _invalid("volume_capability missing in request")
+                raise _invalid("Volume capability missing in request")
             return csi.NodeStageVolumeResponse()
 
         return _call("NodeStageVolume", context, stage)
@@ -103,8 +103,8 @@ class NodeServicer(csi_grpc.NodeServicer):
     ) -> csi.NodeUnstageVolumeResponse:
         def unstage() -> csi.NodeUnstageVolumeResponse:
             if not request.volume_id:
-                raise _invalid("volume_id missing in request")
-            _check_path("staging_target_path", request.staging_target_path)
+                raise _invalid("Volume ID missing in request")
+            _check_path("Staging target path", request.staging_target_path)
             return csi.NodeUnstageVolumeResponse()
 
         return _call("NodeUnstageVolume", context, unstage)
@@ -128,8 +128,8 @@ class NodeServicer(csi_grpc.NodeServicer):
     ) -> csi.NodeUnpublishVolumeResponse:
         def unpublish() -> csi.NodeUnpublishVolumeResponse:
             if not request.volume_id:
-                raise _invalid("volume_id missing in request")
-            _check_path("target_path", request.target_path)
+                raise _invalid("Volume ID missing in request")
+            _check_path("Target path", request.target_path)
             self.publisher.unpublish(request.volume_id, request.target_path)
             return csi.NodeUnpublishVolumeResponse()
 
@@ -180,7 +180,7 @@ class ControllerServicer(csi_grpc.ControllerServicer):
     ) -> csi.ValidateVolumeCapabilitiesResponse:
         def check() -> csi.ValidateVolumeCapabilitiesResponse:
             if not request.volume_id:
-                raise _invalid("volume_id missing in request")
+                raise _invalid("Volume ID missing in request")
             if not request.volume_capabilities:
                 raise _invalid("volume_capabilities missing in request")
             # Inline ephemeral volumes only: no volume id ever came from a CreateVolume here.
@@ -196,19 +196,19 @@ class ControllerServicer(csi_grpc.ControllerServicer):
 def check_publish(request: csi.NodePublishVolumeRequest) -> VolumeRequest:
     """The request's required fields, in upstream's order; raises PublishError(INVALID_ARGUMENT)."""
     if not request.HasField("volume_capability"):
-        raise _invalid("volume_capability missing in request")
+        raise _invalid("Volume capability missing in request")
     if not request.volume_id:
-        raise _invalid("volume_id missing in request")
-    _check_path("target_path", request.target_path)
+        raise _invalid("Volume ID missing in request")
+    _check_path("Target path", request.target_path)
     if not request.volume_context:
         raise _invalid(
-            "volume_context missing in request: the pod's csi volume needs "
+            "Volume attributes missing in request: the pod's csi volume needs "
             "volumeAttributes.secretProviderClass, and the CSIDriver podInfoOnMount: true"
         )
     if request.volume_capability.HasField("block"):
         raise _invalid("volume_capability: block access is not supported; use a filesystem (mount) volume")
     if not request.readonly:
-        raise _invalid("readonly is not true in request: set readOnly: true on the pod's csi volume")
+        raise _invalid("Readonly is not true in request: set readOnly: true on the pod's csi volume")
     return VolumeRequest(
         volume_id=request.volume_id,
         target_path=request.target_path,

@@ -1,9 +1,9 @@
 """The driver's Prometheus metrics, named as upstream's, with bounded labels.
 
-The provider label is a provider whose socket exists on this node (or
-"unknown"), so a class naming arbitrary providers cannot grow the label set;
-error_type is a reason from a closed set (the StrEnums of request.Reason and
-SyncReason), never error text.
+The provider label is a provider whose socket exists on this node (or "",
+as upstream, before the class names one), so a class naming arbitrary providers
+cannot grow the label set; error_type is a reason from a closed set (the
+StrEnums of request.Reason and SyncReason), never error text.
 """
 
 from __future__ import annotations

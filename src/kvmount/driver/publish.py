@@ -35,10 +35,13 @@ from kvmount.driver.request import (
     PublishReason,
     VolumeRequest,
     check_request,
+    class_error,
+    mount_failure,
     pod_ref,
     provider_error,
     provider_payload,
     secrets_with_tokens,
+    status_failure,
     store_error,
     target_error,
 )
@@ -106,7 +109,7 @@ class Publisher:
     def publish(self, req: VolumeRequest, deadline: float | None = None, refresh: bool = False) -> Outcome:
         """Publish ``req``; with ``refresh``, fetch and rewrite a live volume again (rotation)."""
         start = time.monotonic()
-        label = ["unknown"]  # the metric's provider label, set once the class names a provider
+        label = [""]  # the metric's provider label (upstream's "" until the class names one)
         outcome = Outcome()
         try:
             req = replace(req, target_path=self._clean(req.target_path))
@@ -181,7 +184,7 @@ class Publisher:
         if refresh and not was_mounted:
             return  # unpublished meanwhile: a rotation never brings a volume back
         keep_mount = False
-        where = f"SecretProviderClass {pod.namespace}/{class_name} for pod {pod.namespace}/{pod.name}"
+        where = mount_failure(pod, class_name)
         try:
             # A live volume keeps its content whatever happens to a refresh of it.
             keep_mount = was_mounted and _has_content(target)
@@ -205,7 +208,7 @@ class Publisher:
             try:
                 status_uid = self.store.put_pod_status(status)
             except StoreError as err:
-                raise store_error(err, where) from None
+                raise store_error(err, status_failure(pod)) from None
             self._sync(spc, pod, status.name, status_uid, files)
             self.registry.save(
                 VolumeState(
@@ -245,13 +248,10 @@ class Publisher:
             )
             return
         start = time.monotonic()
+        owners = self.syncer.owners_of(pod.namespace, pod.name, pod.uid, Owner(status_name, status_uid))
         try:
             self.syncer.sync(
-                pod.namespace,
-                spc.secret_objects,
-                {f.path: f.contents for f in files},
-                Owner(status_name, status_uid),
-                spc.name,
+                pod.namespace, spc.secret_objects, {f.path: f.contents for f in files}, owners, spc.name
             )
         except SyncError as err:
             metrics.sync_done(spc.provider, time.monotonic() - start, err.reason)
@@ -275,7 +275,7 @@ class Publisher:
         try:
             return self.store.get_class(namespace, name)
         except StoreError as err:
-            raise store_error(err, None) from None
+            raise class_error(err, namespace, name) from None
 
     def _fetch_and_write(
         self,

@@ -182,6 +182,27 @@ def provider_error(err: ProviderError, where: str) -> PublishError:
     return PublishError(err.reason, f"{where}: {err}", err.code)
 
 
+# Upstream's driver starts its failures with these phrases, which kubelet's FailedMount
+# events carry and runbooks and alerts match; kvmount's own message and fix follow.
+def class_error(err: StoreError, namespace: str, name: str) -> PublishError:
+    """A class that could not be read (not one that was read and is invalid)."""
+    if err.reason is StoreReason.INVALID_CLASS:
+        return store_error(err, None)
+    return store_error(err, f"failed to get secretproviderclass {namespace}/{name}, error")
+
+
+def mount_failure(pod: Pod, class_name: str) -> str:
+    """The prefix of a failure to get or write the provider's objects."""
+    return (
+        f"failed to mount secrets store objects for pod {pod.namespace}/{pod.name}, "
+        f"err: SecretProviderClass {pod.namespace}/{class_name}"
+    )
+
+
+def status_failure(pod: Pod) -> str:
+    return f"failed to create secret provider class pod status for pod {pod.namespace}/{pod.name}, err"
+
+
 def check_request(req: VolumeRequest) -> tuple[Pod, str, int | None]:
     """The pod, the class name and the group id of a request; PublishError(INVALID_ARGUMENT)."""
     pod = parse_pod(req.volume_context)
@@ -189,7 +210,7 @@ def check_request(req: VolumeRequest) -> tuple[Pod, str, int | None]:
     if not class_name:
         raise PublishError(
             PublishReason.INVALID_REQUEST,
-            f"volume_context lacks {CLASS_KEY}: set volumeAttributes.{CLASS_KEY} in the pod's csi volume",
+            f"{CLASS_KEY} is not set: set volumeAttributes.{CLASS_KEY} in the pod's csi volume",
         )
     check_name(CLASS_KEY, class_name)
     return pod, class_name, parse_gid(req.volume_mount_group)

@@ -18,15 +18,24 @@ that be lost, from this node's SecretProviderClassPodStatus objects, the pods'
 volume specs and the mounts on disk. Credentials for a rotation come from the
 API as kubelet would send them (the pod's nodePublishSecretRef, service account
 tokens by TokenRequest), or in standalone mode from the last publish, in memory.
+
+Which of those the driver's ServiceAccount may get is asked once at start
+(SelfSubjectAccessReview) and logged once (``RotationPath``): upstream's chart
+grants no ``serviceaccounts/token`` create (and ``secrets`` get only with sync
+on), so with it the reconciler leaves volumes that need what it may not get to
+kubelet's re-publish, quietly, instead of a refused request and a warning event
+per pod and poll.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from kvmount.csi.attributes import EPHEMERAL, POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
 from kvmount.csi.kubelet import volume_id
@@ -52,6 +61,26 @@ REFRESH_ANNOTATION = "secrets-store.csi.k8s.io/refresh"
 # One volume's rotation gets as long as kubelet gives a publish.
 ROTATION_TIMEOUT = 120.0
 WATCH_RETRY_SECONDS = 5.0
+
+
+class RotationPath(enum.Enum):
+    """How a volume's content is fetched again, as the driver's permissions allow."""
+
+    DRIVER = "driver"  # the reconciler, with credentials it gets itself
+    KUBELET = "kubelet"  # kubelet's re-publish (requiresRepublish), with the credentials kubelet sends
+    NONE = "none"  # neither: credentials refused and no requiresRepublish
+
+
+@dataclass(frozen=True)
+class Grants:
+    """What the reconciler may fetch for a pod; decided once at start."""
+
+    tokens: bool = True  # create serviceaccounts/token
+    secrets: bool = True  # get secrets (nodePublishSecretRef)
+
+
+class _LeftToKubelet(Exception):
+    """A volume whose credentials the driver may not get: not the reconciler's to rotate."""
 
 
 def pod_volume(pod: Pod, target_path: str) -> Volume | None:
@@ -86,6 +115,7 @@ class Rotator:
         # When each served volume (by target path) is next due, time.monotonic().
         self._due: dict[str, float] = {}
         self._tick = min(interval, min_interval)
+        self.grants = Grants()
 
     # ------------------------------------------------------------ served volumes
 
@@ -164,7 +194,11 @@ class Rotator:
             volume = pod_volume(pod, state.target_path) or {}
             secret_name = volume.get("csi", {}).get("nodePublishSecretRef", {}).get("name")
             if secret_name:
+                if not self.grants.secrets:
+                    raise _LeftToKubelet
                 secrets = self.api.node_publish_secret(state.pod_namespace, secret_name)
+            if not self.grants.tokens and (self.api.csidriver() or {}).get("tokenRequests"):
+                raise _LeftToKubelet
             tokens = self.api.service_account_tokens(pod)
             if tokens:
                 secrets[SA_TOKENS] = tokens
@@ -186,14 +220,16 @@ class Rotator:
             if request is None:
                 log.info("pod gone; rotation skipped", extra={"target_path": state.target_path})
                 return
+        except _LeftToKubelet:
+            log.debug("rotation left to kubelet's re-publish", extra={"target_path": state.target_path})
+            return
+        except (PublishError, StoreError) as err:
+            self._failed(state, pod, where, start, err)
+            return
+        try:
             outcome = self.publisher.publish(request, time.monotonic() + ROTATION_TIMEOUT, refresh=True)
         except (PublishError, StoreError) as err:
-            metrics.rotation_done(state.provider, time.monotonic() - start, None, err.reason)
-            log.warning("rotation failed", extra={"target_path": state.target_path, "error": str(err)})
-            message = f"{where}: rotation failed, the previous content is kept: {err}"
-            self.publisher.store.record_event(
-                pod, EventType.WARNING, EventReason.MOUNT_ROTATION_FAILED, message
-            )
+            self._failed(state, pod, where, start, err)
             return
         metrics.rotation_done(state.provider, time.monotonic() - start, outcome.changed)
         if outcome.changed:
@@ -204,6 +240,55 @@ class Rotator:
             if outcome.changed:
                 self.restarter.changed(state.target_path)
             self.restarter.settle(state.target_path)
+
+    def _failed(
+        self, state: VolumeState, pod: PodRef, where: str, start: float, err: PublishError | StoreError
+    ) -> None:
+        metrics.rotation_done(state.provider, time.monotonic() - start, None, err.reason)
+        log.warning("rotation failed", extra={"target_path": state.target_path, "error": str(err)})
+        message = f"{where}: rotation failed, the previous content is kept: {err}"
+        self.publisher.store.record_event(pod, EventType.WARNING, EventReason.MOUNT_ROTATION_FAILED, message)
+
+    def choose_path(self, api: KubeStore) -> RotationPath:
+        """Ask once what the reconciler may fetch, log the rotation path that leaves, and keep it."""
+        try:
+            driver = api.csidriver() or {}
+            needs_tokens = bool(driver.get("tokenRequests"))
+            grants = Grants(
+                tokens=not needs_tokens or api.may("create", "serviceaccounts", "token"),
+                secrets=api.may("get", "secrets"),
+            )
+        except StoreError as err:
+            # The API cannot say now: try everything, as before; a refusal shows per volume.
+            log.warning("cannot review the driver's permissions for rotation", extra={"error": str(err)})
+            return RotationPath.DRIVER
+        self.grants = grants
+        asked = (("create serviceaccounts/token", grants.tokens), ("get secrets", grants.secrets))
+        refused = [what for what, granted in asked if not granted]
+        if not refused:
+            log.info("rotation path", extra={"path": RotationPath.DRIVER.value})
+            return RotationPath.DRIVER
+        needs = "service account tokens" if not grants.tokens else "a nodePublishSecretRef"
+        if driver.get("requiresRepublish"):
+            log.info(
+                "rotation path",
+                extra={
+                    "path": RotationPath.KUBELET.value,
+                    "refused": ", ".join(refused),
+                    "detail": f"volumes that need {needs} are rotated by kubelet's re-publish",
+                },
+            )
+            return RotationPath.KUBELET
+        log.warning(
+            "rotation path",
+            extra={
+                "path": RotationPath.NONE.value,
+                "refused": ", ".join(refused),
+                "detail": f"volumes that need {needs} are not rotated: grant the driver's ServiceAccount "
+                f"{' and '.join(refused)}, or set requiresRepublish: true in the CSIDriver",
+            },
+        )
+        return RotationPath.NONE
 
     # ------------------------------------------------------------ triggers
 
@@ -262,6 +347,7 @@ class Rotator:
         self.recover()
         if self.api is not None:
             api = self.api
+            self.choose_path(api)  # the refresh annotation rotates through the same path
             threading.Thread(target=self._watch, args=(api, stop), name="refresh-watch", daemon=True).start()
         wait = self._tick
         while periodic and not stop.wait(wait):

@@ -22,6 +22,7 @@ from kvmount.kube.classes import CLASSES, GROUP, VERSION, SecretProviderClass, p
 from kvmount.kube.errors import ClassNotFound, StoreError, StoreReason, StoreUnavailable, api_error
 from kvmount.kube.objects import (
     CSIDriver,
+    CSIDriverSpec,
     Pod,
     PodStatusObject,
     PodWatchEvent,
@@ -181,21 +182,41 @@ class KubeStore:
         data = secret.get("data", {})
         return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in data.items()}
 
-    def service_account_tokens(self, pod: Pod) -> str | None:
+    def csidriver(self) -> CSIDriverSpec | None:
+        """The spec of this driver's CSIDriver object, or None when there is none."""
         rest = self.rest()
-        storage_what = f"CSIDriver {self.driver_name}"
+        what = f"CSIDriver {self.driver_name}"
         try:
-            driver = cast(
-                CSIDriver,
-                self._call(
-                    storage_what, rest.get, path("storage.k8s.io/v1", "csidrivers", name=self.driver_name)
-                ),
-            )
+            where = path("storage.k8s.io/v1", "csidrivers", name=self.driver_name)
+            driver = cast(CSIDriver, self._call(what, rest.get, where))
         except ApiError as err:
             if err.status == 404:
-                return None  # no CSIDriver object, so kubelet would send no tokens either
-            raise api_error(storage_what, "get", err) from None
-        requests = driver.get("spec", {}).get("tokenRequests", [])
+                return None
+            raise api_error(what, "get", err) from None
+        return driver.get("spec", {})
+
+    def may(self, verb: str, resource: str, subresource: str = "", group: str = "") -> bool:
+        """Whether this client may ``verb`` the resource in every namespace (SelfSubjectAccessReview,
+        which every authenticated user may create). Raises StoreError when the API cannot say."""
+        rest = self.rest()
+        what = f"access review of {verb} {resource}{'/' + subresource if subresource else ''}"
+        attributes = {"verb": verb, "resource": resource, "subresource": subresource, "group": group}
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attributes},
+        }
+        try:
+            answer = self._call(
+                what, rest.create, path("authorization.k8s.io/v1", "selfsubjectaccessreviews"), body
+            )
+        except ApiError as err:
+            raise api_error(what, "create", err) from None
+        return bool((answer.get("status") or {}).get("allowed"))
+
+    def service_account_tokens(self, pod: Pod) -> str | None:
+        # No CSIDriver object, or no tokenRequests: kubelet would send no tokens either.
+        requests = (self.csidriver() or {}).get("tokenRequests", [])
         if not requests:
             return None
         meta, spec = pod["metadata"], pod.get("spec", {})

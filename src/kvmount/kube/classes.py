@@ -68,7 +68,12 @@ def parse_class(doc: object, what: str) -> SecretProviderClass:
         raise InvalidClass(what, "spec is missing")
     provider = spec.get("provider")
     if not isinstance(provider, str) or not provider:
-        raise InvalidClass(what, "spec.provider is missing; set it to the provider's name (e.g. azure)")
+        # upstream's words first ("provider not set in ns/name"), which alerts match
+        where = f"{meta.get('namespace') or 'default'}/{meta.get('name') or ''}"
+        raise InvalidClass(
+            f"provider not set in {where}",
+            f"{what}: spec.provider is missing; set it to the provider's name (e.g. azure)",
+        )
     params = spec.get("parameters") or {}
     if not isinstance(params, dict):
         raise InvalidClass(what, "spec.parameters must be a map of strings")

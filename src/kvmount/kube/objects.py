@@ -85,6 +85,7 @@ class TokenRequest(TypedDict, total=False):
 
 class CSIDriverSpec(TypedDict, total=False):
     tokenRequests: list[TokenRequest]
+    requiresRepublish: bool
 
 
 class CSIDriver(TypedDict, total=False):

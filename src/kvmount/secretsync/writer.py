@@ -1,9 +1,11 @@
 """Kubernetes Secrets made from a mount's files (a SecretProviderClass's ``secretObjects``).
 
 After the publisher has written a volume's files, ``SecretSync.sync`` creates
-or updates one Secret per ``secretObjects`` entry, owned by the volume's
-SecretProviderClassPodStatus so that the garbage collector removes the Secret
-with the last pod status that uses it.
+or updates one Secret per ``secretObjects`` entry. Its owners are upstream's:
+the owners of each pod that uses it (a Deployment's ReplicaSet, a StatefulSet,
+DaemonSet or Job), or the volume's SecretProviderClassPodStatus for a pod that
+has none. So the Secret outlives a scale to zero, and the garbage collector
+removes it with the last of its owners (``pod_owners``).
 
 Differences from upstream, on purpose:
 - every entry is checked before any Secret is written, and errors name the
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,6 +31,8 @@ from typing import Any, TypeVar
 from kvmount.kube.rest import ApiError, RestClient, Unreachable, path
 from kvmount.secretsync.data import DRIVER, Dialect, metadata, secret_data
 from kvmount.secretsync.errors import SyncError, SyncReason, invalid, short
+
+log = logging.getLogger(__name__)
 
 OWNER_API_VERSION = "secrets-store.csi.x-k8s.io/v1"
 OWNER_KIND = "SecretProviderClassPodStatus"
@@ -47,6 +52,19 @@ class Owner:
 
     def reference(self) -> dict[str, str]:
         return {"apiVersion": self.api_version, "kind": self.kind, "name": self.name, "uid": self.uid}
+
+
+def pod_owners(pod: Mapping[str, Any] | None, status: Owner) -> tuple[Owner, ...]:
+    """Upstream's owners of a pod's synced Secrets: the pod's own owners, each as
+    the pod names it, or ``status`` (its SecretProviderClassPodStatus) for a pod
+    that has none or could not be read."""
+    refs = ((pod or {}).get("metadata") or {}).get("ownerReferences") or []
+    owners = tuple(
+        Owner(str(ref["name"]), str(ref["uid"]), str(ref["apiVersion"]), str(ref["kind"]))
+        for ref in refs
+        if isinstance(ref, Mapping) and all(ref.get(k) for k in ("name", "uid", "apiVersion", "kind"))
+    )
+    return owners or (status,)
 
 
 @dataclass(frozen=True)
@@ -83,8 +101,8 @@ class SecretSync:
     """Creates and updates Secrets through the API server.
 
     ``dialect`` says how entries are spelled and which label marks a managed
-    Secret; a managed Secret gains the owner beside its others (the driver's
-    pod statuses, which share Secrets).
+    Secret; a managed Secret gains the owners beside its others (the driver's
+    pods' owners, which share Secrets).
     """
 
     def __init__(self, rest: Callable[[], RestClient], dialect: Dialect = DRIVER) -> None:
@@ -96,7 +114,7 @@ class SecretSync:
         namespace: str,
         secret_objects: Sequence[Mapping[str, Any]],
         files: Mapping[str, bytes],
-        owner: Owner,
+        owners: Sequence[Owner],
         class_name: str,
     ) -> list[str]:
         """Create or update every entry's Secret; returns the names synced. Raises SyncError.
@@ -131,7 +149,7 @@ class SecretSync:
         synced: list[str] = []
         for want in desired:
             try:
-                self._sync_one(self._rest(), namespace, want, owner)
+                self._sync_one(self._rest(), namespace, want, owners)
             except SyncError as err:
                 # Only problems of this one Secret; anything else would fail the others too.
                 if err.reason not in (
@@ -146,6 +164,23 @@ class SecretSync:
         if refused:
             raise SyncError(refused[0].reason, "; ".join(str(e) for e in refused))
         return synced
+
+    def owners_of(self, namespace: str, pod_name: str, pod_uid: str, status: Owner) -> tuple[Owner, ...]:
+        """``pod_owners`` of the pod as the API server has it now; the pod's ``status``
+        alone if the pod is gone, was replaced (another uid) or cannot be read."""
+        pod: dict[str, Any] | None = None
+        try:
+            pod = self._rest().get(path("v1", "pods", namespace, pod_name))
+        except (ApiError, Unreachable) as err:
+            # A pod gone (404) needs no word: its status is about to go too.
+            if not isinstance(err, ApiError) or err.status != 404:
+                log.warning(
+                    "cannot read the pod for its owners; its SecretProviderClassPodStatus owns the Secret",
+                    extra={"pod": f"{namespace}/{pod_name}", "error": str(err)},
+                )
+        if pod is not None and (pod.get("metadata") or {}).get("uid") != pod_uid:
+            pod = None
+        return pod_owners(pod, status)
 
     def _desired(self, secret_object: Mapping[str, Any], files: Mapping[str, bytes], where: str) -> _Desired:
         """One entry, checked, as the API will carry it; raises SyncError naming ``where``."""
@@ -169,8 +204,9 @@ class SecretSync:
                 SyncReason.API_SERVER_UNAVAILABLE, f"{what}: API server unreachable ({err}); will retry"
             ) from None
 
-    def _sync_one(self, api: RestClient, namespace: str, want: _Desired, owner: Owner) -> bool:
+    def _sync_one(self, api: RestClient, namespace: str, want: _Desired, owners: Sequence[Owner]) -> bool:
         """Create or update one Secret; True if it was written."""
+        owner = owners[0]  # the one named in messages
         what = f"Secret {namespace}/{want.name} ({want.where})"
         here = path("v1", "secrets", namespace, want.name)
         for _ in range(ATTEMPTS):
@@ -187,7 +223,7 @@ class SecretSync:
                         "namespace": namespace,
                         "labels": want.labels,
                         "annotations": want.annotations,
-                        "ownerReferences": [owner.reference()],
+                        "ownerReferences": [o.reference() for o in owners],
                     },
                     "type": want.type,
                     "data": want.data,
@@ -200,8 +236,9 @@ class SecretSync:
                     continue  # created meanwhile by another writer: update it instead
             meta = current.setdefault("metadata", {})
             labels = dict(meta.get("labels") or {})
-            owners = list(meta.get("ownerReferences") or [])
-            has_owner = any(ref.get("uid") == owner.uid for ref in owners)
+            present = list(meta.get("ownerReferences") or [])
+            uids = {ref.get("uid") for ref in present}
+            missing = [o.reference() for o in owners if o.uid not in uids]
             managed, value = self.dialect.managed_label, self.dialect.managed_value
             if labels.get(managed) != value:
                 raise SyncError(
@@ -223,13 +260,14 @@ class SecretSync:
                 new_labels,
                 new_annotations,
             )
-            if unchanged and has_owner:
+            if unchanged and not missing:
                 return False
             current["data"] = want.data
             meta["labels"], meta["annotations"] = new_labels, new_annotations
-            if not has_owner:
-                # Added, never replaced: the Secret lives as long as any pod status using it.
-                meta["ownerReferences"] = [*owners, owner.reference()]
+            if missing:
+                # Added, never replaced (as upstream): the garbage collector drops each deleted
+                # owner's reference, and the Secret with the last one.
+                meta["ownerReferences"] = [*present, *missing]
             update = current
             try:
                 # resourceVersion from the read guards against overwriting a concurrent change.

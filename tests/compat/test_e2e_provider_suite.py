@@ -367,6 +367,7 @@ def test_csi_inline_volume_test_with_pod_portability_read_key_from_pod(suite: Su
 def test_csi_inline_volume_test_with_pod_portability_unmount_succeeds(suite: Suite) -> None:
     uid = suite.read("Pod", "secrets-store-inline-crd")["metadata"]["uid"]
     suite.delete("Pod", "secrets-store-inline-crd")
+
     def deleted() -> bool:
         return uid not in {p.metadata.uid for p in suite.core.list_pod_for_all_namespaces().items}
 

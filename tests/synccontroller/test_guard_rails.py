@@ -11,7 +11,15 @@ from kubernetes import client as _client
 
 from tests.provider.conftest import VAULT
 from tests.support import eventually
-from tests.synccontroller.conftest import AUDIENCE, CONTROLLER_SA, SYSTEM, Cluster, holder_pid, lease_holder
+from tests.synccontroller.conftest import (
+    AUDIENCE,
+    CONTROLLER_SA,
+    LEASE,
+    SYSTEM,
+    Cluster,
+    holder_pid,
+    lease_holder,
+)
 from tests.synccontroller.test_sync_controller import decoded, setup_namespace, sync_manifest
 
 k8s: Any = _client
@@ -155,4 +163,47 @@ def test_leader_failover_keeps_syncing(cluster: Cluster) -> None:
         timeout=40,
         what="the new leader syncs",
     )
+    cluster.stop_controllers()
+
+
+def _lease_spec(cluster: Cluster) -> Any:
+    return k8s.CoordinationV1Api(cluster.api.admin).read_namespaced_lease(LEASE, SYSTEM).spec
+
+
+def test_a_clean_stop_releases_the_lease(cluster: Cluster) -> None:
+    """SIGTERM: the leader finishes, empties the Lease's holder, and the waiting replica takes it at
+    once, long before the 120 s lease duration would have let it (the elector on kube/rest.py does
+    what client-go's does with ReleaseOnCancel)."""
+    election = [
+        "--leader-elect=true",
+        "--leader-elect-lease-duration=120s",
+        "--leader-elect-renew-deadline=10s",
+        "--leader-elect-retry-period=1s",
+    ]
+    cluster.stop_controllers()
+    first = cluster.start_controller(*election)
+    eventually(
+        lambda: holder_pid(lease_holder(cluster)) == first.process.pid, timeout=60, what="the first leads"
+    )
+    held = _lease_spec(cluster)
+    assert held.lease_duration_seconds == 120
+    assert held.acquire_time is not None and held.renew_time is not None
+    second = cluster.start_controller(*election)
+    eventually(
+        lambda: "leader: waiting for the lease" in second.log.read_text(), timeout=60, what="the second waits"
+    )
+    renewed = held.renew_time
+    eventually(lambda: _lease_spec(cluster).renew_time > renewed, timeout=10, what="the leader renews")
+    assert holder_pid(lease_holder(cluster)) == first.process.pid
+    first.process.send_signal(signal.SIGTERM)
+    assert first.process.wait(timeout=40) == 0
+    assert "leader: released the lease" in first.log.read_text()
+    eventually(
+        lambda: holder_pid(lease_holder(cluster)) == second.process.pid,
+        timeout=20,
+        what="the second takes it",
+    )
+    taken = _lease_spec(cluster)
+    assert taken.lease_duration_seconds == 120
+    assert taken.lease_transitions == (held.lease_transitions or 0) + 1
     cluster.stop_controllers()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 import signal
+import time
 import uuid
 from typing import Any
 
@@ -206,4 +209,42 @@ def test_a_clean_stop_releases_the_lease(cluster: Cluster) -> None:
     taken = _lease_spec(cluster)
     assert taken.lease_duration_seconds == 120
     assert taken.lease_transitions == (held.lease_transitions or 0) + 1
+    cluster.stop_controllers()
+
+
+def test_a_lease_held_elsewhere_is_taken_only_once_it_stops_changing(cluster: Cluster) -> None:
+    """Another holder's Lease, renewed, is left alone however old its renewTime looks; once it
+    stops changing it is taken after the holder's leaseDurationSeconds (3 s), counted on the
+    taker's clock, not after the taker's own 60 s."""
+    cluster.stop_controllers()
+    leases = k8s.CoordinationV1Api(cluster.api.admin)
+    with contextlib.suppress(k8s.ApiException):
+        leases.delete_namespaced_lease(LEASE, SYSTEM)
+    # An hour-old renewTime: only a change seen by the taker proves the holder alive.
+    stale = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+    spec = {
+        "holderIdentity": "elsewhere_1",
+        "leaseDurationSeconds": 3,
+        "renewTime": stale,
+        "leaseTransitions": 4,
+    }
+    leases.create_namespaced_lease(SYSTEM, {"metadata": {"name": LEASE}, "spec": spec})
+    controller = cluster.start_controller(
+        "--leader-elect=true",
+        "--leader-elect-lease-duration=60s",
+        "--leader-elect-renew-deadline=10s",
+        "--leader-elect-retry-period=1s",
+    )
+    eventually(lambda: "leader: waiting for the lease" in controller.log.read_text(), 60, "it waits")
+    for _ in range(6):  # the holder renews every second, as a live one would
+        lease = leases.read_namespaced_lease(LEASE, SYSTEM)
+        assert lease.spec.holder_identity == "elsewhere_1"
+        lease.spec.renew_time = stale = stale + datetime.timedelta(seconds=1)
+        leases.replace_namespaced_lease(LEASE, SYSTEM, lease)
+        time.sleep(1)
+    stopped = time.monotonic()
+    eventually(lambda: holder_pid(lease_holder(cluster)) == controller.process.pid, 30, "it takes the lease")
+    assert time.monotonic() - stopped < 20, "taken after the holder's duration, not the taker's"
+    taken = _lease_spec(cluster)
+    assert (taken.lease_duration_seconds, taken.lease_transitions) == (60, 5)
     cluster.stop_controllers()

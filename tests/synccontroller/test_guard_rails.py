@@ -6,10 +6,14 @@ import contextlib
 import datetime
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client as _client
 
 from tests.provider.conftest import VAULT
@@ -248,3 +252,32 @@ def test_a_lease_held_elsewhere_is_taken_only_once_it_stops_changing(cluster: Cl
     taken = _lease_spec(cluster)
     assert (taken.lease_duration_seconds, taken.lease_transitions) == (60, 5)
     cluster.stop_controllers()
+
+
+def test_a_kubeconfig_that_runs_a_program_is_refused_at_start(tmp_path: Path) -> None:
+    """The controller's own client runs no credential program: it says so, naming the field, and
+    stops (a program would otherwise be looked for in every list, for ever)."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"exec": {"command": "kubelogin"}}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "kvmount.cli", "sync-controller", f"--kubeconfig={kubeconfig}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = done.stderr.splitlines()
+    assert line.startswith("kvmount sync-controller: cannot configure the Kubernetes API client: ")
+    assert "user 'u': exec credentials are not supported here" in line

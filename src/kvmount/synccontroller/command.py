@@ -21,6 +21,7 @@ from kvmount.base.flags import GoFlagParser, add_bool, go_duration, go_int, list
 from kvmount.base.logs import JsonShape, setup_logging
 from kvmount.csi.provider_client import ProviderClients
 from kvmount.kube.api_store import KubeStore
+from kvmount.kube.errors import StoreError
 from kvmount.synccontroller.controller import Controller
 from kvmount.synccontroller.leader import Leadership
 from kvmount.synccontroller.reconcile import Identity, Reconciler
@@ -122,6 +123,13 @@ def run(args: argparse.Namespace) -> int:
         os.environ.get("SYNC_CONTROLLER_POD_UID", ""),
     )
     store = KubeStore(args.kubeconfig, component=EVENT_SOURCE, node=identity.pod_name)
+    try:
+        # Configured now (it reads the kubeconfig, or the pod's service account): there is nothing
+        # to do without the API server, and a bad configuration is the operator's to fix.
+        store.rest()
+    except StoreError as err:
+        print(f"kvmount sync-controller: {err}", file=sys.stderr)
+        return 2
     providers = ProviderClients([args.provider_volume], args.max_call_recv_msg_size)
     audiences = [a.strip() for a in args.token_request_audience.split(",") if a.strip()]
     reconciler = Reconciler(store, providers, audiences, identity, args.mount_timeout)

@@ -15,13 +15,16 @@ from pathlib import Path
 import pytest
 
 from tests.certs import make_chain
-from tests.driver.conftest import eventually, free_port, start_driver, stop_driver
+from tests.driver.conftest import start_driver, stop_driver
 from tests.driver.test_sidecars import Sidecar, healthz
 from tests.imports import PROFILE, assert_lean
 from tests.kms.conftest import write_config
 from tests.kms.test_keyvault import credentials_secret, kms_entry, volume_id
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.provider.conftest import VAULT, start_provider, stop_provider
+from tests.support import eventually, free_port
+
+pytestmark = pytest.mark.peer  # each test runs kvmount as a process
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -73,8 +76,8 @@ def test_registrar_and_livenessprobe(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     )
     probe = Sidecar(base, "livenessprobe", f"--csi-address={csi}", f"--http-endpoint=127.0.0.1:{probe_port}")
     try:
-        eventually(socket.exists, 20, "the registration socket")
-        eventually(lambda: healthz(probe_port) == 200, 20, "the probe's /healthz")
+        eventually(socket.exists, timeout=20, what="the registration socket")
+        eventually(lambda: healthz(probe_port) == 200, timeout=20, what="the probe's /healthz")
     finally:
         stop_driver(driver)
         logs = registrar.stop(), probe.stop()

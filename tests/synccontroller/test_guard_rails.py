@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from kubernetes import client as _client
 
@@ -239,7 +240,9 @@ def test_a_lease_held_elsewhere_is_taken_only_once_it_stops_changing(cluster: Cl
         "--leader-elect-renew-deadline=10s",
         "--leader-elect-retry-period=1s",
     )
-    eventually(lambda: "leader: waiting for the lease" in controller.log.read_text(), 60, "it waits")
+    eventually(
+        lambda: "leader: waiting for the lease" in controller.log.read_text(), timeout=60, what="it waits"
+    )
     for _ in range(6):  # the holder renews every second, as a live one would
         lease = leases.read_namespaced_lease(LEASE, SYSTEM)
         assert lease.spec.holder_identity == "elsewhere_1"
@@ -247,13 +250,18 @@ def test_a_lease_held_elsewhere_is_taken_only_once_it_stops_changing(cluster: Cl
         leases.replace_namespaced_lease(LEASE, SYSTEM, lease)
         time.sleep(1)
     stopped = time.monotonic()
-    eventually(lambda: holder_pid(lease_holder(cluster)) == controller.process.pid, 30, "it takes the lease")
+    eventually(
+        lambda: holder_pid(lease_holder(cluster)) == controller.process.pid,
+        timeout=30,
+        what="it takes the lease",
+    )
     assert time.monotonic() - stopped < 20, "taken after the holder's duration, not the taker's"
     taken = _lease_spec(cluster)
     assert (taken.lease_duration_seconds, taken.lease_transitions) == (60, 5)
     cluster.stop_controllers()
 
 
+@pytest.mark.peer
 def test_a_kubeconfig_that_runs_a_program_is_refused_at_start(tmp_path: Path) -> None:
     """The controller's own client runs no credential program: it says so, naming the field, and
     stops (a program would otherwise be looked for in every list, for ever)."""

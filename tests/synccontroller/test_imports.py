@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.driver.conftest import eventually
 from tests.imports import PROFILE, assert_lean
+from tests.support import eventually
 from tests.synccontroller.conftest import Cluster, holder_pid, lease_holder
 from tests.synccontroller.test_sync_controller import decoded, setup_namespace, sync_manifest
 
@@ -23,12 +23,12 @@ def test_the_sync_controller_never_imports_the_kubernetes_package(
         namespace, sync_manifest("lean", "kv", "app", [{"sourcePath": "password", "targetKey": "pw"}])
     )
     # Elected, listed, watched (the SecretSync came after the list), synced, status written.
-    eventually(lambda: cluster.secret(namespace, "lean") is not None, 60, "the Secret")
+    eventually(lambda: cluster.secret(namespace, "lean") is not None, timeout=60, what="the Secret")
     assert decoded(cluster.secret(namespace, "lean"), "pw") == "lean"
     eventually(
         lambda: (cluster.condition(namespace, "lean", "SecretCreated") or {}).get("status") == "True",
-        30,
-        "the status",
+        timeout=30,
+        what="the status",
     )
     assert holder_pid(lease_holder(cluster)) == controller.process.pid
     log = controller.log.read_text()

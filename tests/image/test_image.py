@@ -56,13 +56,15 @@ def test_the_runtime_runs_by_itself_and_holds_only_what_runs(rootfs: Path) -> No
         [str(rootfs / KVMOUNT.lstrip("/")), "--version"], capture_output=True, text=True, env=env
     )
     assert done.returncode == 0 and done.stdout.strip() == "kvmount 0.1.0", done.stderr
-    imports = "ssl, ctypes, grpc, kubernetes.client, cryptography.hazmat.bindings._rust"
+    imports = "ssl, ctypes, grpc, urllib3, cryptography.hazmat.bindings._rust"
     code = f"import {imports}; print(ssl.OPENSSL_VERSION)"
     python = rootfs / "opt/kvmount/bin/python3"
     done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("OpenSSL"), done.stderr
     site = rootfs / "opt/kvmount/lib/python3.11/site-packages"
-    for absent in ("pip", "setuptools", "grpc_tools", "pytest", "mypy", "kubernetes/aio", "aiohttp"):
+    # kubernetes (with pydantic and oauthlib) is the workstation tools' `cli` extra: no daemon uses it.
+    tools = ("pip", "setuptools", "grpc_tools", "pytest", "mypy", "aiohttp")
+    for absent in (*tools, "kubernetes", "pydantic", "pydantic_core", "oauthlib"):
         assert not (site / absent).exists(), absent
     assert not (rootfs / "opt/kvmount/lib/python3.11/test").exists(), "the standard library's tests"
     compilers = [p for p in rootfs.rglob("*") if p.name in ("gcc", "cc", "cc1", "ld.bfd")]

@@ -34,6 +34,7 @@ CONTROLLER_SA = "kvmount-sync-controller"
 AUDIENCE = "api://AzureADTokenExchange"
 WI_CLIENT = "11111111-2222-3333-4444-555555555555"
 CONTROLLER_MANAGER = CACHE / "bin" / "kube-controller-manager"
+LEASE = "29f1d54e.secret-sync.x-k8s.io"
 
 
 def _shipped(path: Path) -> list[dict[str, Any]]:
@@ -199,9 +200,7 @@ def cluster(keyvault: KeyVaultDouble, tmp_path_factory: pytest.TempPathFactory) 
 
 def lease_holder(cluster: Cluster) -> str:
     try:
-        lease = k8s.CoordinationV1Api(cluster.api.admin).read_namespaced_lease(
-            "29f1d54e.secret-sync.x-k8s.io", SYSTEM
-        )
+        lease = k8s.CoordinationV1Api(cluster.api.admin).read_namespaced_lease(LEASE, SYSTEM)
     except k8s.ApiException:
         return ""
     return str(lease.spec.holder_identity or "")

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 import signal
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
 from kubernetes import client as _client
 
 from tests.provider.conftest import VAULT
 from tests.support import eventually
-from tests.synccontroller.conftest import AUDIENCE, CONTROLLER_SA, SYSTEM, Cluster, holder_pid, lease_holder
+from tests.synccontroller.conftest import (
+    AUDIENCE,
+    CONTROLLER_SA,
+    LEASE,
+    SYSTEM,
+    Cluster,
+    holder_pid,
+    lease_holder,
+)
 from tests.synccontroller.test_sync_controller import decoded, setup_namespace, sync_manifest
 
 k8s: Any = _client
@@ -156,3 +172,120 @@ def test_leader_failover_keeps_syncing(cluster: Cluster) -> None:
         what="the new leader syncs",
     )
     cluster.stop_controllers()
+
+
+def _lease_spec(cluster: Cluster) -> Any:
+    return k8s.CoordinationV1Api(cluster.api.admin).read_namespaced_lease(LEASE, SYSTEM).spec
+
+
+def test_a_clean_stop_releases_the_lease(cluster: Cluster) -> None:
+    """SIGTERM: the leader finishes, empties the Lease's holder, and the waiting replica takes it at
+    once, long before the 120 s lease duration would have let it (the elector on kube/rest.py does
+    what client-go's does with ReleaseOnCancel)."""
+    election = [
+        "--leader-elect=true",
+        "--leader-elect-lease-duration=120s",
+        "--leader-elect-renew-deadline=10s",
+        "--leader-elect-retry-period=1s",
+    ]
+    cluster.stop_controllers()
+    first = cluster.start_controller(*election)
+    eventually(
+        lambda: holder_pid(lease_holder(cluster)) == first.process.pid, timeout=60, what="the first leads"
+    )
+    held = _lease_spec(cluster)
+    assert held.lease_duration_seconds == 120
+    assert held.acquire_time is not None and held.renew_time is not None
+    second = cluster.start_controller(*election)
+    eventually(
+        lambda: "leader: waiting for the lease" in second.log.read_text(), timeout=60, what="the second waits"
+    )
+    renewed = held.renew_time
+    eventually(lambda: _lease_spec(cluster).renew_time > renewed, timeout=10, what="the leader renews")
+    assert holder_pid(lease_holder(cluster)) == first.process.pid
+    first.process.send_signal(signal.SIGTERM)
+    assert first.process.wait(timeout=40) == 0
+    assert "leader: released the lease" in first.log.read_text()
+    eventually(
+        lambda: holder_pid(lease_holder(cluster)) == second.process.pid,
+        timeout=20,
+        what="the second takes it",
+    )
+    taken = _lease_spec(cluster)
+    assert taken.lease_duration_seconds == 120
+    assert taken.lease_transitions == (held.lease_transitions or 0) + 1
+    cluster.stop_controllers()
+
+
+def test_a_lease_held_elsewhere_is_taken_only_once_it_stops_changing(cluster: Cluster) -> None:
+    """Another holder's Lease, renewed, is left alone however old its renewTime looks; once it
+    stops changing it is taken after the holder's leaseDurationSeconds (3 s), counted on the
+    taker's clock, not after the taker's own 60 s."""
+    cluster.stop_controllers()
+    leases = k8s.CoordinationV1Api(cluster.api.admin)
+    with contextlib.suppress(k8s.ApiException):
+        leases.delete_namespaced_lease(LEASE, SYSTEM)
+    # An hour-old renewTime: only a change seen by the taker proves the holder alive.
+    stale = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+    spec = {
+        "holderIdentity": "elsewhere_1",
+        "leaseDurationSeconds": 3,
+        "renewTime": stale,
+        "leaseTransitions": 4,
+    }
+    leases.create_namespaced_lease(SYSTEM, {"metadata": {"name": LEASE}, "spec": spec})
+    controller = cluster.start_controller(
+        "--leader-elect=true",
+        "--leader-elect-lease-duration=60s",
+        "--leader-elect-renew-deadline=10s",
+        "--leader-elect-retry-period=1s",
+    )
+    eventually(
+        lambda: "leader: waiting for the lease" in controller.log.read_text(), timeout=60, what="it waits"
+    )
+    for _ in range(6):  # the holder renews every second, as a live one would
+        lease = leases.read_namespaced_lease(LEASE, SYSTEM)
+        assert lease.spec.holder_identity == "elsewhere_1"
+        lease.spec.renew_time = stale = stale + datetime.timedelta(seconds=1)
+        leases.replace_namespaced_lease(LEASE, SYSTEM, lease)
+        time.sleep(1)
+    stopped = time.monotonic()
+    eventually(
+        lambda: holder_pid(lease_holder(cluster)) == controller.process.pid,
+        timeout=30,
+        what="it takes the lease",
+    )
+    assert time.monotonic() - stopped < 20, "taken after the holder's duration, not the taker's"
+    taken = _lease_spec(cluster)
+    assert (taken.lease_duration_seconds, taken.lease_transitions) == (60, 5)
+    cluster.stop_controllers()
+
+
+@pytest.mark.peer
+def test_a_kubeconfig_that_runs_a_program_is_refused_at_start(tmp_path: Path) -> None:
+    """The controller's own client runs no credential program: it says so, naming the field, and
+    stops (a program would otherwise be looked for in every list, for ever)."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"exec": {"command": "kubelogin"}}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "kvmount.cli", "sync-controller", f"--kubeconfig={kubeconfig}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = done.stderr.splitlines()
+    assert line.startswith("kvmount sync-controller: cannot configure the Kubernetes API client: ")
+    assert "user 'u': exec credentials are not supported here" in line

@@ -63,9 +63,9 @@ def get(what: str, call: Callable[[], T]) -> T | None:
 
 class ClusterDoctor:
     def __init__(self, store: KubeStore, driver: str = DRIVER, driver_account: str = DRIVER_ACCOUNT) -> None:
+        api = store.api_client()  # first: it says which extra to install when the package is missing
         from kubernetes import client
 
-        api = store.api_client()
         self.store = store
         self.driver = driver
         self.driver_account = driver_account

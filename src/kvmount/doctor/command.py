@@ -33,7 +33,7 @@ from kvmount.doctor.cluster import (
 )
 from kvmount.doctor.report import Row, Verdict, as_json, failed, render
 from kvmount.keyvault import NMI_PORT, IdentityMode, InvalidSpec, KeyVaultMounter, Settings, parse_mount
-from kvmount.kube.api_store import KubeStore
+from kvmount.kube.api_store import ClientMissing, KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
 from kvmount.kube.errors import StoreError
 from kvmount.mount.command import InputError, secret_data
@@ -172,9 +172,10 @@ def _class_rows(args: argparse.Namespace, mounter: KeyVaultMounter) -> list[Row]
 
 
 def _read_class(store: KubeStore, namespace: str, name: str) -> dict[str, Any] | None:
+    api_client = store.api_client()  # first: it says which extra to install when the package is missing
     from kubernetes import client
 
-    api: Any = client.CustomObjectsApi(store.api_client())
+    api: Any = client.CustomObjectsApi(api_client)
     doc: dict[str, Any] | None = get(
         f"SecretProviderClass {namespace}/{name}",
         lambda: api.get_namespaced_custom_object(GROUP, VERSION, namespace, CLASSES, name),
@@ -224,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
             rows = []
         if args.node:
             rows += _node_rows(args)
-    except UsageError as err:
+    except (UsageError, ClientMissing) as err:
         print(f"kvmount doctor: {err}", file=sys.stderr)
         return EXIT_USAGE
     except (StoreError, Unreadable) as err:

@@ -41,6 +41,17 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+CLI_EXTRA = "pip install 'kvmount[cli]'"
+
+
+class ClientMissing(Exception):
+    """The ``kubernetes`` package is not installed: the daemons' image leaves it out; the tools that
+    need it (doctor, ``validate --cluster``) get it through the ``cli`` extra."""
+
+    def __init__(self) -> None:
+        super().__init__(f"the Kubernetes client (the kubernetes package) is not installed: {CLI_EXTRA}")
+
+
 class KubeStore:
     """The API server, reached with a kubeconfig file or the in-cluster service account.
 
@@ -77,12 +88,16 @@ class KubeStore:
             return self._rest
 
     def api_client(self) -> Any:
-        """A ``kubernetes`` ApiClient, for the tools that use API groups this store has no call
-        for (doctor, the sync controller's informer and leader election); the driver never asks."""
+        """A ``kubernetes`` ApiClient, for the workstation tools (doctor, ``validate --cluster``):
+        a user's kubeconfig may run an exec credential plugin, which kube/kubeconfig.py refuses.
+        No daemon asks. Raises ClientMissing without the ``cli`` extra."""
         with self._lock:
             if self._api_client is None:
-                from kubernetes import client
-                from kubernetes import config as kube_config
+                try:
+                    from kubernetes import client
+                    from kubernetes import config as kube_config
+                except ImportError:
+                    raise ClientMissing() from None
 
                 config: Any = kube_config
                 settings = client.Configuration()

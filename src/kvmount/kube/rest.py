@@ -1,11 +1,11 @@
 """A small Kubernetes REST client: JSON dicts in and out over one urllib3 connection pool.
 
-The driver's whole conversation with the API server (gets, lists, creates,
-replaces, patches, deletes and a watch) is plain JSON on a handful of paths;
-the ``kubernetes`` package would add about 38 MiB to every node's driver for
-it (its models, pydantic, requests, oauthlib). Tools that need more of the
-API (the doctor, the sync controller's informer and leader election) still
-use that package through ``KubeStore.api_client()``.
+The daemons' whole conversation with the API server (gets, lists, creates,
+replaces, patches, deletes, watches, the sync controller's Lease) is plain
+JSON on a handful of paths; the ``kubernetes`` package would add 58 MB to the
+image for it (its models, pydantic, oauthlib). Only the workstation tools
+(doctor, ``validate --cluster``) use that package, from the ``cli`` extra,
+through ``KubeStore.api_client()``.
 
 Errors: an answer other than 2xx is an ApiError carrying the status, the
 reason phrase and the server's Status message; no answer at all (refused,

@@ -21,6 +21,7 @@ from kvmount.base.flags import GoFlagParser, add_bool, go_duration, go_int, list
 from kvmount.base.logs import JsonShape, setup_logging
 from kvmount.csi.provider_client import ProviderClients
 from kvmount.kube.api_store import KubeStore
+from kvmount.kube.errors import StoreError
 from kvmount.synccontroller.controller import Controller
 from kvmount.synccontroller.leader import Leadership
 from kvmount.synccontroller.reconcile import Identity, Reconciler
@@ -31,6 +32,8 @@ PARSER = GoFlagParser
 LEASE_NAME = "29f1d54e.secret-sync.x-k8s.io"  # upstream's election id, so mixed replicas never both lead
 EVENT_SOURCE = "secrets-store-sync-controller"
 MIN_INTERVAL = 10.0
+# A clean stop waits this long for the sync at hand and the Lease's release.
+STOP_SECONDS = 35.0
 
 
 def _address(value: str) -> str:
@@ -120,17 +123,19 @@ def run(args: argparse.Namespace) -> int:
         os.environ.get("SYNC_CONTROLLER_POD_UID", ""),
     )
     store = KubeStore(args.kubeconfig, component=EVENT_SOURCE, node=identity.pod_name)
+    try:
+        # Configured now (it reads the kubeconfig, or the pod's service account): there is nothing
+        # to do without the API server, and a bad configuration is the operator's to fix.
+        store.rest()
+    except StoreError as err:
+        print(f"kvmount sync-controller: {err}", file=sys.stderr)
+        return 2
     providers = ProviderClients([args.provider_volume], args.max_call_recv_msg_size)
     audiences = [a.strip() for a in args.token_request_audience.split(",") if a.strip()]
     reconciler = Reconciler(store, providers, audiences, identity, args.mount_timeout)
 
-    def custom() -> object:
-        from kubernetes import client
-
-        return client.CustomObjectsApi(store.api_client())
-
     controller = Controller(
-        reconciler, custom, args.rotation_poll_interval, args.workers, args.secret_sync_controller_name
+        reconciler, store.rest, args.rotation_poll_interval, args.workers, args.secret_sync_controller_name
     )
     stop = threading.Event()
     signalled = threading.Event()
@@ -153,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     if args.leader_elect:
         try:
             leadership = Leadership(
-                store.api_client(),
+                store.rest,
                 _namespace(args),
                 LEASE_NAME,
                 f"{identity.pod_name}_{os.getpid()}",
@@ -172,8 +177,9 @@ def run(args: argparse.Namespace) -> int:
     stop.wait()
     for server in servers:
         server.shutdown()
-    # Workers finish the sync at hand; the elector's thread is left to die with the process.
-    runner.join(timeout=30 if not args.leader_elect else 0)
+    # Workers finish the sync at hand (and the elector then releases the Lease); after a lost
+    # Lease nothing is waited for.
+    runner.join(timeout=STOP_SECONDS if signalled.is_set() else 0)
     if not signalled.is_set():
         log.error("stopping: the lease was lost or could not be renewed")
         return 1

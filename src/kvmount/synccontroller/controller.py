@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
+from kvmount.kube.rest import RestClient
 from kvmount.synccontroller import api
 from kvmount.synccontroller.informer import Informer, Key
 from kvmount.synccontroller.queue import WorkQueue
@@ -29,7 +30,7 @@ class Controller:
     def __init__(
         self,
         reconciler: Reconciler,
-        custom: Callable[[], Any],
+        rest: Callable[[], RestClient],
         interval: float,
         workers: int,
         controller_name: str = "",
@@ -41,8 +42,8 @@ class Controller:
         self.controller_name = controller_name
         self.leading = leading
         self.queue = WorkQueue()
-        self.syncs = Informer(custom, api.GROUP, api.VERSION, api.PLURAL, self._on_sync, self._on_gone)
-        self.classes = Informer(custom, GROUP, VERSION, CLASSES, self._on_class)
+        self.syncs = Informer(rest, api.GROUP, api.VERSION, api.PLURAL, self._on_sync, self._on_gone)
+        self.classes = Informer(rest, GROUP, VERSION, CLASSES, self._on_class)
 
     def _mine(self, doc: dict[str, Any]) -> bool:
         # An empty name is anyone's; another controller's SecretSyncs are left to it.

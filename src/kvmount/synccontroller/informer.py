@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from kvmount.kube.rest import ApiError, RestClient, path
+
 log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 300
@@ -29,15 +31,16 @@ def _key(obj: dict[str, Any]) -> Key:
 class Informer:
     def __init__(
         self,
-        custom: Callable[[], Any],
+        rest: Callable[[], RestClient],
         group: str,
         version: str,
         plural: str,
         on_change: Callable[[dict[str, Any]], None],
         on_delete: Callable[[Key], None] = lambda key: None,
     ) -> None:
-        self._custom = custom
-        self.coordinates = (group, version, plural)
+        self._rest = rest
+        self.plural = plural
+        self._where = path(f"{group}/{version}", plural)
         self.on_change = on_change
         self.on_delete = on_delete
         self._generations: dict[Key, int] = {}
@@ -60,19 +63,17 @@ class Informer:
             except Exception as err:  # any API or connection failure: list again shortly
                 log.warning(
                     "list/watch failed; retrying",
-                    extra={"resource": self.coordinates[2], "error": type(err).__name__},
+                    extra={"resource": self.plural, "error": type(err).__name__},
                 )
                 stop.wait(RETRY_SECONDS)
 
     def start(self, stop: threading.Event) -> threading.Thread:
-        thread = threading.Thread(
-            target=self.run, args=(stop,), daemon=True, name=f"watch-{self.coordinates[2]}"
-        )
+        thread = threading.Thread(target=self.run, args=(stop,), daemon=True, name=f"watch-{self.plural}")
         thread.start()
         return thread
 
     def _list(self) -> str:
-        found = self._custom().list_cluster_custom_object(*self.coordinates, _request_timeout=30)
+        found = self._rest().get(self._where)
         items = list(found.get("items") or [])
         seen = {_key(obj) for obj in items}
         with self._lock:
@@ -85,30 +86,17 @@ class Informer:
 
     def _watch(self, version: str) -> str:
         """Watch from ``version``; returns where to resume, or "" to list again."""
-        from kubernetes import watch as kube_watch
-        from kubernetes.client.exceptions import ApiException
-
-        watch_module: Any = kube_watch  # the module carries no annotations
-        stream = watch_module.Watch()
         try:
-            for event in stream.stream(
-                self._custom().list_cluster_custom_object,
-                *self.coordinates,
-                resource_version=version,
-                timeout_seconds=WATCH_SECONDS,
-                _request_timeout=WATCH_SECONDS + 30,
-            ):
-                obj = event["object"]
-                kind = event["type"]
-                if kind == "ERROR":
-                    return ""
+            for event in self._rest().watch(self._where, WATCH_SECONDS, version):
+                obj = event.get("object") or {}
+                kind = event.get("type")
                 version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                 if kind == "DELETED":
                     self._forget(_key(obj))
                 elif kind in ("ADDED", "MODIFIED"):
                     self._seen(obj)
-        except ApiException as err:
-            if err.status == 410:
+        except ApiError as err:
+            if err.status == 410:  # too far behind: the server no longer has that version
                 return ""
             raise
         return version

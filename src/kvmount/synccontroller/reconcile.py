@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
 from kvmount.csi.provider_client import ProviderClients, ProviderError, ProviderReason
@@ -23,7 +23,7 @@ from kvmount.kube.classes import CLASSES, GROUP, VERSION, parse_class
 from kvmount.kube.errors import StoreError
 from kvmount.kube.objects import SecretProviderClassObject
 from kvmount.kube.podstatus import EventType, PodRef
-from kvmount.kube.rest import ApiError, Unreachable
+from kvmount.kube.rest import ApiError, Unreachable, path
 from kvmount.proto import v1alpha1_pb2 as pb
 from kvmount.secretsync.apply import apply_secret
 from kvmount.secretsync.data import SECRET_SYNC, secret_data
@@ -76,20 +76,11 @@ class Reconciler:
         # Checked right before every write (set by leader election).
         self.leading: Callable[[], bool] = lambda: True
 
-    def _custom(self) -> Any:
-        from kubernetes import client
-
-        return client.CustomObjectsApi(self.store.api_client())
-
     def get(self, namespace: str, name: str) -> api.SecretSync | None:
         """The SecretSync as it is now, or None when it is gone."""
-        from kubernetes.client.exceptions import ApiException
-
         try:
-            doc = self._custom().get_namespaced_custom_object(
-                api.GROUP, api.VERSION, namespace, api.PLURAL, name, _request_timeout=10
-            )
-        except ApiException as err:
+            doc = self.store.rest().get(path(api.API_VERSION, api.PLURAL, namespace, name))
+        except ApiError as err:
             if err.status == 404:
                 return None
             raise
@@ -223,17 +214,16 @@ class Reconciler:
         return secret_type, data
 
     def _get_class(self, ss: api.SecretSync) -> SecretProviderClassObject:
-        from kubernetes.client.exceptions import ApiException
-
         try:
-            doc: SecretProviderClassObject = self._custom().get_namespaced_custom_object(
-                GROUP, VERSION, ss.namespace, CLASSES, ss.class_name, _request_timeout=10
+            doc = cast(
+                SecretProviderClassObject,
+                self.store.rest().get(path(f"{GROUP}/{VERSION}", CLASSES, ss.namespace, ss.class_name)),
             )
-        except ApiException as err:
+        except ApiError as err:
             detail = (
                 f'SecretProviderClass.{GROUP} "{ss.class_name}" not found'
                 if err.status == 404
-                else _status_message(err)
+                else err.message or f"HTTP {err.status} {err.reason}"
             )
             raise Failed(
                 api.ConditionReason.CLASS_ERROR,
@@ -278,20 +268,12 @@ class Reconciler:
             raise NotLeading()
 
     def _write_status(self, ss: api.SecretSync, status: dict[str, Any]) -> None:
-        from kubernetes.client.exceptions import ApiException
-
         self._may_write()
         try:
-            self._custom().patch_namespaced_custom_object_status(
-                api.GROUP,
-                api.VERSION,
-                ss.namespace,
-                api.PLURAL,
-                ss.name,
-                {"status": status},
-                _request_timeout=10,
+            self.store.rest().patch(
+                path(api.API_VERSION, api.PLURAL, ss.namespace, ss.name, "status"), {"status": status}
             )
-        except ApiException as err:
+        except ApiError as err:
             # The next sync writes it again; the Secret itself is already right.
             log.warning("cannot write status", extra={"secretsync": ss.where, "status": err.status})
 
@@ -305,11 +287,3 @@ def _provider_message(err: ProviderError) -> str:
         return str(err)
     code = "".join(part.capitalize() for part in err.code.name.split("_"))
     return f"rpc error: code = {code} desc = {err.details}"
-
-
-def _status_message(err: Any) -> str:
-    """The message of the API server's Status in a ``kubernetes`` ApiException."""
-    try:
-        return str(json.loads(err.body)["message"])
-    except (TypeError, ValueError, KeyError):
-        return f"HTTP {err.status} {err.reason}"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvmount.base.yamlread import Unreadable
-from kvmount.kube.api_store import KubeStore
+from kvmount.kube.api_store import ClientMissing, KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
 from kvmount.kube.errors import StoreError, StoreUnavailable, api_error
 from kvmount.validate.checks import Finding, Severity, check_class, check_object
@@ -65,13 +65,16 @@ def check_text(text: str, source: str) -> tuple[list[Located], int]:
 
 
 def check_cluster(kubeconfig: str, namespace: str, context: str = "") -> list[Located]:
-    """Findings of the classes the API server holds (one namespace, or all); raises StoreError."""
+    """Findings of the classes the API server holds (one namespace, or all); raises StoreError,
+    ClientMissing."""
+    # The kubernetes client, not kube/rest.py: a user's kubeconfig may run a credential plugin (exec).
+    # Asked for first: it says which extra to install when the package is missing.
+    api_client = KubeStore(kubeconfig, context=context).api_client()
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
-    # The kubernetes client, not kube/rest.py: a user's kubeconfig may run a credential plugin (exec).
-    api: Any = client.CustomObjectsApi(KubeStore(kubeconfig, context=context).api_client())
+    api: Any = client.CustomObjectsApi(api_client)
     what = f"SecretProviderClasses in {f'namespace {namespace}' if namespace else 'all namespaces'}"
     listed: dict[str, Any]
     try:
@@ -108,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cluster:
         try:
             found = check_cluster(args.kubeconfig, args.namespace, args.context)
-        except StoreError as err:
+        except (StoreError, ClientMissing) as err:
             print(f"kvmount validate: {err}", file=sys.stderr)
             return EXIT_UNREADABLE
     for path in args.files or ([] if args.cluster else ["-"]):

@@ -33,6 +33,7 @@ Run ``python -m tests.peers.kube`` to keep one up by hand.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import shutil
@@ -59,6 +60,13 @@ from tests.support import Daemon, eventually, free_port, start_daemon, until_rea
 CACHE = Path(os.environ.get("KVMOUNT_CACHE", Path.home() / ".cache" / "kvmount"))
 APISERVER = CACHE / "bin" / "kube-apiserver"
 FIELD_MANAGER = "kvmount-tests"
+# One audit event per request (when it completes), without bodies: tests count requests.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+"""
 
 
 def binaries() -> tuple[str, str] | None:
@@ -112,6 +120,7 @@ class KubeAPIServer:
     def __init__(self, workdir: Path) -> None:
         self.workdir = Path(workdir)
         self.kubeconfig = self.workdir / "kubeconfig"
+        self.audit_log = self.workdir / "audit.log"
         self.ca_file = self.workdir / "ca.crt"
         # Signs ServiceAccount tokens; kube-controller-manager's token controller needs it too.
         self.service_account_key = self.workdir / "sa.key"
@@ -156,6 +165,8 @@ class KubeAPIServer:
             tokens.chmod(0o600)
             client_ca_file = self.workdir / "client-ca.crt"
             client_ca_file.write_bytes(self.client_ca.pem())
+            audit_policy = self.workdir / "audit-policy.yaml"
+            audit_policy.write_text(AUDIT_POLICY)
             self._spawn(
                 "kube-apiserver",
                 [
@@ -174,6 +185,9 @@ class KubeAPIServer:
                     # The "kubernetes" Service endpoints may not point at loopback.
                     "--endpoint-reconciler-type", "none",
                 "--allow-privileged=true",  # CSI node plugins run privileged
+                # Every request once, at Metadata level: tests count what a component costs.
+                "--audit-policy-file", str(audit_policy), "--audit-log-path", str(self.audit_log),
+                "--audit-log-format", "json", "--audit-log-mode", "blocking",
                 ],
             )  # fmt: skip
             self.write_kubeconfig(self.kubeconfig, self.admin_token, user="admin")
@@ -291,6 +305,44 @@ class KubeAPIServer:
         if request.status is None or not request.status.token:
             raise RuntimeError(f"TokenRequest for {namespace}/{name} returned no token")
         return request.status.token
+
+    # -------------------------------------------------------------- audit
+
+    def audit_mark(self) -> int:
+        """Where the audit log ends now: ``requests(user, since=mark)`` counts what comes after."""
+        return self.audit_log.stat().st_size if self.audit_log.exists() else 0
+
+    def requests(self, user: str, since: int = 0, timeout: float = 30) -> list[tuple[str, str, str]]:
+        """(verb, resource[/subresource], name) of ``user``'s requests logged after ``since``.
+
+        A request's audit event is written as its response completes, which can be a moment after
+        the client has the response: an admin GET of a unique name is sent last and waited for,
+        so every earlier request of the caller is in the log by then.
+        """
+        marker = f"audit-mark-{secrets.token_hex(6)}"
+        try:
+            k8s.CoreV1Api(self.admin).read_namespace(marker)
+        except k8s.ApiException as err:
+            if err.status != 404:
+                raise
+        deadline = time.monotonic() + timeout
+        while True:
+            with open(self.audit_log, "rb") as log:
+                log.seek(since)
+                events = [json.loads(line) for line in log if line.strip()]
+            if any(marker in e.get("requestURI", "") for e in events):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"audit log has no event for {marker} after {timeout}s")
+            time.sleep(0.1)
+        found = []
+        for event in events:
+            if event.get("user", {}).get("username") != user:
+                continue
+            ref = event.get("objectRef", {})
+            resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            found.append((str(event.get("verb")), resource, str(ref.get("name", ""))))
+        return found
 
     # -------------------------------------------------------------- objects
 

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import Any, TypeVar, cast
@@ -31,6 +32,7 @@ from kvmount.kube.objects import (
 )
 from kvmount.kube.podstatus import NODE_LABEL, POD_STATUSES, EventType, PodRef, PodStatus
 from kvmount.kube.rest import ApiError, RestClient, Unreachable, path
+from kvmount.kube.tokens import TokenCache, TokenKey
 
 # A pod watch is renewed this often (the server ends it after at most this long).
 WATCH_SECONDS = 300
@@ -63,6 +65,9 @@ class KubeStore:
         self.component = component
         self._rest: RestClient | None = None
         self._api_client: Any = None
+        self._tokens = TokenCache()
+        # The pod statuses this process wrote, as the server stored them, by (namespace, name).
+        self._statuses: dict[tuple[str, str], PodStatusObject] = {}
         self._lock = threading.Lock()
 
     def rest(self) -> RestClient:
@@ -121,34 +126,58 @@ class KubeStore:
         return parse_class(doc, what)
 
     def put_pod_status(self, status: PodStatus) -> str:
+        """Written only when it changed since this process last wrote or read it: an unchanged
+        rotation costs no request, a changed one a single PUT guarded by the known version."""
         rest = self.rest()
         what = f"SecretProviderClassPodStatus {status.namespace}/{status.name}"
-        collection = path(CUSTOM, POD_STATUSES, status.namespace)
         here = path(CUSTOM, POD_STATUSES, status.namespace, status.name)
         body = status.manifest()
+        key = (status.namespace, status.name)
+        with self._lock:
+            known = self._statuses.get(key)
+        if known is not None:
+            if _same_status(known, body):
+                return str(known["metadata"]["uid"])
+            body["metadata"]["resourceVersion"] = known["metadata"]["resourceVersion"]
+            try:
+                return self._keep_status(key, self._call(what, rest.replace, here, body))
+            except ApiError as err:
+                if err.status not in (404, 409):
+                    raise api_error(what, "update", err) from None
+            # Changed or deleted by someone else since: start again from the server's copy.
+            body = status.manifest()
         try:
-            created = self._call(what, rest.create, collection, body)
-            return str(created["metadata"]["uid"])
+            return self._keep_status(
+                key, self._call(what, rest.create, path(CUSTOM, POD_STATUSES, status.namespace), body)
+            )
         except ApiError as err:
             if err.status != 409:
                 raise api_error(what, "create", err) from None
         # It exists: a pod of the same name (a StatefulSet's) ran on another node,
-        # or this is a republish. Take it over with a read-modify-write.
+        # or this process restarted. Take it over with a read-modify-write.
         for _ in range(3):
             try:
                 current = cast(PodStatusObject, self._call(what, rest.get, here))
                 if _same_status(current, body):
-                    return str(current["metadata"]["uid"])
+                    return self._keep_status(key, current)
                 body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-                replaced = self._call(what, rest.replace, here, body)
-                return str(replaced["metadata"]["uid"])
+                return self._keep_status(key, self._call(what, rest.replace, here, body))
             except ApiError as err:
                 if err.status != 409:
                     raise api_error(what, "update", err) from None
         raise StoreUnavailable(f"{what}: kept conflicting with concurrent updates; will retry")
 
+    def _keep_status(self, key: tuple[str, str], stored: dict[str, Any] | PodStatusObject) -> str:
+        """Remember the server's copy of a status this process wrote; its uid."""
+        with self._lock:
+            self._statuses[key] = cast(PodStatusObject, stored)
+        return str(stored["metadata"]["uid"])
+
     def delete_pod_status(self, namespace: str, name: str) -> None:
-        """Left to the garbage collector, as upstream: the status is owned by the pod."""
+        """Left to the garbage collector, as upstream: the status is owned by the pod. This
+        process forgets its copy, so what it holds is bounded by the volumes it serves."""
+        with self._lock:
+            self._statuses.pop((namespace, name), None)
 
     def node_pod_statuses(self, node_name: str) -> list[PodStatusObject]:
         rest = self.rest()
@@ -235,12 +264,19 @@ class KubeStore:
         bound_pod: tuple[str, str] | None = None,
     ) -> str:
         """Service account tokens (TokenRequest), one per (audience, lifetime), as the JSON that
-        kubelet puts in ``csi.storage.k8s.io/serviceAccount.tokens``; bound to the pod when named."""
+        kubelet puts in ``csi.storage.k8s.io/serviceAccount.tokens``; bound to the pod when named.
+        A token is reused until 80 % of its life has passed, as kubelet reuses them."""
         rest = self.rest()
         what = f"token of ServiceAccount {namespace}/{account}"
         where = path("v1", "serviceaccounts", namespace, account, "token")
         tokens: dict[str, dict[str, str]] = {}
         for audience, seconds in audiences:
+            key = TokenKey(namespace, account, audience, seconds, bound_pod[1] if bound_pod else "")
+            reused = self._tokens.get(key)
+            if reused is not None:
+                tokens[audience] = {"token": reused[0], "expirationTimestamp": reused[1]}
+                continue
+            issued_at = time.time()
             body: dict[str, Any] = {
                 "spec": {"audiences": [audience] if audience else [], "expirationSeconds": seconds},
             }
@@ -261,11 +297,10 @@ class KubeStore:
                     ) from None
                 raise api_error(what, "create", err) from None
             status = made.get("status", {})
-            tokens[audience] = {
-                "token": status.get("token", ""),
-                # The API's own spelling (RFC 3339, seconds, UTC), as kubelet passes it on.
-                "expirationTimestamp": status.get("expirationTimestamp", ""),
-            }
+            # The expiry in the API's own spelling (RFC 3339, seconds, UTC), as kubelet passes it on.
+            token, expiration = status.get("token", ""), status.get("expirationTimestamp", "")
+            tokens[audience] = {"token": token, "expirationTimestamp": expiration}
+            self._tokens.put(key, token, expiration, issued_at)
         return json.dumps(tokens)
 
     def record_event(self, pod: PodRef, kind: EventType, reason: StrEnum, message: str) -> None:

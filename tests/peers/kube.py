@@ -60,10 +60,11 @@ from tests.support import Daemon, eventually, free_port, start_daemon, until_rea
 CACHE = Path(os.environ.get("KVMOUNT_CACHE", Path.home() / ".cache" / "kvmount"))
 APISERVER = CACHE / "bin" / "kube-apiserver"
 FIELD_MANAGER = "kvmount-tests"
-# One audit event per request (when it completes), without bodies: tests count requests.
+# Every request audited without bodies, when its response starts (a watch: the moment it is
+# open) and when it completes: tests count requests, one per audit ID.
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
 kind: Policy
-omitStages: [RequestReceived, ResponseStarted]
+omitStages: [RequestReceived]
 rules:
   - level: Metadata
 """
@@ -130,6 +131,7 @@ class KubeAPIServer:
         self.port = 0
         self.etcd_url = ""
         self._daemons: list[Daemon] = []
+        self._argv: dict[str, list[str]] = {}
         self._client: k8s.ApiClient | None = None
         self._dynamic: dynamic.DynamicClient | None = None
 
@@ -214,7 +216,20 @@ class KubeAPIServer:
     ) -> None:
         self.stop()
 
+    def restart_apiserver(self, timeout: float = 120) -> None:
+        """Kill kube-apiserver (etcd keeps the data) and start it again on the same port:
+        watches break, clients must come back on their own."""
+        for daemon in self._daemons:
+            if daemon.name == "kube-apiserver":
+                daemon.process.kill()  # open watches would hold a graceful stop for a minute
+                daemon.process.wait(timeout=30)
+                self._daemons.remove(daemon)
+                break
+        self._spawn("kube-apiserver", self._argv["kube-apiserver"])
+        self._wait_ready(self.ca_file, timeout)
+
     def _spawn(self, name: str, argv: list[str]) -> None:
+        self._argv[name] = argv
         self._daemons.append(start_daemon(name, argv, self.workdir / f"{name}.log"))
 
     def _wait_ready(self, ca: Path, timeout: float) -> None:
@@ -335,10 +350,11 @@ class KubeAPIServer:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"audit log has no event for {marker} after {timeout}s")
             time.sleep(0.1)
-        found = []
+        found, seen = [], set()
         for event in events:
-            if event.get("user", {}).get("username") != user:
+            if event.get("user", {}).get("username") != user or event.get("auditID") in seen:
                 continue
+            seen.add(event.get("auditID"))
             ref = event.get("objectRef", {})
             resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
             found.append((str(event.get("verb")), resource, str(ref.get("name", ""))))

@@ -12,6 +12,7 @@ import datetime
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from typing import Any, TypeVar, cast
 from kvmount.kube import kubeconfig
 from kvmount.kube.classes import CLASSES, GROUP, VERSION, SecretProviderClass, parse_class
 from kvmount.kube.errors import ClassNotFound, StoreError, StoreReason, StoreUnavailable, api_error
+from kvmount.kube.node_caches import NodeCaches
 from kvmount.kube.objects import (
     CSIDriver,
     CSIDriverSpec,
@@ -33,6 +35,7 @@ from kvmount.kube.objects import (
 from kvmount.kube.podstatus import NODE_LABEL, POD_STATUSES, EventType, PodRef, PodStatus
 from kvmount.kube.rest import ApiError, RestClient, Unreachable, path
 from kvmount.kube.tokens import TokenCache, TokenKey
+from kvmount.kube.watchcache import WatchCache
 
 # A pod watch is renewed this often (the server ends it after at most this long).
 WATCH_SECONDS = 300
@@ -68,7 +71,26 @@ class KubeStore:
         self._tokens = TokenCache()
         # The pod statuses this process wrote, as the server stored them, by (namespace, name).
         self._statuses: dict[tuple[str, str], PodStatusObject] = {}
+        self._caches: NodeCaches | None = None
         self._lock = threading.Lock()
+
+    def start_watches(self, stop: threading.Event) -> None:
+        """Serve this node's pods, their classes, its pod statuses and the CSIDriver from
+        watch-fed caches (kube/node_caches.py) from now on, until ``stop``."""
+        if self.node and self._caches is None:
+            self._caches = NodeCaches(self.rest, self.node, self.driver_name)
+            self._caches.start(stop)
+
+    @property
+    def caches(self) -> NodeCaches | None:
+        return self._caches
+
+    def _cache(self, pick: Callable[[NodeCaches], WatchCache]) -> WatchCache | None:
+        """The cache ``pick`` names, once it is synced; None means: ask the server."""
+        caches = self._caches
+        if caches is None or not pick(caches).synced.is_set():
+            return None
+        return pick(caches)
 
     def rest(self) -> RestClient:
         """The REST client, configured on first use (so CSI is served before the API server is
@@ -117,12 +139,17 @@ class KubeStore:
     def get_class(self, namespace: str, name: str) -> SecretProviderClass:
         rest = self.rest()
         what = f"SecretProviderClass {namespace}/{name}"
-        try:
-            doc = self._call(what, rest.get, path(CUSTOM, CLASSES, namespace, name))
-        except ApiError as err:
-            if err.status == 404:
-                raise ClassNotFound(namespace, name, "in the API server") from None
-            raise api_error(what, "get", err) from None
+        cache = self._cache(lambda c: c.classes)
+        doc = cache.get(namespace, name) if cache is not None else None
+        if doc is None:
+            try:
+                doc = self._call(what, rest.get, path(CUSTOM, CLASSES, namespace, name))
+            except ApiError as err:
+                if err.status == 404:
+                    raise ClassNotFound(namespace, name, "in the API server") from None
+                raise api_error(what, "get", err) from None
+            if cache is not None:
+                cache.offer(doc)  # a class a new pod names: the watch keeps it current from now on
         return parse_class(doc, what)
 
     def put_pod_status(self, status: PodStatus) -> str:
@@ -133,8 +160,11 @@ class KubeStore:
         here = path(CUSTOM, POD_STATUSES, status.namespace, status.name)
         body = status.manifest()
         key = (status.namespace, status.name)
+        cache = self._cache(lambda c: c.statuses)
         with self._lock:
             known = self._statuses.get(key)
+        if cache is not None:
+            known = cast(PodStatusObject | None, cache.get(*key)) or known
         if known is not None:
             if _same_status(known, body):
                 return str(known["metadata"]["uid"])
@@ -180,6 +210,9 @@ class KubeStore:
             self._statuses.pop((namespace, name), None)
 
     def node_pod_statuses(self, node_name: str) -> list[PodStatusObject]:
+        cache = self._cache(lambda c: c.statuses)
+        if cache is not None and node_name == self.node:
+            return cast(list[PodStatusObject], cache.items())
         rest = self.rest()
         what = f"SecretProviderClassPodStatuses of node {node_name}"
         selector = f"{NODE_LABEL}={node_name}"
@@ -190,6 +223,10 @@ class KubeStore:
         return cast(list[PodStatusObject], found.get("items", []))
 
     def get_pod(self, namespace: str, name: str) -> Pod | None:
+        cache = self._cache(lambda c: c.pods)
+        held = cache.get(namespace, name) if cache is not None else None
+        if held is not None:
+            return cast(Pod, held)
         rest = self.rest()
         what = f"pod {namespace}/{name}"
         try:
@@ -215,9 +252,16 @@ class KubeStore:
         """The spec of this driver's CSIDriver object, or None when there is none."""
         rest = self.rest()
         what = f"CSIDriver {self.driver_name}"
+        cache = self._cache(lambda c: c.driver)
         try:
-            where = path("storage.k8s.io/v1", "csidrivers", name=self.driver_name)
-            driver = cast(CSIDriver, self._call(what, rest.get, where))
+            if cache is not None:  # the watch names it: not there means there is none
+                held = cache.get("", self.driver_name)
+                if held is None:
+                    return None
+                driver = cast(CSIDriver, held)
+            else:
+                where = path("storage.k8s.io/v1", "csidrivers", name=self.driver_name)
+                driver = cast(CSIDriver, self._call(what, rest.get, where))
         except ApiError as err:
             if err.status == 404:
                 return None
@@ -338,13 +382,31 @@ class KubeStore:
             )
 
     def watch_node_pods(self, node_name: str) -> Iterator[tuple[str, dict[str, str]]]:
-        events = self.rest().watch(
-            path("v1", "pods"), WATCH_SECONDS, fieldSelector=f"spec.nodeName={node_name}"
-        )
-        for event in cast(Iterator[PodWatchEvent], events):
-            meta = event.get("object", {}).get("metadata")
-            if event.get("type") in ("ADDED", "MODIFIED") and meta is not None:
-                yield str(meta.get("uid")), dict(meta.get("annotations", {}))
+        """(uid, annotations) of this node's pods as they are added or change: from the pod
+        cache's watch when the caches run (no watch of its own), else from a watch."""
+        caches = self._caches
+        if caches is None or node_name != self.node:
+            events = cast(
+                Iterator[PodWatchEvent],
+                self.rest().watch(
+                    path("v1", "pods"), WATCH_SECONDS, fieldSelector=f"spec.nodeName={node_name}"
+                ),
+            )
+            yield from _annotations(events)
+            return
+        queued: queue.SimpleQueue[PodWatchEvent] = queue.SimpleQueue()
+        unsubscribe = caches.subscribe(lambda kind, pod: queued.put({"type": kind, "object": cast(Pod, pod)}))
+        try:
+            yield from _annotations(iter(queued.get, None))
+        finally:
+            unsubscribe()
+
+
+def _annotations(events: Iterator[PodWatchEvent]) -> Iterator[tuple[str, dict[str, str]]]:
+    for event in events:
+        meta = event.get("object", {}).get("metadata")
+        if event.get("type") in ("ADDED", "MODIFIED") and meta is not None:
+            yield str(meta.get("uid")), dict(meta.get("annotations", {}))
 
 
 def _same_status(current: PodStatusObject, body: PodStatusObject) -> bool:

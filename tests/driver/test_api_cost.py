@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,9 @@ from kvmount.kube.api_store import KubeStore
 from kvmount.kube.node_caches import NodeCaches
 from kvmount.secretsync.writer import SecretSync
 from kvmount.volume.target import KubeletRoot
-from tests.driver.conftest import Pod, eventually
+from tests.driver.conftest import Pod
 from tests.driver.test_rotation import GROUP, VAULT, Namespace, Stack, stack  # noqa: F401 (a fixture)
+from tests.support import eventually
 
 k8s: Any = _client  # the client's partial annotations do not cover dict bodies
 DRIVER_USER = "system:serviceaccount:kube-system:secrets-store-csi-driver"
@@ -129,9 +131,9 @@ def test_with_watches_an_unchanged_poll_makes_no_request(node: Node, kubelet_dir
     try:
         caches = node.store.caches
         assert caches is not None
-        eventually(lambda: synced(caches), 30, "caches synced")
+        eventually(lambda: synced(caches), timeout=30, what="caches synced")
         ns, _, pod = mounted(node, kubelet_dir)
-        eventually(lambda: caches.pods.get(ns.name, "web") is not None, 30, "pod in the cache")
+        eventually(lambda: caches.pods.get(ns.name, "web"), timeout=30, what="pod in the cache")
         node.poll()  # the first poll asks for the pod's tokens
         polls = node.stack.kube.audit_mark()
         node.poll()
@@ -144,7 +146,7 @@ def test_with_watches_an_unchanged_poll_makes_no_request(node: Node, kubelet_dir
         assert watched == {"pods", "secretproviderclasses", STATUSES, "csidrivers"}
         # Only the classes this node's pods name are held, not every class of the cluster.
         ns.create_class("unused", [{"objectName": "x", "objectType": "secret"}])
-        eventually(lambda: caches.classes.get(ns.name, "kv") is not None, 30, "used class held")
+        eventually(lambda: caches.classes.get(ns.name, "kv"), timeout=30, what="used class held")
         assert all(k in caches.named_classes() for k in caches.classes.held())
         assert caches.classes.get(ns.name, "unused") is None
         assert (pod.target / f"cost-{ns.name}").read_text() == "one"
@@ -158,9 +160,11 @@ def test_watches_recover_after_kube_apiserver_restarts(node: Node, kubelet_dir: 
     try:
         caches = node.store.caches
         assert caches is not None
-        eventually(lambda: synced(caches), 30, "caches synced")
+        eventually(lambda: synced(caches), timeout=30, what="caches synced")
         ns, _, _ = mounted(node, kubelet_dir)
-        eventually(lambda: caches.classes.get(ns.name, "kv") is not None, 30, "class in the cache")
+        eventually(
+            lambda: caches.classes.get(ns.name, "kv") is not None, timeout=30, what="class in the cache"
+        )
         watches = caches.classes.watches + caches.classes.lists
         node.stack.kube.restart_apiserver()
         body = {"metadata": {"labels": {"after": "restart"}}}
@@ -171,7 +175,31 @@ def test_watches_recover_after_kube_apiserver_restarts(node: Node, kubelet_dir: 
             held = caches.classes.get(ns.name, "kv") or {}
             return bool(held.get("metadata", {}).get("labels", {}).get("after") == "restart")
 
-        eventually(seen, 60, "the class change seen after the restart")
+        eventually(seen, timeout=60, what="the class change seen after the restart")
         assert caches.classes.watches + caches.classes.lists > watches  # it came back by itself
     finally:
         stop.set()
+
+
+def test_volumes_sharing_a_synced_secret_get_no_false_warning(node: Node, kubelet_dir: Path) -> None:
+    """110 volumes on a node publish at once, all syncing one Secret: their writes take turns
+    instead of conflicting, so no pod is told FailedToCreateSecret about a Secret it has."""
+    ns = Namespace(node.stack)
+    name = f"shared-{ns.name}"
+    node.stack.kv.put_secret(VAULT, name, "shared value")
+    ns.create_class(
+        "kv",
+        [{"objectName": name, "objectType": "secret"}],
+        [{"secretName": "shared", "type": "Opaque", "data": [{"objectName": name, "key": "value"}]}],
+    )
+    pods = [ns.create_pod(kubelet_dir, f"web-{i}", "kv") for i in range(110)]
+    mark = node.stack.kube.audit_mark()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda pod: node.publish(ns, pod), pods))
+    owners = ns.secret("shared").metadata.owner_references
+    assert len(owners) == len(pods)
+    warnings = [e for e in ns.core.list_namespaced_event(ns.name).items if e.reason == "FailedToCreateSecret"]
+    assert warnings == []
+    conflicts = [c for c in node.stack.kube.requests(DRIVER_USER, mark) if c[1] == "secrets"]
+    # One create, then each other volume reads it and adds its owner: no write lost to a conflict.
+    assert Counter(verb for verb, _, _ in conflicts) == {"create": 1, "get": 110, "update": 109}

@@ -340,16 +340,14 @@ class KubeAPIServer:
         except k8s.ApiException as err:
             if err.status != 404:
                 raise
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def logged() -> list[dict[str, Any]] | None:
             with open(self.audit_log, "rb") as log:
                 log.seek(since)
                 events = [json.loads(line) for line in log if line.strip()]
-            if any(marker in e.get("requestURI", "") for e in events):
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"audit log has no event for {marker} after {timeout}s")
-            time.sleep(0.1)
+            return events if any(marker in e.get("requestURI", "") for e in events) else None
+
+        events = eventually(logged, timeout=timeout, what=f"the audit event of {marker}")
         found, seen = [], set()
         for event in events:
             if event.get("user", {}).get("username") != user or event.get("auditID") in seen:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar, cast
 from kvmount.kube import kubeconfig
 from kvmount.kube.classes import CLASSES, GROUP, VERSION, SecretProviderClass, parse_class
 from kvmount.kube.errors import ClassNotFound, StoreError, StoreReason, StoreUnavailable, api_error
-from kvmount.kube.node_caches import NodeCaches
+from kvmount.kube.node_caches import NodeCaches, pod_annotations
 from kvmount.kube.objects import (
     CSIDriver,
     CSIDriverSpec,
@@ -32,9 +32,9 @@ from kvmount.kube.objects import (
     Secret,
     TokenRequestAnswer,
 )
-from kvmount.kube.podstatus import NODE_LABEL, POD_STATUSES, EventType, PodRef, PodStatus
+from kvmount.kube.podstatus import NODE_LABEL, POD_STATUSES, EventType, PodRef, PodStatus, same_status
 from kvmount.kube.rest import ApiError, RestClient, Unreachable, path
-from kvmount.kube.tokens import TokenCache, TokenKey
+from kvmount.kube.tokens import TokenCache, TokenKey, request_body
 from kvmount.kube.watchcache import WatchCache
 
 # A pod watch is renewed this often (the server ends it after at most this long).
@@ -166,7 +166,7 @@ class KubeStore:
         if cache is not None:
             known = cast(PodStatusObject | None, cache.get(*key)) or known
         if known is not None:
-            if _same_status(known, body):
+            if same_status(known, body):
                 return str(known["metadata"]["uid"])
             body["metadata"]["resourceVersion"] = known["metadata"]["resourceVersion"]
             try:
@@ -188,7 +188,7 @@ class KubeStore:
         for _ in range(3):
             try:
                 current = cast(PodStatusObject, self._call(what, rest.get, here))
-                if _same_status(current, body):
+                if same_status(current, body):
                     return self._keep_status(key, current)
                 body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
                 return self._keep_status(key, self._call(what, rest.replace, here, body))
@@ -321,16 +321,7 @@ class KubeStore:
                 tokens[audience] = {"token": reused[0], "expirationTimestamp": reused[1]}
                 continue
             issued_at = time.time()
-            body: dict[str, Any] = {
-                "spec": {"audiences": [audience] if audience else [], "expirationSeconds": seconds},
-            }
-            if bound_pod is not None:
-                body["spec"]["boundObjectRef"] = {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "name": bound_pod[0],
-                    "uid": bound_pod[1],
-                }
+            body = request_body(audience, seconds, bound_pod)
             try:
                 made = cast(TokenRequestAnswer, self._call(what, rest.create, where, body))
             except ApiError as err:
@@ -392,27 +383,11 @@ class KubeStore:
                     path("v1", "pods"), WATCH_SECONDS, fieldSelector=f"spec.nodeName={node_name}"
                 ),
             )
-            yield from _annotations(events)
+            yield from pod_annotations(events)
             return
         queued: queue.SimpleQueue[PodWatchEvent] = queue.SimpleQueue()
         unsubscribe = caches.subscribe(lambda kind, pod: queued.put({"type": kind, "object": cast(Pod, pod)}))
         try:
-            yield from _annotations(iter(queued.get, None))
+            yield from pod_annotations(iter(queued.get, None))
         finally:
             unsubscribe()
-
-
-def _annotations(events: Iterator[PodWatchEvent]) -> Iterator[tuple[str, dict[str, str]]]:
-    for event in events:
-        meta = event.get("object", {}).get("metadata")
-        if event.get("type") in ("ADDED", "MODIFIED") and meta is not None:
-            yield str(meta.get("uid")), dict(meta.get("annotations", {}))
-
-
-def _same_status(current: PodStatusObject, body: PodStatusObject) -> bool:
-    meta = current.get("metadata", {})
-    return bool(
-        current.get("status") == body["status"]
-        and meta.get("labels") == body["metadata"]["labels"]
-        and meta.get("ownerReferences") == body["metadata"]["ownerReferences"]
-    )

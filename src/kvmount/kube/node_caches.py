@@ -12,10 +12,11 @@ Readers fall back to a direct read while a cache is not synced, and on a miss.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
+from kvmount.kube.objects import PodWatchEvent
 from kvmount.kube.podstatus import NODE_LABEL, POD_STATUSES
 from kvmount.kube.rest import RestClient, path
 from kvmount.kube.watchcache import Key, Listener, WatchCache
@@ -92,3 +93,11 @@ class NodeCaches:
                 if csi.get("driver") == self.driver_name:
                     named.add((namespace, str((csi.get("volumeAttributes") or {}).get(CLASS_ATTRIBUTE, ""))))
         return named
+
+
+def pod_annotations(events: Iterator[PodWatchEvent]) -> Iterator[tuple[str, dict[str, str]]]:
+    """(uid, annotations) of each pod added or changed."""
+    for event in events:
+        meta = event.get("object", {}).get("metadata")
+        if event.get("type") in ("ADDED", "MODIFIED") and meta is not None:
+            yield str(meta.get("uid")), dict(meta.get("annotations", {}))

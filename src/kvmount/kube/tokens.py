@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 # kubelet's thresholds (its token manager): past 80 % of the life, or older than a day.
 REFRESH_FRACTION = 0.8
@@ -36,6 +37,19 @@ class _Held:
     expiration: str  # the API's RFC 3339 spelling, passed on as kubelet does
     refresh_at: float
     expires_at: float
+
+
+def request_body(audience: str, seconds: int, bound_pod: tuple[str, str] | None) -> dict[str, Any]:
+    """A TokenRequest for ``audience`` (none: the API server's), bound to (pod name, uid) if given."""
+    spec: dict[str, Any] = {"audiences": [audience] if audience else [], "expirationSeconds": seconds}
+    if bound_pod is not None:
+        spec["boundObjectRef"] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": bound_pod[0],
+            "uid": bound_pod[1],
+        }
+    return {"spec": spec}
 
 
 def _expiry(timestamp: str) -> float | None:

@@ -33,6 +33,7 @@ Run ``python -m tests.peers.kube`` to keep one up by hand.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import shutil
@@ -59,6 +60,14 @@ from tests.support import Daemon, eventually, free_port, start_daemon, until_rea
 CACHE = Path(os.environ.get("KVMOUNT_CACHE", Path.home() / ".cache" / "kvmount"))
 APISERVER = CACHE / "bin" / "kube-apiserver"
 FIELD_MANAGER = "kvmount-tests"
+# Every request audited without bodies, when its response starts (a watch: the moment it is
+# open) and when it completes: tests count requests, one per audit ID.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+"""
 
 
 def binaries() -> tuple[str, str] | None:
@@ -112,6 +121,7 @@ class KubeAPIServer:
     def __init__(self, workdir: Path) -> None:
         self.workdir = Path(workdir)
         self.kubeconfig = self.workdir / "kubeconfig"
+        self.audit_log = self.workdir / "audit.log"
         self.ca_file = self.workdir / "ca.crt"
         # Signs ServiceAccount tokens; kube-controller-manager's token controller needs it too.
         self.service_account_key = self.workdir / "sa.key"
@@ -121,6 +131,7 @@ class KubeAPIServer:
         self.port = 0
         self.etcd_url = ""
         self._daemons: list[Daemon] = []
+        self._argv: dict[str, list[str]] = {}
         self._client: k8s.ApiClient | None = None
         self._dynamic: dynamic.DynamicClient | None = None
 
@@ -156,6 +167,8 @@ class KubeAPIServer:
             tokens.chmod(0o600)
             client_ca_file = self.workdir / "client-ca.crt"
             client_ca_file.write_bytes(self.client_ca.pem())
+            audit_policy = self.workdir / "audit-policy.yaml"
+            audit_policy.write_text(AUDIT_POLICY)
             self._spawn(
                 "kube-apiserver",
                 [
@@ -174,6 +187,9 @@ class KubeAPIServer:
                     # The "kubernetes" Service endpoints may not point at loopback.
                     "--endpoint-reconciler-type", "none",
                 "--allow-privileged=true",  # CSI node plugins run privileged
+                # Every request once, at Metadata level: tests count what a component costs.
+                "--audit-policy-file", str(audit_policy), "--audit-log-path", str(self.audit_log),
+                "--audit-log-format", "json", "--audit-log-mode", "blocking",
                 ],
             )  # fmt: skip
             self.write_kubeconfig(self.kubeconfig, self.admin_token, user="admin")
@@ -200,7 +216,20 @@ class KubeAPIServer:
     ) -> None:
         self.stop()
 
+    def restart_apiserver(self, timeout: float = 120) -> None:
+        """Kill kube-apiserver (etcd keeps the data) and start it again on the same port:
+        watches break, clients must come back on their own."""
+        for daemon in self._daemons:
+            if daemon.name == "kube-apiserver":
+                daemon.process.kill()  # open watches would hold a graceful stop for a minute
+                daemon.process.wait(timeout=30)
+                self._daemons.remove(daemon)
+                break
+        self._spawn("kube-apiserver", self._argv["kube-apiserver"])
+        self._wait_ready(self.ca_file, timeout)
+
     def _spawn(self, name: str, argv: list[str]) -> None:
+        self._argv[name] = argv
         self._daemons.append(start_daemon(name, argv, self.workdir / f"{name}.log"))
 
     def _wait_ready(self, ca: Path, timeout: float) -> None:
@@ -291,6 +320,43 @@ class KubeAPIServer:
         if request.status is None or not request.status.token:
             raise RuntimeError(f"TokenRequest for {namespace}/{name} returned no token")
         return request.status.token
+
+    # -------------------------------------------------------------- audit
+
+    def audit_mark(self) -> int:
+        """Where the audit log ends now: ``requests(user, since=mark)`` counts what comes after."""
+        return self.audit_log.stat().st_size if self.audit_log.exists() else 0
+
+    def requests(self, user: str, since: int = 0, timeout: float = 30) -> list[tuple[str, str, str]]:
+        """(verb, resource[/subresource], name) of ``user``'s requests logged after ``since``.
+
+        A request's audit event is written as its response completes, which can be a moment after
+        the client has the response: an admin GET of a unique name is sent last and waited for,
+        so every earlier request of the caller is in the log by then.
+        """
+        marker = f"audit-mark-{secrets.token_hex(6)}"
+        try:
+            k8s.CoreV1Api(self.admin).read_namespace(marker)
+        except k8s.ApiException as err:
+            if err.status != 404:
+                raise
+
+        def logged() -> list[dict[str, Any]] | None:
+            with open(self.audit_log, "rb") as log:
+                log.seek(since)
+                events = [json.loads(line) for line in log if line.strip()]
+            return events if any(marker in e.get("requestURI", "") for e in events) else None
+
+        events = eventually(logged, timeout=timeout, what=f"the audit event of {marker}")
+        found, seen = [], set()
+        for event in events:
+            if event.get("user", {}).get("username") != user or event.get("auditID") in seen:
+                continue
+            seen.add(event.get("auditID"))
+            ref = event.get("objectRef", {})
+            resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            found.append((str(event.get("verb")), resource, str(ref.get("name", ""))))
+        return found
 
     # -------------------------------------------------------------- objects
 

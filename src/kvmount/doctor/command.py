@@ -33,9 +33,10 @@ from kvmount.doctor.cluster import (
 )
 from kvmount.doctor.report import Row, Verdict, as_json, failed, render
 from kvmount.keyvault import NMI_PORT, IdentityMode, InvalidSpec, KeyVaultMounter, Settings, parse_mount
-from kvmount.kube.api_store import ClientMissing, KubeStore
+from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
 from kvmount.kube.errors import StoreError
+from kvmount.kube.official_client import ClientMissing
 from kvmount.mount.command import InputError, secret_data
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

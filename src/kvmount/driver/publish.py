@@ -23,10 +23,10 @@ from dataclasses import dataclass, replace
 
 import grpc
 
+from kvmount.base.locks import KeyedLocks
 from kvmount.csi.provider_client import ProviderClients, ProviderError
 from kvmount.driver import metrics
 from kvmount.driver.events import EventReason
-from kvmount.driver.locks import KeyedLocks
 from kvmount.driver.request import (
     DEFAULT_TIMEOUT,
     PERMISSION,

@@ -11,8 +11,9 @@ import base64
 import datetime
 import json
 import logging
-import os
+import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import Any, TypeVar, cast
@@ -20,6 +21,7 @@ from typing import Any, TypeVar, cast
 from kvmount.kube import kubeconfig
 from kvmount.kube.classes import CLASSES, GROUP, VERSION, SecretProviderClass, parse_class
 from kvmount.kube.errors import ClassNotFound, StoreError, StoreReason, StoreUnavailable, api_error
+from kvmount.kube.node_caches import NodeCaches, pod_annotations
 from kvmount.kube.objects import (
     CSIDriver,
     CSIDriverSpec,
@@ -29,8 +31,11 @@ from kvmount.kube.objects import (
     Secret,
     TokenRequestAnswer,
 )
-from kvmount.kube.podstatus import NODE_LABEL, POD_STATUSES, EventType, PodRef, PodStatus
+from kvmount.kube.official_client import official_client
+from kvmount.kube.podstatus import NODE_LABEL, POD_STATUSES, EventType, PodRef, PodStatus, same_status
 from kvmount.kube.rest import ApiError, RestClient, Unreachable, path
+from kvmount.kube.tokens import TokenCache, TokenKey, request_body
+from kvmount.kube.watchcache import WatchCache
 
 # A pod watch is renewed this often (the server ends it after at most this long).
 WATCH_SECONDS = 300
@@ -39,17 +44,6 @@ CUSTOM = f"{GROUP}/{VERSION}"
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-
-CLI_EXTRA = "pip install 'kvmount[cli]'"
-
-
-class ClientMissing(Exception):
-    """The ``kubernetes`` package is not installed: the daemons' image leaves it out; the tools that
-    need it (doctor, ``validate --cluster``) get it through the ``cli`` extra."""
-
-    def __init__(self) -> None:
-        super().__init__(f"the Kubernetes client (the kubernetes package) is not installed: {CLI_EXTRA}")
 
 
 class KubeStore:
@@ -74,7 +68,29 @@ class KubeStore:
         self.component = component
         self._rest: RestClient | None = None
         self._api_client: Any = None
+        self._tokens = TokenCache()
+        # The pod statuses this process wrote, as the server stored them, by (namespace, name).
+        self._statuses: dict[tuple[str, str], PodStatusObject] = {}
+        self._caches: NodeCaches | None = None
         self._lock = threading.Lock()
+
+    def start_watches(self, stop: threading.Event) -> None:
+        """Serve this node's pods, their classes, its pod statuses and the CSIDriver from
+        watch-fed caches (kube/node_caches.py) from now on, until ``stop``."""
+        if self.node and self._caches is None:
+            self._caches = NodeCaches(self.rest, self.node, self.driver_name)
+            self._caches.start(stop)
+
+    @property
+    def caches(self) -> NodeCaches | None:
+        return self._caches
+
+    def _cache(self, pick: Callable[[NodeCaches], WatchCache]) -> WatchCache | None:
+        """The cache ``pick`` names, once it is synced; None means: ask the server."""
+        caches = self._caches
+        if caches is None or not pick(caches).synced.is_set():
+            return None
+        return pick(caches)
 
     def rest(self) -> RestClient:
         """The REST client, configured on first use (so CSI is served before the API server is
@@ -88,33 +104,11 @@ class KubeStore:
             return self._rest
 
     def api_client(self) -> Any:
-        """A ``kubernetes`` ApiClient, for the workstation tools (doctor, ``validate --cluster``):
-        a user's kubeconfig may run an exec credential plugin, which kube/kubeconfig.py refuses.
-        No daemon asks. Raises ClientMissing without the ``cli`` extra."""
+        """A ``kubernetes`` ApiClient for the workstation tools (kube/official_client.py); no daemon
+        asks. Raises ClientMissing without the ``cli`` extra."""
         with self._lock:
             if self._api_client is None:
-                try:
-                    from kubernetes import client
-                    from kubernetes import config as kube_config
-                except ImportError:
-                    raise ClientMissing() from None
-
-                config: Any = kube_config
-                settings = client.Configuration()
-                try:
-                    if self.kubeconfig or os.environ.get("KUBECONFIG"):
-                        config.load_kube_config(
-                            config_file=self.kubeconfig or None,
-                            context=self.context or None,
-                            client_configuration=settings,
-                        )
-                    else:
-                        config.load_incluster_config(client_configuration=settings)
-                except (config.ConfigException, OSError, TypeError, ValueError) as err:
-                    raise StoreUnavailable(f"cannot configure the Kubernetes API client: {err}") from None
-                # Fail fast: kubelet retries the whole publish anyway.
-                settings.retries = 1
-                self._api_client = client.ApiClient(settings)
+                self._api_client = official_client(self.kubeconfig, self.context)
             return self._api_client
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **query: Any) -> T:
@@ -127,45 +121,80 @@ class KubeStore:
     def get_class(self, namespace: str, name: str) -> SecretProviderClass:
         rest = self.rest()
         what = f"SecretProviderClass {namespace}/{name}"
-        try:
-            doc = self._call(what, rest.get, path(CUSTOM, CLASSES, namespace, name))
-        except ApiError as err:
-            if err.status == 404:
-                raise ClassNotFound(namespace, name, "in the API server") from None
-            raise api_error(what, "get", err) from None
+        cache = self._cache(lambda c: c.classes)
+        doc = cache.get(namespace, name) if cache is not None else None
+        if doc is None:
+            try:
+                doc = self._call(what, rest.get, path(CUSTOM, CLASSES, namespace, name))
+            except ApiError as err:
+                if err.status == 404:
+                    raise ClassNotFound(namespace, name, "in the API server") from None
+                raise api_error(what, "get", err) from None
+            if cache is not None:
+                cache.offer(doc)  # a class a new pod names: the watch keeps it current from now on
         return parse_class(doc, what)
 
     def put_pod_status(self, status: PodStatus) -> str:
+        """Written only when it changed since this process last wrote or read it: an unchanged
+        rotation costs no request, a changed one a single PUT guarded by the known version."""
         rest = self.rest()
         what = f"SecretProviderClassPodStatus {status.namespace}/{status.name}"
-        collection = path(CUSTOM, POD_STATUSES, status.namespace)
         here = path(CUSTOM, POD_STATUSES, status.namespace, status.name)
         body = status.manifest()
+        key = (status.namespace, status.name)
+        cache = self._cache(lambda c: c.statuses)
+        with self._lock:
+            known = self._statuses.get(key)
+        if cache is not None:
+            known = cast(PodStatusObject | None, cache.get(*key)) or known
+        if known is not None:
+            if same_status(known, body):
+                return str(known["metadata"]["uid"])
+            body["metadata"]["resourceVersion"] = known["metadata"]["resourceVersion"]
+            try:
+                return self._keep_status(key, self._call(what, rest.replace, here, body))
+            except ApiError as err:
+                if err.status not in (404, 409):
+                    raise api_error(what, "update", err) from None
+            # Changed or deleted by someone else since: start again from the server's copy.
+            body = status.manifest()
         try:
-            created = self._call(what, rest.create, collection, body)
-            return str(created["metadata"]["uid"])
+            return self._keep_status(
+                key, self._call(what, rest.create, path(CUSTOM, POD_STATUSES, status.namespace), body)
+            )
         except ApiError as err:
             if err.status != 409:
                 raise api_error(what, "create", err) from None
         # It exists: a pod of the same name (a StatefulSet's) ran on another node,
-        # or this is a republish. Take it over with a read-modify-write.
+        # or this process restarted. Take it over with a read-modify-write.
         for _ in range(3):
             try:
                 current = cast(PodStatusObject, self._call(what, rest.get, here))
-                if _same_status(current, body):
-                    return str(current["metadata"]["uid"])
+                if same_status(current, body):
+                    return self._keep_status(key, current)
                 body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-                replaced = self._call(what, rest.replace, here, body)
-                return str(replaced["metadata"]["uid"])
+                return self._keep_status(key, self._call(what, rest.replace, here, body))
             except ApiError as err:
                 if err.status != 409:
                     raise api_error(what, "update", err) from None
         raise StoreUnavailable(f"{what}: kept conflicting with concurrent updates; will retry")
 
+    def _keep_status(self, key: tuple[str, str], stored: dict[str, Any] | PodStatusObject) -> str:
+        """Remember the server's copy of a status this process wrote; its uid."""
+        with self._lock:
+            self._statuses[key] = cast(PodStatusObject, stored)
+        return str(stored["metadata"]["uid"])
+
     def delete_pod_status(self, namespace: str, name: str) -> None:
-        """Left to the garbage collector, as upstream: the status is owned by the pod."""
+        """Left to the garbage collector, as upstream: the status is owned by the pod. This
+        process forgets its copy, so what it holds is bounded by the volumes it serves."""
+        with self._lock:
+            self._statuses.pop((namespace, name), None)
 
     def node_pod_statuses(self, node_name: str) -> list[PodStatusObject]:
+        cache = self._cache(lambda c: c.statuses)
+        if cache is not None and node_name == self.node:
+            return cast(list[PodStatusObject], cache.items())
         rest = self.rest()
         what = f"SecretProviderClassPodStatuses of node {node_name}"
         selector = f"{NODE_LABEL}={node_name}"
@@ -176,6 +205,10 @@ class KubeStore:
         return cast(list[PodStatusObject], found.get("items", []))
 
     def get_pod(self, namespace: str, name: str) -> Pod | None:
+        cache = self._cache(lambda c: c.pods)
+        held = cache.get(namespace, name) if cache is not None else None
+        if held is not None:
+            return cast(Pod, held)
         rest = self.rest()
         what = f"pod {namespace}/{name}"
         try:
@@ -201,9 +234,16 @@ class KubeStore:
         """The spec of this driver's CSIDriver object, or None when there is none."""
         rest = self.rest()
         what = f"CSIDriver {self.driver_name}"
+        cache = self._cache(lambda c: c.driver)
         try:
-            where = path("storage.k8s.io/v1", "csidrivers", name=self.driver_name)
-            driver = cast(CSIDriver, self._call(what, rest.get, where))
+            if cache is not None:  # the watch names it: not there means there is none
+                held = cache.get("", self.driver_name)
+                if held is None:
+                    return None
+                driver = cast(CSIDriver, held)
+            else:
+                where = path("storage.k8s.io/v1", "csidrivers", name=self.driver_name)
+                driver = cast(CSIDriver, self._call(what, rest.get, where))
         except ApiError as err:
             if err.status == 404:
                 return None
@@ -250,22 +290,20 @@ class KubeStore:
         bound_pod: tuple[str, str] | None = None,
     ) -> str:
         """Service account tokens (TokenRequest), one per (audience, lifetime), as the JSON that
-        kubelet puts in ``csi.storage.k8s.io/serviceAccount.tokens``; bound to the pod when named."""
+        kubelet puts in ``csi.storage.k8s.io/serviceAccount.tokens``; bound to the pod when named.
+        A token is reused until 80 % of its life has passed, as kubelet reuses them."""
         rest = self.rest()
         what = f"token of ServiceAccount {namespace}/{account}"
         where = path("v1", "serviceaccounts", namespace, account, "token")
         tokens: dict[str, dict[str, str]] = {}
         for audience, seconds in audiences:
-            body: dict[str, Any] = {
-                "spec": {"audiences": [audience] if audience else [], "expirationSeconds": seconds},
-            }
-            if bound_pod is not None:
-                body["spec"]["boundObjectRef"] = {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "name": bound_pod[0],
-                    "uid": bound_pod[1],
-                }
+            key = TokenKey(namespace, account, audience, seconds, bound_pod[1] if bound_pod else "")
+            reused = self._tokens.get(key)
+            if reused is not None:
+                tokens[audience] = {"token": reused[0], "expirationTimestamp": reused[1]}
+                continue
+            issued_at = time.time()
+            body = request_body(audience, seconds, bound_pod)
             try:
                 made = cast(TokenRequestAnswer, self._call(what, rest.create, where, body))
             except ApiError as err:
@@ -276,11 +314,10 @@ class KubeStore:
                     ) from None
                 raise api_error(what, "create", err) from None
             status = made.get("status", {})
-            tokens[audience] = {
-                "token": status.get("token", ""),
-                # The API's own spelling (RFC 3339, seconds, UTC), as kubelet passes it on.
-                "expirationTimestamp": status.get("expirationTimestamp", ""),
-            }
+            # The expiry in the API's own spelling (RFC 3339, seconds, UTC), as kubelet passes it on.
+            token, expiration = status.get("token", ""), status.get("expirationTimestamp", "")
+            tokens[audience] = {"token": token, "expirationTimestamp": expiration}
+            self._tokens.put(key, token, expiration, issued_at)
         return json.dumps(tokens)
 
     def record_event(self, pod: PodRef, kind: EventType, reason: StrEnum, message: str) -> None:
@@ -318,19 +355,21 @@ class KubeStore:
             )
 
     def watch_node_pods(self, node_name: str) -> Iterator[tuple[str, dict[str, str]]]:
-        events = self.rest().watch(
-            path("v1", "pods"), WATCH_SECONDS, fieldSelector=f"spec.nodeName={node_name}"
-        )
-        for event in cast(Iterator[PodWatchEvent], events):
-            meta = event.get("object", {}).get("metadata")
-            if event.get("type") in ("ADDED", "MODIFIED") and meta is not None:
-                yield str(meta.get("uid")), dict(meta.get("annotations", {}))
-
-
-def _same_status(current: PodStatusObject, body: PodStatusObject) -> bool:
-    meta = current.get("metadata", {})
-    return bool(
-        current.get("status") == body["status"]
-        and meta.get("labels") == body["metadata"]["labels"]
-        and meta.get("ownerReferences") == body["metadata"]["ownerReferences"]
-    )
+        """(uid, annotations) of this node's pods as they are added or change: from the pod
+        cache's watch when the caches run (no watch of its own), else from a watch."""
+        caches = self._caches
+        if caches is None or node_name != self.node:
+            events = cast(
+                Iterator[PodWatchEvent],
+                self.rest().watch(
+                    path("v1", "pods"), WATCH_SECONDS, fieldSelector=f"spec.nodeName={node_name}"
+                ),
+            )
+            yield from pod_annotations(events)
+            return
+        queued: queue.SimpleQueue[PodWatchEvent] = queue.SimpleQueue()
+        unsubscribe = caches.subscribe(lambda kind, pod: queued.put({"type": kind, "object": cast(Pod, pod)}))
+        try:
+            yield from pod_annotations(iter(queued.get, None))
+        finally:
+            unsubscribe()

@@ -53,6 +53,16 @@ class PodStatus:
         }
 
 
+def same_status(current: PodStatusObject, body: PodStatusObject) -> bool:
+    """Whether the stored ``current`` already says what ``body`` would write."""
+    meta = current.get("metadata", {})
+    return bool(
+        current.get("status") == body["status"]
+        and meta.get("labels") == body["metadata"]["labels"]
+        and meta.get("ownerReferences") == body["metadata"]["ownerReferences"]
+    )
+
+
 class EventType(StrEnum):
     """The two types the API takes; each component's reasons are its own StrEnum."""
 

@@ -24,10 +24,13 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from kvmount.base.locks import KeyedLocks
 from kvmount.kube.rest import ApiError, RestClient, Unreachable, path
 from kvmount.secretsync.data import DRIVER, Dialect, metadata, secret_data
 from kvmount.secretsync.errors import SyncError, SyncReason, invalid, short
@@ -38,6 +41,8 @@ OWNER_API_VERSION = "secrets-store.csi.x-k8s.io/v1"
 OWNER_KIND = "SecretProviderClassPodStatus"
 # A few tries when another writer (a pod on another node) updates the same Secret.
 ATTEMPTS = 5
+# A conflict with another node's writer is retried after a jittered wait, doubling from this.
+CONFLICT_BACKOFF = 0.05
 T = TypeVar("T")
 
 
@@ -108,6 +113,9 @@ class SecretSync:
     def __init__(self, rest: Callable[[], RestClient], dialect: Dialect = DRIVER) -> None:
         self._rest = rest
         self.dialect = dialect
+        # Many volumes of a node may sync one Secret: their writes take turns here rather than
+        # conflicting at the API server.
+        self._locks = KeyedLocks()
 
     def sync(
         self,
@@ -149,7 +157,8 @@ class SecretSync:
         synced: list[str] = []
         for want in desired:
             try:
-                self._sync_one(self._rest(), namespace, want, owners)
+                with self._locks.hold(f"{namespace}/{want.name}"):
+                    self._sync_one(self._rest(), namespace, want, owners)
             except SyncError as err:
                 # Only problems of this one Secret; anything else would fail the others too.
                 if err.reason not in (
@@ -209,7 +218,10 @@ class SecretSync:
         owner = owners[0]  # the one named in messages
         what = f"Secret {namespace}/{want.name} ({want.where})"
         here = path("v1", "secrets", namespace, want.name)
-        for _ in range(ATTEMPTS):
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                # Another writer (another node) won the last round: let the writers spread out.
+                time.sleep(random.uniform(0, CONFLICT_BACKOFF * 2**attempt))
             try:
                 current: dict[str, Any] | None = self._call("get", what, api.get, here, passing=(404,))
             except ApiError:

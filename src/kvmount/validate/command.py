@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvmount.base.yamlread import Unreadable
-from kvmount.kube.api_store import ClientMissing, KubeStore
+from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
 from kvmount.kube.errors import StoreError, StoreUnavailable, api_error
+from kvmount.kube.official_client import ClientMissing
 from kvmount.validate.checks import Finding, Severity, check_class, check_object
 from kvmount.validate.document import documents
 

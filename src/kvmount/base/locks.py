@@ -1,4 +1,4 @@
-"""Per-key locks, so that calls on one target path are serialised and others run concurrently."""
+"""Per-key locks: calls on one key (a target path, a Secret) are serialised, others run concurrently."""
 
 from __future__ import annotations
 

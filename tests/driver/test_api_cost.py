@@ -1,0 +1,205 @@
+"""What a rotation poll costs the API server, counted in the real kube-apiserver's audit log
+(issue 26): tokens reused per audience, the pod status written only when it changes, and with
+the watch-fed caches no request at all; the watches survive a restart of kube-apiserver."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as _client
+
+from kvmount.csi.provider_client import ProviderClients
+from kvmount.driver.publish import Publisher
+from kvmount.driver.request import VolumeRequest
+from kvmount.driver.rotation import Rotator
+from kvmount.driver.volumes import VolumeRegistry
+from kvmount.kube.api_store import KubeStore
+from kvmount.kube.node_caches import NodeCaches
+from kvmount.secretsync.writer import SecretSync
+from kvmount.volume.target import KubeletRoot
+from tests.driver.conftest import Pod
+from tests.driver.test_rotation import GROUP, VAULT, Namespace, Stack, stack  # noqa: F401 (a fixture)
+from tests.support import eventually
+
+k8s: Any = _client  # the client's partial annotations do not cover dict bodies
+DRIVER_USER = "system:serviceaccount:kube-system:secrets-store-csi-driver"
+AUDIENCES = 2  # deploy/driver/csidriver.yaml's tokenRequests
+STATUSES = "secretproviderclasspodstatuses"
+
+
+@dataclass
+class Node:
+    """The driver's parts in this process, as the driver's ServiceAccount, on node "test-node"."""
+
+    stack: Stack
+    store: KubeStore
+    publisher: Publisher
+    rotator: Rotator
+
+    def publish(self, ns: Namespace, pod: Pod) -> None:
+        node_secret = {"clientid": ns.client_id, "clientsecret": ns.client_secret}
+        request = pod.publish_request("kv", secrets=node_secret)
+        self.publisher.publish(
+            VolumeRequest(request.volume_id, request.target_path, dict(request.volume_context), node_secret)
+        )
+
+    def poll(self) -> None:
+        """One rotation poll of every served volume."""
+        for state in self.publisher.served_volumes():
+            self.rotator.rotate(state)
+
+    def calls(self, mark: int) -> Counter[tuple[str, str]]:
+        found = self.stack.kube.requests(DRIVER_USER, mark)
+        return Counter((verb, resource) for verb, resource, _ in found)
+
+
+@pytest.fixture
+def node(
+    stack: Stack,  # noqa: F811
+    tmp_path: Path,
+    kubelet_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Node]:
+    monkeypatch.setenv("KUBECONFIG", str(stack.driver_kubeconfig))
+    store = KubeStore(str(stack.driver_kubeconfig), node="test-node")
+    providers = ProviderClients([str(stack.providers)], 4 << 20)
+    publisher = Publisher(
+        store,
+        providers,
+        VolumeRegistry(str(tmp_path / "state")),
+        "test-node",
+        8 << 20,
+        3600.0,
+        SecretSync(store.rest),
+        kubelet_root=KubeletRoot(str(kubelet_dir)),
+    )
+    try:
+        yield Node(stack, store, publisher, Rotator(publisher, store, "test-node", 3600.0))
+    finally:
+        for state in publisher.served_volumes():
+            publisher.unpublish(state.volume_id, state.target_path)
+        providers.close()
+
+
+def mounted(node: Node, kubelet_dir: Path) -> tuple[Namespace, str, Pod]:
+    ns = Namespace(node.stack)
+    name = f"cost-{ns.name}"
+    node.stack.kv.put_secret(VAULT, name, "one")
+    ns.create_class("kv", [{"objectName": name, "objectType": "secret"}])
+    pod = ns.create_pod(kubelet_dir, "web", "kv")
+    node.publish(ns, pod)
+    return ns, name, pod
+
+
+def synced(caches: NodeCaches) -> bool:
+    return all(c.synced.is_set() for c in (caches.pods, caches.classes, caches.statuses, caches.driver))
+
+
+def test_unchanged_polls_reuse_tokens_and_write_no_status(node: Node, kubelet_dir: Path) -> None:
+    _, name, pod = mounted(node, kubelet_dir)
+    mark = node.stack.kube.audit_mark()
+    node.poll()
+    node.poll()
+    calls = node.calls(mark)
+    assert calls[("create", "serviceaccounts/token")] == AUDIENCES, calls
+    writes = {k: n for k, n in calls.items() if k[1] == STATUSES}
+    assert writes == {}, writes  # versions unchanged: the status is neither read nor written
+
+    node.stack.kv.put_secret(VAULT, name, "two")
+    time.sleep(1.2)  # past the provider's coalescing window, so the poll reads Key Vault anew
+    mark = node.stack.kube.audit_mark()
+    node.poll()
+    assert (pod.target / name).read_text() == "two"
+    calls = node.calls(mark)
+    writes = {k: n for k, n in calls.items() if k[1] == STATUSES}
+    assert writes == {("update", STATUSES): 1}, writes
+    assert calls[("create", "serviceaccounts/token")] == 0, calls
+
+
+def test_with_watches_an_unchanged_poll_makes_no_request(node: Node, kubelet_dir: Path) -> None:
+    stop = threading.Event()
+    mark = node.stack.kube.audit_mark()
+    node.store.start_watches(stop)
+    try:
+        caches = node.store.caches
+        assert caches is not None
+        eventually(lambda: synced(caches), timeout=30, what="caches synced")
+        ns, _, pod = mounted(node, kubelet_dir)
+        eventually(lambda: caches.pods.get(ns.name, "web"), timeout=30, what="pod in the cache")
+        node.poll()  # the first poll asks for the pod's tokens
+        polls = node.stack.kube.audit_mark()
+        node.poll()
+        node.poll()
+        calls = node.calls(polls)
+        # The nodePublishSecretRef Secret is still read: the driver may not watch Secrets.
+        assert {k: n for k, n in calls.items() if k != ("get", "secrets")} == {}, calls
+        assert calls[("get", "secrets")] == 2
+        watched = {r for (verb, r), _ in node.calls(mark).items() if verb == "watch"}
+        assert watched == {"pods", "secretproviderclasses", STATUSES, "csidrivers"}
+        # Only the classes this node's pods name are held, not every class of the cluster.
+        ns.create_class("unused", [{"objectName": "x", "objectType": "secret"}])
+        eventually(lambda: caches.classes.get(ns.name, "kv"), timeout=30, what="used class held")
+        assert all(k in caches.named_classes() for k in caches.classes.held())
+        assert caches.classes.get(ns.name, "unused") is None
+        assert (pod.target / f"cost-{ns.name}").read_text() == "one"
+    finally:
+        stop.set()
+
+
+def test_watches_recover_after_kube_apiserver_restarts(node: Node, kubelet_dir: Path) -> None:
+    stop = threading.Event()
+    node.store.start_watches(stop)
+    try:
+        caches = node.store.caches
+        assert caches is not None
+        eventually(lambda: synced(caches), timeout=30, what="caches synced")
+        ns, _, _ = mounted(node, kubelet_dir)
+        eventually(
+            lambda: caches.classes.get(ns.name, "kv") is not None, timeout=30, what="class in the cache"
+        )
+        watches = caches.classes.watches + caches.classes.lists
+        node.stack.kube.restart_apiserver()
+        body = {"metadata": {"labels": {"after": "restart"}}}
+        custom = k8s.CustomObjectsApi(node.stack.kube.admin)
+        custom.patch_namespaced_custom_object(GROUP, "v1", ns.name, "secretproviderclasses", "kv", body)
+
+        def seen() -> bool:
+            held = caches.classes.get(ns.name, "kv") or {}
+            return bool(held.get("metadata", {}).get("labels", {}).get("after") == "restart")
+
+        eventually(seen, timeout=60, what="the class change seen after the restart")
+        assert caches.classes.watches + caches.classes.lists > watches  # it came back by itself
+    finally:
+        stop.set()
+
+
+def test_volumes_sharing_a_synced_secret_get_no_false_warning(node: Node, kubelet_dir: Path) -> None:
+    """110 volumes on a node publish at once, all syncing one Secret: their writes take turns
+    instead of conflicting, so no pod is told FailedToCreateSecret about a Secret it has."""
+    ns = Namespace(node.stack)
+    name = f"shared-{ns.name}"
+    node.stack.kv.put_secret(VAULT, name, "shared value")
+    ns.create_class(
+        "kv",
+        [{"objectName": name, "objectType": "secret"}],
+        [{"secretName": "shared", "type": "Opaque", "data": [{"objectName": name, "key": "value"}]}],
+    )
+    pods = [ns.create_pod(kubelet_dir, f"web-{i}", "kv") for i in range(110)]
+    mark = node.stack.kube.audit_mark()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda pod: node.publish(ns, pod), pods))
+    owners = ns.secret("shared").metadata.owner_references
+    assert len(owners) == len(pods)
+    warnings = [e for e in ns.core.list_namespaced_event(ns.name).items if e.reason == "FailedToCreateSecret"]
+    assert warnings == []
+    conflicts = [c for c in node.stack.kube.requests(DRIVER_USER, mark) if c[1] == "secrets"]
+    # One create, then each other volume reads it and adds its owner: no write lost to a conflict.
+    assert Counter(verb for verb, _, _ in conflicts) == {"create": 1, "get": 110, "update": 109}

@@ -16,17 +16,20 @@ from typing import Any
 import pytest
 from kubernetes import client as _client
 
-from kvmount.csi.provider_client import ProviderClients
 from kvmount.driver.publish import Publisher
 from kvmount.driver.request import VolumeRequest
 from kvmount.driver.rotation import Rotator
-from kvmount.driver.volumes import VolumeRegistry
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.node_caches import NodeCaches
-from kvmount.secretsync.writer import SecretSync
-from kvmount.volume.target import KubeletRoot
 from tests.driver.conftest import Pod
-from tests.driver.test_rotation import GROUP, VAULT, Namespace, Stack, stack  # noqa: F401 (a fixture)
+from tests.driver.test_rotation import (  # noqa: F401 (stack: a fixture)
+    GROUP,
+    VAULT,
+    Namespace,
+    Stack,
+    in_process_publisher,
+    stack,
+)
 from tests.support import eventually
 
 k8s: Any = _client  # the client's partial annotations do not cover dict bodies
@@ -69,24 +72,13 @@ def node(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Node]:
     monkeypatch.setenv("KUBECONFIG", str(stack.driver_kubeconfig))
-    store = KubeStore(str(stack.driver_kubeconfig), node="test-node")
-    providers = ProviderClients([str(stack.providers)], 4 << 20)
-    publisher = Publisher(
-        store,
-        providers,
-        VolumeRegistry(str(tmp_path / "state")),
-        "test-node",
-        8 << 20,
-        3600.0,
-        SecretSync(store.rest),
-        kubelet_root=KubeletRoot(str(kubelet_dir)),
-    )
+    store, publisher = in_process_publisher(stack, tmp_path / "state", kubelet_dir)
     try:
         yield Node(stack, store, publisher, Rotator(publisher, store, "test-node", 3600.0))
     finally:
         for state in publisher.served_volumes():
             publisher.unpublish(state.volume_id, state.target_path)
-        providers.close()
+        publisher.providers.close()
 
 
 def mounted(node: Node, kubelet_dir: Path) -> tuple[Namespace, str, Pod]:

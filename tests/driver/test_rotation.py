@@ -416,6 +416,23 @@ def test_restart_mid_rotation_keeps_rotating_and_never_tears(
     assert torn == []
 
 
+def in_process_publisher(stack: Stack, state: Path, kubelet_dir: Path) -> tuple[KubeStore, Publisher]:
+    """The driver's publish flow in this process, on node test-node, as the driver's account."""
+    store = KubeStore(str(stack.driver_kubeconfig), node="test-node")
+    providers = ProviderClients([str(stack.providers)], 4 << 20)
+    publisher = Publisher(
+        store,
+        providers,
+        VolumeRegistry(str(state)),
+        "test-node",
+        8 << 20,
+        3600.0,
+        SecretSync(store.rest),
+        kubelet_root=KubeletRoot(str(kubelet_dir)),
+    )
+    return store, publisher
+
+
 def test_pods_sharing_a_class_cost_one_read_per_object_per_round(
     stack: Stack, tmp_path: Path, kubelet_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -427,18 +444,7 @@ def test_pods_sharing_a_class_cost_one_read_per_object_per_round(
     ns.create_class("kv", [{"objectName": n, "objectType": "secret"} for n in names])
     pods = [ns.create_pod(kubelet_dir, f"web-{i}", "kv") for i in range(5)]
     monkeypatch.setenv("KUBECONFIG", str(stack.driver_kubeconfig))
-    store = KubeStore(str(stack.driver_kubeconfig), node="test-node")
-    providers = ProviderClients([str(stack.providers)], 4 << 20)
-    publisher = Publisher(
-        store,
-        providers,
-        VolumeRegistry(str(tmp_path / "state")),
-        "test-node",
-        8 << 20,
-        3600.0,
-        SecretSync(store.rest),
-        kubelet_root=KubeletRoot(str(kubelet_dir)),
-    )
+    store, publisher = in_process_publisher(stack, tmp_path / "state", kubelet_dir)
     rotator = Rotator(publisher, store, "test-node", 3600.0)
     node_secret = {"clientid": ns.client_id, "clientsecret": ns.client_secret}
     try:
@@ -464,7 +470,7 @@ def test_pods_sharing_a_class_cost_one_read_per_object_per_round(
     finally:
         for pod in pods:
             publisher.unpublish("v", str(pod.target))
-        providers.close()
+        publisher.providers.close()
 
 
 def test_failed_mount_is_an_event_on_the_pod(stack: Stack, rotating: Driver, kubelet_dir: Path) -> None:

@@ -30,6 +30,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     tiers.entering(item)  # before the test's fixtures start anything
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    tiers.leaving()
+
+
 # ---------------------------------------------------------------- Key Vault double
 # Owner: tests/peers. The double is documented in tests/peers/keyvault_double/__init__.py.
 

@@ -71,6 +71,12 @@ def entering(item: pytest.Item) -> None:
     _running[:] = [tier_of(item)]
 
 
+def leaving() -> None:
+    """A test's teardown also ends fixtures that earlier tests started (a session's node is
+    stopped with `ctr` after the last test, whatever its tier): only cleanup runs there."""
+    _running.clear()
+
+
 def guard_processes() -> None:
     """From now on a unit test that starts a process fails, naming it (kvmount's own code
     starts none, so every process comes from a test or its fixtures)."""

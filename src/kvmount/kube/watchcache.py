@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kvmount.kube.errors import StoreError
 from kvmount.kube.rest import ApiError, RestClient, Unreachable
 
 # The server ends a watch after this long; it is then resumed from its resourceVersion.
@@ -108,6 +109,8 @@ class WatchCache:
                 log.warning(
                     "API server unreachable; watch retried", extra={"cache": self.name, "error": str(err)}
                 )
+            except StoreError as err:  # no usable configuration (yet): reads fail the same way
+                log.warning("cannot watch; retried", extra={"cache": self.name, "error": str(err)})
             stop.wait(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, BACKOFF_MAX)
 

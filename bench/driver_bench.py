@@ -1,4 +1,4 @@
-"""The drivers side by side: upstream's v1.6.0 binary and `kvmount driver`, same API server,
+"""The drivers side by side: upstream's v1.6.1 binary and `kvmount driver`, same API server,
 same fast provider (tests/driver/provider_double.py, in this process), real tmpfs mounts.
 
 Each driver gets its own node name; publishes alternate between them. Every volume is

@@ -1,6 +1,10 @@
-"""Audit the image's locked Python dependencies with pip-audit and PyPI's advisory data.
+"""Audit the locked Python dependencies with pip-audit and PyPI's advisory data.
 
-    python scripts/audit_dependencies.py [LOCK]     (default scripts/image/requirements.txt)
+    python scripts/audit_dependencies.py [LOCK]     (default scripts/image/cli-requirements.txt)
+
+The default lock is everything kvmount ships: the image's pins (it is compiled
+with scripts/image/requirements.txt as constraints) plus the `cli` extra of
+the kubectl plugin's archives.
 
 Exit status, so that scripts/test never takes an audit that did not happen for
 a clean one:
@@ -37,7 +41,7 @@ import requests
 from packaging.version import InvalidVersion, Version
 from pip._internal.models.index import PyPI
 
-LOCK = Path(__file__).resolve().parent / "image" / "requirements.txt"
+LOCK = Path(__file__).resolve().parent / "image" / "cli-requirements.txt"
 ATTEMPTS = 2
 # pip-audit's own --timeout bounds each of its requests; these bound the rest.
 RUN_TIMEOUT = 300

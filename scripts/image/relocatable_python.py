@@ -41,23 +41,6 @@ STDLIB_DROP = {
     "dist-packages",
     "__pycache__",
 }
-# kubernetes>=35 ships an asyncio client (kubernetes/aio, ~40 MB) and requires
-# aiohttp and its stack for it; kvmount uses the synchronous client and azure's
-# synchronous transports only. Dropped, then every kvmount module is imported
-# (below) to prove nothing needed them.
-ASYNC_ONLY = [
-    "kubernetes/aio",
-    "aiohttp",
-    "aiohttp_retry",
-    "aiohappyeyeballs",
-    "aiosignal",
-    "yarl",
-    "multidict",
-    "frozenlist",
-    "propcache",
-    "attr",
-    "attrs",
-]
 # Extension modules for terminals, Tk and dbm files: they would pull X11, Tk,
 # ncurses and gdbm into lib/ld.
 DYNLOAD_DROP = ("_tkinter", "_curses", "readline", "_dbm", "_gdbm", "nis")
@@ -82,13 +65,6 @@ def ignore_stdlib(directory: str, names: list[str]) -> set[str]:
         return {n for n in names if n.startswith(DYNLOAD_DROP)}
     top = os.path.samefile(directory, sysconfig.get_paths()["stdlib"])
     return {n for n in names if n == "__pycache__" or (top and (n in STDLIB_DROP or n.startswith("config-")))}
-
-
-def drop_async_only(site: Path) -> None:
-    for name in ASYNC_ONLY:
-        shutil.rmtree(site / name, ignore_errors=True)
-        for info in site.glob(f"{name}-*.dist-info"):
-            shutil.rmtree(info)
 
 
 IMPORT_ALL = (
@@ -150,7 +126,6 @@ def main() -> None:
             ignore=shutil.ignore_patterns("__pycache__", "bin"),
             dirs_exist_ok=True,
         )
-    drop_async_only(lib / "site-packages")
     bin_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(Path(sys.executable).resolve(), bin_dir / version)
 

@@ -93,6 +93,19 @@ def test_the_runtime_lock_holds_no_development_tool() -> None:
     assert not dev & set(pins(IMAGE / "requirements.txt")), "a dev tool in the image's lock"
 
 
+def test_the_plugin_lock_is_the_image_lock_plus_the_cli_extra() -> None:
+    image, plugin = hashes(IMAGE / "requirements.txt"), hashes(IMAGE / "cli-requirements.txt")
+    plugin_pins = pins(IMAGE / "cli-requirements.txt")
+    refresh = "run scripts/lock-image-requirements"
+    for name, pinned in pins(IMAGE / "requirements.txt").items():
+        assert plugin_pins.get(name) == pinned, f"cli-requirements.txt: {name}: {refresh}"
+        assert plugin[name] == image[name], f"cli-requirements.txt: {name}'s hashes: {refresh}"
+    for line in pyproject()["project"]["optional-dependencies"]["cli"]:
+        requirement = Requirement(line)
+        cli_pin = plugin_pins.get(canonicalize_name(requirement.name))
+        assert cli_pin is not None and requirement.specifier.contains(cli_pin), f"{line}: {refresh}"
+
+
 def report(vulns: list[dict[str, Any]], skip: str = "") -> dict[str, Any]:
     """pip-audit's JSON report (--format json) of one package."""
     dependency: dict[str, Any] = {"name": "PyYAML", "version": "5.3"}

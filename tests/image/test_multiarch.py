@@ -27,7 +27,7 @@ from tests.support import peer_missing
 
 BINFMT = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
 EM_AARCH64 = 183
-# Emulated, on a loaded CI machine: importing grpc, azure and kubernetes takes a while.
+# Emulated, on a loaded CI machine: importing grpc and azure takes a while.
 START_TIMEOUT = 240
 
 

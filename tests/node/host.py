@@ -85,11 +85,14 @@ def shim_socket(pid: int) -> Path | None:
     return SHIM_SOCKETS / hashlib.sha256(key.encode()).hexdigest()
 
 
-def kill_group(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    """SIGTERM the process group ``proc`` leads (started with start_new_session), then SIGKILL."""
+def kill_group(
+    proc: subprocess.Popen[bytes], timeout: float = 15.0, first: signal.Signals = signal.SIGTERM
+) -> None:
+    """``first`` (SIGTERM) to the process group ``proc`` leads (started with start_new_session),
+    then SIGKILL."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, first)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=timeout)
     with contextlib.suppress(ProcessLookupError):

@@ -11,6 +11,7 @@ ROTATION seconds, so a test sees a new version within a few seconds.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -97,9 +98,9 @@ class Plugins:
             dict(os.environ),
         )
 
-    def stop_driver(self) -> None:
+    def stop_driver(self, first: signal.Signals = signal.SIGTERM) -> None:
         if self.driver is not None:
-            host.kill_group(self.driver)
+            host.kill_group(self.driver, first=first)
             self.driver = None
 
     def log(self, name: str) -> str:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+
+import pytest
+
 from kvmount.volume import mounts
 from tests.node.conftest import MOUNT, VAULT, Cluster, host_processes_only
 from tests.node.host import mounts_under
@@ -31,7 +35,8 @@ def test_new_version_reaches_the_running_container(cluster: Cluster) -> None:
 
 
 @host_processes_only
-def test_driver_restart_keeps_files_and_resumes_rotation(cluster: Cluster) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+def test_driver_restart_keeps_files_and_resumes_rotation(cluster: Cluster, stop: signal.Signals) -> None:
     plugins = cluster.plugins
     assert isinstance(plugins, Plugins)
     run = start_watching_pod(cluster, "web", "before")
@@ -39,7 +44,7 @@ def test_driver_restart_keeps_files_and_resumes_rotation(cluster: Cluster) -> No
     target = cluster.volume_dir(pod) / "mount"
     mounted_before = mounts_under(cluster.volume_dir(pod))
 
-    plugins.stop_driver()
+    plugins.stop_driver(stop)  # killed: no shutdown of its own, what it knows is on disk and in the API
     # The volume outlives the driver: the container keeps reading its file.
     reads = cluster.logs("web").count("value=before")
     eventually(

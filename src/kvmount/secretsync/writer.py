@@ -176,7 +176,7 @@ class SecretSync:
                 key = f"{namespace}/{want.name}"
                 refs = [o.reference() for o in owners]
                 with self._pending.waiting(key, refs), self._locks.hold(key):
-                    self._sync_one(self._rest(), namespace, want, owners)
+                    self._sync_one(self._rest(), namespace, want, owners[0], refs)
             except SyncError as err:
                 # Only problems of this one Secret; anything else would fail the others too.
                 if err.reason not in (
@@ -242,14 +242,15 @@ class SecretSync:
                 SyncReason.API_SERVER_UNAVAILABLE, f"{what}: API server unreachable ({err}); will retry"
             ) from None
 
-    def _sync_one(self, api: RestClient, namespace: str, want: _Desired, owners: Sequence[Owner]) -> bool:
-        """Create or update one Secret, with ``owners`` and the owners other volumes of this
-        process have pending on it; True if it was written. Starts from the copy last seen,
-        so a Secret that already matches costs no request."""
-        owner = owners[0]  # the one named in messages
+    def _sync_one(
+        self, api: RestClient, namespace: str, want: _Desired, owner: Owner, own: list[dict[str, str]]
+    ) -> bool:
+        """Create or update one Secret, with the owner references ``own`` and those other volumes
+        of this process have pending on it; True if it was written. ``owner`` is named in
+        messages. Starts from the copy last seen, so a Secret that already matches costs no
+        request."""
         what = f"Secret {namespace}/{want.name} ({want.where})"
         key, here = f"{namespace}/{want.name}", path("v1", "secrets", namespace, want.name)
-        own = [o.reference() for o in owners]
         seen = self._seen.get(key)
         for attempt in range(ATTEMPTS):
             if attempt:

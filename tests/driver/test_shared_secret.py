@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -118,9 +117,15 @@ def test_pods_of_one_replicaset_cost_one_create_then_one_write_per_change(
     assert [(o.kind, o.uid) for o in owners] == [("ReplicaSet", rs.metadata.uid)]
 
     watching.stack.kv.put_secret(VAULT, name, "two")
-    time.sleep(1.2)  # past the provider's coalescing window, so the poll reads Key Vault anew
     mark = watching.stack.kube.audit_mark()
-    watching.poll()
+
+    def rotated() -> bool:
+        """One poll of every volume; whether all have the new content (a poll within the
+        provider's coalescing window may still see the old)."""
+        watching.poll()
+        return all((p.target / name).read_text() == "two" for p in pods)
+
+    eventually(rotated, timeout=60, what="every volume rotated")
     assert secret_calls(watching, mark) == {"update": 1}
     assert base64.b64decode(ns.secret(SHARED).data["value"]) == b"two"
     assert false_warnings(ns) == []

@@ -8,7 +8,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,27 +170,3 @@ def test_watches_recover_after_kube_apiserver_restarts(node: Node, kubelet_dir: 
         assert caches.classes.watches + caches.classes.lists > watches  # it came back by itself
     finally:
         stop.set()
-
-
-def test_volumes_sharing_a_synced_secret_get_no_false_warning(node: Node, kubelet_dir: Path) -> None:
-    """110 volumes on a node publish at once, all syncing one Secret: their writes take turns
-    instead of conflicting, so no pod is told FailedToCreateSecret about a Secret it has."""
-    ns = Namespace(node.stack)
-    name = f"shared-{ns.name}"
-    node.stack.kv.put_secret(VAULT, name, "shared value")
-    ns.create_class(
-        "kv",
-        [{"objectName": name, "objectType": "secret"}],
-        [{"secretName": "shared", "type": "Opaque", "data": [{"objectName": name, "key": "value"}]}],
-    )
-    pods = [ns.create_pod(kubelet_dir, f"web-{i}", "kv") for i in range(110)]
-    mark = node.stack.kube.audit_mark()
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda pod: node.publish(ns, pod), pods))
-    owners = ns.secret("shared").metadata.owner_references
-    assert len(owners) == len(pods)
-    warnings = [e for e in ns.core.list_namespaced_event(ns.name).items if e.reason == "FailedToCreateSecret"]
-    assert warnings == []
-    conflicts = [c for c in node.stack.kube.requests(DRIVER_USER, mark) if c[1] == "secrets"]
-    # One create, then each other volume reads it and adds its owner: no write lost to a conflict.
-    assert Counter(verb for verb, _, _ in conflicts) == {"create": 1, "get": 110, "update": 109}

@@ -427,7 +427,7 @@ def in_process_publisher(stack: Stack, state: Path, kubelet_dir: Path) -> tuple[
         "test-node",
         8 << 20,
         3600.0,
-        SecretSync(store.rest),
+        SecretSync(store.rest, pods=store.get_pod),
         kubelet_root=KubeletRoot(str(kubelet_dir)),
     )
     return store, publisher

@@ -6,7 +6,7 @@ import base64
 import functools
 import ssl
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,40 +26,10 @@ from tests.support import eventually
 
 # The client's partial annotations do not cover dict bodies; treat it as untyped.
 k8s: Any = _client
-REPO = Path(__file__).resolve().parents[2]
 GROUP = "secrets-store.csi.x-k8s.io"
 CLASS = "app"
 # File contents that must never show up in an error message.
 SENSITIVE = b"s3cret-value-do-not-print"
-
-
-@pytest.fixture(scope="module")
-def server(kube_apiserver: KubeAPIServer) -> KubeAPIServer:
-    for path in sorted((REPO / "deploy" / "crds").glob("*.yaml")):
-        kube_apiserver.apply_yaml(path)
-    return kube_apiserver
-
-
-@pytest.fixture
-def api(server: KubeAPIServer) -> Iterator[Any]:
-    made: Any = server.api_client()
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def ns(api: Any) -> str:
-    name = f"sync-{uuid.uuid4().hex[:8]}"
-    k8s.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
-    return name
-
-
-@pytest.fixture
-def rest(server: KubeAPIServer) -> Iterator[RestClient]:
-    """The writer's own client (kube/rest.py), as the admin."""
-    made = RestClient(from_kubeconfig([str(server.kubeconfig)]))
-    yield made
-    made.close()
 
 
 def rest_of(client: RestClient) -> Callable[[], RestClient]:

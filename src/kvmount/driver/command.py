@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         store = FileStore(args.standalone_classes_dir, args.state_dir)
     else:
         store = api = KubeStore(args.kubeconfig, args.drivername, node_id)
-        syncer = SecretSync(api.rest)
+        syncer = SecretSync(api.rest, pods=api.get_pod)
     additional = (
         DEFAULT_ADDITIONAL_PROVIDER_PATHS
         if args.additional_provider_volume_paths is None

@@ -14,7 +14,11 @@ Differences from upstream, on purpose:
   (upstream overwrites it, kubernetes-sigs/secrets-store-csi-driver#499);
 - ``kubernetes.io/tls`` keys ``tls.key`` / ``tls.crt`` are split out of PEM
   and of password-less PKCS#12 files alike;
-- writes are resourceVersion-guarded and skipped when nothing changed.
+- writes are resourceVersion-guarded and skipped when nothing changed, judged
+  against the Secret as this process last saw it (``seen.py``), so a volume
+  whose Secret already matches costs no request at all; the volumes of a node
+  that share a Secret take turns, and the one writing adds the owners the
+  others wait to add, in one update.
 
 No message ever carries a file's content.
 """
@@ -31,9 +35,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kvmount.base.locks import KeyedLocks
+from kvmount.kube.errors import StoreError
 from kvmount.kube.rest import ApiError, RestClient, Unreachable, path
 from kvmount.secretsync.data import DRIVER, Dialect, metadata, secret_data
 from kvmount.secretsync.errors import SyncError, SyncReason, invalid, short
+from kvmount.secretsync.seen import PendingOwners, Seen, SeenSecrets, digest
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,8 @@ ATTEMPTS = 5
 # A conflict with another node's writer is retried after a jittered wait, doubling from this.
 CONFLICT_BACKOFF = 0.05
 T = TypeVar("T")
+# Reads a pod (namespace, name); None when it does not exist. Raises ApiError, Unreachable, StoreError.
+PodReader = Callable[[str, str], "Mapping[str, Any] | None"]
 
 
 @dataclass(frozen=True)
@@ -110,12 +118,20 @@ class SecretSync:
     pods' owners, which share Secrets).
     """
 
-    def __init__(self, rest: Callable[[], RestClient], dialect: Dialect = DRIVER) -> None:
+    def __init__(
+        self, rest: Callable[[], RestClient], dialect: Dialect = DRIVER, pods: PodReader | None = None
+    ) -> None:
         self._rest = rest
         self.dialect = dialect
+        # The driver reads pods from its watch-fed cache; without one, from the API server.
+        self._pods = pods or self._read_pod
         # Many volumes of a node may sync one Secret: their writes take turns here rather than
         # conflicting at the API server.
         self._locks = KeyedLocks()
+        # The Secrets as last seen, and the owners queued volumes need added: with both, a
+        # volume whose Secret already matches costs no request, and queued owners cost one write.
+        self._seen = SeenSecrets()
+        self._pending = PendingOwners()
 
     def sync(
         self,
@@ -157,8 +173,10 @@ class SecretSync:
         synced: list[str] = []
         for want in desired:
             try:
-                with self._locks.hold(f"{namespace}/{want.name}"):
-                    self._sync_one(self._rest(), namespace, want, owners)
+                key = f"{namespace}/{want.name}"
+                refs = [o.reference() for o in owners]
+                with self._pending.waiting(key, refs), self._locks.hold(key):
+                    self._sync_one(self._rest(), namespace, want, owners[0], refs)
             except SyncError as err:
                 # Only problems of this one Secret; anything else would fail the others too.
                 if err.reason not in (
@@ -174,22 +192,33 @@ class SecretSync:
             raise SyncError(refused[0].reason, "; ".join(str(e) for e in refused))
         return synced
 
+    def waiting(self, namespace: str, name: str) -> int:
+        """How many owners volumes have queued for the Secret ``namespace/name`` (tests, debugging)."""
+        return len(self._pending.of(f"{namespace}/{name}"))
+
     def owners_of(self, namespace: str, pod_name: str, pod_uid: str, status: Owner) -> tuple[Owner, ...]:
         """``pod_owners`` of the pod as the API server has it now; the pod's ``status``
         alone if the pod is gone, was replaced (another uid) or cannot be read."""
-        pod: dict[str, Any] | None = None
+        pod: Mapping[str, Any] | None = None
         try:
-            pod = self._rest().get(path("v1", "pods", namespace, pod_name))
-        except (ApiError, Unreachable) as err:
-            # A pod gone (404) needs no word: its status is about to go too.
-            if not isinstance(err, ApiError) or err.status != 404:
-                log.warning(
-                    "cannot read the pod for its owners; its SecretProviderClassPodStatus owns the Secret",
-                    extra={"pod": f"{namespace}/{pod_name}", "error": str(err)},
-                )
+            pod = self._pods(namespace, pod_name)
+        except (ApiError, Unreachable, StoreError) as err:
+            # A pod gone needs no word (the reader answers None): its status is about to go too.
+            log.warning(
+                "cannot read the pod for its owners; its SecretProviderClassPodStatus owns the Secret",
+                extra={"pod": f"{namespace}/{pod_name}", "error": str(err)},
+            )
         if pod is not None and (pod.get("metadata") or {}).get("uid") != pod_uid:
             pod = None
         return pod_owners(pod, status)
+
+    def _read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._rest().get(path("v1", "pods", namespace, name))
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
 
     def _desired(self, secret_object: Mapping[str, Any], files: Mapping[str, bytes], where: str) -> _Desired:
         """One entry, checked, as the API will carry it; raises SyncError naming ``where``."""
@@ -213,80 +242,120 @@ class SecretSync:
                 SyncReason.API_SERVER_UNAVAILABLE, f"{what}: API server unreachable ({err}); will retry"
             ) from None
 
-    def _sync_one(self, api: RestClient, namespace: str, want: _Desired, owners: Sequence[Owner]) -> bool:
-        """Create or update one Secret; True if it was written."""
-        owner = owners[0]  # the one named in messages
+    def _sync_one(
+        self, api: RestClient, namespace: str, want: _Desired, owner: Owner, own: list[dict[str, str]]
+    ) -> bool:
+        """Create or update one Secret, with the owner references ``own`` and those other volumes
+        of this process have pending on it; True if it was written. ``owner`` is named in
+        messages. Starts from the copy last seen, so a Secret that already matches costs no
+        request."""
         what = f"Secret {namespace}/{want.name} ({want.where})"
-        here = path("v1", "secrets", namespace, want.name)
+        key, here = f"{namespace}/{want.name}", path("v1", "secrets", namespace, want.name)
+        seen = self._seen.get(key)
         for attempt in range(ATTEMPTS):
             if attempt:
                 # Another writer (another node) won the last round: let the writers spread out.
                 time.sleep(random.uniform(0, CONFLICT_BACKOFF * 2**attempt))
-            try:
-                current: dict[str, Any] | None = self._call("get", what, api.get, here, passing=(404,))
-            except ApiError:
-                current = None
-            if current is None:
-                body = {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "metadata": {
-                        "name": want.name,
-                        "namespace": namespace,
-                        "labels": want.labels,
-                        "annotations": want.annotations,
-                        "ownerReferences": [o.reference() for o in owners],
-                    },
-                    "type": want.type,
-                    "data": want.data,
-                }
-                collection = path("v1", "secrets", namespace)
+            if seen is None:
                 try:
-                    self._call("create", what, api.create, collection, body, passing=(409,))
-                    return True
+                    current = self._call("get", what, api.get, here, passing=(404,))
                 except ApiError:
-                    continue  # created meanwhile by another writer: update it instead
-            meta = current.setdefault("metadata", {})
-            labels = dict(meta.get("labels") or {})
-            present = list(meta.get("ownerReferences") or [])
-            uids = {ref.get("uid") for ref in present}
-            missing = [o.reference() for o in owners if o.uid not in uids]
-            managed, value = self.dialect.managed_label, self.dialect.managed_value
-            if labels.get(managed) != value:
-                raise SyncError(
-                    SyncReason.SECRET_NOT_MANAGED,
-                    f"{what} exists and was not created by {self.dialect.writer} for this {owner.kind} "
-                    f"(label {managed}={value!r}, owner {owner.kind} {owner.name}), so it is left "
-                    "untouched: choose another name, or delete the Secret to let it be created",
-                )
-            if (current.get("type") or "Opaque") != want.type:
-                raise SyncError(
-                    SyncReason.SECRET_TYPE_MISMATCH,
-                    f"{what} has type {current.get('type')} but the entry asks for {want.type}; a Secret's "
-                    "type cannot change: delete the Secret and the driver recreates it on the next mount",
-                )
-            annotations = dict(meta.get("annotations") or {})
-            new_labels = {**labels, **want.labels}
-            new_annotations = {**annotations, **want.annotations}
-            unchanged = (current.get("data") or {}) == want.data and (labels, annotations) == (
-                new_labels,
-                new_annotations,
-            )
-            if unchanged and not missing:
-                return False
-            current["data"] = want.data
-            meta["labels"], meta["annotations"] = new_labels, new_annotations
-            if missing:
-                # Added, never replaced (as upstream): the garbage collector drops each deleted
-                # owner's reference, and the Secret with the last one.
-                meta["ownerReferences"] = [*present, *missing]
-            update = current
+                    current = None
+                if current is None:
+                    if self._create(api, namespace, want, self._refs(key, own), what, key):
+                        return True
+                    continue  # created meanwhile by another writer: read it and update it
+                seen = self._seen.put(key, current)
             try:
-                # resourceVersion from the read guards against overwriting a concurrent change.
-                self._call("update", what, api.replace, here, update, passing=(404, 409))
-                return True
+                update = self._update_of(seen, want, self._refs(key, own), what, owner)
+            except SyncError:
+                self._seen.drop(key)  # read it again next time: it may be fixed by then
+                raise
+            if update is None:
+                return False
+            try:
+                # The resourceVersion seen guards against overwriting a concurrent change.
+                written = self._call("update", what, api.replace, here, update, passing=(404, 409))
             except ApiError:
-                continue  # changed or deleted meanwhile: read again
+                seen = None  # changed or deleted meanwhile: read again and compare
+                self._seen.drop(key)
+                continue
+            self._seen.put(key, written)
+            return True
         raise SyncError(
             SyncReason.API_SERVER_UNAVAILABLE, f"{what}: kept conflicting with concurrent updates; will retry"
         )
+
+    def _refs(self, key: str, own: list[dict[str, str]]) -> list[dict[str, str]]:
+        """The owners to write: the caller's, then those queued by volumes waiting for the Secret
+        (taken at the last moment, so the write carries every owner queued by then)."""
+        return list({r["uid"]: r for r in [*own, *self._pending.of(key)]}.values())
+
+    def _create(
+        self, api: RestClient, namespace: str, want: _Desired, refs: list[dict[str, str]], what: str, key: str
+    ) -> bool:
+        """Create the Secret; False if another writer created it first."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": want.name,
+                "namespace": namespace,
+                "labels": want.labels,
+                "annotations": want.annotations,
+                "ownerReferences": refs,
+            },
+            "type": want.type,
+            "data": want.data,
+        }
+        try:
+            created = self._call(
+                "create", what, api.create, path("v1", "secrets", namespace), body, passing=(409,)
+            )
+        except ApiError:
+            return False
+        self._seen.put(key, created)
+        return True
+
+    def _update_of(
+        self, seen: Seen, want: _Desired, refs: list[dict[str, str]], what: str, owner: Owner
+    ) -> dict[str, Any] | None:
+        """The Secret to write over ``seen`` (its resourceVersion included); None if it already
+        is what ``want`` and ``refs`` ask. Raises SyncError for a Secret that is not the writer's
+        to change."""
+        current = seen.secret
+        meta = current.setdefault("metadata", {})
+        labels = dict(meta.get("labels") or {})
+        managed, value = self.dialect.managed_label, self.dialect.managed_value
+        if labels.get(managed) != value:
+            raise SyncError(
+                SyncReason.SECRET_NOT_MANAGED,
+                f"{what} exists and was not created by {self.dialect.writer} for this {owner.kind} "
+                f"(label {managed}={value!r}, owner {owner.kind} {owner.name}), so it is left "
+                "untouched: choose another name, or delete the Secret to let it be created",
+            )
+        if (current.get("type") or "Opaque") != want.type:
+            raise SyncError(
+                SyncReason.SECRET_TYPE_MISMATCH,
+                f"{what} has type {current.get('type')} but the entry asks for {want.type}; a Secret's "
+                "type cannot change: delete the Secret and the driver recreates it on the next mount",
+            )
+        present = list(meta.get("ownerReferences") or [])
+        uids = {ref.get("uid") for ref in present}
+        missing = [ref for ref in refs if ref["uid"] not in uids]
+        annotations = dict(meta.get("annotations") or {})
+        new_labels = {**labels, **want.labels}
+        new_annotations = {**annotations, **want.annotations}
+        if (
+            seen.data == digest(want.data)
+            and (labels, annotations) == (new_labels, new_annotations)
+            and not missing
+        ):
+            return None
+        current["data"] = want.data
+        meta["labels"], meta["annotations"] = new_labels, new_annotations
+        if missing:
+            # Added, never replaced (as upstream): the garbage collector drops each deleted
+            # owner's reference, and the Secret with the last one.
+            meta["ownerReferences"] = [*present, *missing]
+        return current

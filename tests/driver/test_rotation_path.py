@@ -20,7 +20,8 @@ from kubernetes import client as _client
 
 from kvmount.csi.provider_client import ProviderClients
 from kvmount.driver.publish import Publisher
-from kvmount.driver.rotation import RotationPath, Rotator
+from kvmount.driver.rotation import Rotator
+from kvmount.driver.rotation_path import RotationPath
 from kvmount.driver.volumes import VolumeRegistry, VolumeState
 from kvmount.kube.api_store import KubeStore
 from kvmount.volume.target import KubeletRoot
@@ -159,7 +160,7 @@ def test_upstreams_chart_rbac_is_detected_once_and_rotation_stays_quiet(
 ) -> None:
     csidriver(requires_republish)
     rotation, api = rotator(upstream_rbac, tmp_path)
-    caplog.set_level(logging.INFO, logger="kvmount.driver.rotation")
+    caplog.set_level(logging.INFO, logger="kvmount.driver")
     assert rotation.choose_path(api) is path
     said = [r for r in caplog.records if r.getMessage() == "rotation path"]
     assert len(said) == 1 and said[0].levelno == level

@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 from kubernetes import client as _client
 
+from kvmount.csi.attributes import SA_TOKENS
 from kvmount.csi.provider_client import ProviderClients
 from kvmount.driver.publish import Publisher
+from kvmount.driver.request import VolumeRequest
 from kvmount.driver.rotation import Rotator
 from kvmount.driver.rotation_path import RotationPath
 from kvmount.driver.volumes import VolumeRegistry, VolumeState
@@ -165,12 +167,17 @@ def test_upstreams_chart_rbac_is_detected_once_and_rotation_stays_quiet(
     said = [r for r in caplog.records if r.getMessage() == "rotation path"]
     assert len(said) == 1 and said[0].levelno == level
     assert "create serviceaccounts/token" in str(said[0].__dict__["refused"])
+    # Upstream's chart with sync on grants list and watch of Secrets too: its labelled ones are watched.
+    assert said[0].__dict__["node_publish_secrets"] == "watch"
 
     state = a_served_volume(kube_apiserver, tmp_path)
     for _ in range(3):  # three polls
         rotation.rotate(state)
     events = k8s.CoreV1Api(kube_apiserver.admin).list_namespaced_event(state.pod_namespace).items
     assert [(e.reason, e.message) for e in events] == []
+    # kubelet's re-publish of it (its tokens in the request) is the path that rotates it.
+    republished = VolumeRequest(state.volume_id, state.target_path, {SA_TOKENS: "{}"}, {})
+    assert not rotation.reconciles(republished)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r is not said[0]]
 
 

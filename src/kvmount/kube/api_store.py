@@ -261,8 +261,10 @@ class KubeStore:
             if err.status != 404:
                 raise api_error(what, "get", err) from None
             spec = None
+        # None (not installed yet, or a misconfigured cluster) is asked again sooner.
+        ttl = CSIDRIVER_SECONDS if spec is not None else CSIDRIVER_SECONDS / 10
         with self._lock:
-            self._driver = (time.monotonic() + CSIDRIVER_SECONDS, spec)
+            self._driver = (time.monotonic() + ttl, spec)
         return spec
 
     def may(self, verb: str, resource: str, subresource: str = "", group: str = "") -> bool:

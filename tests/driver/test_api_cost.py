@@ -130,7 +130,7 @@ def test_with_watches_an_unchanged_poll_makes_no_request(node: Node, kubelet_dir
         node.poll()
         node.poll()
         calls = node.calls(polls)
-        # The nodePublishSecretRef Secret is still read: the driver may not watch Secrets.
+        # The nodePublishSecretRef Secret is still read: no Secret watch here (test_secret_watch.py).
         assert {k: n for k, n in calls.items() if k != ("get", "secrets")} == {}, calls
         assert calls[("get", "secrets")] == 2
         watched = {r for (verb, r), _ in node.calls(mark).items() if verb == "watch"}

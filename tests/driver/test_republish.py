@@ -34,7 +34,8 @@ DRIVER_USER = "system:serviceaccount:kube-system:secrets-store-csi-driver"
 REQUEST = VolumeRequest("v", "/var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/s/mount", {}, {})
 
 
-def state(refreshed_at: float) -> VolumeState:
+def state(age: float) -> VolumeState:
+    """The state of a volume last fetched ``age`` seconds ago."""
     return VolumeState(
         "v",
         REQUEST.target_path,
@@ -45,26 +46,26 @@ def state(refreshed_at: float) -> VolumeState:
         "kv",
         "azure",
         {},
-        refreshed_at=refreshed_at,
+        refreshed_at=time.time() - age,
     )
 
 
 @pytest.mark.parametrize(
-    ("interval", "reconciled", "previous", "fetches"),
+    ("interval", "reconciled", "age", "fetches"),
     [
-        (None, False, state(0.0), False),  # rotation off: never
-        (60.0, False, state(time.time()), False),  # not due
-        (60.0, False, state(0.0), True),  # due, and kubelet's to rotate
-        (60.0, True, state(0.0), False),  # due, but the reconciler's
+        (None, False, 7200.0, False),  # rotation off: never
+        (60.0, False, 0.0, False),  # not due
+        (60.0, False, 7200.0, True),  # due, and kubelet's to rotate
+        (60.0, True, 7200.0, False),  # due, but the reconciler's
         (60.0, True, None, True),  # unknown to the driver: the reconciler cannot serve it
     ],
 )
 def test_a_republish_fetches_only_a_due_volume_the_reconciler_does_not_serve(
-    interval: float | None, reconciled: bool, previous: VolumeState | None, fetches: bool
+    interval: float | None, reconciled: bool, age: float | None, fetches: bool
 ) -> None:
     republish = Republish(interval)
     republish.hand_to(lambda _: reconciled)
-    assert republish.fetches(REQUEST, previous) is fetches
+    assert republish.fetches(REQUEST, None if age is None else state(age)) is fetches
 
 
 def _mounts(log: Path, pod: str) -> int:

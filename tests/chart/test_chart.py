@@ -112,6 +112,36 @@ def test_restart_values_become_the_drivers_flags() -> None:
     assert not [a for a in off if "workload-restart" in a]
 
 
+def _rotation(rotation: dict[str, Any]) -> tuple[bool, dict[str, list[Any]]]:
+    """requiresRepublish, and the rules of the driver's rotation roles, with rotation on."""
+    values = {"secrets-store-csi-driver": {"enableSecretRotation": True, "rotation": rotation}}
+    docs = helm_template(values)
+    (driver,) = [d for d in docs if d["kind"] == "CSIDriver"]
+    roles = {
+        d["metadata"]["name"]: d["rules"]
+        for d in docs
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"].startswith("secretproviderrotation")
+    }
+    return driver["spec"]["requiresRepublish"], roles
+
+
+def test_one_rotation_path_sets_requires_republish_and_the_grants() -> None:
+    """The driver's loop (default): no kubelet re-publish, and the driver may read what kubelet
+    would pass; kubelet's: re-publish on, nothing granted (upstream's chart)."""
+    republish, roles = _rotation({})
+    assert republish is False
+    (rules,) = roles.values()
+    assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]} in rules
+    assert any(r["resources"] == ["serviceaccounts/token"] for r in rules)  # the chart's tokenRequests
+    assert _rotation({"path": "kubelet"}) == (True, {})
+    assert _rotation({"path": "kubelet", "watchSecrets": True}) == (True, {})
+    _, roles = _rotation({"watchSecrets": True})
+    watch = roles["secretproviderrotationwatch-role"]
+    assert watch == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]}]
+    refused = template({"secrets-store-csi-driver": {"rotation": {"path": "both"}}})
+    assert refused.returncode != 0 and "/rotation/path" in refused.stderr
+
+
 def _rendered_provider_args(values: dict[str, Any]) -> list[str]:
     (daemonset,) = [
         d for d in helm_template(values) if d["kind"] == "DaemonSet" and "provider" in d["metadata"]["name"]

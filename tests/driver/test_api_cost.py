@@ -91,7 +91,7 @@ def mounted(node: Node, kubelet_dir: Path) -> tuple[Namespace, str, Pod]:
 
 
 def synced(caches: NodeCaches) -> bool:
-    return all(c.synced.is_set() for c in (caches.pods, caches.classes, caches.statuses, caches.driver))
+    return all(c.synced.is_set() for c in (caches.pods, caches.classes, caches.statuses))
 
 
 def test_unchanged_polls_reuse_tokens_and_write_no_status(node: Node, kubelet_dir: Path) -> None:
@@ -130,11 +130,11 @@ def test_with_watches_an_unchanged_poll_makes_no_request(node: Node, kubelet_dir
         node.poll()
         node.poll()
         calls = node.calls(polls)
-        # The nodePublishSecretRef Secret is still read: the driver may not watch Secrets.
+        # The nodePublishSecretRef Secret is still read: no Secret watch here (test_secret_watch.py).
         assert {k: n for k, n in calls.items() if k != ("get", "secrets")} == {}, calls
         assert calls[("get", "secrets")] == 2
         watched = {r for (verb, r), _ in node.calls(mark).items() if verb == "watch"}
-        assert watched == {"pods", "secretproviderclasses", STATUSES, "csidrivers"}
+        assert watched == {"pods", "secretproviderclasses", STATUSES}  # the CSIDriver is read, not watched
         # Only the classes this node's pods name are held, not every class of the cluster.
         ns.create_class("unused", [{"objectName": "x", "objectType": "secret"}])
         eventually(lambda: caches.classes.get(ns.name, "kv"), timeout=30, what="used class held")

@@ -9,7 +9,9 @@ With kvmount's own RBAC (deploy/) it fetches them itself.
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,18 +20,25 @@ from typing import Any
 import pytest
 from kubernetes import client as _client
 
+from kvmount.csi.attributes import SA_TOKENS
 from kvmount.csi.provider_client import ProviderClients
 from kvmount.driver.publish import Publisher
-from kvmount.driver.rotation import RotationPath, Rotator
+from kvmount.driver.request import VolumeRequest
+from kvmount.driver.rotation import Rotator
+from kvmount.driver.rotation_path import RotationPath
 from kvmount.driver.volumes import VolumeRegistry, VolumeState
 from kvmount.kube.api_store import KubeStore
 from kvmount.volume.target import KubeletRoot
 from tests.compat.upstream import DRIVER_MODULE, module_dir, render
+from tests.driver.conftest import PROVIDER, make_pod, start_driver, stop_driver
+from tests.driver.provider_double import ProviderDouble
 from tests.peers.kube import KubeAPIServer
+from tests.support import eventually
 
 k8s: Any = _client
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = "secrets-store.csi.k8s.io"
+GROUP = "secrets-store.csi.x-k8s.io"
 SUFFIX = "-upstream-rbac"  # upstream's object names, kept apart from deploy/'s of the same names
 
 
@@ -159,17 +168,22 @@ def test_upstreams_chart_rbac_is_detected_once_and_rotation_stays_quiet(
 ) -> None:
     csidriver(requires_republish)
     rotation, api = rotator(upstream_rbac, tmp_path)
-    caplog.set_level(logging.INFO, logger="kvmount.driver.rotation")
+    caplog.set_level(logging.INFO, logger="kvmount.driver")
     assert rotation.choose_path(api) is path
     said = [r for r in caplog.records if r.getMessage() == "rotation path"]
     assert len(said) == 1 and said[0].levelno == level
     assert "create serviceaccounts/token" in str(said[0].__dict__["refused"])
+    # Upstream's chart with sync on grants list and watch of Secrets too: its labelled ones are watched.
+    assert said[0].__dict__["node_publish_secrets"] == "watch"
 
     state = a_served_volume(kube_apiserver, tmp_path)
     for _ in range(3):  # three polls
         rotation.rotate(state)
     events = k8s.CoreV1Api(kube_apiserver.admin).list_namespaced_event(state.pod_namespace).items
     assert [(e.reason, e.message) for e in events] == []
+    # kubelet's re-publish of it (its tokens in the request) is the path that rotates it.
+    republished = VolumeRequest(state.volume_id, state.target_path, {SA_TOKENS: "{}"}, {})
+    assert not rotation.reconciles(republished)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r is not said[0]]
 
 
@@ -183,3 +197,79 @@ def test_kvmounts_own_rbac_rotates_with_the_drivers_tokens(
     rotation, api = rotator(kubeconfig, tmp_path)
     assert rotation.choose_path(api) is RotationPath.DRIVER
     assert rotation.grants.tokens and rotation.grants.secrets
+
+
+def _backdate(state_dir: Path, target: Path, seconds: float) -> None:
+    """Make the volume at ``target`` look fetched ``seconds`` ago (kubelet's re-publish clock)."""
+    for file in (state_dir / "volumes").glob("*.json"):
+        doc = json.loads(file.read_text())
+        if doc["target_path"] == str(target):
+            doc["refreshed_at"] = time.time() - seconds
+            file.write_text(json.dumps(doc))
+            return
+    raise AssertionError(f"no state for {target}")
+
+
+def test_under_upstreams_chart_kubelets_republish_rotates_only_what_the_loop_may_not(
+    kube_apiserver: KubeAPIServer,
+    upstream_rbac: Path,
+    csidriver: Any,
+    tmp_path: Path,
+    provider_dir: Path,
+    provider: ProviderDouble,
+    kubelet_dir: Path,
+) -> None:
+    """The image swap: upstream's chart RBAC and requiresRepublish: true, `kvmount driver` over
+    real gRPC. A volume with tokens (no token grant) is rotated by kubelet's re-publish once due;
+    one without credentials is the loop's, and its re-publishes never reach the provider."""
+    csidriver(True)
+    for crd in sorted((REPO / "deploy" / "crds").glob("*.yaml")):
+        kube_apiserver.apply_yaml(crd)
+    kube_apiserver.wait_established(f"secretproviderclasses.{GROUP}")
+    namespace = f"swap-{uuid.uuid4().hex[:6]}"
+    k8s.CoreV1Api(kube_apiserver.admin).create_namespace({"metadata": {"name": namespace}})
+    body = {"metadata": {"name": "app"}, "spec": {"provider": PROVIDER, "parameters": {"file.a": "one"}}}
+    k8s.CustomObjectsApi(kube_apiserver.admin).create_namespaced_custom_object(
+        GROUP,
+        "v1",
+        namespace,
+        "secretproviderclasses",
+        {"apiVersion": f"{GROUP}/v1", "kind": "SecretProviderClass", **body},
+    )
+    base = tmp_path / "drv"
+    base.mkdir()
+    driver = start_driver(
+        base,
+        provider_dir,
+        f"--kubeconfig={upstream_rbac}",
+        "--standalone-classes-dir=",
+        "--enable-secret-rotation",
+        "--rotation-poll-interval=1h",
+    )
+    try:
+        eventually(lambda: "rotation path" in driver.log.read_text(), timeout=30, what="rotation path chosen")
+        tokens = {
+            SA_TOKENS: json.dumps({"api://AzureADTokenExchange": {"token": "t", "expirationTimestamp": ""}})
+        }
+        kubelets = make_pod(kubelet_dir, "with-token", namespace)
+        loops = make_pod(kubelet_dir, "no-credentials", namespace)
+        requests = {
+            kubelets.name: kubelets.publish_request("app", attributes=tokens),
+            loops.name: loops.publish_request("app"),
+        }
+        for request in requests.values():
+            driver.node.NodePublishVolume(request, timeout=60)
+        assert len(provider.requests) == 2
+        for _ in range(5):  # not due: free for both
+            for request in requests.values():
+                driver.node.NodePublishVolume(request, timeout=60)
+        assert len(provider.requests) == 2
+
+        for pod in (kubelets, loops):
+            _backdate(base / "state", pod.target, 7200)
+        for request in requests.values():
+            driver.node.NodePublishVolume(request, timeout=60)
+        fetched = [json.loads(r.attributes)["csi.storage.k8s.io/pod.name"] for r in provider.requests[2:]]
+        assert fetched == [kubelets.name]
+    finally:
+        stop_driver(driver)

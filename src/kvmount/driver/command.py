@@ -220,8 +220,8 @@ def run(args: argparse.Namespace) -> int:
         http = serve_http(args.metrics_addr, {"/metrics": metrics_route(), "/healthz": ok_route()})
     stop = threading.Event()
     if api is not None:
-        # Pods, classes, pod statuses and the CSIDriver served from watches: an unchanged
-        # rotation poll costs the API server nothing.
+        # Pods, classes and pod statuses served from watches: an unchanged rotation poll
+        # costs the API server nothing.
         api.start_watches(stop)
     restarter = None
     if args.enable_workload_restart:

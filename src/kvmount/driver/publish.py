@@ -27,6 +27,7 @@ from kvmount.base.locks import KeyedLocks
 from kvmount.csi.provider_client import ProviderClients, ProviderError
 from kvmount.driver import metrics
 from kvmount.driver.events import EventReason
+from kvmount.driver.republish import Republish
 from kvmount.driver.request import (
     DEFAULT_TIMEOUT,
     PERMISSION,
@@ -93,8 +94,8 @@ class Publisher:
         self.registry = registry
         self.node_id = node_id
         self.tmpfs_size = tmpfs_size
-        # With rotation on, kubelet's periodic NodePublishVolume (requiresRepublish) re-fetches when due.
-        self.rotation_interval = rotation_interval
+        # kubelet's periodic NodePublishVolume (requiresRepublish) of a live volume: when it fetches.
+        self.republish = Republish(rotation_interval)
         self.syncer = syncer
         self.kubelet_root = kubelet_root
         self._locks = KeyedLocks()
@@ -102,9 +103,11 @@ class Publisher:
         # for rotations where the API cannot give them again (standalone mode).
         self._secrets: dict[str, dict[str, str]] = {}
 
-    def last_secrets(self, target_path: str) -> dict[str, str]:
-        """The secrets (tokens included) of the last publish of ``target_path`` by this process."""
-        return dict(self._secrets.get(target_path, {}))
+    def last_secrets(self, target_path: str) -> dict[str, str] | None:
+        """The secrets (tokens included) of the last publish of ``target_path`` by this process,
+        None if it has published none there since it started."""
+        held = self._secrets.get(target_path)
+        return None if held is None else dict(held)
 
     def publish(self, req: VolumeRequest, deadline: float | None = None, refresh: bool = False) -> Outcome:
         """Publish ``req``; with ``refresh``, fetch and rewrite a live volume again (rotation)."""
@@ -143,10 +146,6 @@ class Publisher:
             },
         )
         return outcome
-
-    def _due(self, state: VolumeState | None) -> bool:
-        interval = self.rotation_interval
-        return interval is not None and (state is None or time.time() - state.refreshed_at >= interval)
 
     def _clean(self, target_path: str) -> str:
         try:
@@ -189,8 +188,8 @@ class Publisher:
             # A live volume keeps its content whatever happens to a refresh of it.
             keep_mount = was_mounted and _has_content(target)
             previous = self.registry.load(target) if was_mounted else None
-            if keep_mount and not refresh and not self._due(previous):
-                return
+            if keep_mount and not refresh and not self.republish.fetches(req, previous):
+                return  # kubelet's re-publish, not due or the reconciler's: free
             spc = self._get_class(pod.namespace, class_name)
             try:
                 self.providers.socket_for(spc.provider)

@@ -1,15 +1,15 @@
 """Rotation: fetch the content of served volumes again, and rewrite what changed.
 
-Three triggers, one path (``Publisher.publish(refresh=True)``: current object
+Three triggers, one fetch (``Publisher.publish(refresh=True)``: current object
 versions to the provider, an atomic rewrite only when content changed, the pod
 status and synced Secrets updated, the last good content kept on failure):
 
-* the reconciler, for clusters whose CSIDriver lacks ``requiresRepublish``: each
-  volume this driver serves on a schedule of its own, every ``--rotation-poll-interval``
-  or its class's ``kvmount.io/rotation-poll-interval`` (not below
+* the reconciler: each volume this driver serves on a schedule of its own, every
+  ``--rotation-poll-interval`` or its class's ``kvmount.io/rotation-poll-interval`` (not below
   ``--min-rotation-poll-interval``);
-* kubelet's periodic NodePublishVolume of a live volume, when the CSIDriver
-  has ``requiresRepublish: true`` (decided in ``Publisher.publish``);
+* kubelet's periodic NodePublishVolume of a live volume, when the CSIDriver has
+  ``requiresRepublish: true``, for the volumes the reconciler may not serve (driver/republish.py:
+  a volume has one rotation path, and a re-publish of the reconciler's volumes is free);
 * on demand, for one pod: a new value of its ``secrets-store.csi.k8s.io/refresh``
   annotation (``kubectl annotate pod web secrets-store.csi.k8s.io/refresh=$(date +%s) --overwrite``).
 
@@ -19,23 +19,17 @@ volume specs and the mounts on disk. Credentials for a rotation come from the
 API as kubelet would send them (the pod's nodePublishSecretRef, service account
 tokens by TokenRequest), or in standalone mode from the last publish, in memory.
 
-Which of those the driver's ServiceAccount may get is asked once at start
-(SelfSubjectAccessReview) and logged once (``RotationPath``): upstream's chart
-grants no ``serviceaccounts/token`` create (and ``secrets`` get only with sync
-on), so with it the reconciler leaves volumes that need what it may not get to
-kubelet's re-publish, quietly, instead of a refused request and a warning event
-per pod and poll.
+Which of those the driver's ServiceAccount may get is asked once at start and
+logged once (driver/rotation_path.py).
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from kvmount.csi.attributes import EPHEMERAL, POD_NAME, POD_NAMESPACE, POD_UID, SA_NAME, SA_TOKENS
 from kvmount.csi.kubelet import volume_id
@@ -48,6 +42,7 @@ from kvmount.driver.request import (
     VolumeRequest,
 )
 from kvmount.driver.restart import Restarter
+from kvmount.driver.rotation_path import Grants, RotationPath, choose_path
 from kvmount.driver.volumes import VolumeState
 from kvmount.kube.api_store import KubeStore
 from kvmount.kube.errors import StoreError
@@ -61,22 +56,6 @@ REFRESH_ANNOTATION = "secrets-store.csi.k8s.io/refresh"
 # One volume's rotation gets as long as kubelet gives a publish.
 ROTATION_TIMEOUT = 120.0
 WATCH_RETRY_SECONDS = 5.0
-
-
-class RotationPath(enum.Enum):
-    """How a volume's content is fetched again, as the driver's permissions allow."""
-
-    DRIVER = "driver"  # the reconciler, with credentials it gets itself
-    KUBELET = "kubelet"  # kubelet's re-publish (requiresRepublish), with the credentials kubelet sends
-    NONE = "none"  # neither: credentials refused and no requiresRepublish
-
-
-@dataclass(frozen=True)
-class Grants:
-    """What the reconciler may fetch for a pod; decided once at start."""
-
-    tokens: bool = True  # create serviceaccounts/token
-    secrets: bool = True  # get secrets (nodePublishSecretRef)
 
 
 class _LeftToKubelet(Exception):
@@ -116,6 +95,8 @@ class Rotator:
         self._due: dict[str, float] = {}
         self._tick = min(interval, min_interval)
         self.grants = Grants()
+        # Served volumes whose credentials the reconciler found it may not get: kubelet's to rotate.
+        self._left_to_kubelet: set[str] = set()
 
     # ------------------------------------------------------------ served volumes
 
@@ -185,7 +166,7 @@ class Rotator:
     def _request(self, state: VolumeState) -> VolumeRequest | None:
         """The publish request kubelet would send now, or None when the pod is gone."""
         if self.api is None:
-            secrets = self.publisher.last_secrets(state.target_path)
+            secrets = self.publisher.last_secrets(state.target_path) or {}
         else:
             pod = self.api.get_pod(state.pod_namespace, state.pod_name)
             if pod is None or pod["metadata"].get("uid") != state.pod_uid:
@@ -217,11 +198,13 @@ class Rotator:
         where = f"SecretProviderClass {state.pod_namespace}/{state.class_name}"
         try:
             request = self._request(state)
+            self._left_to_kubelet.discard(state.target_path)
             if request is None:
                 log.info("pod gone; rotation skipped", extra={"target_path": state.target_path})
                 return
         except _LeftToKubelet:
             log.debug("rotation left to kubelet's re-publish", extra={"target_path": state.target_path})
+            self._left_to_kubelet.add(state.target_path)
             return
         except (PublishError, StoreError) as err:
             self._failed(state, pod, where, start, err)
@@ -249,46 +232,17 @@ class Rotator:
         message = f"{where}: rotation failed, the previous content is kept: {err}"
         self.publisher.store.record_event(pod, EventType.WARNING, EventReason.MOUNT_ROTATION_FAILED, message)
 
-    def choose_path(self, api: KubeStore) -> RotationPath:
+    def choose_path(self, api: KubeStore, rotating: bool = True) -> RotationPath:
         """Ask once what the reconciler may fetch, log the rotation path that leaves, and keep it."""
-        try:
-            driver = api.csidriver() or {}
-            needs_tokens = bool(driver.get("tokenRequests"))
-            grants = Grants(
-                tokens=not needs_tokens or api.may("create", "serviceaccounts", "token"),
-                secrets=api.may("get", "secrets"),
-            )
-        except StoreError as err:
-            # The API cannot say now: try everything, as before; a refusal shows per volume.
-            log.warning("cannot review the driver's permissions for rotation", extra={"error": str(err)})
-            return RotationPath.DRIVER
-        self.grants = grants
-        asked = (("create serviceaccounts/token", grants.tokens), ("get secrets", grants.secrets))
-        refused = [what for what, granted in asked if not granted]
-        if not refused:
-            log.info("rotation path", extra={"path": RotationPath.DRIVER.value})
-            return RotationPath.DRIVER
-        needs = "service account tokens" if not grants.tokens else "a nodePublishSecretRef"
-        if driver.get("requiresRepublish"):
-            log.info(
-                "rotation path",
-                extra={
-                    "path": RotationPath.KUBELET.value,
-                    "refused": ", ".join(refused),
-                    "detail": f"volumes that need {needs} are rotated by kubelet's re-publish",
-                },
-            )
-            return RotationPath.KUBELET
-        log.warning(
-            "rotation path",
-            extra={
-                "path": RotationPath.NONE.value,
-                "refused": ", ".join(refused),
-                "detail": f"volumes that need {needs} are not rotated: grant the driver's ServiceAccount "
-                f"{' and '.join(refused)}, or set requiresRepublish: true in the CSIDriver",
-            },
-        )
-        return RotationPath.NONE
+        path, self.grants = choose_path(api, rotating)
+        return path
+
+    def reconciles(self, req: VolumeRequest) -> bool:
+        """Whether the reconciler rotates the volume of ``req`` (so kubelet's re-publish of it
+        need not): its credentials are ones the reconciler may get. From memory alone."""
+        if self.api is None:  # standalone: the credentials of the last publish, in memory
+            return self.publisher.last_secrets(req.target_path) is not None
+        return self.grants.cover(req) and req.target_path not in self._left_to_kubelet
 
     # ------------------------------------------------------------ triggers
 
@@ -314,6 +268,7 @@ class Rotator:
 
         served = self.publisher.served_volumes()
         self._due = {s.target_path: self._due.get(s.target_path) or first(s) for s in served}
+        self._left_to_kubelet &= self._due.keys()
         due = [s for s in served if self._due[s.target_path] <= now]
         for state in due:
             self._due[state.target_path] = now + self.period(state)
@@ -347,8 +302,12 @@ class Rotator:
         self.recover()
         if self.api is not None:
             api = self.api
-            self.choose_path(api)  # the refresh annotation rotates through the same path
+            self.choose_path(api, periodic)  # the refresh annotation rotates through the same path
+            if self.grants.watch_secrets:
+                api.start_secret_watch(stop)
             threading.Thread(target=self._watch, args=(api, stop), name="refresh-watch", daemon=True).start()
+        if periodic:  # the reconciler's volumes are its alone from now on
+            self.publisher.republish.hand_to(self.reconciles)
         wait = self._tick
         while periodic and not stop.wait(wait):
             try:

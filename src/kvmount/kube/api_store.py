@@ -21,7 +21,7 @@ from typing import Any, TypeVar, cast
 from kvmount.kube import kubeconfig
 from kvmount.kube.classes import CLASSES, GROUP, VERSION, SecretProviderClass, parse_class
 from kvmount.kube.errors import ClassNotFound, StoreError, StoreReason, StoreUnavailable, api_error
-from kvmount.kube.node_caches import NodeCaches, pod_annotations
+from kvmount.kube.node_caches import NodeCaches, labelled_used, pod_annotations
 from kvmount.kube.objects import (
     CSIDriver,
     CSIDriverSpec,
@@ -39,6 +39,8 @@ from kvmount.kube.watchcache import WatchCache
 
 # A pod watch is renewed this often (the server ends it after at most this long).
 WATCH_SECONDS = 300
+# The CSIDriver is read again at most this often: a watch's renewals would cost as much.
+CSIDRIVER_SECONDS = 300.0
 EVENT_SOURCE = "csi-secrets-store-driver"
 CUSTOM = f"{GROUP}/{VERSION}"
 T = TypeVar("T")
@@ -72,25 +74,31 @@ class KubeStore:
         # The pod statuses this process wrote, as the server stored them, by (namespace, name).
         self._statuses: dict[tuple[str, str], PodStatusObject] = {}
         self._caches: NodeCaches | None = None
+        # The CSIDriver's spec as last read (None: there is none), and when to read it again.
+        self._driver: tuple[float, CSIDriverSpec | None] | None = None
         self._lock = threading.Lock()
 
     def start_watches(self, stop: threading.Event) -> None:
-        """Serve this node's pods, their classes, its pod statuses and the CSIDriver from
-        watch-fed caches (kube/node_caches.py) from now on, until ``stop``."""
+        """Serve this node's pods, their classes and its pod statuses from watch-fed caches
+        (kube/node_caches.py) from now on, until ``stop``."""
         if self.node and self._caches is None:
             self._caches = NodeCaches(self.rest, self.node, self.driver_name)
             self._caches.start(stop)
+
+    def start_secret_watch(self, stop: threading.Event) -> None:
+        """Serve the labelled nodePublishSecretRef Secrets of this node's pods from a watch too
+        (the driver may list and watch Secrets); others are still read by a GET."""
+        if self._caches is not None:
+            self._caches.watch_secrets(stop)
 
     @property
     def caches(self) -> NodeCaches | None:
         return self._caches
 
-    def _cache(self, pick: Callable[[NodeCaches], WatchCache]) -> WatchCache | None:
+    def _cache(self, pick: Callable[[NodeCaches], WatchCache | None]) -> WatchCache | None:
         """The cache ``pick`` names, once it is synced; None means: ask the server."""
-        caches = self._caches
-        if caches is None or not pick(caches).synced.is_set():
-            return None
-        return pick(caches)
+        cache = pick(self._caches) if self._caches is not None else None
+        return cache if cache is not None and cache.synced.is_set() else None
 
     def rest(self) -> RestClient:
         """The REST client, configured on first use (so CSI is served before the API server is
@@ -219,36 +227,45 @@ class KubeStore:
             raise api_error(what, "get", err) from None
 
     def node_publish_secret(self, namespace: str, name: str) -> dict[str, str]:
-        rest = self.rest()
-        what = f"Secret {namespace}/{name} (nodePublishSecretRef)"
-        try:
-            secret = cast(Secret, self._call(what, rest.get, path("v1", "secrets", namespace, name)))
-        except ApiError as err:
-            if err.status == 404:
-                raise StoreError(StoreReason.NODE_PUBLISH_SECRET_NOT_FOUND, f"{what} not found") from None
-            raise api_error(what, "get", err) from None
+        """A nodePublishSecretRef Secret's data: from the Secret watch when it runs and the Secret
+        carries its label, else by a GET."""
+        cache = self._cache(lambda c: c.secrets)
+        secret = cast(Secret | None, cache.get(namespace, name) if cache is not None else None)
+        if secret is None:
+            rest = self.rest()
+            what = f"Secret {namespace}/{name} (nodePublishSecretRef)"
+            try:
+                secret = cast(Secret, self._call(what, rest.get, path("v1", "secrets", namespace, name)))
+            except ApiError as err:
+                if err.status == 404:
+                    raise StoreError(StoreReason.NODE_PUBLISH_SECRET_NOT_FOUND, f"{what} not found") from None
+                raise api_error(what, "get", err) from None
+            if cache is not None and labelled_used(cast(dict[str, Any], secret)):
+                cache.offer(cast(dict[str, Any], secret))  # a new pod's: the watch keeps it current
         data = secret.get("data", {})
         return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in data.items()}
 
     def csidriver(self) -> CSIDriverSpec | None:
-        """The spec of this driver's CSIDriver object, or None when there is none."""
+        """The spec of this driver's CSIDriver object, or None when there is none; read again at
+        most every CSIDRIVER_SECONDS."""
+        with self._lock:
+            held = self._driver
+        if held is not None and time.monotonic() < held[0]:
+            return held[1]
         rest = self.rest()
         what = f"CSIDriver {self.driver_name}"
-        cache = self._cache(lambda c: c.driver)
         try:
-            if cache is not None:  # the watch names it: not there means there is none
-                held = cache.get("", self.driver_name)
-                if held is None:
-                    return None
-                driver = cast(CSIDriver, held)
-            else:
-                where = path("storage.k8s.io/v1", "csidrivers", name=self.driver_name)
-                driver = cast(CSIDriver, self._call(what, rest.get, where))
+            where = path("storage.k8s.io/v1", "csidrivers", name=self.driver_name)
+            spec: CSIDriverSpec | None = cast(CSIDriver, self._call(what, rest.get, where)).get("spec", {})
         except ApiError as err:
-            if err.status == 404:
-                return None
-            raise api_error(what, "get", err) from None
-        return driver.get("spec", {})
+            if err.status != 404:
+                raise api_error(what, "get", err) from None
+            spec = None
+        # None (not installed yet, or a misconfigured cluster) is asked again sooner.
+        ttl = CSIDRIVER_SECONDS if spec is not None else CSIDRIVER_SECONDS / 10
+        with self._lock:
+            self._driver = (time.monotonic() + ttl, spec)
+        return spec
 
     def may(self, verb: str, resource: str, subresource: str = "", group: str = "") -> bool:
         """Whether this client may ``verb`` the resource in every namespace (SelfSubjectAccessReview,

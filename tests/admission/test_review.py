@@ -58,10 +58,41 @@ def test_deny_refuses_an_error_and_still_allows_a_warning() -> None:
 
 
 def test_other_objects_are_allowed_unchecked() -> None:
-    assert review(body({"kind": "SecretSync"}, "SecretSync"), deny=True)["response"] == {
+    assert review(body({"kind": "ConfigMap"}, "ConfigMap"), deny=True)["response"] == {
         "uid": "r-1",
         "allowed": True,
     }
+
+
+def secret_sync(secret_type: str = "Opaque", **data: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "secret-sync.x-k8s.io/v1alpha1",
+        "kind": "SecretSync",
+        "metadata": {"name": "db", "namespace": "shop", "uid": "u"},
+        "spec": {
+            "secretProviderClassName": "db",
+            "serviceAccountName": "web",
+            "secretObject": {
+                "type": secret_type,
+                "data": [{"sourcePath": path, "targetKey": key} for key, path in data.items()],
+            },
+        },
+    }
+
+
+def test_a_secret_sync_gets_the_controllers_checks() -> None:
+    assert review(body(secret_sync(password="db"), "SecretSync"), deny=True)["response"] == {
+        "uid": "r-1",
+        "allowed": True,
+    }
+    refused = secret_sync("kubernetes.io/service-account-token", token="db")
+    warned = review(body(refused, "SecretSync"), deny=False)["response"]
+    assert warned["allowed"] is True
+    (warning,) = warned["warnings"]
+    assert warning.startswith("spec.secretObject.type: 'kubernetes.io/service-account-token' is refused")
+    denied = review(body(refused, "SecretSync"), deny=True)["response"]
+    assert denied["allowed"] is False and denied["status"]["code"] == 422
+    assert denied["status"]["message"].startswith("SecretSync shop/db is invalid: spec.secretObject.type")
 
 
 def test_warnings_are_bounded() -> None:

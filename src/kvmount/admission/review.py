@@ -1,9 +1,9 @@
 """One AdmissionReview -> its answer: `kvmount validate`'s findings as warnings, or a refusal.
 
-Pure: no I/O. Only a SecretProviderClass is checked (validate has no SecretSync checks); any
-other object is allowed as it is. By default everything is allowed and every finding is a
-warning, so nothing that worked before stops working; with ``deny`` a class with an error
-finding is refused, its warnings still shown.
+Pure: no I/O. A SecretProviderClass or a SecretSync is checked; any other object is allowed as
+it is. By default everything is allowed and every finding is a warning, so nothing that worked
+before stops working; with ``deny`` an object with an error finding is refused, its warnings
+still shown.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kvmount.validate.checks import KIND, Severity, check_object
+from kvmount.validate.checks import Severity
+from kvmount.validate.kinds import KINDS, check_object
 
 # The API server truncates long warnings and drops them past a total; keep each readable whole.
 MAX_WARNING_CHARS = 256
@@ -49,8 +50,8 @@ def review(body: bytes, deny: bool) -> dict[str, Any]:
     kind = request.get("kind")
     obj = request.get("object")
     response: dict[str, Any] = {"uid": uid, "allowed": True}
-    if isinstance(kind, dict) and kind.get("kind") == KIND and isinstance(obj, dict):
-        findings = check_object(obj)
+    if isinstance(kind, dict) and kind.get("kind") in KINDS and isinstance(obj, dict):
+        findings = check_object(obj, str(kind["kind"]))
         warnings = [_short(f"{f.field}: {f.message}") for f in findings]
         if warnings:
             response["warnings"] = warnings[:MAX_WARNINGS]
@@ -60,7 +61,9 @@ def review(body: bytes, deny: bool) -> dict[str, Any]:
             response["status"] = {
                 "code": 422,
                 "reason": "Invalid",
-                "message": _short(f"{KIND} {_name(obj)} is invalid: {'; '.join(errors)}", MAX_MESSAGE_CHARS),
+                "message": _short(
+                    f"{kind['kind']} {_name(obj)} is invalid: {'; '.join(errors)}", MAX_MESSAGE_CHARS
+                ),
             }
     return {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}
 

@@ -80,6 +80,13 @@ class Finding:
 
 def check_class(doc: yaml.Node) -> list[Finding] | None:
     """Findings for one document; None when it is not a SecretProviderClass (a Pod in the same file)."""
+    checked = check_class_files(doc)
+    return None if checked is None else checked[0]
+
+
+def check_class_files(doc: yaml.Node) -> tuple[list[Finding], list[str] | None] | None:
+    """check_class's findings, and the files the class writes (None when unsure: its spec has
+    errors), which a SecretSync of the class may name."""
     top = entries(doc)
     kind = scalar(top.get("kind", (doc, None))[1])
     if kind != KIND:
@@ -101,13 +108,13 @@ def check_class(doc: yaml.Node) -> list[Finding] | None:
     spec_pair = top.get("spec")
     if spec_pair is None or not isinstance(spec_pair[1], yaml.MappingNode):
         add(Severity.ERROR, "spec", "is missing; set spec.provider and spec.parameters")
-        return found
+        return found, None
     spec = entries(spec_pair[1])
     unknown_keys(add, "spec", spec, _SPEC_KEYS, "the API server drops it")
     _provider(add, spec)
     files = _parameters(add, found, doc, spec)
     _secret_objects(add, spec, files)
-    return sorted(found, key=lambda f: f.line)
+    return sorted(found, key=lambda f: f.line), files
 
 
 # The add(severity, path, message) of one check_class call.

@@ -21,7 +21,7 @@ from kvmount.kube.errors import StoreError, StoreUnavailable, api_error
 from kvmount.kube.official_client import ClientMissing
 from kvmount.validate.checks import Finding, Severity
 from kvmount.validate.document import documents
-from kvmount.validate.kinds import check_document, check_object
+from kvmount.validate.kinds import check_documents, check_object
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNREADABLE = 0, 1, 2
 
@@ -64,8 +64,7 @@ def check_text(text: str, source: str) -> tuple[list[Located], int]:
     raises Unreadable."""
     found: list[Located] = []
     checked = 0
-    for number, doc in enumerate(documents(text), start=1):
-        findings = check_document(doc)
+    for number, findings in enumerate(check_documents(documents(text)), start=1):
         if findings is None:
             continue
         checked += 1

@@ -10,8 +10,8 @@ import yaml
 
 from kvmount.kube.classes import GROUP
 from kvmount.secretsync import syncspec
-from kvmount.validate.checks import KIND, Finding, check_class
-from kvmount.validate.document import documents
+from kvmount.validate.checks import KIND, Finding, check_class, check_class_files
+from kvmount.validate.document import documents, entries, scalar
 from kvmount.validate.sync_checks import check_sync
 
 # Each kind's check, and its apiVersion when an object comes without one.
@@ -22,13 +22,27 @@ CHECKS: dict[str, tuple[Callable[[yaml.Node], list[Finding] | None], str]] = {
 KINDS = tuple(CHECKS)
 
 
-def check_document(doc: yaml.Node) -> list[Finding] | None:
-    """Findings for one document; None when it is of no kind validate checks (a Pod in the same file)."""
-    for check, _ in CHECKS.values():
-        findings = check(doc)
-        if findings is not None:
-            return findings
-    return None
+def check_documents(docs: list[yaml.Node]) -> list[list[Finding] | None]:
+    """Findings for each document (None for one of no kind validate checks, a Pod in the same
+    file); a SecretSync's sourcePaths are checked against the files of its class when the class
+    is among ``docs``."""
+    classes: dict[tuple[str, str], list[str] | None] = {}
+    checked: list[list[Finding] | None] = []
+    for doc in docs:
+        found = check_class_files(doc)
+        if found is not None:
+            classes[_place(doc)] = found[1]
+        checked.append(None if found is None else found[0])
+    return [
+        findings if findings is not None else check_sync(doc, lambda ns, name: classes.get((ns, name)))
+        for doc, findings in zip(docs, checked, strict=True)
+    ]
+
+
+def _place(doc: yaml.Node) -> tuple[str, str]:
+    """A document's (namespace, name), "" for either one missing."""
+    meta = entries(entries(doc).get("metadata", (doc, None))[1])
+    return scalar(meta.get("namespace", (doc, None))[1]), scalar(meta.get("name", (doc, None))[1])
 
 
 def check_object(item: Mapping[str, Any], kind: str = KIND) -> list[Finding]:

@@ -1,12 +1,14 @@
 """One SecretSync document -> findings: what its CRD and the sync controller refuse before a
 Secret is written. The rules are theirs (secretsync/syncspec.py: the object's fields, patterns
 and reserved key; secretsync/data.py: the Secret's name, type, keys, labels and annotations, in
-the sync controller's dialect), called, never restated. Offline the class is not known, so
-whether a sourcePath is a file of the class's mount is left to the controller."""
+the sync controller's dialect), called, never restated. Whether each sourcePath is a file the
+class writes is checked when the class is known (in the same file); otherwise it is left to the
+controller."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import yaml
 
@@ -31,6 +33,8 @@ from kvmount.validate.checks import Add, Finding, Severity, names, sync_finding,
 from kvmount.validate.document import entries, locate, scalar
 
 Fields = dict[str, tuple[yaml.Node, yaml.Node]]
+# (namespace, class name) -> the files that class writes, or None when it is not known.
+ClassFiles = Callable[[str, str], list[str] | None]
 _DROPPED = "the API server drops it"
 _REFERENCES = {
     "secretProviderClassName": "the SecretProviderClass, in this namespace, that says what to fetch",
@@ -38,7 +42,11 @@ _REFERENCES = {
 }
 
 
-def check_sync(doc: yaml.Node) -> list[Finding] | None:
+def _unknown(namespace: str, name: str) -> list[str] | None:
+    return None
+
+
+def check_sync(doc: yaml.Node, class_files: ClassFiles = _unknown) -> list[Finding] | None:
     """Findings for one document; None when it is not a SecretSync."""
     top = entries(doc)
     if scalar(top.get("kind", (doc, None))[1]) != KIND:
@@ -51,7 +59,8 @@ def check_sync(doc: yaml.Node) -> list[Finding] | None:
     api = scalar(top.get("apiVersion", (doc, None))[1])
     if api != API_VERSION:
         add(Severity.ERROR, "apiVersion", f"{api!r} is not served; use {API_VERSION}")
-    name = names(add, entries(top.get("metadata", (doc, None))[1]), "SecretSync (and so its Secret)")
+    meta = entries(top.get("metadata", (doc, None))[1])
+    name = names(add, meta, "SecretSync (and so its Secret)")
     spec_pair = top.get("spec")
     if spec_pair is None or not isinstance(spec_pair[1], yaml.MappingNode):
         add(
@@ -69,8 +78,9 @@ def check_sync(doc: yaml.Node) -> list[Finding] | None:
             add(Severity.ERROR, where, problem.removeprefix(f"{where} "))
     force = _text(spec, "forceSynchronization")
     _pattern(add, "spec.forceSynchronization", force, FORCE_SYNCHRONIZATION, set())
+    files = class_files(_text(meta, "namespace"), _text(spec, "secretProviderClassName"))
     # The Secret is named like the SecretSync; a bad name is metadata.name's finding already.
-    _secret_object(add, spec, name if is_subdomain(name) else "validate")
+    _secret_object(add, spec, name if is_subdomain(name) else "validate", files)
     return sorted(found, key=lambda f: f.line)
 
 
@@ -85,7 +95,7 @@ def _pattern(add: Add, where: str, value: str, pattern: re.Pattern[str], flagged
         add(Severity.ERROR, where, problem.removeprefix(f"{where} "))
 
 
-def _secret_object(add: Add, spec: Fields, secret_name: str) -> None:
+def _secret_object(add: Add, spec: Fields, secret_name: str, files: list[str] | None) -> None:
     where = "spec.secretObject"
     node = spec["secretObject"][1] if "secretObject" in spec else None
     if node is None or goyaml.is_null(node):
@@ -108,8 +118,8 @@ def _secret_object(add: Add, spec: Fields, secret_name: str) -> None:
         add(severity, path, message)
 
     entry = {**secret_object, "secretName": secret_name}
-    for problem in entry_problems(entry, (), where, SECRET_SYNC):
-        if problem.reason is not SyncReason.OBJECT_NOT_MOUNTED:  # the class's files are not known here
+    for problem in entry_problems(entry, files or (), where, SECRET_SYNC):
+        if problem.reason is not SyncReason.OBJECT_NOT_MOUNTED or files is not None:
             sync_finding(flag, where, problem)
     try:
         metadata(entry, where, SECRET_SYNC)

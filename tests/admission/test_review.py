@@ -57,6 +57,18 @@ def test_deny_refuses_an_error_and_still_allows_a_warning() -> None:
     assert review(body(spc(clean)), deny=True)["response"] == {"uid": "r-1", "allowed": True}
 
 
+def test_an_update_leaving_the_spec_as_it_was_is_never_refused() -> None:
+    """A class admitted before deny mode (or the webhook) began must still take a label, or lose a
+    finalizer on its way to deletion."""
+    doc = json.loads(body(spc()))
+    doc["request"] |= {"operation": "UPDATE", "oldObject": spc()}
+    response = review(json.dumps(doc).encode(), deny=True)["response"]
+    assert response["allowed"] is True and response["warnings"]
+    changed = spc(TYPO_OBJECTS.replace("objectName: a", "objectName: b"))
+    doc["request"] |= {"object": changed}
+    assert review(json.dumps(doc).encode(), deny=True)["response"]["allowed"] is False
+
+
 def test_other_objects_are_allowed_unchecked() -> None:
     assert review(body({"kind": "ConfigMap"}, "ConfigMap"), deny=True)["response"] == {
         "uid": "r-1",

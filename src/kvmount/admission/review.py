@@ -56,7 +56,15 @@ def review(body: bytes, deny: bool) -> dict[str, Any]:
         if warnings:
             response["warnings"] = warnings[:MAX_WARNINGS]
         errors = [f"{f.field}: {f.message}" for f in findings if f.severity is Severity.ERROR]
-        if deny and errors:
+        # An update that leaves the spec as it was (labels, owners, a finalizer removed on the
+        # way to deletion) is never refused: refusing it would strand an object admitted before.
+        old = request.get("oldObject")
+        unchanged = (
+            request.get("operation") == "UPDATE"
+            and isinstance(old, dict)
+            and old.get("spec") == obj.get("spec")
+        )
+        if deny and errors and not unchanged:
             response["allowed"] = False
             response["status"] = {
                 "code": 422,

@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mount": ("kvmount.mount.command", "mount a SecretProviderClass into a directory"),
     "flexvolume": ("kvmount.flexvolume.command", "FlexVolume driver (kubelet exec interface)"),
     "kms": ("kvmount.kms.command", "Ceph-CSI compatible passphrase store in Key Vault"),
-    "validate": ("kvmount.validate.command", "check SecretProviderClass manifests offline"),
+    "validate": ("kvmount.validate.command", "check SecretProviderClass and SecretSync manifests offline"),
     "admission": ("kvmount.admission.command", "admission webhook: validate's findings at kubectl apply"),
     "doctor": ("kvmount.doctor.command", "find out why a pod's secrets do not mount"),
     "sync-controller": ("kvmount.synccontroller.command", "SecretSync objects -> Secrets, no pod needed"),

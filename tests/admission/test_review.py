@@ -57,11 +57,54 @@ def test_deny_refuses_an_error_and_still_allows_a_warning() -> None:
     assert review(body(spc(clean)), deny=True)["response"] == {"uid": "r-1", "allowed": True}
 
 
+def test_an_update_leaving_the_spec_as_it_was_is_never_refused() -> None:
+    """A class admitted before deny mode (or the webhook) began must still take a label, or lose a
+    finalizer on its way to deletion."""
+    doc = json.loads(body(spc()))
+    doc["request"] |= {"operation": "UPDATE", "oldObject": spc()}
+    response = review(json.dumps(doc).encode(), deny=True)["response"]
+    assert response["allowed"] is True and response["warnings"]
+    changed = spc(TYPO_OBJECTS.replace("objectName: a", "objectName: b"))
+    doc["request"] |= {"object": changed}
+    assert review(json.dumps(doc).encode(), deny=True)["response"]["allowed"] is False
+
+
 def test_other_objects_are_allowed_unchecked() -> None:
-    assert review(body({"kind": "SecretSync"}, "SecretSync"), deny=True)["response"] == {
+    assert review(body({"kind": "ConfigMap"}, "ConfigMap"), deny=True)["response"] == {
         "uid": "r-1",
         "allowed": True,
     }
+
+
+def secret_sync(secret_type: str = "Opaque", **data: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "secret-sync.x-k8s.io/v1alpha1",
+        "kind": "SecretSync",
+        "metadata": {"name": "db", "namespace": "shop", "uid": "u"},
+        "spec": {
+            "secretProviderClassName": "db",
+            "serviceAccountName": "web",
+            "secretObject": {
+                "type": secret_type,
+                "data": [{"sourcePath": path, "targetKey": key} for key, path in data.items()],
+            },
+        },
+    }
+
+
+def test_a_secret_sync_gets_the_controllers_checks() -> None:
+    assert review(body(secret_sync(password="db"), "SecretSync"), deny=True)["response"] == {
+        "uid": "r-1",
+        "allowed": True,
+    }
+    refused = secret_sync("kubernetes.io/service-account-token", token="db")
+    warned = review(body(refused, "SecretSync"), deny=False)["response"]
+    assert warned["allowed"] is True
+    (warning,) = warned["warnings"]
+    assert warning.startswith("spec.secretObject.type: 'kubernetes.io/service-account-token' is refused")
+    denied = review(body(refused, "SecretSync"), deny=True)["response"]
+    assert denied["allowed"] is False and denied["status"]["code"] == 422
+    assert denied["status"]["message"].startswith("SecretSync shop/db is invalid: spec.secretObject.type")
 
 
 def test_warnings_are_bounded() -> None:

@@ -43,6 +43,24 @@ spec:
           objectAlais: password
 """
 WARNING = "Warning: spec.parameters.objects[0]: unknown key 'objectAlais'; did you mean 'objectAlias'?"
+# The CRD accepts any type; the sync controller would refuse this one at its first sync.
+TOKEN_SYNC = """\
+apiVersion: secret-sync.x-k8s.io/v1alpha1
+kind: SecretSync
+metadata:
+  name: {name}
+spec:
+  secretProviderClassName: app
+  serviceAccountName: default
+  secretObject:
+    type: kubernetes.io/service-account-token
+    data:
+      - sourcePath: db
+        targetKey: token
+"""
+SYNC_WARNING = (
+    "Warning: spec.secretObject.type: 'kubernetes.io/service-account-token' is refused: the sync controller"
+)
 
 
 def free_port() -> int:
@@ -129,7 +147,8 @@ def namespace(secrets_store_api: KubeAPIServer) -> Iterator[str]:
 
 
 def register(api: KubeAPIServer, namespace: str, port: int, ca_pem: bytes) -> str:
-    """A ValidatingWebhookConfiguration for the classes of ``namespace`` only, as the chart's."""
+    """A ValidatingWebhookConfiguration for the classes and SecretSyncs of ``namespace`` only, as
+    the chart's."""
     name = f"kvmount-{namespace}"
     api.apply(
         {
@@ -150,11 +169,15 @@ def register(api: KubeAPIServer, namespace: str, port: int, ca_pem: bytes) -> st
                     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
                     "rules": [
                         {
-                            "apiGroups": ["secrets-store.csi.x-k8s.io"],
+                            "apiGroups": [group],
                             "apiVersions": ["*"],
                             "operations": ["CREATE", "UPDATE"],
-                            "resources": ["secretproviderclasses"],
+                            "resources": [resource],
                         }
+                        for group, resource in (
+                            ("secrets-store.csi.x-k8s.io", "secretproviderclasses"),
+                            ("secret-sync.x-k8s.io", "secretsyncs"),
+                        )
                     ],
                 }
             ],
@@ -210,6 +233,38 @@ def test_deny_mode_refuses(secrets_store_api: KubeAPIServer, namespace: str, den
         assert done.returncode != 0
         assert "denied the request" in done.stderr and "objectAlais" in done.stderr, done.stderr
         missing = kubectl(secrets_store_api, "-n", namespace, "get", "secretproviderclass", "app")
+        assert missing.returncode != 0 and "NotFound" in missing.stderr
+    finally:
+        kubectl(secrets_store_api, "delete", "validatingwebhookconfiguration", config)
+
+
+def test_a_secret_sync_the_controller_would_refuse_is_warned_about_or_refused(
+    secrets_store_api: KubeAPIServer, namespace: str, warn: Webhook, deny: Webhook
+) -> None:
+    def apply(name: str) -> subprocess.CompletedProcess[str]:
+        return kubectl(
+            secrets_store_api, "-n", namespace, "apply", "-f", "-", stdin=TOKEN_SYNC.format(name=name)
+        )
+
+    config = register(secrets_store_api, namespace, warn.port, warn.ca_pem)
+    try:
+        dry_run_until(secrets_store_api, namespace, WARNING)
+        done = apply("warned")
+        assert done.returncode == 0, done.stderr
+        assert any(line.startswith(SYNC_WARNING) for line in done.stderr.splitlines()), done.stderr
+        got = kubectl(secrets_store_api, "-n", namespace, "get", "secretsync", "warned", "-o", "yaml")
+        assert yaml.safe_load(got.stdout)["metadata"]["name"] == "warned"
+    finally:
+        kubectl(secrets_store_api, "delete", "validatingwebhookconfiguration", config)
+    config = register(secrets_store_api, namespace, deny.port, deny.ca_pem)
+    try:
+        dry_run_until(secrets_store_api, namespace, "is invalid")
+        done = apply("denied")
+        assert done.returncode != 0
+        assert "denied the request: SecretSync" in done.stderr and "service-account-token" in done.stderr, (
+            done.stderr
+        )
+        missing = kubectl(secrets_store_api, "-n", namespace, "get", "secretsync", "denied")
         assert missing.returncode != 0 and "NotFound" in missing.stderr
     finally:
         kubectl(secrets_store_api, "delete", "validatingwebhookconfiguration", config)

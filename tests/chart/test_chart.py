@@ -150,10 +150,24 @@ def _rendered_provider_args(values: dict[str, Any]) -> list[str]:
     return args
 
 
+def _sync_controller_provider_args(values: dict[str, Any]) -> list[str]:
+    (deployment,) = [
+        d for d in helm_template({**values, "syncController": {"enabled": True}}) if d["kind"] == "Deployment"
+    ]
+    (container,) = [
+        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["args"][0] == "provider"
+    ]
+    args: list[str] = container["args"]
+    return args
+
+
 def test_stale_on_error_is_off_unless_set() -> None:
     assert not [a for a in _rendered_provider_args({}) if "stale" in a]
-    on = _rendered_provider_args({"staleOnError": "15m", "staleCacheBytes": 8388608})
-    assert {"--serve-stale-on-error=15m", "--stale-cache-bytes=8388608"} <= set(on)
+    assert not [a for a in _sync_controller_provider_args({}) if "stale" in a]
+    stale = {"staleOnError": "15m", "staleCacheBytes": 8388608}
+    flags = {"--serve-stale-on-error=15m", "--stale-cache-bytes=8388608"}
+    assert flags <= set(_rendered_provider_args(stale))
+    assert flags <= set(_sync_controller_provider_args(stale)), "the sync controller's provider too"
     refused = template({"staleOnError": "15 minutes"})
     assert refused.returncode != 0 and "staleOnError" in refused.stderr
 
@@ -174,10 +188,16 @@ def test_the_admission_webhook_is_off_by_default_and_never_in_the_way() -> None:
         "Service",
         "ValidatingWebhookConfiguration",
     }
-    [hook] = docs["ValidatingWebhookConfiguration"]["webhooks"]
-    assert (hook["failurePolicy"], hook["timeoutSeconds"], hook["sideEffects"]) == ("Ignore", 3, "None")
-    assert hook["rules"][0]["resources"] == ["secretproviderclasses"]
-    assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    hooks = docs["ValidatingWebhookConfiguration"]["webhooks"]
+    assert [(h["rules"][0]["apiGroups"], h["rules"][0]["resources"]) for h in hooks] == [
+        (["secrets-store.csi.x-k8s.io"], ["secretproviderclasses"]),
+        (["secret-sync.x-k8s.io"], ["secretsyncs"]),
+    ]
+    for hook in hooks:
+        assert (hook["failurePolicy"], hook["timeoutSeconds"], hook["sideEffects"]) == ("Ignore", 3, "None")
+        assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+        assert hook["clientConfig"]["caBundle"] == hooks[0]["clientConfig"]["caBundle"]
+    hook = hooks[0]
     # The caBundle is the CA that signed the served certificate, which names the Service.
     ca = x509.load_pem_x509_certificate(base64.b64decode(hook["clientConfig"]["caBundle"]))
     cert = x509.load_pem_x509_certificate(base64.b64decode(docs["Secret"]["data"]["tls.crt"]))
@@ -199,7 +219,7 @@ def test_the_admission_webhook_takes_cert_managers_certificate() -> None:
     assert config["metadata"]["annotations"] == {
         "cert-manager.io/inject-ca-from": "kube-system/kvmount-admission"
     }
-    assert "caBundle" not in config["webhooks"][0]["clientConfig"]
+    assert not [hook for hook in config["webhooks"] if "caBundle" in hook["clientConfig"]]
     assert docs["Certificate"]["spec"]["dnsNames"] == ["kvmount-admission.kube-system.svc"]
 
 

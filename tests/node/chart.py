@@ -28,7 +28,7 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 
 from tests.node import cluster, host
 from tests.node.cluster import NODE_NAME, Node
-from tests.node.plugins import RESTART_INTERVAL, ROTATION
+from tests.node.plugins import RESTART_INTERVAL, ROTATION, STALE_ON_ERROR
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.peers.kube import CACHE
 from tests.support import eventually, free_port
@@ -90,11 +90,13 @@ class Binder:
 
 def values_for(node: Node, kv: KeyVaultDouble) -> dict[str, Any]:
     """The chart's values for this node: its paths, free host ports, the local image, and the
-    settings the end-to-end tests expect (rotation every ROTATION seconds, secret sync)."""
+    settings the end-to-end tests expect (rotation every ROTATION seconds, secret sync, stale
+    content through an outage)."""
     image = {"repository": "kvmount", "tag": "0.1.0", "pullPolicy": "Never"}
     providers = str(node.root / "providers")
     return {
         "metricsAddr": str(free_port()),
+        "staleOnError": STALE_ON_ERROR,
         "linux": {
             "image": image,
             "providersDir": providers,

@@ -5,7 +5,9 @@ registers itself in kubelet's plugin registry (no node-driver-registrar), and ta
 the API server as the ServiceAccount of deploy/driver/rbac.yaml, so that manifest is
 what grants it. The provider reaches the Key Vault double through its CA and the
 cloud environment file each SecretProviderClass names. Rotation polls every
-ROTATION seconds, so a test sees a new version within a few seconds.
+ROTATION seconds, so a test sees a new version within a few seconds. The provider serves
+stale content through a Key Vault outage for STALE_ON_ERROR (tests/node/test_outage.py);
+no other test makes an outage.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tests.support import free_port, start_daemon, until_ready
 
 ROTATION = 2.0
 RESTART_INTERVAL = 20.0
+STALE_ON_ERROR = "10m"
 DRIVER_NAME = "secrets-store.csi.k8s.io"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,6 +72,7 @@ class Plugins:
                 "--healthz-port=0",
                 "--prometheus-port=0",
                 f"--cloud-env-dirs={self.node.root}",  # the classes' cloudEnvFileName is there
+                f"--serve-stale-on-error={STALE_ON_ERROR}",
             ],
             {**os.environ, **self._kv_env},
         )

@@ -124,6 +124,37 @@ def test_workload_identity_still_exchanges_the_pods_own_token(
     assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_a_selection_rides_out_an_outage_on_its_last_listing(
+    stale_provider: Provider, keyvault: KeyVaultDouble, sp: dict[str, str]
+) -> None:
+    prefix = f"st-{os.urandom(4).hex()}"
+    for suffix in ("a", "b"):
+        keyvault.put_secret(VAULT, f"{prefix}-{suffix}", f"value {suffix}")
+    selecting = [{"objectNamePattern": f"{prefix}-*", "objectType": "secret", "objectAlias": "sel"}]
+    attributes = stale_provider.attributes(selecting)
+    expected = {f"sel/{prefix}-a": b"value a", f"sel/{prefix}-b": b"value b"}
+    assert mount(stale_provider, attributes, sp) == (expected, "")
+    with outage(keyvault, 429):
+        files, note = mount(stale_provider, attributes, sp)
+        assert files == expected
+        assert f"secrets matching '{prefix}-*'" in note and f"secret '{prefix}-a'" in note, note
+        with pytest.raises(grpc.RpcError) as other:
+            mount(stale_provider, attributes, principal(keyvault))
+        assert other.value.code() is grpc.StatusCode.UNAVAILABLE, "another identity never gets the listing"
+    # A listing Key Vault refuses (the list permission taken away) is dropped at once.
+    keyvault.deny_list(VAULT, "secrets")
+    try:
+        with pytest.raises(grpc.RpcError) as denied:
+            mount(stale_provider, attributes, sp)
+        assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        keyvault.deny_list(VAULT, "secrets", deny=False)
+    with outage(keyvault, 503), pytest.raises(grpc.RpcError) as failed:
+        mount(stale_provider, attributes, sp)
+    assert failed.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "matching" in str(failed.value.details()), failed.value.details()
+
+
 def test_off_by_default(provider: Provider, keyvault: KeyVaultDouble, sp: dict[str, str]) -> None:
     name = seeded(keyvault)
     attributes = provider.attributes([{"objectName": name, "objectType": "secret"}])

@@ -58,6 +58,8 @@ class Cluster:
     controller_kubeconfig: Path
     controllers: list[Controller] = field(default_factory=list)
     federated: list[str] = field(default_factory=list)
+    # Controllers started so far: each gets a log of its own, also after stop_controllers().
+    started: int = 0
 
     @property
     def core(self) -> Any:
@@ -72,12 +74,14 @@ class Cluster:
         self.core.create_namespace({"metadata": {"name": name}})
         return name
 
-    def start_controller(self, *extra: str) -> Controller:
-        log = self.workdir / f"controller-{len(self.controllers)}.log"
+    def start_controller(self, *extra: str, provider: Provider | None = None) -> Controller:
+        """A controller talking to ``provider`` (default: the cluster's)."""
+        log = self.workdir / f"controller-{self.started}.log"
+        self.started += 1
         cmd = [
             sys.executable, "-m", "kvmount.cli", "sync-controller",
             f"--kubeconfig={self.controller_kubeconfig}",
-            f"--provider-volume={self.provider.socket.parent}",
+            f"--provider-volume={(provider or self.provider).socket.parent}",
             f"--token-request-audience={AUDIENCE}",
             "--rotation-poll-interval=10s",
             "--health-probe-bind-address=127.0.0.1:0", "--metrics-bind-address=",

@@ -33,14 +33,16 @@ def test_corpus_gives_exactly_the_expected_findings(path: Path) -> None:
 
 
 def _example_classes() -> list[tuple[str, str]]:
-    """(where, text) of every SecretProviderClass in README.md's and docs/'s YAML blocks and in deploy/."""
+    """(where, text) of every SecretProviderClass and SecretSync in README.md's and docs/'s YAML
+    blocks and in deploy/."""
     examples = [
         (f"{page.relative_to(ROOT)} block {i}", block)
         for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
         for i, block in enumerate(re.findall(r"```yaml\n(.*?)```", page.read_text(), re.S))
     ]
     examples += [(str(p.relative_to(ROOT)), p.read_text()) for p in sorted((ROOT / "deploy").rglob("*.yaml"))]
-    return [(where, text) for where, text in examples if re.search(r"(?m)^kind: SecretProviderClass$", text)]
+    kinds = r"(?m)^kind: (SecretProviderClass|SecretSync)$"
+    return [(where, text) for where, text in examples if re.search(kinds, text)]
 
 
 def test_every_example_class_is_clean() -> None:

@@ -24,3 +24,11 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 
 {{/* The image's non-root user (Containerfile: USER 65532:65532). */}}
 {{- define "kvmount.uid" -}}65532{{- end -}}
+
+{{/* Stale-if-error flags of a provider container (the DaemonSet's and the sync controller's), or none. */}}
+{{- define "kvmount.staleArgs" -}}
+{{- if ne (toString .Values.staleOnError) "0" -}}
+- --serve-stale-on-error={{ .Values.staleOnError }}
+- --stale-cache-bytes={{ int64 .Values.staleCacheBytes }}
+{{- end -}}
+{{- end -}}

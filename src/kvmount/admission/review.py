@@ -1,9 +1,9 @@
 """One AdmissionReview -> its answer: `kvmount validate`'s findings as warnings, or a refusal.
 
-Pure: no I/O. Only a SecretProviderClass is checked (validate has no SecretSync checks); any
-other object is allowed as it is. By default everything is allowed and every finding is a
-warning, so nothing that worked before stops working; with ``deny`` a class with an error
-finding is refused, its warnings still shown.
+Pure: no I/O. A SecretProviderClass or a SecretSync is checked; any other object is allowed as
+it is. By default everything is allowed and every finding is a warning, so nothing that worked
+before stops working; with ``deny`` an object with an error finding is refused, its warnings
+still shown.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kvmount.validate.checks import KIND, Severity, check_object
+from kvmount.validate.checks import Severity
+from kvmount.validate.kinds import KINDS, check_object
 
 # The API server truncates long warnings and drops them past a total; keep each readable whole.
 MAX_WARNING_CHARS = 256
@@ -49,18 +50,28 @@ def review(body: bytes, deny: bool) -> dict[str, Any]:
     kind = request.get("kind")
     obj = request.get("object")
     response: dict[str, Any] = {"uid": uid, "allowed": True}
-    if isinstance(kind, dict) and kind.get("kind") == KIND and isinstance(obj, dict):
-        findings = check_object(obj)
+    if isinstance(kind, dict) and kind.get("kind") in KINDS and isinstance(obj, dict):
+        findings = check_object(obj, str(kind["kind"]))
         warnings = [_short(f"{f.field}: {f.message}") for f in findings]
         if warnings:
             response["warnings"] = warnings[:MAX_WARNINGS]
         errors = [f"{f.field}: {f.message}" for f in findings if f.severity is Severity.ERROR]
-        if deny and errors:
+        # An update that leaves the spec as it was (labels, owners, a finalizer removed on the
+        # way to deletion) is never refused: refusing it would strand an object admitted before.
+        old = request.get("oldObject")
+        unchanged = (
+            request.get("operation") == "UPDATE"
+            and isinstance(old, dict)
+            and old.get("spec") == obj.get("spec")
+        )
+        if deny and errors and not unchanged:
             response["allowed"] = False
             response["status"] = {
                 "code": 422,
                 "reason": "Invalid",
-                "message": _short(f"{KIND} {_name(obj)} is invalid: {'; '.join(errors)}", MAX_MESSAGE_CHARS),
+                "message": _short(
+                    f"{kind['kind']} {_name(obj)} is invalid: {'; '.join(errors)}", MAX_MESSAGE_CHARS
+                ),
             }
     return {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}
 

@@ -17,13 +17,15 @@ from typing import Any, assert_never
 from kvmount.kube.objects import SecretProviderClassObject
 from kvmount.secretsync.errors import SyncReason
 
-GROUP = "secret-sync.x-k8s.io"
-VERSION = "v1alpha1"
-PLURAL = "secretsyncs"
-KIND = "SecretSync"
-API_VERSION = f"{GROUP}/{VERSION}"
-# Reserved for the controller: a SecretSync may not set it on its Secret.
-RESERVED_KEY = "secrets-store.sync.x-k8s.io"
+# The object's names live with its rules (shared with `kvmount validate`); the controller's uses
+# read them here.
+from kvmount.secretsync.syncspec import API_VERSION as API_VERSION
+from kvmount.secretsync.syncspec import GROUP as GROUP
+from kvmount.secretsync.syncspec import KIND as KIND
+from kvmount.secretsync.syncspec import PLURAL as PLURAL
+from kvmount.secretsync.syncspec import RESERVED_KEY as RESERVED_KEY
+from kvmount.secretsync.syncspec import VERSION as VERSION
+from kvmount.secretsync.syncspec import Reserved, reserved, reserved_message
 
 
 class ConditionType(StrEnum):
@@ -57,6 +59,9 @@ class EventReason(StrEnum):
     """The controller's own event reasons, beside the condition reasons of failed syncs."""
 
     SECRET_SYNCED = "SecretSynced"
+    # The provider answered with content kept from before a Key Vault outage (--serve-stale-on-error);
+    # the driver's reason for the same on a pod.
+    STALE_CONTENT = "StaleContentServed"
 
 
 def failure_reason(reason: SyncReason) -> ConditionReason:
@@ -148,18 +153,11 @@ def parse(doc: dict[str, Any]) -> SecretSync:
 def reserved_metadata(secret_object: dict[str, Any]) -> tuple[ConditionReason, str] | None:
     """(reason, message) when the SecretSync sets the controller's own label or annotation
     (the CRD refuses both; this holds for objects that predate it). Upstream's words."""
-    labels = secret_object.get("labels") or {}
-    if labels.get(RESERVED_KEY):
-        return (
-            ConditionReason.INVALID_LABEL,
-            f"label {RESERVED_KEY} is reserved for use by the Secrets Store Sync Controller",
-        )
-    if RESERVED_KEY in (secret_object.get("annotations") or {}):
-        return (
-            ConditionReason.INVALID_ANNOTATION,
-            f"annotation {RESERVED_KEY} is reserved for use by the Secrets Store Sync Controller",
-        )
-    return None
+    which = reserved(secret_object)
+    if which is None:
+        return None
+    reason = ConditionReason.INVALID_LABEL if which is Reserved.LABEL else ConditionReason.INVALID_ANNOTATION
+    return reason, reserved_message(which)
 
 
 def sync_hash(data: dict[str, bytes], spc: SecretProviderClassObject, ss: SecretSync) -> str:

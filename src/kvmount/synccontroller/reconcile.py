@@ -99,7 +99,7 @@ class Reconciler:
         kind = api.ConditionType.CREATED if not ss.sync_hash else api.ConditionType.UPDATED
         start = time.monotonic()
         try:
-            new_hash, written = self._sync(ss, conditions)
+            new_hash, written, stale = self._sync(ss, conditions)
         except Failed as err:
             log.warning(
                 "sync failed", extra={"secretsync": ss.where, "reason": err.reason, "error": str(err)}
@@ -137,14 +137,18 @@ class Reconciler:
                 api.EventReason.SECRET_SYNCED,
                 f"Secret {ss.namespace}/{ss.name} written",
             )
+        if stale:
+            # Never silent: the SecretSync says which content is old, whether or not it was written.
+            self.store.record_event(self._ref(ss), EventType.WARNING, api.EventReason.STALE_CONTENT, stale)
         log.info(
             "synced",
             extra={"secretsync": ss.where, "written": written, "seconds": round(time.monotonic() - start, 3)},
         )
         return True
 
-    def _sync(self, ss: api.SecretSync, conditions: list[dict[str, Any]]) -> tuple[str, bool]:
-        """(sync hash, whether the Secret was applied); raises Failed with upstream's reasons and words."""
+    def _sync(self, ss: api.SecretSync, conditions: list[dict[str, Any]]) -> tuple[str, bool, str]:
+        """(sync hash, whether the Secret was applied, the provider's note of stale content);
+        raises Failed with upstream's reasons and words."""
         reserved = api.reserved_metadata(ss.secret_object)
         if reserved is not None:
             raise Failed(*reserved)
@@ -154,12 +158,12 @@ class Reconciler:
             spc = parse_class(spc_doc, where)
         except StoreError as err:
             raise Failed(api.ConditionReason.CLASS_ERROR, str(err)) from None
-        files = self._mount(ss, spc.provider, spc.parameters)
+        files, stale = self._mount(ss, spc.provider, spc.parameters)
         secret_type, data = self._data(ss, files)
         new_hash = api.sync_hash(data, spc_doc, ss)
         retry = any(c.get("reason") in api.FAILED_REASONS for c in conditions)
         if new_hash == ss.sync_hash and not retry:
-            return new_hash, False
+            return new_hash, False, stale
         self._may_write()
         labels = {
             **(ss.secret_object.get("labels") or {}),
@@ -188,7 +192,7 @@ class Reconciler:
             raise Failed(
                 api.ConditionReason.PATCH_ERROR, f"{failed}: API server unreachable ({err})"
             ) from None
-        return new_hash, True
+        return new_hash, True, stale
 
     def _data(self, ss: api.SecretSync, files: dict[str, bytes]) -> tuple[str, dict[str, bytes]]:
         """The Secret's type and data from the mounted files (TLS keys split, as upstream)."""
@@ -231,7 +235,10 @@ class Reconciler:
             ) from None
         return doc
 
-    def _mount(self, ss: api.SecretSync, provider: str, parameters: dict[str, str]) -> dict[str, bytes]:
+    def _mount(
+        self, ss: api.SecretSync, provider: str, parameters: dict[str, str]
+    ) -> tuple[dict[str, bytes], str]:
+        """The mounted files, and the provider's note of stale content ("" if none)."""
         fetch_failed = "fetching secrets from the provider failed"
         try:
             tokens = self.store.tokens_for(
@@ -255,13 +262,13 @@ class Reconciler:
             permission=PERMISSION,
         )
         try:
-            response = self.providers.mount(provider, request, self.mount_timeout)
+            response, stale = self.providers.mount_noted(provider, request, self.mount_timeout)
         except ProviderError as err:
             # No such provider is the class's fault, as upstream says.
             unknown = err.reason in (ProviderReason.INVALID_PROVIDER, ProviderReason.NOT_FOUND)
             reason = api.ConditionReason.CLASS_ERROR if unknown else api.ConditionReason.PROVIDER_ERROR
             raise Failed(reason, f"{fetch_failed}: {_provider_message(err)}") from None
-        return {f.path: f.contents for f in response.files}
+        return {f.path: f.contents for f in response.files}, stale
 
     def _may_write(self) -> None:
         if not self.leading():

@@ -35,7 +35,7 @@ from kvmount.kube.classes import GROUP, ROTATION_INTERVAL_ANNOTATION, rotation_i
 from kvmount.kube.names import name_problem
 from kvmount.secretsync.data import entry_problems, metadata
 from kvmount.secretsync.errors import SyncError, SyncReason
-from kvmount.validate.document import ObjectItem, documents, entries, line, locate, object_lines, scalar
+from kvmount.validate.document import ObjectItem, entries, line, locate, object_lines, scalar
 
 KIND = "SecretProviderClass"
 VERSIONS = ("v1", "v1alpha1")
@@ -44,7 +44,9 @@ _SPEC_KEYS = ("provider", "parameters", "secretObjects")
 _SECRET_OBJECT_KEYS = ("secretName", "type", "data", "labels", "annotations")
 _DATA_KEYS = ("objectName", "key")
 _UNKNOWN_KEY = re.compile(r"unknown key '([^']+)'")
-_SYNC_FIELD = re.compile(r"^(spec\.secretObjects\[\d+\](?:\.data\[\d+\])?(?:\.[A-Za-z]+)?)")
+# The field a Secret sync check's message starts with: a class's secretObjects[i] or a SecretSync's
+# secretObject, then maybe one of its data entries, then maybe a field of it.
+_SYNC_FIELD = re.compile(r"^(spec\.secretObjects?(?:\[\d+\])?(?:\.data\[\d+\])?(?:\.[A-Za-z]+)?)")
 # What the driver adds at mount time; offline, stand-ins let the class's own checks run.
 _POD_STAND_INS = {POD_NAME: "validate", POD_NAMESPACE: "validate"}
 _TOKEN_STAND_IN = json.dumps(
@@ -78,6 +80,13 @@ class Finding:
 
 def check_class(doc: yaml.Node) -> list[Finding] | None:
     """Findings for one document; None when it is not a SecretProviderClass (a Pod in the same file)."""
+    checked = check_class_files(doc)
+    return None if checked is None else checked[0]
+
+
+def check_class_files(doc: yaml.Node) -> tuple[list[Finding], list[str] | None] | None:
+    """check_class's findings, and the files the class writes (None when unsure: its spec has
+    errors), which a SecretSync of the class may name."""
     top = entries(doc)
     kind = scalar(top.get("kind", (doc, None))[1])
     if kind != KIND:
@@ -94,45 +103,35 @@ def check_class(doc: yaml.Node) -> list[Finding] | None:
     elif version == "v1alpha1":
         add(Severity.WARNING, "apiVersion", f"{api} is deprecated; use {GROUP}/v1")
     meta = entries(top.get("metadata", (doc, None))[1])
-    name = scalar(meta.get("name", (doc, None))[1])
-    problem = name_problem("metadata.name", name) if name else "metadata.name is missing; name the class"
-    if problem:
-        add(Severity.ERROR, "metadata.name", problem.removeprefix("metadata.name "))
-    namespace = scalar(meta.get("namespace", (doc, None))[1])
-    ns_problem = name_problem("metadata.namespace", namespace, label=True) if namespace else None
-    if ns_problem:
-        add(Severity.ERROR, "metadata.namespace", ns_problem.removeprefix("metadata.namespace "))
+    names(add, meta, "class")
     _annotations(add, entries(meta.get("annotations", (doc, None))[1]))
     spec_pair = top.get("spec")
     if spec_pair is None or not isinstance(spec_pair[1], yaml.MappingNode):
         add(Severity.ERROR, "spec", "is missing; set spec.provider and spec.parameters")
-        return found
+        return found, None
     spec = entries(spec_pair[1])
-    _unknown_keys(add, "spec", spec, _SPEC_KEYS, "the API server drops it")
+    unknown_keys(add, "spec", spec, _SPEC_KEYS, "the API server drops it")
     _provider(add, spec)
     files = _parameters(add, found, doc, spec)
     _secret_objects(add, spec, files)
-    return sorted(found, key=lambda f: f.line)
-
-
-def check_object(item: Mapping[str, Any]) -> list[Finding]:
-    """Findings for a class as the API server holds or is sent it (JSON): its name, namespace and
-    spec only, and no lines, which mean nothing in a re-serialised object."""
-    meta = item.get("metadata") or {}
-    doc = {
-        "apiVersion": item.get("apiVersion") or f"{GROUP}/v1",
-        "kind": item.get("kind") or KIND,
-        "metadata": {k: meta[k] for k in ("name", "namespace") if k in meta},
-        **({"spec": item["spec"]} if "spec" in item else {}),
-    }
-    found: list[Finding] = []
-    for node in documents(yaml.safe_dump(doc)):
-        found += [Finding(f.severity, f.field, f.message) for f in check_class(node) or []]
-    return found
+    return sorted(found, key=lambda f: f.line), files
 
 
 # The add(severity, path, message) of one check_class call.
 Add = Callable[[Severity, str, str], None]
+
+
+def names(add: Add, meta: dict[str, tuple[yaml.Node, yaml.Node]], what: str) -> str:
+    """Checks metadata.name and metadata.namespace as the API server will; returns the name."""
+    name = scalar(meta["name"][1]) if "name" in meta else ""
+    problem = name_problem("metadata.name", name) if name else f"metadata.name is missing; name the {what}"
+    if problem:
+        add(Severity.ERROR, "metadata.name", problem.removeprefix("metadata.name "))
+    namespace = scalar(meta["namespace"][1]) if "namespace" in meta else ""
+    ns_problem = name_problem("metadata.namespace", namespace, label=True) if namespace else None
+    if ns_problem:
+        add(Severity.ERROR, "metadata.namespace", ns_problem.removeprefix("metadata.namespace "))
+    return name
 
 
 def _annotations(add: Add, annotations: dict[str, tuple[yaml.Node, yaml.Node]]) -> None:
@@ -144,7 +143,7 @@ def _annotations(add: Add, annotations: dict[str, tuple[yaml.Node, yaml.Node]]) 
             add(Severity.ERROR, "metadata.annotations", f"{ROTATION_INTERVAL_ANNOTATION}: {err}")
 
 
-def _unknown_keys(add: Add, where: str, keys: dict[str, Any], known: tuple[str, ...], effect: str) -> None:
+def unknown_keys(add: Add, where: str, keys: dict[str, Any], known: tuple[str, ...], effect: str) -> None:
     for key in keys:
         if key not in known:
             add(Severity.WARNING, f"{where}.{key}", f"unknown field, {effect}; {suggest(key, known)}")
@@ -243,11 +242,11 @@ def _secret_objects(add: Add, spec: dict[str, tuple[yaml.Node, yaml.Node]], file
     for i, entry_node in enumerate(node.value):
         where = f"spec.secretObjects[{i}]"
         fields = entries(entry_node)
-        _unknown_keys(add, where, fields, _SECRET_OBJECT_KEYS, "the API server drops it")
+        unknown_keys(add, where, fields, _SECRET_OBJECT_KEYS, "the API server drops it")
         data = fields.get("data")
         if data is not None and isinstance(data[1], yaml.SequenceNode):
             for j, item in enumerate(data[1].value):
-                _unknown_keys(add, f"{where}.data[{j}]", entries(item), _DATA_KEYS, "the API server drops it")
+                unknown_keys(add, f"{where}.data[{j}]", entries(item), _DATA_KEYS, "the API server drops it")
         try:
             entry = yamlread.read(yaml.safe_load, yaml.serialize(entry_node))
         except yamlread.Unreadable as err:
@@ -256,15 +255,15 @@ def _secret_objects(add: Add, spec: dict[str, tuple[yaml.Node, yaml.Node]], file
         for problem in entry_problems(entry, files or [], where):
             # Which files the class writes is known only once its objects are valid.
             if problem.reason is not SyncReason.OBJECT_NOT_MOUNTED or files is not None:
-                _sync_finding(add, where, problem)
+                sync_finding(add, where, problem)
         if isinstance(entry, dict):
             try:
                 metadata(entry, where)
             except SyncError as problem:
-                _sync_finding(add, where, problem)
+                sync_finding(add, where, problem)
 
 
-def _sync_finding(add: Add, where: str, problem: SyncError) -> None:
+def sync_finding(add: Add, where: str, problem: SyncError) -> None:
     text = str(problem)
     match = _SYNC_FIELD.match(text)
     path = match.group(1) if match else where

@@ -1,4 +1,5 @@
-"""`kvmount validate`: SecretProviderClass manifests checked offline, before any pod gets stuck.
+"""`kvmount validate`: SecretProviderClass and SecretSync manifests checked offline, before any
+pod (or Secret) gets stuck.
 
 Files (multi-document YAML; `-` is stdin) or, with --cluster, the classes in
 the API server. One line per finding; exit 0 without findings, 1 with, 2 when
@@ -18,8 +19,9 @@ from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
 from kvmount.kube.errors import StoreError, StoreUnavailable, api_error
 from kvmount.kube.official_client import ClientMissing
-from kvmount.validate.checks import Finding, Severity, check_class, check_object
+from kvmount.validate.checks import Finding, Severity
 from kvmount.validate.document import documents
+from kvmount.validate.kinds import check_documents, check_object
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNREADABLE = 0, 1, 2
 
@@ -44,7 +46,12 @@ class Located:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="*", metavar="FILE", help="manifests to check; - or none: stdin")
+    parser.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help="manifests to check (SecretProviderClass and SecretSync); - or none: stdin",
+    )
     parser.add_argument("--output", choices=("text", "json"), default="text", help="text (default) or json")
     parser.add_argument("--cluster", action="store_true", help="check the classes in the API server instead")
     parser.add_argument("--namespace", "-n", default="", help="with --cluster: only this namespace")
@@ -53,16 +60,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_text(text: str, source: str) -> tuple[list[Located], int]:
-    """Findings of one file's documents, and how many classes it holds; raises Unreadable."""
+    """Findings of one file's documents, and how many it checked (classes and SecretSyncs);
+    raises Unreadable."""
     found: list[Located] = []
-    classes = 0
-    for number, doc in enumerate(documents(text), start=1):
-        findings = check_class(doc)
+    checked = 0
+    for number, findings in enumerate(check_documents(documents(text)), start=1):
         if findings is None:
             continue
-        classes += 1
+        checked += 1
         found += [Located(f, source, number) for f in findings]
-    return found, classes
+    return found, checked
 
 
 def check_cluster(kubeconfig: str, namespace: str, context: str = "") -> list[Located]:
@@ -118,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.files or ([] if args.cluster else ["-"]):
         source = "<stdin>" if path == "-" else path
         try:
-            located, classes = check_text(_read(path), source)
+            located, checked = check_text(_read(path), source)
         except OSError as err:
             print(f"kvmount validate: {path}: {err.strerror}", file=sys.stderr)
             status = EXIT_UNREADABLE
@@ -128,10 +135,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"kvmount validate: {source}{at}: {err}", file=sys.stderr)
             status = EXIT_UNREADABLE
             continue
-        if not classes:
-            located = [
-                Located(Finding(Severity.WARNING, "kind", "no SecretProviderClass in this file"), source)
-            ]
+        if not checked:
+            nothing = "no SecretProviderClass or SecretSync in this file"
+            located = [Located(Finding(Severity.WARNING, "kind", nothing), source)]
         found += located
     if args.output == "json":
         print(json.dumps([one.json() for one in found], indent=2))

@@ -241,6 +241,11 @@ def _size(fetched: Fetched) -> int:
     return 1024  # a public key: a few hundred bytes
 
 
+def _listing_size(listed: list[Listed]) -> int:
+    """About the bytes a listing holds in memory: names and tags, and each entry's own objects."""
+    return sum(64 + len(one.name) + sum(len(k) + len(v) for k, v in one.tags) for one in listed)
+
+
 # A mount runs at most this many of its fetches at once. At 20 ms per request that is
 # 300 reads/s for one mount (50 objects in about 0.2 s); letting one mount wake every
 # worker instead cost CPU in GIL hand-offs without being faster when Key Vault answers
@@ -318,11 +323,8 @@ class Fetcher:
             listing = partial(list_type, mount.client, spec.type, mount.deadline, kw, cap)
             return _timed(self._observe, spec.type.value, listing)
 
-        try:
-            listed: list[Listed] = self._shared.run(key, read, since=mount.since)
-        except Exception as err:
-            raise listing_failure(mount.vault, spec, err) from None
-        return listed
+        failure = partial(listing_failure, mount.vault, spec)
+        return self._read(mount, spec, key, read, _listing_size, failure)
 
     def _read(
         self,
@@ -331,8 +333,10 @@ class Fetcher:
         key: tuple[Any, ...],
         read: Callable[[], T],
         size: Callable[[T], int],
+        failure: Callable[[Exception], KeyVaultError] | None = None,
     ) -> T:
-        """A shared read; when Key Vault is out, the principal's last content for ``key``."""
+        """A shared read; when Key Vault is out, the principal's last content for ``key``.
+        ``failure`` words the error (default: the object's)."""
         try:
             value = self._shared.run(key, read, since=mount.since)
         except Exception as err:
@@ -340,8 +344,8 @@ class Fetcher:
             kept = self._stale.get(key) if reason else None
             if kept is None:
                 if classify(err) in (Category.NOT_FOUND, Category.FORBIDDEN):
-                    self._stale.drop(key[:4])  # gone or taken away: no version of it is served again
-                raise describe_failure(mount.vault, spec, err) from None
+                    self._stale.drop(key[:4])  # gone or taken away: none of its versions (or listing) again
+                raise (failure or partial(describe_failure, mount.vault, spec))(err) from None
             assert reason is not None
             mount.stale.append(StaleServe(spec.describe(), kept[1], reason))
             return cast(T, kept[0])

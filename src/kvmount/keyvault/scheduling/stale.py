@@ -1,10 +1,11 @@
 """Stale-if-error: the last content one principal was served, kept for an outage.
 
 Opt-in (--serve-stale-on-error). Each successful read is kept under the key read sharing uses
-(vault, principal, object, requested version), so content only ever goes back to the identity
-it was read for; a mount's own credential is proved before (mount.py). Kept in memory only,
-bounded in bytes (--stale-cache-bytes, oldest dropped first), never past its age limit, and
-dropped when Key Vault says the object is gone or forbidden. A stale serve does not renew an
+(vault, principal, object, requested version; or a type's listing, for objectNamePattern and
+objectTags), so content only ever goes back to the identity it was read for; a mount's own
+credential is proved before (mount.py). Kept in memory only, bounded in bytes
+(--stale-cache-bytes, oldest dropped first), never past its age limit, and dropped when Key
+Vault says the object is gone or forbidden. A stale serve does not renew an
 entry: the age counts from the read Key Vault answered.
 """
 

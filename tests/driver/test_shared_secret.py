@@ -139,6 +139,8 @@ def test_bare_pods_owners_are_batched(watching: Node, kubelet_dir: Any) -> None:
     assert len(ns.secret(SHARED).metadata.owner_references) == PODS
     assert false_warnings(ns) == []
     assert (calls["get"], calls["create"]) == (1, 1), calls
-    # One per pod before owners were batched; measured 32 to 39 with 16 publishes at a time.
-    assert calls["update"] <= PODS // 2, calls
+    # One per pod (PODS - 1) before owners were batched. How many writes carry several owners
+    # depends on how the 16 concurrent publishes interleave: 32 to 39 updates measured on two
+    # idle cores, more on a loaded machine, so the bound says only that batching happened.
+    assert calls["update"] < PODS - 1, calls
     assert set(calls) <= {"get", "create", "update"}, calls

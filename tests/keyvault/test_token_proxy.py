@@ -17,6 +17,7 @@ from kvmount.keyvault import (
     parse_mount,
 )
 from kvmount.keyvault.identity.token_proxy import TokenProxy, server_name
+from kvmount.keyvault.parameters.limits import TokenCap
 
 OBJECTS = "array:\n  - |\n    objectName: a\n    objectType: secret\n"
 
@@ -81,9 +82,9 @@ def test_server_name_is_a_hash_of_the_cluster() -> None:
 def test_without_sni_name_or_service_account_ca_a_mount_is_told_what_to_set() -> None:
     proxy = TokenProxy("https://127.0.0.1:1/", "", ca_file="/nonexistent/ca.crt")
     with pytest.raises(KeyVaultError, match="set --sni-name"):
-        proxy.transport()
+        proxy.transport(TokenCap)
 
 
 def test_proxy_url_must_be_https() -> None:
     with pytest.raises(KeyVaultError, match="https"):
-        TokenProxy("http://proxy.example", "proxy.example").transport()
+        TokenProxy("http://proxy.example", "proxy.example").transport(TokenCap)

@@ -7,7 +7,7 @@ as a Key Vault answer is, while it arrives. Its decoded bytes (a gzip body infla
 piece by piece) are counted against the transport's cap (keyvault/parameters/limits.py
 TokenCap, --max-token-answer-bytes), and it must arrive whole within the read timeout
 and, on a thread that runs a mount's fetch, by the mount's deadline (http/retry.py
-``fetch_deadline``), whatever the pace of its bytes. A slow answer fails as
+``fetch_deadline``, which ends connecting too), whatever the pace of its bytes. A slow answer fails as
 ``TokenAnswerTimeout``, which is no azure-core error, so no retry policy sends the
 request again: an endpoint that keeps an answer 30 s (or past the mount's end) is
 failing, and the driver retries the whole mount.
@@ -15,6 +15,7 @@ failing, and the driver retries the whole mount.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,9 @@ class TokenTransport(VaultTransport):
         deadline = getattr(fetch_deadline, "deadline", None)
         if deadline is not None:
             kwargs.setdefault("mount_deadline", deadline)
+            # Connecting ends with the mount too (VaultTransport refuses a spent deadline).
+            connect = kwargs.get("connection_timeout") or self.connection_config.timeout
+            kwargs["connection_timeout"] = max(0.001, min(connect, deadline - time.monotonic()))
         try:
             return super().send(request, **kwargs)
         except ServiceResponseTimeoutError as err:

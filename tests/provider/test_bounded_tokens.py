@@ -11,6 +11,7 @@ its fetch worker back.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -23,7 +24,7 @@ import pytest
 from kvmount.csi.attributes import POD_NAME, POD_NAMESPACE, SA_TOKENS
 from tests.peers.keyvault_double import Fault, KeyVaultDouble
 from tests.provider.conftest import VAULT, Provider, start_provider, stop_provider
-from tests.support import starts_process
+from tests.support import eventually, starts_process
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,21 @@ def _service_principal(provider: Provider, kv: KeyVaultDouble, objects: list[dic
     )
 
 
-def _workload_identity(provider: Provider, kv: KeyVaultDouble, objects: list[dict[str, str]]) -> Route:
-    client, sa_token = f"wi-{os.urandom(4).hex()}", f"sa.{os.urandom(8).hex()}.jwt"
+def _workload_identity(
+    provider: Provider, kv: KeyVaultDouble, objects: list[dict[str, str]], sa_token: str = ""
+) -> Route:
+    client, sa_token = f"wi-{os.urandom(4).hex()}", sa_token or f"sa.{os.urandom(8).hex()}.jwt"
     tokens = json.dumps({"api://AzureADTokenExchange": {"token": sa_token, "expirationTimestamp": "x"}})
     attributes = provider.attributes(objects, clientID=client, **{SA_TOKENS: tokens})
     return Route(attributes, None, "aad", client, sa_token)
+
+
+def _workload_identity_proved(provider: Provider, kv: KeyVaultDouble, objects: list[dict[str, str]]) -> Route:
+    """A service account token with a subject: the mount proves its own token first, before
+    any fetch (keyvault/identity/credentials.py ``prove``), on the Mount's own thread."""
+    claims = {"sub": f"system:serviceaccount:shop:{os.urandom(4).hex()}"}
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    return _workload_identity(provider, kv, objects, f"e30.{payload}.c2ln")
 
 
 def _managed_identity(provider: Provider, kv: KeyVaultDouble, objects: list[dict[str, str]]) -> Route:
@@ -68,6 +79,7 @@ def _pod_identity(provider: Provider, kv: KeyVaultDouble, objects: list[dict[str
 ROUTES: dict[str, Callable[[Provider, KeyVaultDouble, list[dict[str, str]]], Route]] = {
     "aad-service-principal": _service_principal,
     "aad-workload-identity": _workload_identity,
+    "aad-workload-identity-proved": _workload_identity_proved,
     "imds": _managed_identity,
     "nmi": _pod_identity,
 }
@@ -102,7 +114,7 @@ def mount(provider: Provider, route: Route, timeout: float) -> grpc.RpcError | N
 def test_a_token_answer_past_its_cap_fails_the_mount_naming_the_flag(
     provider: Provider, keyvault: KeyVaultDouble, kind: str, fault: Fault
 ) -> None:
-    name, route = route_to(provider, keyvault, kind)
+    _, route = route_to(provider, keyvault, kind)
     keyvault.set_faults(
         Fault(fault.kind, count=100, size=fault.size, service=route.service, client=route.client)
     )
@@ -114,7 +126,7 @@ def test_a_token_answer_past_its_cap_fails_the_mount_naming_the_flag(
         keyvault.set_faults()
     assert err is not None and err.code() is grpc.StatusCode.UNAUTHENTICATED, err
     details = str(err.details())
-    assert "--max-token-answer-bytes" in details and name in details, details
+    assert "--max-token-answer-bytes" in details and f"keyvault {VAULT!r}" in details, details
     assert "access_token" not in details and (not route.secret or route.secret not in details)
     # Refused at the cap, not after reading the answer (or its retries) to the end.
     assert took < 30, f"the refusal took {took:.1f} s"
@@ -144,6 +156,11 @@ def test_a_drip_fed_token_answer_ends_with_the_mount_and_frees_its_worker(
     keyvault.set_faults(
         Fault("drip", count=100, seconds=0.5, size=100_000, service=dripped.service, client=dripped.client)
     )
+
+    def failed_mounts() -> int:
+        return one_worker.log.read_text().count("failed to process mount request")
+
+    before = failed_mounts()
     try:
         started = time.monotonic()
         err = mount(one_worker, dripped, timeout=8)
@@ -153,6 +170,8 @@ def test_a_drip_fed_token_answer_ends_with_the_mount_and_frees_its_worker(
             grpc.StatusCode.DEADLINE_EXCEEDED,
         ), err
         assert took < 12, f"the drip-fed mount took {took:.1f} s"
+        # The provider's own Mount ended too (its token request with it), not only the caller's wait.
+        eventually(lambda: failed_mounts() > before, timeout=6, what="the provider ending the drip-fed Mount")
         assert any(
             r.get("fault") == "drip" and r.get("service") == dripped.service for r in keyvault.requests()
         ), "the token request was not drip-fed"

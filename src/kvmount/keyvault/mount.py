@@ -136,11 +136,13 @@ class KeyVaultMounter:
         cloud = self.cloud(params)
         identity, credential = self.credentials.get(params, cloud)
         clients = self.clients.get(cloud.vault_url(params.vault_name), identity, credential)
+        fetch_deadline.deadline = deadline  # its token request ends with the mount too
         try:
-            fetch_deadline.deadline = deadline  # its token request ends with the mount too
             prove(params, cloud, credential)
         except Exception as err:
             raise describe_failure(params.vault_name, None, err) from None
+        finally:
+            fetch_deadline.deadline = None  # this thread's later token requests are not this mount's
         principal = principal_key(params, cloud)
         budget = ContentBudget(self.settings.limits.max_mount_bytes, self.settings.limits.max_object_bytes)
         reads = MountReads(params.vault_name, clients, principal, since, deadline, budget)

@@ -85,11 +85,15 @@ def test_requested_modes_and_a_warning_for_a_disk_target(
 
 
 def mount_faulted(kv: KeyVaultDouble, base: Path, fault: Fault, *flags: str) -> tuple[str, float, str]:
-    """`kvmount mount` of one secret whose reads take ``fault``: (its name, seconds, stderr)."""
+    """`kvmount mount` of one secret whose reads (or, for a token route's fault, its identity's
+    token requests) take ``fault``: (its name, seconds, stderr)."""
     name = f"{fault.kind}-{uuid.uuid4().hex[:8]}"
     kv.put_secret(VAULT, name, VALUE)
     spc, secrets = write_inputs(kv, base, [{"objectName": name, "objectType": "secret"}])
-    kv.set_faults(dataclasses.replace(fault, path=name))
+    if fault.service == "keyvault":
+        kv.set_faults(dataclasses.replace(fault, path=name))
+    else:  # the token requests of the class's service principal
+        kv.set_faults(dataclasses.replace(fault, client=yaml.safe_load(secrets.read_text())["clientid"]))
     start = time.monotonic()
     try:
         done = subprocess.run(
@@ -114,6 +118,25 @@ def test_an_answer_past_the_object_cap_is_refused_naming_the_object(
 ) -> None:
     name, _, stderr = mount_faulted(kv_env, tmp_path, fault)
     assert name in stderr and "--max-object-bytes" in stderr
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("gzip-bomb", count=100, size=64 << 20, service="aad"),
+        Fault("drip", count=100, seconds=0.2, size=10_000, service="aad"),
+    ],
+    ids=["gzip-bomb", "drip"],
+)
+def test_a_hostile_token_answer_fails_the_mount_in_one_line(
+    kv_env: KeyVaultDouble, tmp_path: Path, fault: Fault
+) -> None:
+    _, seconds, stderr = mount_faulted(kv_env, tmp_path, fault, "--mount-timeout=3s")
+    # The error is one line (azure-identity may log its own warning before it).
+    error = stderr.strip().splitlines()[-1]
+    assert error.startswith("kvmount mount: keyvault ") and "access_token" not in stderr, stderr
+    assert ("--max-token-answer-bytes" if fault.kind == "gzip-bomb" else "time budget") in error, stderr
+    assert seconds < 20
 
 
 def test_a_drip_fed_read_ends_at_the_mount_timeout(kv_env: KeyVaultDouble, tmp_path: Path) -> None:

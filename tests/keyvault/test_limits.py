@@ -18,8 +18,8 @@ from kvmount.keyvault import (
     parse_mount,
 )
 from kvmount.keyvault.content import check_split_paths
-from kvmount.keyvault.errors import AnswerTooLarge
-from kvmount.keyvault.parameters.limits import ContentBudget
+from kvmount.keyvault.errors import AnswerTooLarge, TokenAnswerTooLarge
+from kvmount.keyvault.parameters.limits import ContentBudget, TokenCap
 
 SP = {"clientid": "app", "clientsecret": "secret"}
 
@@ -135,3 +135,15 @@ def test_separate_files_mode_refuses_two_objects_writing_one_key_file() -> None:
     )
     # A history's versions split under the history directory, apart from each other.
     check_split_paths(parse_mount(attributes(secret("h", objectVersionHistory=3)), SP).objects)
+
+
+def test_a_token_answer_is_capped_on_its_own_and_counted_afresh_after_a_reset() -> None:
+    cap = TokenCap(100)
+    cap.add(100)
+    with pytest.raises(
+        TokenAnswerTooLarge, match=r"limit of 100 bytes per token answer \(--max-token-answer-bytes\)"
+    ):
+        cap.add(1)
+    cap.reset()  # a retry's answer
+    cap.add(100)
+    assert TokenAnswerTooLarge("x").category is Category.UNAUTHENTICATED

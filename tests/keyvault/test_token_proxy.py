@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+from azure.core.rest import HttpRequest
 
 from kvmount.csi.attributes import SA_TOKENS
 from kvmount.keyvault import (
@@ -16,7 +23,12 @@ from kvmount.keyvault import (
     KeyVaultError,
     parse_mount,
 )
+from kvmount.keyvault.errors import TokenAnswerTooLarge
 from kvmount.keyvault.identity.token_proxy import TokenProxy, server_name
+from kvmount.keyvault.parameters.limits import TokenCap
+from tests.certs import server_tls
+
+PROXY_NAME = "token-proxy.test"
 
 OBJECTS = "array:\n  - |\n    objectName: a\n    objectType: secret\n"
 
@@ -81,9 +93,55 @@ def test_server_name_is_a_hash_of_the_cluster() -> None:
 def test_without_sni_name_or_service_account_ca_a_mount_is_told_what_to_set() -> None:
     proxy = TokenProxy("https://127.0.0.1:1/", "", ca_file="/nonexistent/ca.crt")
     with pytest.raises(KeyVaultError, match="set --sni-name"):
-        proxy.transport()
+        proxy.transport(TokenCap)
 
 
 def test_proxy_url_must_be_https() -> None:
     with pytest.raises(KeyVaultError, match="https"):
-        TokenProxy("http://proxy.example", "proxy.example").transport()
+        TokenProxy("http://proxy.example", "proxy.example").transport(TokenCap)
+
+
+class _HugeAnswer(BaseHTTPRequestHandler):
+    """A token proxy whose answer is the token behind megabytes of whitespace (HTTP/1.0: it
+    closes the connection after the answer)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b" " * (4 << 20) + b'{"access_token": "t", "expires_in": 3600}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def huge_proxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """(URL, CA file) of a proxy that speaks TLS only under PROXY_NAME."""
+    tls = server_tls(PROXY_NAME, [PROXY_NAME])
+    for name, pem in (("cert.pem", tls.cert_pem), ("key.pem", tls.key_pem), ("ca.pem", tls.ca_pem)):
+        (tmp_path / name).write_bytes(pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    context.sni_callback = lambda _, name, __: (
+        None if name == PROXY_NAME else ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+    )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HugeAnswer)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{server.server_address[1]}/binding", tmp_path / "ca.pem"
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_proxys_answers_are_bounded_like_every_token_answer(huge_proxy: tuple[str, Path]) -> None:
+    url, ca_file = huge_proxy
+    request = HttpRequest("POST", "https://login.example/t/oauth2/v2.0/token", data={"grant_type": "x"})
+    transport = TokenProxy(url, PROXY_NAME, ca_file=str(ca_file)).transport(partial(TokenCap, 64 << 10))
+    with pytest.raises(TokenAnswerTooLarge, match="--max-token-answer-bytes"):
+        transport.send(request)
+    # The same answer under a cap above it arrives whole: the name and CA were the proxy's.
+    roomy = TokenProxy(url, PROXY_NAME, ca_file=str(ca_file)).transport(partial(TokenCap, 8 << 20))
+    assert json.loads(roomy.send(request).content)["access_token"] == "t"

@@ -88,3 +88,25 @@ def test_a_drip_sends_one_byte_per_interval(keyvault: KeyVaultDouble, name: str)
     start = time.monotonic()
     assert len(response.read(5)) == 5
     assert time.monotonic() - start >= 0.6  # five bytes, four intervals at least
+
+
+def test_token_route_faults_take_only_their_service_and_client(keyvault: KeyVaultDouble) -> None:
+    def imds(client: str) -> http.client.HTTPResponse:
+        conn = http.client.HTTPConnection("127.0.0.1", keyvault.imds_port, timeout=10)
+        query = f"api-version=2018-02-01&resource=https://vault.localhost&client_id={client}"
+        conn.request("GET", f"/metadata/identity/oauth2/token?{query}", headers={"Metadata": "true"})
+        return conn.getresponse()
+
+    keyvault.set_faults(Fault("gzip-bomb", count=5, size=8 << 20, service="imds", client="uami-bombed"))
+    try:
+        # Another client, and Key Vault's data plane, are answered as always.
+        assert json.loads(imds("uami-other").read())["access_token"]
+        assert get(keyvault, "/secrets/any").status == 401
+        bomb = imds("uami-bombed")
+        unpacked = zlib.decompress(bomb.read(), 16 + zlib.MAX_WBITS)
+        assert bomb.getheader("Content-Encoding") == "gzip" and len(unpacked) > 8 << 20
+        assert json.loads(unpacked)["access_token"]  # the real token answer behind the whitespace
+    finally:
+        keyvault.set_faults()
+    entries = [r for r in keyvault.requests() if r.get("service") == "imds"]
+    assert entries[-1]["fault"] == "gzip-bomb" and "fault" not in entries[-2]

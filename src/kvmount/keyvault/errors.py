@@ -43,6 +43,13 @@ class AnswerTooLarge(KeyVaultError):
     category = Category.INVALID
 
 
+class TokenAnswerTooLarge(KeyVaultError):
+    """An identity endpoint's answer grew past --max-token-answer-bytes while it arrived:
+    no token could be had (the credential's wrapping is seen through, keyvault/failures.py)."""
+
+    category = Category.UNAUTHENTICATED
+
+
 class ListingForbidden(KeyVaultError):
     """Key Vault refused to list a type's objects: a selection needs the list permission."""
 

@@ -15,13 +15,34 @@ from azure.core.exceptions import (
 )
 from azure.identity import CredentialUnavailableError
 
-from kvmount.keyvault.errors import AnswerTooLarge, Category, KeyVaultError
+from kvmount.keyvault.errors import AnswerTooLarge, Category, KeyVaultError, TokenAnswerTooLarge
+from kvmount.keyvault.http.token_transport import TokenAnswerTimeout
 from kvmount.keyvault.types import ObjectSpec
 
 _AADSTS = re.compile(r"AADSTS\d+")
 
 
+def token_bound(err: BaseException) -> KeyVaultError | None:
+    """A token answer refused at a bound (--max-token-answer-bytes, the read timeout), as a
+    KeyVaultError naming it, whichever wrapping the credential gave it (azure-identity
+    raises ClientAuthenticationError or CredentialUnavailableError from what its transport
+    raised); None when ``err`` has no such cause."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, TokenAnswerTooLarge):
+            return cause
+        if isinstance(cause, TokenAnswerTimeout):
+            return KeyVaultError(f"no token: {cause}", Category.UNAVAILABLE)
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def classify(err: Exception) -> Category:
+    bound = token_bound(err)
+    if bound is not None:
+        return bound.category
     if isinstance(err, KeyVaultError):
         return err.category
     if isinstance(err, ResourceNotFoundError):
@@ -72,6 +93,9 @@ def describe_failure(vault: str, spec: ObjectSpec | None, err: Exception) -> Key
     """An error naming the vault and object (if any), safe to show: no response bodies."""
     category = classify(err)
     what = f"{spec.describe()}: " if spec else ""
+    bound = token_bound(err)
+    if bound is not None:
+        return KeyVaultError(f"keyvault {vault!r}: {what}{bound}", category)
     if isinstance(err, AnswerTooLarge):  # raised by the transport, which knows no object
         return KeyVaultError(f"keyvault {vault!r}: {what}{err}", category)
     if isinstance(err, KeyVaultError):

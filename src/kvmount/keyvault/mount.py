@@ -19,6 +19,7 @@ from kvmount.keyvault.content import (
     secret_files,
 )
 from kvmount.keyvault.failures import describe_failure
+from kvmount.keyvault.http.retry import fetch_deadline
 from kvmount.keyvault.identity.choice import NMI_PORT
 from kvmount.keyvault.identity.credentials import (
     CredentialCache,
@@ -111,7 +112,8 @@ class KeyVaultMounter:
         self.settings = settings or Settings()
         s = self.settings
         proxy = TokenProxy(s.token_proxy_url, s.sni_name)
-        self.credentials = CredentialCache(node=CredentialOptions(s.nmi_port, s.user_agent, proxy))
+        node = CredentialOptions(s.nmi_port, s.user_agent, proxy, s.limits.max_token_answer_bytes)
+        self.credentials = CredentialCache(node=node)
         self.clients = ClientCache(user_agent=self.settings.user_agent)
         coalescer = Coalescer(self.settings.coalesce_seconds)
         self.stale = StaleCache(s.stale_seconds, s.stale_bytes)
@@ -134,10 +136,13 @@ class KeyVaultMounter:
         cloud = self.cloud(params)
         identity, credential = self.credentials.get(params, cloud)
         clients = self.clients.get(cloud.vault_url(params.vault_name), identity, credential)
+        fetch_deadline.deadline = deadline  # its token request ends with the mount too
         try:
             prove(params, cloud, credential)
         except Exception as err:
             raise describe_failure(params.vault_name, None, err) from None
+        finally:
+            fetch_deadline.deadline = None  # this thread's later token requests are not this mount's
         principal = principal_key(params, cloud)
         budget = ContentBudget(self.settings.limits.max_mount_bytes, self.settings.limits.max_object_bytes)
         reads = MountReads(params.vault_name, clients, principal, since, deadline, budget)

@@ -25,6 +25,7 @@ from kvmount.keyvault import (
     DEFAULT_MAX_MOUNT_BYTES,
     DEFAULT_MAX_OBJECT_BYTES,
     DEFAULT_MAX_OBJECTS,
+    DEFAULT_MAX_TOKEN_ANSWER_BYTES,
     DEFAULT_MAX_VERSION_HISTORY,
     DEFAULT_STALE_CACHE_BYTES,
     NMI_PORT,
@@ -160,6 +161,13 @@ def _add_caps(parser: argparse.ArgumentParser) -> None:
         "1 MiB; a secret is at most 25 KB)",
     )
     parser.add_argument(
+        "--max-token-answer-bytes",
+        type=_positive,
+        default=DEFAULT_MAX_TOKEN_ANSWER_BYTES,
+        help="bytes of one answer of an identity endpoint (Azure AD, IMDS, NMI, the token proxy), "
+        "decoded, counted as it arrives (default %(default)s, 64 KiB; a token answer is a few KB)",
+    )
+    parser.add_argument(
         "--default-mount-timeout",
         type=positive_duration,
         default=server.DEFAULT_BUDGET,
@@ -194,7 +202,11 @@ def _mounter(args: argparse.Namespace) -> KeyVaultMounter:
         sni_name=args.sni_name,
         cloud_env_dirs=tuple(d for d in args.cloud_env_dirs.split(",") if d),
         limits=Limits(
-            args.max_version_history, args.max_objects_per_mount, args.max_mount_bytes, args.max_object_bytes
+            args.max_version_history,
+            args.max_objects_per_mount,
+            args.max_mount_bytes,
+            args.max_object_bytes,
+            args.max_token_answer_bytes,
         ),
         stale_seconds=args.serve_stale_on_error,
         stale_bytes=args.stale_cache_bytes,

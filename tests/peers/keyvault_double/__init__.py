@@ -40,6 +40,7 @@ Stable API used by other tests::
     kv.write_cloud_env(path)    # AzureStackCloud env file for cloudEnvFileName
     kv.requests() / kv.reset_log() / kv.set_latency(ms) / kv.set_outage(status)
     kv.set_faults(Fault("status", count=2, status=429, retry_after="1"), ...)  # see Fault
+    kv.set_faults(Fault("gzip-bomb", size=8 << 20, service="imds", client="uami-1"))  # a token route
     kv.register_aad_client(client_id, secret=None, cert_pem=None, federated=None)
     kv.deny_pod(namespace, name) / kv.allow_pod(namespace, name) / kv.set_pod_client_id(client_id)
     kv.deny_object(vault, kind, name, deny=True)  # 403 AccessDenied on reads of that object

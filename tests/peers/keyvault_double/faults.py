@@ -29,8 +29,11 @@ class InjectedFault(Exception):
 
 @dataclass
 class Fault:
-    """One injected Key Vault failure (``POST /_double/faults``), taken by the next ``count``
-    data-plane requests whose path contains ``path``: ``status`` answers ``status`` (with
+    """One injected failure (``POST /_double/faults``), taken by the next ``count`` requests
+    of ``service`` whose path contains ``path``: ``keyvault`` (the data plane), or a token
+    route, ``aad`` (Azure AD: its token endpoint and authority metadata), ``imds`` or ``nmi``,
+    there only those for ``client`` when set (the token request's client id; NMI's
+    ``podns/podname``): ``status`` answers ``status`` (with
     ``Retry-After: retry_after`` when set); ``reset`` resets the connection (TCP RST) without
     an answer; ``stall`` sends the headers and half the body, then nothing for ``seconds``;
     ``cut`` sends the headers and half the body, then closes the connection. The body
@@ -44,6 +47,8 @@ class Fault:
     retry_after: str = ""
     seconds: float = 30.0
     size: int = 0
+    service: str = "keyvault"
+    client: str = ""
 
 
 class Faults:
@@ -57,10 +62,10 @@ class Faults:
         with self._lock:
             self._pending = [f for f in faults if f.count > 0]
 
-    def take(self, path: str) -> Fault | None:
+    def take(self, service: str, path: str, client: str = "") -> Fault | None:
         with self._lock:
             for fault in self._pending:
-                if fault.path in path:
+                if fault.service == service and fault.path in path and fault.client in ("", client):
                     fault.count -= 1
                     if fault.count <= 0:
                         self._pending.remove(fault)

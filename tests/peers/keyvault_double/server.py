@@ -10,6 +10,8 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from cryptography import x509
@@ -121,31 +123,27 @@ class DoubleServer:
         if role == "imds" and path.startswith("/metadata/identity/oauth2/token"):
             entry["service"] = "imds"
             entry["metadata_header"] = h.headers.get("Metadata")
-            response = self.identity.imds(h.headers, query)
+            client = query.get("client_id", "")
+            response = self._faulted(entry, path, client, partial(self.identity.imds, h.headers, query))
         elif role == "nmi" and path.rstrip("/") == "/host/token":
             entry["service"] = "nmi"
             entry["podns"], entry["podname"] = h.headers.get("podns"), h.headers.get("podname")
-            response = self.identity.nmi(h.headers, query)
+            client = f"{entry['podns']}/{entry['podname']}"
+            response = self._faulted(entry, path, client, partial(self.identity.nmi, h.headers, query))
         elif role == "https" and (hostname == "login.localhost" or hostname in DISCOVERY_HOSTS):
             entry["service"] = "aad"
-            response = self.identity.aad(h.command, path, query, raw, entry)
+            form = urllib.parse.parse_qs(raw.decode(errors="replace")) if h.command == "POST" else {}
+            client = form.get("client_id", [""])[-1]
+            answer = partial(self.identity.aad, h.command, path, query, raw, entry)
+            response = self._faulted(entry, path, client, answer)
         elif role == "https" and hostname.endswith(".vault.localhost"):
             entry["service"] = "keyvault"
             entry["vault"] = hostname.split(".", 1)[0]
             if token is not None:
                 with self.identity.lock:
                     entry["identity"] = self.identity.issued.get(token)
-            fault = self.faults.take(path)
-            if fault is not None and fault.kind not in BODY_FAULTS:
-                entry["fault"] = fault.kind
-                entry["status"] = fault.status if fault.kind == "status" else 0
-                self.record(entry)
-                return Faults.act(fault)
-            response = self._keyvault(h, entry["vault"], path, query, raw, token)
-            if fault is not None:  # the real answer, its body made hostile (see faults.body_fault)
-                entry["fault"], entry["status"] = fault.kind, response[0]
-                self.record(entry)
-                raise InjectedFault(fault, response)
+            answer = partial(self._keyvault, h, entry["vault"], path, query, raw, token)
+            response = self._faulted(entry, path, "", answer)
         else:
             entry["service"] = "unknown"
             response = json_response(
@@ -153,6 +151,22 @@ class DoubleServer:
             )
         entry["status"] = response[0]
         self.record(entry)
+        return response
+
+    def _faulted(self, entry: Json, path: str, client: str, answer: Callable[[], Response]) -> Response:
+        """``answer()``, unless an injected fault of the entry's service takes the request."""
+        fault = self.faults.take(str(entry["service"]), path, client)
+        if fault is not None and fault.kind not in BODY_FAULTS:
+            entry["fault"] = fault.kind
+            entry["status"] = fault.status if fault.kind == "status" else 0
+            if fault.kind != "status":  # acted out on the socket: route() records no answer
+                self.record(entry)
+            return Faults.act(fault)
+        response = answer()
+        if fault is not None:  # the real answer, its body made hostile (see faults.body_fault)
+            entry["fault"], entry["status"] = fault.kind, response[0]
+            self.record(entry)
+            raise InjectedFault(fault, response)
         return response
 
     def _keyvault(

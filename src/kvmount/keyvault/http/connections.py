@@ -60,11 +60,15 @@ class ByteCap(Protocol):
 
 
 class _Timed(io.RawIOBase):
-    """A socket's reads, each waiting only for what is left until ``deadline``."""
+    """A socket's reads, each waiting only for what is left until ``deadline``. They go
+    through the socket's own reader (makefile), which keeps its descriptor open until
+    the response is closed: http.client closes the connection first when the server
+    closes it after the answer (HTTP/1.0, ``Connection: close``)."""
 
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         super().__init__()
         self._sock, self._deadline = sock, deadline
+        self._raw = sock.makefile("rb", buffering=0)
 
     def readable(self) -> bool:
         return True
@@ -74,7 +78,14 @@ class _Timed(io.RawIOBase):
         if left <= 0:
             raise TimeoutError("the answer did not arrive whole within the read timeout")
         self._sock.settimeout(left)
-        return self._sock.recv_into(buffer)
+        got = self._raw.readinto(buffer)
+        if got is None:  # nothing to read, which a socket with a timeout does not answer
+            raise TimeoutError("the answer did not arrive whole within the read timeout")
+        return got
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 class _Socket:
@@ -88,24 +99,36 @@ class _Socket:
 
 
 class _Connection(http.client.HTTPSConnection):
-    """An HTTPS connection whose answers must arrive whole by ``deadline``."""
+    """An HTTPS connection whose answers must arrive whole by ``deadline``; its TLS server
+    name (sent and checked) is ``server_name`` when set, else the host's."""
 
     deadline = 0.0
+    server_name: str | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # http.client builds its response from response_class(sock, method=...).
         self.response_class = self._response  # type: ignore[assignment]
 
+    def connect(self) -> None:
+        if self.server_name is None:
+            return super().connect()
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self.server_name)  # type: ignore[attr-defined]
+
     def _response(self, sock: socket.socket, *args: Any, **kwargs: Any) -> http.client.HTTPResponse:
         return http.client.HTTPResponse(_Socket(sock, self.deadline), *args, **kwargs)  # type: ignore[arg-type]
 
 
 class Connections:
-    """Up to ``keep`` idle keep-alive connections to ``host``:``port``, thread-safe."""
+    """Up to ``keep`` idle keep-alive connections to ``host``:``port``, thread-safe; TLS with
+    ``server_name`` instead of the host's name when given."""
 
-    def __init__(self, host: str, port: int, context: ssl.SSLContext, keep: int) -> None:
+    def __init__(
+        self, host: str, port: int, context: ssl.SSLContext, keep: int, server_name: str | None = None
+    ) -> None:
         self._host, self._port, self._context, self._keep = host, port, context, keep
+        self._server_name = server_name
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
 
@@ -121,6 +144,7 @@ class Connections:
 
     def _connected(self, timeout: float) -> _Connection:
         conn = _Connection(self._host, self._port, timeout=timeout, context=self._context)
+        conn.server_name = self._server_name
         try:
             conn.connect()
         except TimeoutError as err:

@@ -29,7 +29,7 @@ time by ``read_timeout``, the time the whole answer has to arrive (a drip of one
 byte a second does not restart it), and the mount's deadline. Through a proxy,
 urllib3 reads the headers, each recv waiting up to the read timeout: they are
 bounded in size by http.client, the body in time as on the direct route. Request
-bodies, when any, are bytes or text.
+bodies, when any, are bytes, text or a form (http/token_transport.py's token requests).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import os
 import ssl
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
@@ -209,6 +210,9 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
     ) -> None:
         """``default_cap`` bounds an answer whose request brought no cap of its own."""
         self._default_cap = default_cap
+        # Every https route's TLS context and server name, when set (identity binding's token
+        # proxy: its CA and name); else the CA bundle as requests finds it and the host's name.
+        self.tls: tuple[ssl.SSLContext, str] | None = None
         # Read by azure-core's retry policy (it caps the connection timeout at the call's).
         self.connection_config = ConnectionConfiguration(
             connection_timeout=connection_timeout, read_timeout=read_timeout
@@ -268,9 +272,11 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
                 if proxy is None:
                     parts = urllib3.util.parse_url(origin)
                     host, port = str(parts.host), parts.port or 443
-                    route = Connections(host, port, _tls_context(True), POOL_SIZE)
+                    context, name = self.tls or (_tls_context(True), None)
+                    route = Connections(host, port, context, POOL_SIZE, name)
                 else:
-                    route = self._manager(proxy).connection_from_url(origin)
+                    tls = {"ssl_context": self.tls[0], "server_hostname": self.tls[1]} if self.tls else None
+                    route = self._manager(proxy).connection_from_url(origin, pool_kwargs=tls)
                 self._routes[origin] = route
             return route
 
@@ -304,10 +310,12 @@ class VaultTransport(HttpTransport[HttpRequest, ReadResponse]):
             if name not in request.headers:  # case-insensitive
                 headers[name] = value
         body = request.content
+        if isinstance(body, dict):  # a form (the token requests'), encoded as requests does
+            body = urllib.parse.urlencode(body, doseq=True)
         if isinstance(body, str):
             body = body.encode("utf-8")
         elif body is not None and not isinstance(body, bytes):
-            raise ValueError("VaultTransport sends bodies of bytes or text only")
+            raise ValueError("VaultTransport sends bodies of bytes, text or a form only")
         connect = connection_timeout or self.connection_config.timeout
         read = read_timeout or self.connection_config.read_timeout
         if mount_deadline is not None:

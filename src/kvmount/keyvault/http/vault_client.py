@@ -12,9 +12,8 @@ one connection pool per vault, shared by every identity that reads it (a request
 identity is its bearer token, not its connection), over keyvault/transport.py (urllib3's
 pools, no requests). Answers are Key Vault's REST JSON, read directly.
 
-Token requests of the credentials (azure-identity, msal) stay on requests: here
-``shared_transport``, one pool for every credential, with a session that reads the
-environment once per host.
+Token requests of the credentials (azure-identity, msal, NMI) go through the same
+bounded transport, with a cap of their own (http/token_transport.py).
 
 The first request of a new client goes alone: it takes the challenge and the
 token, so concurrent fetches and mounts of a new identity cost one challenge and
@@ -30,7 +29,6 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
-import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -43,13 +41,11 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline import Pipeline
 from azure.core.pipeline.policies import RetryPolicy, UserAgentPolicy
-from azure.core.pipeline.transport import HttpTransport, RequestsTransport
+from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest import HttpRequest
 from azure.keyvault.secrets._shared import ChallengeAuthPolicy
 from azure.keyvault.secrets._shared.client_base import DEFAULT_VERSION
 from azure.keyvault.secrets._version import VERSION
-from requests.sessions import merge_setting
-from requests.structures import CaseInsensitiveDict
 
 # The REST API version the SDK's clients send.
 API_VERSION = str(getattr(DEFAULT_VERSION, "value", DEFAULT_VERSION))
@@ -62,93 +58,6 @@ _ERROR_MAP: dict[int, type[HttpResponseError]] = {
     304: ResourceNotModifiedError,
 }
 COLLECTIONS = {"secret": "secrets", "key": "keys", "cert": "certificates"}
-
-
-class _LeanSession(requests.Session):
-    """A requests Session for many small GETs (profiled, bench/RESULTS.md):
-
-    * the environment (proxies, REQUESTS_CA_BUNDLE) is read once per host, not on every
-      request: the provider's environment does not change while it runs;
-    * ~/.netrc is not consulted (requests would stat it per request): Key Vault takes
-      bearer tokens, never basic credentials;
-    * a GET without a body goes from a PreparedRequest straight to the connection adapter,
-      past the Session's cookies, hooks and redirects, which azure-core does not use
-      (it sends allow_redirects=False and handles redirects itself).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._settings: dict[tuple[str, Any, Any, Any], dict[str, Any]] = {}
-        self._lock = threading.Lock()
-        self.auth = _no_auth
-
-    def merge_environment_settings(
-        self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
-        if proxies or not isinstance(url, str):
-            return dict(super().merge_environment_settings(url, proxies, stream, verify, cert))  # type: ignore[arg-type]
-        parts = urllib.parse.urlsplit(url)
-        key = (f"{parts.scheme}://{parts.netloc}", stream, verify, cert)
-        with self._lock:
-            found = self._settings.get(key)
-        if found is None:
-            found = dict(super().merge_environment_settings(url, {}, stream, verify, cert))
-            with self._lock:
-                self._settings[key] = found
-        return dict(found)
-
-    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        lean = (
-            method == "GET"
-            and isinstance(url, str)
-            and not args
-            and kwargs.keys() <= _LEAN_KEYWORDS
-            and kwargs.get("data") is None
-            and kwargs.get("files") is None
-            and kwargs.get("allow_redirects") is False
-        )
-        if not lean:
-            return super().request(method, url, *args, **kwargs)
-        prepared = requests.PreparedRequest()
-        prepared.prepare_method(method)
-        prepared.prepare_url(url, None)
-        # The Session's default headers (Accept-Encoding, Connection, ...) under the request's own.
-        prepared.prepare_headers(
-            merge_setting(kwargs.get("headers"), self.headers, dict_class=CaseInsensitiveDict)
-        )
-        settings = self.merge_environment_settings(
-            prepared.url,
-            kwargs.get("proxies") or {},
-            kwargs.get("stream"),
-            kwargs.get("verify"),
-            kwargs.get("cert"),
-        )
-        response = self.get_adapter(str(prepared.url)).send(
-            prepared, timeout=kwargs.get("timeout"), **settings
-        )
-        if not settings["stream"]:
-            _ = response.content  # read the body now, as Session.send does
-        return response
-
-
-_LEAN_KEYWORDS = frozenset(
-    {"headers", "data", "files", "verify", "timeout", "cert", "allow_redirects", "proxies"}
-)
-
-
-def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
-    return request
-
-
-def shared_transport(connection_timeout: float = 300, read_timeout: float = 300) -> RequestsTransport:
-    """A transport (one connection pool, the environment read once) for many credentials'
-    token requests. Its session is not owned by the transport, so no credential closes it."""
-    return RequestsTransport(
-        session=_LeanSession(),
-        session_owner=False,
-        connection_timeout=connection_timeout,
-        read_timeout=read_timeout,
-    )
 
 
 def version_of(object_id: str) -> str:

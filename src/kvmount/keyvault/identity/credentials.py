@@ -14,14 +14,14 @@ import hashlib
 import json
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, assert_never
 
 from azure.core.credentials import AccessToken, TokenCredential
+from azure.core.exceptions import AzureError
+from azure.core.rest import HttpRequest
 from azure.identity import (
     ClientAssertionCredential,
     ClientSecretCredential,
@@ -29,53 +29,57 @@ from azure.identity import (
 )
 
 from kvmount.keyvault.clouds import Cloud
-from kvmount.keyvault.errors import Category, KeyVaultError
-from kvmount.keyvault.http.retry import SharedCodesRetryPolicy
-from kvmount.keyvault.http.shared_tls import SharedContextAdapter
-from kvmount.keyvault.http.vault_client import shared_transport
+from kvmount.keyvault.errors import Category, KeyVaultError, TokenAnswerTooLarge
+from kvmount.keyvault.http.retry import BudgetRetryPolicy
+from kvmount.keyvault.http.token_transport import TokenAnswerTimeout, TokenTransport
 from kvmount.keyvault.identity.choice import NMI_PORT
 from kvmount.keyvault.identity.token_proxy import TokenProxy
+from kvmount.keyvault.parameters.limits import DEFAULT_MAX_TOKEN_ANSWER_BYTES, TokenCap
 from kvmount.keyvault.types import IdentityMode, MountParams
 
 
 class PodIdentityCredential:
-    """A token from aad-pod-identity's NMI, which knows the pod's identity by its name."""
+    """A token from aad-pod-identity's NMI, which knows the pod's identity by its name; asked
+    through the token requests' bounded transport (http/token_transport.py)."""
 
     def __init__(
         self,
         pod_namespace: str,
         pod_name: str,
         port: int = NMI_PORT,
-        timeout: float = 30,
+        transport: TokenTransport | None = None,
         user_agent: str = "",
     ) -> None:
         self._namespace = pod_namespace
         self._name = pod_name
         self._url = f"http://localhost:{port}/host/token/"
-        self._timeout = timeout
+        self._transport = transport or TokenTransport(TokenCap)
         self._headers = {"podns": pod_namespace, "podname": pod_name}
         if user_agent:
             self._headers["User-Agent"] = user_agent
 
     def get_token(self, *scopes: str, **_kwargs: Any) -> AccessToken:
         resource = scopes[0].removesuffix("/.default") if scopes else ""
-        query = urllib.parse.urlencode({"resource": resource})
-        request = urllib.request.Request(f"{self._url}?{query}", headers=self._headers)
+        request = HttpRequest("GET", self._url, params={"resource": resource}, headers=self._headers)
         pod = f"pod {self._namespace}/{self._name}"
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:
-                doc = json.load(response)
-        except urllib.error.HTTPError as err:
-            category = Category.FORBIDDEN if err.code in (401, 403, 404) else Category.UNAUTHENTICATED
-            raise KeyVaultError(
-                f"pod identity (NMI) refused a token for {pod}: HTTP {err.code}", category
-            ) from None
-        except (urllib.error.URLError, OSError):
+            response = self._transport.send(request)
+        except TokenAnswerTooLarge as err:
+            raise TokenAnswerTooLarge(f"pod identity (NMI) for {pod}: {err}") from None
+        except TokenAnswerTimeout as err:
+            raise KeyVaultError(f"pod identity (NMI) for {pod}: {err}", Category.UNAVAILABLE) from None
+        except AzureError:
             raise KeyVaultError(
                 f"pod identity (NMI) at {self._url} is unreachable for {pod}; is aad-pod-identity running?",
                 Category.UNAVAILABLE,
             ) from None
-        except ValueError:
+        status = response.status_code
+        if status >= 300:
+            category = Category.FORBIDDEN if status in (401, 403, 404) else Category.UNAUTHENTICATED
+            raise KeyVaultError(f"pod identity (NMI) refused a token for {pod}: HTTP {status}", category)
+        try:
+            doc = json.loads(response.content)
+        except (ValueError, RecursionError):
             raise KeyVaultError(f"pod identity (NMI) answered with invalid JSON for {pod}") from None
         try:
             token = doc["token"]
@@ -158,26 +162,38 @@ class CredentialOptions:
     user_agent: str = ""
     # --token-proxy-url and --sni-name, for identity binding.
     token_proxy: TokenProxy = field(default_factory=TokenProxy)
+    # --max-token-answer-bytes: one answer of an identity endpoint, decoded.
+    max_token_answer_bytes: int = DEFAULT_MAX_TOKEN_ANSWER_BYTES
+
+    def transport(self) -> TokenTransport:
+        """A transport for token requests, each answer bounded (http/token_transport.py)."""
+        return TokenTransport(partial(TokenCap, self.max_token_answer_bytes))
 
 
 def build_credential(
-    params: MountParams, cloud: Cloud, node: CredentialOptions | None = None, transport: Any = None
+    params: MountParams,
+    cloud: Cloud,
+    node: CredentialOptions | None = None,
+    transport: TokenTransport | None = None,
 ) -> TokenCredential:
     """The credential of a mount's identity; ``transport``, when given, carries its token
-    requests (one connection pool for many credentials)."""
+    requests (one connection pool for many credentials), else one of its own."""
     node = node or CredentialOptions()
-    options: dict[str, Any] = {"user_agent": node.user_agent} if node.user_agent else {}
-    if transport is not None:
-        options["transport"] = transport
+    transport = transport or node.transport()
+    options: dict[str, Any] = {"transport": transport}
+    if node.user_agent:
+        options["user_agent"] = node.user_agent
     # azure-identity builds the token pipeline's RetryPolicy from this class (its own keyword,
-    # which its IMDS credential uses too): the same retries, a shared code set.
-    shared_retries = {"retry_policy_class": SharedCodesRetryPolicy}
+    # which its IMDS credential uses too): the same retries, a shared code set, waits that
+    # end at the fetch's deadline.
+    shared_retries = {"retry_policy_class": BudgetRetryPolicy}
     match params.identity:
         case IdentityMode.WORKLOAD:
             return _assertion(params, {**_authority(cloud), **options, **shared_retries})
         case IdentityMode.TOKEN_PROXY:
             # Instance discovery cannot pass the proxy; upstream turns it off too.
-            proxied = {"transport": node.token_proxy.transport(), "disable_instance_discovery": True}
+            cap = partial(TokenCap, node.max_token_answer_bytes)
+            proxied = {"transport": node.token_proxy.transport(cap), "disable_instance_discovery": True}
             return _assertion(params, {**_authority(cloud), **options, **shared_retries, **proxied})
         case IdentityMode.SERVICE_PRINCIPAL:
             return ClientSecretCredential(
@@ -188,7 +204,7 @@ def build_credential(
             )
         case IdentityMode.POD:
             return PodIdentityCredential(
-                params.pod_namespace, params.pod_name, node.nmi_port, user_agent=node.user_agent
+                params.pod_namespace, params.pod_name, node.nmi_port, transport, node.user_agent
             )
         case IdentityMode.MANAGED:
             return ManagedIdentityCredential(client_id=params.client_id or None, **options)
@@ -207,11 +223,10 @@ class CredentialCache:
         self._max = max_entries
         self._idle = idle_seconds
         self._node = node or CredentialOptions()
-        # Token requests of every credential share one connection pool (and TLS set-up)
-        # instead of one per identity, which grew the provider by ~0.3 MiB per identity;
-        # its connections share one TLS context (http/shared_tls.py).
-        self._transport = shared_transport()
-        self._transport.session.mount("https://", SharedContextAdapter())
+        # Token requests of every credential share one bounded transport (its pools and one
+        # TLS context per CA bundle, http/shared_tls.py) instead of one per identity, which
+        # grew the provider by ~0.3 MiB per identity.
+        self._transport = self._node.transport()
 
     def get(self, params: MountParams, cloud: Cloud) -> tuple[str, TokenCredential]:
         key = identity_key(params, cloud)

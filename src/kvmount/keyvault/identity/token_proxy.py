@@ -1,8 +1,9 @@
 """Identity binding (``useAzureTokenProxy``): token requests through the AKS token proxy.
 
 What upstream's provider v1.8.2 does (--token-proxy-url, --sni-name, through
-azidentity's proxy transport), done here with azure-identity's own transport
-for it: each request of the credential goes to the proxy URL (default
+azidentity's proxy transport), done here with azure-identity's own URL and CA
+handling for it over the bounded token transport (http/token_transport.py, each
+answer bounded in bytes and time): each request of the credential goes to the proxy URL (default
 ``https://kubernetes.default.svc.cluster.local``) with the original path and
 query appended, over TLS with the server name ``--sni-name``. The proxy's
 certificate is checked against the service account CA when that file exists,
@@ -21,12 +22,17 @@ import os
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any
 
-from azure.identity._internal.token_binding_transport_requests import CustomRequestsTransport
+from azure.core.rest import HttpRequest
+from azure.identity._internal.token_binding_transport_mixin import TokenBindingTransportMixin
 
 from kvmount.base import numbers
 from kvmount.keyvault.errors import Category, KeyVaultError
+from kvmount.keyvault.http.connections import ByteCap
+from kvmount.keyvault.http.token_transport import TokenTransport
+from kvmount.keyvault.http.transport import ReadResponse
 
 DEFAULT_URL = "https://kubernetes.default.svc.cluster.local"
 SERVICE_ACCOUNT_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
@@ -40,6 +46,26 @@ def server_name(cluster_id: str) -> str:
     return f"a{base64.b32hexencode(digest).decode().rstrip('=')}.ests.aks".lower()
 
 
+class ProxiedTokenTransport(TokenBindingTransportMixin, TokenTransport):
+    """The token transport, each request sent to the proxy with its TLS name and CA (azure-identity's
+    mixin rewrites the URL and notices a replaced CA file, as its requests transport does)."""
+
+    def __init__(self, cap: Callable[[], ByteCap], **options: Any) -> None:
+        super().__init__(cap=cap, **options)  # the mixin takes proxy_endpoint, sni and ca_file
+        self.tls = (self._context(), self._sni)
+
+    def _context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cadata=self._ca_data)
+
+    def send(self, request: HttpRequest, **kwargs: Any) -> ReadResponse:
+        self._update_request_url(request)
+        if self._ca_file and self._has_ca_file_changed():
+            self._load_ca_file_to_data()
+            self.tls = (self._context(), self._sni)
+            self.close()  # new connections trust the new CA
+        return super().send(request, **kwargs)
+
+
 class TokenProxy:
     """The provider's token proxy settings; a transport for each identity-binding credential."""
 
@@ -49,12 +75,13 @@ class TokenProxy:
         self._ca_file = ca_file
         self._lock = threading.Lock()
 
-    def transport(self, **options: Any) -> CustomRequestsTransport:
+    def transport(self, cap: Callable[[], ByteCap]) -> ProxiedTokenTransport:
+        """An identity-binding credential's transport, each answer bounded by ``cap``."""
         ca_file = self._ca_file if os.path.exists(self._ca_file) else None
         name = self._server_name(ca_file)
         try:
-            return CustomRequestsTransport(proxy_endpoint=self.url, sni=name, ca_file=ca_file, **options)
-        except ValueError as err:
+            return ProxiedTokenTransport(cap, proxy_endpoint=self.url, sni=name, ca_file=ca_file)
+        except (ValueError, ssl.SSLError) as err:  # a bad URL, a CA file that holds no certificate
             raise KeyVaultError(
                 f"identity binding: token proxy {self.url!r}: {err}", Category.INVALID
             ) from None

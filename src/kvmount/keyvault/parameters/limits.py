@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kvmount.keyvault.errors import AnswerTooLarge, InvalidSpec
+from kvmount.keyvault.errors import AnswerTooLarge, InvalidSpec, TokenAnswerTooLarge
 from kvmount.keyvault.types import ObjectSpec
 
 DEFAULT_MAX_VERSION_HISTORY = 1000
@@ -23,6 +23,12 @@ DEFAULT_MAX_MOUNT_BYTES = 64 * 1024 * 1024
 # certificate's base64 in JSON), a version-list page of 25 items a few KB; 1 MiB is 30
 # times the largest, and still lets 64 answers fit in one mount's default budget.
 DEFAULT_MAX_OBJECT_BYTES = 1024 * 1024
+# One answer of an identity endpoint (Azure AD's token or authority metadata, IMDS, NMI,
+# the token proxy), decoded: an app-only access token is 1 to 3 KB, about 10 KB with
+# many group or role claims, the token answer around it a few hundred bytes more, and
+# Azure AD's OpenID configuration and instance discovery about 2 KB each; 64 KiB is
+# six times the largest, and keeps a node's concurrent token requests small.
+DEFAULT_MAX_TOKEN_ANSWER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class Limits:
     max_objects: int = DEFAULT_MAX_OBJECTS
     max_mount_bytes: int = DEFAULT_MAX_MOUNT_BYTES  # --max-mount-bytes
     max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES  # --max-object-bytes
+    max_token_answer_bytes: int = DEFAULT_MAX_TOKEN_ANSWER_BYTES  # --max-token-answer-bytes
 
 
 def check_history(where: str, history: int, limits: Limits) -> None:
@@ -132,4 +139,24 @@ class ReadCap:
         """Forget the answer counted so far (a retry starts again; a read has ended)."""
         if self._budget is not None:
             self._budget.release(self._size)
+        self._size = 0
+
+
+class TokenCap:
+    """The bytes one identity endpoint's answer may decode to, counted as they arrive:
+    at most ``limit`` (--max-token-answer-bytes); a ByteCap of http/token_transport.py."""
+
+    def __init__(self, limit: int = DEFAULT_MAX_TOKEN_ANSWER_BYTES) -> None:
+        self._limit = limit
+        self._size = 0
+
+    def add(self, size: int) -> None:
+        self._size += size
+        if self._size > self._limit:
+            raise TokenAnswerTooLarge(
+                f"the identity endpoint's answer is larger than the provider's limit of {self._limit} "
+                "bytes per token answer (--max-token-answer-bytes); a token answer is a few KB"
+            )
+
+    def reset(self) -> None:
         self._size = 0

@@ -10,10 +10,12 @@ normally again, the same call succeeds.
 from __future__ import annotations
 
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 
-from tests.kms.conftest import Kms, Setup, failed, ok, volume_id
+from tests.kms.conftest import Kms, Setup, failed, kms_entry, ok, volume_id, write_config
 from tests.peers.keyvault_double import Fault, KeyVaultDouble
 
 # endless-chunked's size: a safety stop for a kms without bounds (the test then fails).
@@ -105,3 +107,26 @@ def test_the_caps_are_the_flags_values(kms: Kms, setup: Setup) -> None:
            "--max-object-bytes=64")  # fmt: skip
     failed(kms, setup, 1, "limit of 100 bytes per token answer (--max-token-answer-bytes)", "fetch",
            volume, "--max-token-answer-bytes=100")  # fmt: skip
+
+
+def test_a_workload_identity_token_answer_past_the_cap_fails_naming_the_flag(
+    kms: Kms, keyvault: KeyVaultDouble, setup: Setup, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "azure-identity-token"
+    sa_token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6Y2VwaCJ9.c2ln"
+    token_file.write_text(sa_token)
+    client_id = str(uuid.uuid4())
+    entry = kms_entry(keyvault, client_id, AZURE_AUTH_METHOD="workload-identity")
+    config = write_config(tmp_path / "wi.json", {"wi": entry})
+    wi = Setup(
+        ("--config", config, "--kms-id", "wi"),
+        {**setup.env, "AZURE_FEDERATED_TOKEN_FILE": str(token_file)},
+        client_id,
+    )
+    volume = volume_id()
+    passphrase = ok(kms, wi, "create", volume)
+    bomb = _on_route(Fault("gzip-bomb", size=64 << 20), "aad", wi, volume)
+    stderr, took = _timed_failure(kms, wi, keyvault, bomb, (1, "--max-token-answer-bytes"), volume)
+    assert sa_token not in stderr and "access_token" not in stderr and passphrase.decode() not in stderr
+    assert took < QUICK, f"the refusal took {took:.1f} s"
+    assert ok(kms, wi, "fetch", volume) == passphrase

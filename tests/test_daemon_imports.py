@@ -18,8 +18,7 @@ from tests.certs import make_chain
 from tests.driver.conftest import start_driver, stop_driver
 from tests.driver.test_sidecars import Sidecar, healthz
 from tests.imports import PROFILE, assert_lean
-from tests.kms.conftest import write_config
-from tests.kms.test_keyvault import credentials_secret, kms_entry, volume_id
+from tests.kms.conftest import credentials_secret, kms_entry, volume_id, write_config
 from tests.peers.keyvault_double import KeyVaultDouble
 from tests.provider.conftest import VAULT, start_provider, stop_provider
 from tests.support import eventually, free_port

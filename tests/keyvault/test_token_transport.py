@@ -63,6 +63,6 @@ def test_a_drip_ends_at_the_fetchs_deadline(kv_env: KeyVaultDouble, client: tupl
     dripped(kv_env, client)
     fetch_deadline.deadline = time.monotonic() + 1.5
     started = time.monotonic()
-    with pytest.raises(TokenAnswerTimeout, match="the mount's deadline"):
+    with pytest.raises(TokenAnswerTimeout, match="the deadline of its mount"):
         TokenTransport(TokenCap).send(token_request(kv_env, client))
     assert time.monotonic() - started < 5

@@ -129,3 +129,16 @@ def test_unreachable_vault_is_a_failure_not_a_crash(kms: Kms, tmp_path: Path, ce
 def test_usage_errors_go_to_stderr(kms: Kms) -> None:
     refused(kms, 2, "required: --config", "fetch", "--kms-id", "ceph", "--volume-id", "v1")
     refused(kms, 2, "invalid choice", "purge")
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--max-object-bytes=0", "argument --max-object-bytes: '0' is not a positive integer"),
+        ("--max-token-answer-bytes=1e9", "argument --max-token-answer-bytes: '1e9' is not a whole number"),
+        ("--timeout=0s", "argument --timeout: '0s' is not a positive duration"),
+    ],
+)
+def test_bad_bound(kms: Kms, tmp_path: Path, cert: str, flag: str, message: str) -> None:
+    config = write_config(tmp_path / "c.json", {"ceph": UNREACHABLE})
+    refused(kms, 2, message, *request("fetch", config, cert), flag)

@@ -10,7 +10,7 @@ import threading
 
 from kvmount.admission.server import Certificates, Options, WebhookServer
 from kvmount.base import upstream_flags
-from kvmount.base.flags import GoFlagParser, add_bool, go_int, go_port, positive_duration
+from kvmount.base.flags import GoFlagParser, add_bool, go_port, positive_duration, positive_int
 from kvmount.base.logs import JsonShape
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-request-bytes",
-        type=_positive,
+        type=positive_int,
         default=3 * 1024 * 1024,
         help="largest AdmissionReview body (default %(default)s, 3 MiB: an object's largest size in etcd)",
     )
@@ -44,13 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=10.0,
         help="time a request has to arrive, its TLS handshake included (default 10s)",
     )
-
-
-def _positive(value: str) -> int:
-    number = go_int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
-    return number
 
 
 def run(args: argparse.Namespace) -> int:

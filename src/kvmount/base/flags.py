@@ -48,6 +48,14 @@ def go_int(value: str) -> int:
     return _whole(value)
 
 
+def positive_int(value: str) -> int:
+    """A Go int above zero (a count or a cap)."""
+    number = go_int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
+    return number
+
+
 def go_port(value: str) -> int:
     """A port flag: 0 to 65535 (0: off, where the flag says so)."""
     return _whole(value, 0, 65535)

@@ -17,10 +17,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from kvmount.keyvault.clouds import DEFAULT_CLOUD_ENV_DIRS
     from kvmount.keyvault.content import ContentOptions
-    from kvmount.keyvault.errors import Category, InvalidSpec, KeyVaultError, ListingForbidden
-    from kvmount.keyvault.failures import classify, failure_suffix
+    from kvmount.keyvault.errors import (
+        AnswerTooLarge,
+        Category,
+        InvalidSpec,
+        KeyVaultError,
+        ListingForbidden,
+    )
+    from kvmount.keyvault.failures import classify, failure_suffix, token_bound
     from kvmount.keyvault.http.vault_client import VaultClient
     from kvmount.keyvault.identity.choice import NMI_PORT
+    from kvmount.keyvault.identity.credentials import CredentialOptions, token_options
     from kvmount.keyvault.mount import File, KeyVaultMounter, MountResult, Settings
     from kvmount.keyvault.parameters import goyaml
     from kvmount.keyvault.parameters.findings import Problem, suggest
@@ -43,8 +50,10 @@ if TYPE_CHECKING:
     from kvmount.keyvault.scheduling.fetch import (
         CLIENT_OPTIONS,
         RequestObserver,
+        call_options,
         fetch_version,
         history_versions,
+        read_transport,
     )
     from kvmount.keyvault.scheduling.stale import DEFAULT_STALE_CACHE_BYTES, StaleServe
     from kvmount.keyvault.types import (
@@ -71,8 +80,10 @@ __all__ = [
     "NMI_PORT",
     "PARAMETERS",
     "TOKEN_AUDIENCE",
+    "AnswerTooLarge",
     "Category",
     "ContentOptions",
+    "CredentialOptions",
     "Encoding",
     "File",
     "Format",
@@ -91,6 +102,7 @@ __all__ = [
     "Settings",
     "StaleServe",
     "VaultClient",
+    "call_options",
     "classify",
     "failure_suffix",
     "fetch_version",
@@ -101,13 +113,16 @@ __all__ = [
     "output_paths",
     "parse_mount",
     "parse_permission",
+    "read_transport",
     "suggest",
+    "token_bound",
+    "token_options",
 ]
 
 # Where each name lives, for __getattr__ (the imports above say it for mypy;
 # tests/keyvault/test_front_door.py holds the three lists equal).
 _HOMES: dict[str, tuple[str, ...]] = {
-    "errors": ("Category", "InvalidSpec", "KeyVaultError", "ListingForbidden"),
+    "errors": ("AnswerTooLarge", "Category", "InvalidSpec", "KeyVaultError", "ListingForbidden"),
     "types": (
         "IDENTITY_BINDING_AUDIENCE",
         "TOKEN_AUDIENCE",
@@ -137,14 +152,17 @@ _HOMES: dict[str, tuple[str, ...]] = {
     ),
     "clouds": ("DEFAULT_CLOUD_ENV_DIRS",),
     "identity.choice": ("NMI_PORT",),
+    "identity.credentials": ("CredentialOptions", "token_options"),
     "content": ("ContentOptions",),
     "http.vault_client": ("VaultClient",),
-    "failures": ("classify", "failure_suffix"),
+    "failures": ("classify", "failure_suffix", "token_bound"),
     "scheduling.fetch": (
         "CLIENT_OPTIONS",
         "RequestObserver",
+        "call_options",
         "fetch_version",
         "history_versions",
+        "read_transport",
     ),
     "scheduling.stale": ("DEFAULT_STALE_CACHE_BYTES", "StaleServe"),
     "mount": ("File", "KeyVaultMounter", "MountResult", "Settings"),

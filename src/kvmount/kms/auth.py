@@ -1,4 +1,10 @@
-"""The credential of a KMS entry: a client certificate, or workload identity."""
+"""The credential of a KMS entry: a client certificate, or workload identity.
+
+Its token requests (Entra ID's token endpoint and MSAL's authority metadata) go through
+the provider's bounded token transport (keyvault's ``CredentialOptions.transport``): each
+answer decoded at most --max-token-answer-bytes, whole within the read timeout and by the
+call's --timeout.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from typing import Any
 from azure.core.credentials import TokenCredential
 from azure.identity import AzureAuthorityHosts, CertificateCredential, ClientAssertionCredential
 
-from kvmount.keyvault import Category, InvalidSpec, KeyVaultError
+from kvmount.keyvault import Category, CredentialOptions, InvalidSpec, KeyVaultError, token_options
 from kvmount.kms.config import CLIENT_CERT, AuthMethod, KMSConfig
 
 # Authorities outside Microsoft's instance discovery (Azure Stack, test doubles)
@@ -37,12 +43,17 @@ def _federated_token(path: str) -> str:
     return token
 
 
-def build_credential(config: KMSConfig, client_cert: bytes | None) -> TokenCredential:
-    """The entry's credential; client_cert is CLIENT_CERT for client-certificate auth."""
+def build_credential(
+    config: KMSConfig, client_cert: bytes | None, max_token_answer_bytes: int
+) -> TokenCredential:
+    """The entry's credential, each answer to its token requests at most
+    ``max_token_answer_bytes`` decoded; client_cert is CLIENT_CERT for client-certificate auth."""
+    transport = CredentialOptions(max_token_answer_bytes=max_token_answer_bytes).transport()
     host = urllib.parse.urlsplit(config.authority).netloc
     options: dict[str, Any] = {
         "authority": config.authority,
         "disable_instance_discovery": host not in _MICROSOFT_HOSTS,
+        **token_options(transport),
     }
     if config.auth_method is AuthMethod.WORKLOAD_IDENTITY:
         path = config.federated_token_file

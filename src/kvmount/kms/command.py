@@ -12,9 +12,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 
+from kvmount.base.flags import positive_duration, positive_int
 from kvmount.base.logs import JsonShape, setup_logging
-from kvmount.keyvault import Category, KeyVaultError
+from kvmount.keyvault import (
+    DEFAULT_MAX_OBJECT_BYTES,
+    DEFAULT_MAX_TOKEN_ANSWER_BYTES,
+    Category,
+    KeyVaultError,
+)
 from kvmount.kms.auth import build_credential
 from kvmount.kms.config import AuthMethod, KMSConfig, load_client_certificate, load_config
 from kvmount.kms.store import PASSPHRASE_BYTES, PassphraseStore, Stored, check_volume_id
@@ -22,6 +29,8 @@ from kvmount.kms.store import PASSPHRASE_BYTES, PassphraseStore, Stored, check_v
 log = logging.getLogger(__name__)
 
 _EXIT = {Category.INVALID: 2, Category.NOT_FOUND: 3}
+# --timeout: as long as `kvmount mount` gives a mount's reads.
+DEFAULT_TIMEOUT = 120.0
 _EPILOG = """\
 The passphrase goes to stdout without a newline, for cryptsetup --key-file -.
 
@@ -32,8 +41,13 @@ re-keying a LUKS volume:
   kvmount kms rotate --confirm ...             # disables the old version
   (rotate again before --confirm prints the same new passphrase)
 
-exit status: 0 done, 2 invalid input or configuration, 3 no such passphrase
-(or no rotation pending), 1 any other failure.
+Every answer of Key Vault and Entra ID is bounded while it arrives: in bytes
+(--max-object-bytes, --max-token-answer-bytes), whole within 30 s, and the call
+within --timeout.
+
+exit status: 0 done, 2 invalid input or configuration (or a Key Vault answer
+past --max-object-bytes), 3 no such passphrase (or no rotation pending), 1 any
+other failure.
 """
 
 
@@ -61,6 +75,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the Secret holding CLIENT_CERT (manifest, or mounted directory), or the certificate file",
     )
     common.add_argument("--log-format", choices=("text", "json"), default="text", help="stderr log format")
+    common.add_argument(
+        "--max-object-bytes",
+        type=positive_int,
+        default=DEFAULT_MAX_OBJECT_BYTES,
+        help="bytes of one Key Vault answer, decoded, counted as it arrives (default %(default)s, "
+        "1 MiB; a secret is at most 25 KB)",
+    )
+    common.add_argument(
+        "--max-token-answer-bytes",
+        type=positive_int,
+        default=DEFAULT_MAX_TOKEN_ANSWER_BYTES,
+        help="bytes of one answer of Entra ID (a token, the authority's metadata), decoded, counted "
+        "as it arrives (default %(default)s, 64 KiB; a token answer is a few KB)",
+    )
+    common.add_argument(
+        "--timeout",
+        type=positive_duration,
+        default=DEFAULT_TIMEOUT,
+        help="time the call's Key Vault and token requests may take in all, retries included "
+        "(default 2m); each answer must also arrive whole within 30s",
+    )
 
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", parents=[common], help="store a new passphrase and print it")
@@ -79,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _open(args: argparse.Namespace) -> tuple[KMSConfig, PassphraseStore]:
+def _open(args: argparse.Namespace, deadline: float) -> tuple[KMSConfig, PassphraseStore]:
     config = load_config(args.config, args.kms_id)
     client_cert = None
     if config.auth_method is AuthMethod.CLIENT_CERTIFICATE:
@@ -94,7 +129,8 @@ def _open(args: argparse.Namespace) -> tuple[KMSConfig, PassphraseStore]:
             f"--credentials is not used: KMS {config.kms_id!r} authenticates with workload identity",
             Category.INVALID,
         )
-    return config, PassphraseStore(config, build_credential(config, client_cert))
+    credential = build_credential(config, client_cert, args.max_token_answer_bytes)
+    return config, PassphraseStore(config, credential, deadline, args.max_object_bytes)
 
 
 def _print(stored: Stored) -> None:
@@ -130,9 +166,10 @@ def _act(args: argparse.Namespace, store: PassphraseStore, fields: dict[str, str
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(json_shape=JsonShape.KLOG if args.log_format == "json" else None)
+    deadline = time.monotonic() + args.timeout
     try:
         check_volume_id(args.volume_id)
-        config, store = _open(args)
+        config, store = _open(args, deadline)
         try:
             _act(args, store, {"kms_id": config.kms_id, "volume_id": args.volume_id})
         finally:

@@ -12,6 +12,11 @@ rather than a third, so a caller that crashed before re-keying can retry.
 ``confirm_rotation`` disables the previous version and tags the current one
 ``confirmed``. Tags and the enabled flag are Key Vault's own version
 attributes, so the state lives with the secret and needs no other store.
+
+Every request goes through the provider's bounded transports (keyvault's
+``read_transport``, and the credential's token transport, kms/auth.py): each Key Vault
+answer decoded at most --max-object-bytes and whole within the read timeout, and
+every request, retry and token request of the call ended by its deadline (--timeout).
 """
 
 from __future__ import annotations
@@ -22,12 +27,28 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import (
+    ResourceNotFoundError,
+    ServiceRequestTimeoutError,
+    ServiceResponseTimeoutError,
+)
 from azure.keyvault.secrets import SecretClient
 
-from kvmount.keyvault import CLIENT_OPTIONS, Category, InvalidSpec, KeyVaultError, classify, failure_suffix
+from kvmount.keyvault import (
+    CLIENT_OPTIONS,
+    AnswerTooLarge,
+    Category,
+    InvalidSpec,
+    KeyVaultError,
+    call_options,
+    classify,
+    failure_suffix,
+    read_transport,
+    token_bound,
+)
 from kvmount.kms.config import KMSConfig
 
 # Key Vault's rule for object names.
@@ -39,8 +60,6 @@ ROTATION_TAG = "kvmount-rotation"
 PREVIOUS_TAG = "kvmount-previous-version"
 PENDING = "pending"
 CONFIRMED = "confirmed"
-
-# One short retry inside a call; the CSI caller retries the whole operation.
 
 
 def check_volume_id(volume_id: str) -> str:
@@ -66,9 +85,18 @@ class Stored:
 
 
 class PassphraseStore:
-    def __init__(self, config: KMSConfig, credential: TokenCredential) -> None:
+    def __init__(
+        self, config: KMSConfig, credential: TokenCredential, deadline: float, max_object_bytes: int
+    ) -> None:
+        """``deadline`` (time.monotonic()): when every request of the call must have ended."""
         self._config = config
-        self._client = SecretClient(config.vault_url, credential, **CLIENT_OPTIONS)
+        self._deadline = deadline
+        transport = read_transport(max_object_bytes)
+        self._client = SecretClient(config.vault_url, credential, transport=transport, **CLIENT_OPTIONS)
+
+    def _options(self) -> dict[str, Any]:
+        """A request's options: it, its retries and its token requests end at the deadline."""
+        return call_options(self._deadline)
 
     def close(self) -> None:
         self._client.close()
@@ -78,16 +106,29 @@ class PassphraseStore:
         """Azure failures as one KeyVaultError naming the vault and volume, without response bodies."""
         try:
             yield
-        except KeyVaultError:
-            raise
         except Exception as err:
+            # A cap's refusal is a KeyVaultError too: it is described with the vault and volume.
+            if (
+                isinstance(err, KeyVaultError)
+                and not isinstance(err, AnswerTooLarge)
+                and not token_bound(err)
+            ):
+                raise
             raise self._describe(volume_id, err) from None
 
     def _describe(self, volume_id: str, err: Exception) -> KeyVaultError:
         cfg = self._config
         category = classify(err)
         status = getattr(err, "status_code", None)
-        if status == 409:
+        bound = token_bound(err)
+        if isinstance(err, AnswerTooLarge) or (bound and bound.category is not Category.UNAVAILABLE):
+            detail = str(bound or err)  # names the cap's flag, never the answer
+        elif bound or isinstance(err, ServiceRequestTimeoutError | ServiceResponseTimeoutError):
+            detail = (
+                "Key Vault or the token endpoint did not answer in time: each answer must arrive whole "
+                "within the read timeout, and the whole call end within --timeout; retry later"
+            )
+        elif status == 409:
             detail = "a deleted secret of this name awaits purge or recovery in the vault"
         elif category is Category.NOT_FOUND:
             detail = "no passphrase is stored for this volume"
@@ -112,12 +153,12 @@ class PassphraseStore:
     def store(self, volume_id: str, passphrase: str, tags: dict[str, str] | None = None) -> str:
         """Sets the passphrase as the secret's new version; returns the version."""
         with self._errors(volume_id):
-            props = self._client.set_secret(volume_id, passphrase, tags=tags).properties
+            props = self._client.set_secret(volume_id, passphrase, tags=tags, **self._options()).properties
         return props.version or ""
 
     def fetch(self, volume_id: str) -> Stored:
         with self._errors(volume_id):
-            secret = self._client.get_secret(volume_id)
+            secret = self._client.get_secret(volume_id, **self._options())
         tags = secret.properties.tags or {}
         previous = tags.get(PREVIOUS_TAG, "") if tags.get(ROTATION_TAG) == PENDING else ""
         return Stored(secret.value or "", secret.properties.version or "", previous)
@@ -126,7 +167,7 @@ class PassphraseStore:
         """Deletes without purging or waiting; False when there was nothing to delete."""
         with self._errors(volume_id):
             try:
-                self._client.begin_delete_secret(volume_id)
+                self._client.begin_delete_secret(volume_id, **self._options())
             except ResourceNotFoundError:
                 return False
         return True
@@ -136,7 +177,7 @@ class PassphraseStore:
         with its passphrase, so an existing one is never overwritten."""
         with self._errors(volume_id):
             try:
-                self._client.get_secret(volume_id)
+                self._client.get_secret(volume_id, **self._options())
             except ResourceNotFoundError:
                 pass
             else:
@@ -157,7 +198,7 @@ class PassphraseStore:
                 Category.NOT_FOUND,
             )
         with self._errors(volume_id):
-            secret = self._client.get_secret(volume_id, current.previous_version)
+            secret = self._client.get_secret(volume_id, current.previous_version, **self._options())
         return Stored(secret.value or "", secret.properties.version or "")
 
     def rotate(self, volume_id: str, kind: str) -> Stored:
@@ -179,8 +220,11 @@ class PassphraseStore:
             return ""
         with self._errors(volume_id):
             # Disable first: if the tag update then fails, a retry finds it pending and repeats both.
-            self._client.update_secret_properties(volume_id, previous, enabled=False)
+            self._client.update_secret_properties(volume_id, previous, enabled=False, **self._options())
             self._client.update_secret_properties(
-                volume_id, current.version, tags={ROTATION_TAG: CONFIRMED, PREVIOUS_TAG: previous}
+                volume_id,
+                current.version,
+                tags={ROTATION_TAG: CONFIRMED, PREVIOUS_TAG: previous},
+                **self._options(),
             )
         return previous

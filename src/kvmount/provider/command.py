@@ -17,6 +17,7 @@ from kvmount.base.flags import (
     go_int,
     go_port,
     positive_duration,
+    positive_int,
     seconds,
 )
 from kvmount.base.logs import JsonShape
@@ -99,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--stale-cache-bytes",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_STALE_CACHE_BYTES,
         help="memory kept for --serve-stale-on-error, oldest content dropped first "
         "(default %(default)s, 4 MiB)",
@@ -120,13 +121,6 @@ def _nmi_port(value: str) -> int:
     return port
 
 
-def _positive(value: str) -> int:
-    number = go_int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
-    return number
-
-
 def _add_caps(parser: argparse.ArgumentParser) -> None:
     """What a class (written by a namespace user) may ask of the provider; upstream has no caps."""
     parser.add_argument(
@@ -137,32 +131,32 @@ def _add_caps(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-version-history",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_MAX_VERSION_HISTORY,
         help="largest objectVersionHistory (default %(default)s)",
     )
     parser.add_argument(
         "--max-objects-per-mount",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_MAX_OBJECTS,
         help="objects in one mount, each history version counted (default %(default)s)",
     )
     parser.add_argument(
         "--max-mount-bytes",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_MAX_MOUNT_BYTES,
         help="content bytes of one mount, answers still arriving included (default %(default)s, 64 MiB)",
     )
     parser.add_argument(
         "--max-object-bytes",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_MAX_OBJECT_BYTES,
         help="bytes of one Key Vault answer, decoded, counted as it arrives (default %(default)s, "
         "1 MiB; a secret is at most 25 KB)",
     )
     parser.add_argument(
         "--max-token-answer-bytes",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_MAX_TOKEN_ANSWER_BYTES,
         help="bytes of one answer of an identity endpoint (Azure AD, IMDS, NMI, the token proxy), "
         "decoded, counted as it arrives (default %(default)s, 64 KiB; a token answer is a few KB)",

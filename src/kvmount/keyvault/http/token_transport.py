@@ -59,5 +59,5 @@ class TokenTransport(VaultTransport):
             read = kwargs.get("read_timeout") or self.connection_config.read_timeout
             raise TokenAnswerTimeout(
                 f"the token answer of {request.url.partition('?')[0]} did not arrive whole within "
-                f"{read:g} s (the read timeout) or the mount's deadline"
+                f"{read:g} s (the read timeout) or the deadline of its mount or call"
             ) from err

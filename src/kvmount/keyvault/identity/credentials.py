@@ -170,6 +170,14 @@ class CredentialOptions:
         return TokenTransport(partial(TokenCap, self.max_token_answer_bytes))
 
 
+def token_options(transport: TokenTransport) -> dict[str, Any]:
+    """An azure-identity credential's keywords for bounded token requests: ``transport`` carries
+    them, and its token pipeline's RetryPolicy is built from BudgetRetryPolicy (azure-identity's
+    own keyword, which its IMDS credential uses too): the same retries, a shared code set, waits
+    that end at the fetch's deadline. The provider's credentials and `kvmount kms`'s."""
+    return {"transport": transport, "retry_policy_class": BudgetRetryPolicy}
+
+
 def build_credential(
     params: MountParams,
     cloud: Cloud,
@@ -183,24 +191,22 @@ def build_credential(
     options: dict[str, Any] = {"transport": transport}
     if node.user_agent:
         options["user_agent"] = node.user_agent
-    # azure-identity builds the token pipeline's RetryPolicy from this class (its own keyword,
-    # which its IMDS credential uses too): the same retries, a shared code set, waits that
-    # end at the fetch's deadline.
-    shared_retries = {"retry_policy_class": BudgetRetryPolicy}
     match params.identity:
         case IdentityMode.WORKLOAD:
-            return _assertion(params, {**_authority(cloud), **options, **shared_retries})
+            return _assertion(params, {**_authority(cloud), **token_options(transport), **options})
         case IdentityMode.TOKEN_PROXY:
             # Instance discovery cannot pass the proxy; upstream turns it off too.
             cap = partial(TokenCap, node.max_token_answer_bytes)
-            proxied = {"transport": node.token_proxy.transport(cap), "disable_instance_discovery": True}
-            return _assertion(params, {**_authority(cloud), **options, **shared_retries, **proxied})
+            proxied = token_options(node.token_proxy.transport(cap))
+            return _assertion(
+                params, {**_authority(cloud), **options, **proxied, "disable_instance_discovery": True}
+            )
         case IdentityMode.SERVICE_PRINCIPAL:
             return ClientSecretCredential(
                 params.tenant_id,
                 params.sp_client_id,
                 params.sp_client_secret,
-                **{**_authority(cloud), **options, **shared_retries},
+                **{**_authority(cloud), **token_options(transport), **options},
             )
         case IdentityMode.POD:
             return PodIdentityCredential(

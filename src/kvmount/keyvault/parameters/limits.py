@@ -128,7 +128,7 @@ class ReadCap:
     def add(self, size: int) -> None:
         if self._size + size > self._limit:
             raise AnswerTooLarge(
-                f"Key Vault's answer is larger than the provider's limit of {self._limit} bytes per "
+                f"Key Vault's answer is larger than the limit of {self._limit} bytes per "
                 "object (--max-object-bytes); Key Vault's own objects are far smaller"
             )
         if self._budget is not None:
@@ -154,7 +154,7 @@ class TokenCap:
         self._size += size
         if self._size > self._limit:
             raise TokenAnswerTooLarge(
-                f"the identity endpoint's answer is larger than the provider's limit of {self._limit} "
+                f"the identity endpoint's answer is larger than the limit of {self._limit} "
                 "bytes per token answer (--max-token-answer-bytes); a token answer is a few KB"
             )
 

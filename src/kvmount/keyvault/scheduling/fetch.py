@@ -30,7 +30,7 @@ from kvmount.keyvault.failures import classify, describe_failure, outage
 from kvmount.keyvault.http.retry import BudgetRetryPolicy, fetch_deadline
 from kvmount.keyvault.http.transport import VaultTransport
 from kvmount.keyvault.http.vault_client import VaultClient, version_of
-from kvmount.keyvault.parameters.limits import ContentBudget, ReadCap
+from kvmount.keyvault.parameters.limits import DEFAULT_MAX_OBJECT_BYTES, ContentBudget, ReadCap
 from kvmount.keyvault.scheduling.coalesce import Coalescer
 from kvmount.keyvault.scheduling.fairpool import BatchTimeout, FairPool
 from kvmount.keyvault.scheduling.select import Listed, list_type, listing_failure, matching
@@ -49,17 +49,25 @@ CLIENT_OPTIONS: dict[str, Any] = {
 }
 
 
-def call_options(deadline: float | None, cap: ReadCap) -> dict[str, Any]:
-    """Per-call SDK options that end the call, its retries and its reads at ``deadline``,
-    and bound each answer by ``cap``."""
+def read_transport(max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES) -> VaultTransport:
+    """The bounded transport of one vault's reads: each answer whole within READ_TIMEOUT and,
+    unless a call brings a cap of its own, at most ``max_object_bytes`` decoded
+    (--max-object-bytes); the provider's clients and `kvmount kms`'s SecretClient."""
+    return VaultTransport(CONNECT_TIMEOUT, READ_TIMEOUT, default_cap=partial(ReadCap, max_object_bytes))
+
+
+def call_options(deadline: float | None, cap: ReadCap | None = None) -> dict[str, Any]:
+    """Per-call SDK options that end the call, its retries, its reads and this thread's token
+    requests at ``deadline``, and bound each answer by ``cap`` (else the transport's own)."""
     fetch_deadline.deadline = deadline
+    capped = {} if cap is None else {"cap": cap}
     if deadline is None:
-        return {"cap": cap}
+        return capped
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise ServiceResponseTimeoutError("the mount's time budget is spent")
     return {
-        "cap": cap,
+        **capped,
         "mount_deadline": deadline,
         "timeout": remaining,
         "connection_timeout": min(CONNECT_TIMEOUT, remaining),
@@ -110,9 +118,7 @@ class ClientCache:
                 # A policy belongs to one pipeline (it links to the next), so each client has its own.
                 retry = BudgetRetryPolicy(retry_total=2)
                 if vault_url not in self._transports:
-                    self._transports[vault_url] = VaultTransport(
-                        CONNECT_TIMEOUT, READ_TIMEOUT, default_cap=ReadCap
-                    )
+                    self._transports[vault_url] = read_transport()
                 transport = self._transports[vault_url]
                 client = VaultClient(vault_url, credential, retry, transport, self._user_agent)
                 self._entries[key] = client

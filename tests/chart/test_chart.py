@@ -254,13 +254,14 @@ def test_the_admission_service_selects_the_pods_that_serve_it(sync_controller: b
     }
     assert serving == with_webhook == {"kvmount-sync-controller" if sync_controller else "kvmount-admission"}
     [target] = [p["targetPort"] for p in service["spec"]["ports"]]
-    container, volumes = _admission_container(_pod_templates(docs)[serving.pop()])
+    pod = _pod_templates(docs)[serving.pop()]
+    container, volumes = _admission_container(pod)
     assert [p["containerPort"] for p in container["ports"]] == [target]
-    # The same container either way: the one its own Deployment runs.
-    alone, alone_volumes = _admission_container(
-        _pod_templates(helm_template({"admission": values["admission"]}))["kvmount-admission"]
-    )
-    assert (container, volumes) == (alone, alone_volumes)
+    # The same container and pod security either way: those of its own Deployment.
+    alone_pod = _pod_templates(helm_template({"admission": values["admission"]}))["kvmount-admission"]
+    assert (container, volumes) == _admission_container(alone_pod)
+    assert pod["spec"]["securityContext"] == alone_pod["spec"]["securityContext"]
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     assert container["args"] == [
         "admission",
         "--port=9443",

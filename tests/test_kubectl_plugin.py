@@ -101,5 +101,22 @@ def test_validate_through_kubectl_reads_files_and_the_cluster(
     secrets_store_api.apply(yaml.safe_load(manifest.read_text()), namespace=namespace)
     config = two_contexts(secrets_store_api, tmp_path / "config", namespace)
     # The context's namespace, as kubectl's -n default.
+    secrets_store_api.apply(
+        {
+            "apiVersion": "secret-sync.x-k8s.io/v1alpha1",
+            "kind": "SecretSync",
+            "metadata": {"name": "app-sync"},
+            "spec": {
+                "secretProviderClassName": "app",
+                "serviceAccountName": "app",
+                "secretObject": {
+                    "type": "kubernetes.io/service-account-token",
+                    "data": [{"sourcePath": "db", "targetKey": "db"}],
+                },
+            },
+        },
+        namespace=namespace,
+    )
     done = run(kubectl, "validate", f"--kubeconfig={config}", "--context=test")
-    assert done.returncode == 1 and f"{namespace}/app" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 1 and f"{namespace}/app:" in done.stdout, done.stdout + done.stderr
+    assert f"SecretSync {namespace}/app-sync: error: spec.secretObject.type:" in done.stdout, done.stdout

@@ -74,11 +74,19 @@ def dry_run_create(api: KubeAPIServer, doc: dict[str, Any], namespace: str) -> N
     resource.create(body=body, namespace=ns, dry_run="All")
 
 
-@pytest.mark.parametrize("features", [False, True], ids=["defaults", "all-features"])
-def test_every_rendered_object_passes_server_validation(own_api: KubeAPIServer, features: bool) -> None:
+# All features: the admission webhook in the sync controller's pods; ADMISSION_ALONE: its own Deployment.
+ADMISSION_ALONE = {"admission": {"enabled": True}}
+
+
+@pytest.mark.parametrize(
+    "values", [{}, ALL_FEATURES, ADMISSION_ALONE], ids=["defaults", "all-features", "admission-alone"]
+)
+def test_every_rendered_object_passes_server_validation(
+    own_api: KubeAPIServer, values: dict[str, Any]
+) -> None:
     namespace = f"chart-{uuid.uuid4().hex[:8]}"
     own_api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-    docs = helm_template(ALL_FEATURES if features else {}, namespace=namespace, include_crds=True)
+    docs = helm_template(values, namespace=namespace, include_crds=True)
     crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
     assert {c["metadata"]["name"] for c in crds} >= {
         "secretproviderclasses.secrets-store.csi.x-k8s.io",
@@ -92,8 +100,10 @@ def test_every_rendered_object_passes_server_validation(own_api: KubeAPIServer, 
         except ApiException as err:
             raise AssertionError(f"{doc['kind']} {doc['metadata']['name']}: {err.body}") from None
     assert {"DaemonSet", "CSIDriver", "ClusterRole", "ServiceAccount"} <= kinds
-    if features:
+    if values is ALL_FEATURES:
         assert {"Deployment", "ValidatingAdmissionPolicy", "Role"} <= kinds
+    if values:
+        assert {"Deployment", "Service", "ValidatingWebhookConfiguration"} <= kinds
 
 
 def _rendered_driver_args(values: dict[str, Any]) -> list[str]:
@@ -210,6 +220,77 @@ def test_the_admission_webhook_is_off_by_default_and_never_in_the_way() -> None:
     )
     denying = _admission({"admission": {"enabled": True, "denyInvalid": True}})
     assert "--deny-invalid=true" in denying["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def _pod_templates(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each Deployment's pod template, by the Deployment's name."""
+    return {d["metadata"]["name"]: d["spec"]["template"] for d in docs if d["kind"] == "Deployment"}
+
+
+def _admission_container(template: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The webhook's container of a pod template and the pod's volumes it mounts."""
+    [container] = [c for c in template["spec"]["containers"] if c["name"] == "admission"]
+    mounted = {m["name"] for m in container["volumeMounts"]}
+    return container, [v for v in template["spec"]["volumes"] if v["name"] in mounted]
+
+
+@pytest.mark.parametrize("sync_controller", [False, True], ids=["alone", "in-sync-controller"])
+def test_the_admission_service_selects_the_pods_that_serve_it(sync_controller: bool) -> None:
+    values = {
+        "admission": {"enabled": True, "resources": {"requests": {"cpu": "5m", "memory": "40Mi"}}},
+        "syncController": {"enabled": sync_controller},
+    }
+    docs = helm_template(values)
+    [service] = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "kvmount-admission"]
+    serving = {
+        name
+        for name, template in _pod_templates(docs).items()
+        if service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
+    }
+    with_webhook = {
+        name
+        for name, template in _pod_templates(docs).items()
+        if any(c["name"] == "admission" for c in template["spec"]["containers"])
+    }
+    assert serving == with_webhook == {"kvmount-sync-controller" if sync_controller else "kvmount-admission"}
+    [target] = [p["targetPort"] for p in service["spec"]["ports"]]
+    pod = _pod_templates(docs)[serving.pop()]
+    container, volumes = _admission_container(pod)
+    assert [p["containerPort"] for p in container["ports"]] == [target]
+    # The same container and pod security either way: those of its own Deployment.
+    alone_pod = _pod_templates(helm_template({"admission": values["admission"]}))["kvmount-admission"]
+    assert (container, volumes) == _admission_container(alone_pod)
+    assert pod["spec"]["securityContext"] == alone_pod["spec"]["securityContext"]
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert container["args"] == [
+        "admission",
+        "--port=9443",
+        "--tls-cert-file=/tls/tls.crt",
+        "--tls-private-key-file=/tls/tls.key",
+        "--deny-invalid=false",
+    ]
+    # admission.resources, merged into the chart's defaults as helm merges values.
+    assert container["resources"] == {
+        "requests": {"cpu": "5m", "memory": "40Mi"},
+        "limits": {"memory": "96Mi"},
+    }
+    assert container["readinessProbe"]["httpGet"] == {"scheme": "HTTPS", "path": "/healthz", "port": 9443}
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert {v["name"]: v.get("secret", {}).get("secretName") for v in volumes} == {
+        "admission-tls": "kvmount-admission-tls",
+        "admission-no-token": None,  # an emptyDir over the service account token's path
+    }
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts == {
+        "/tls": "admission-tls",
+        "/var/run/secrets/kubernetes.io/serviceaccount": "admission-no-token",
+    }
+    own = {d["kind"] for d in docs if d["metadata"]["name"] == "kvmount-admission"}
+    assert ("Deployment" in own, "ServiceAccount" in own) == (not sync_controller, not sync_controller)
 
 
 def test_the_admission_webhook_takes_cert_managers_certificate() -> None:

@@ -1,15 +1,18 @@
-"""`kvmount validate --cluster`: the classes the API server holds, one namespace or all."""
+"""`kvmount validate --cluster`: the classes and SecretSyncs the API server holds, one namespace or all."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import yaml
 
 from kvmount.cli import main
-from tests.peers.kube import KubeAPIServer
+from tests.conftest import CRDS
+from tests.peers.kube import KubeAPIServer, binaries
+from tests.support import peer_missing, starts_process
 
 
 def _class(server: KubeAPIServer, namespace: str, object_type: str) -> str:
@@ -55,13 +58,88 @@ def test_cluster_classes(secrets_store_api: KubeAPIServer, capsys: pytest.Captur
     main(["validate", "--cluster", "--kubeconfig", kubeconfig, "--output", "json"])
     report = json.loads(capsys.readouterr().out)
     assert {
+        "kind": "SecretProviderClass",
         "class": f"{broken_ns}/{broken}",
         "line": 0,
         "field": "spec.parameters.objects[0].objectType",
         "severity": "error",
         "message": "'certificate' is not one of secret, key, cert",
     } in report
-    assert not [r for r in report if r["class"].startswith(f"{clean_ns}/")]
+    assert not [r for r in report if r.get("class", "").startswith(f"{clean_ns}/")]
+
+
+def secret_sync(server: KubeAPIServer, namespace: str, class_name: str, source_path: str) -> str:
+    name = f"sync-{uuid.uuid4().hex[:6]}"
+    server.apply(
+        {
+            "apiVersion": "secret-sync.x-k8s.io/v1alpha1",
+            "kind": "SecretSync",
+            "metadata": {"name": name},
+            "spec": {
+                "secretProviderClassName": class_name,
+                "serviceAccountName": "app",
+                "secretObject": {"type": "Opaque", "data": [{"sourcePath": source_path, "targetKey": "k"}]},
+            },
+        },
+        namespace,
+    )
+    return name
+
+
+def test_cluster_secret_syncs(secrets_store_api: KubeAPIServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """A SecretSync's checks as `validate -f` runs them, its sourcePaths against its class's files."""
+    server = secrets_store_api
+    ns = f"ns-{uuid.uuid4().hex[:8]}"
+    server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    spc = _class(server, ns, "secret")  # writes the file db
+    good = secret_sync(server, ns, spc, "db")
+    typo = secret_sync(server, ns, spc, "dbb")
+    secret_sync(server, ns, "not-in-the-cluster", "anything")  # not checked: its class is unknown
+    kubeconfig = str(server.kubeconfig)
+
+    assert main(["validate", "--cluster", "-n", ns, "--kubeconfig", kubeconfig]) == 1
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"SecretSync {ns}/{typo}: error: spec.secretObject.data[0].sourcePath: 'dbb' "), (
+        line
+    )
+    assert "(files: db)" in line, line
+
+    # Every namespace (-A), in JSON: "kind" and "secretSync" name it; "class" stays the classes'.
+    assert main(["validate", "--cluster", "--kubeconfig", kubeconfig, "--output", "json"]) == 1
+    report = [r for r in json.loads(capsys.readouterr().out) if r.get("secretSync", "").startswith(f"{ns}/")]
+    assert [(r["kind"], r["secretSync"], r["field"], r["line"]) for r in report] == [
+        ("SecretSync", f"{ns}/{typo}", "spec.secretObject.data[0].sourcePath", 0)
+    ]
+    assert "class" not in report[0] and good not in json.dumps(report)
+
+
+@pytest.fixture(scope="module")
+@starts_process
+def api_without_secret_sync(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer]:
+    """An API server with the driver's CRDs and not the sync controller's (a SecretSync is a 404)."""
+    if binaries() is None:
+        peer_missing("etcd or kube-apiserver not installed: run scripts/peers/kube-apiserver.sh")
+    server = KubeAPIServer(tmp_path_factory.mktemp("no-secretsync")).start()
+    try:
+        server.apply_yaml(CRDS / "secretproviderclasses.yaml")
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_cluster_without_secret_syncs_is_not_an_error(
+    api_without_secret_sync: KubeAPIServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = api_without_secret_sync
+    ns = f"ns-{uuid.uuid4().hex[:8]}"
+    server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    broken = _class(server, ns, "certificate")
+    kubeconfig = str(server.kubeconfig)
+    for scope in (["-n", ns], []):
+        assert main(["validate", "--cluster", *scope, "--kubeconfig", kubeconfig]) == 1
+        out, err = capsys.readouterr()
+        assert out.startswith(f"{ns}/{broken}: error: spec.parameters.objects[0].objectType:"), out
+        assert err == ""
 
 
 def test_unreachable_api_server(capsys: pytest.CaptureFixture[str]) -> None:

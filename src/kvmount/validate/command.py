@@ -1,8 +1,8 @@
 """`kvmount validate`: SecretProviderClass and SecretSync manifests checked offline, before any
 pod (or Secret) gets stuck.
 
-Files (multi-document YAML; `-` is stdin) or, with --cluster, the classes in
-the API server. One line per finding; exit 0 without findings, 1 with, 2 when
+Files (multi-document YAML; `-` is stdin) or, with --cluster, the classes and
+SecretSyncs in the API server. One line per finding; exit 0 without findings, 1 with, 2 when
 an input cannot be read.
 """
 
@@ -19,30 +19,44 @@ from kvmount.kube.api_store import KubeStore
 from kvmount.kube.classes import CLASSES, GROUP, VERSION
 from kvmount.kube.errors import StoreError, StoreUnavailable, api_error
 from kvmount.kube.official_client import ClientMissing
-from kvmount.validate.checks import Finding, Severity
+from kvmount.secretsync import syncspec
+from kvmount.validate.checks import KIND, Finding, Severity
 from kvmount.validate.document import documents
-from kvmount.validate.kinds import check_documents, check_object
+from kvmount.validate.kinds import check_documents, check_objects
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNREADABLE = 0, 1, 2
 
 
 @dataclass(frozen=True)
 class Located:
-    """A finding and where it is: a file and document (1-based), or a class in the API server."""
+    """A finding and where it is: a file and document (1-based), or an object of ``kind`` in the
+    API server."""
 
     finding: Finding
     source: str
     document: int = 0
+    kind: str = KIND
 
     def text(self) -> str:
         f = self.finding
-        where = f"{self.source}:{f.line}: doc {self.document}" if self.document else self.source
+        if self.document:
+            where = f"{self.source}:{f.line}: doc {self.document}"
+        else:  # a class as "ns/name", as before SecretSyncs were checked too
+            where = self.source if self.kind == KIND else f"{self.kind} {self.source}"
         return f"{where}: {f.severity}: {f.field}: {f.message}"
 
     def json(self) -> dict[str, Any]:
         f = self.finding
-        place = {"file": self.source, "document": self.document} if self.document else {"class": self.source}
+        place: dict[str, Any]
+        if self.document:
+            place = {"file": self.source, "document": self.document}
+        else:  # "class" as before SecretSyncs were checked too; "kind" tells them apart
+            place = {"kind": self.kind, _JSON_KEYS[self.kind]: self.source}
         return {**place, "line": f.line, "field": f.field, "severity": f.severity.value, "message": f.message}
+
+
+# The key naming an object of the API server in --output json, by kind.
+_JSON_KEYS = {KIND: "class", syncspec.KIND: "secretSync"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="manifests to check (SecretProviderClass and SecretSync); - or none: stdin",
     )
     parser.add_argument("--output", choices=("text", "json"), default="text", help="text (default) or json")
-    parser.add_argument("--cluster", action="store_true", help="check the classes in the API server instead")
+    parser.add_argument(
+        "--cluster", action="store_true", help="check the classes and SecretSyncs in the API server instead"
+    )
     parser.add_argument("--namespace", "-n", default="", help="with --cluster: only this namespace")
     parser.add_argument("--kubeconfig", default="", help="with --cluster: kubeconfig (default $KUBECONFIG)")
     parser.add_argument("--context", default="", help="with --cluster: the kubeconfig context")
@@ -73,37 +89,50 @@ def check_text(text: str, source: str) -> tuple[list[Located], int]:
 
 
 def check_cluster(kubeconfig: str, namespace: str, context: str = "") -> list[Located]:
-    """Findings of the classes the API server holds (one namespace, or all); raises StoreError,
-    ClientMissing."""
+    """Findings of the classes and SecretSyncs the API server holds (one namespace, or all), a
+    SecretSync's sourcePaths checked against its class's files; raises StoreError, ClientMissing."""
     # The kubernetes client, not kube/rest.py: a user's kubeconfig may run a credential plugin (exec).
     # Asked for first: it says which extra to install when the package is missing.
     api_client = KubeStore(kubeconfig, context=context).api_client()
     from kubernetes import client
+
+    api: Any = client.CustomObjectsApi(api_client)
+    listed = [(KIND, item) for item in _list(api, namespace, KIND, (GROUP, VERSION, CLASSES))]
+    # Without the SecretSync CRD (no sync controller installed) there is none to check.
+    syncs = _list(api, namespace, syncspec.KIND, (syncspec.GROUP, syncspec.VERSION, syncspec.PLURAL), True)
+    listed += [(syncspec.KIND, item) for item in syncs]
+    found: list[Located] = []
+    for (kind, item), findings in zip(listed, check_objects(listed), strict=True):
+        meta = item.get("metadata") or {}
+        source = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+        found += [Located(f, source, kind=kind) for f in findings]
+    return found
+
+
+def _list(
+    api: Any, namespace: str, kind: str, resource: tuple[str, str, str], missing_ok: bool = False
+) -> list[dict[str, Any]]:
+    """The objects of ``resource`` (group, version, plural) in ``namespace`` ("": all); with
+    ``missing_ok``, none when the API server does not serve it (404)."""
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
-    api: Any = client.CustomObjectsApi(api_client)
-    what = f"SecretProviderClasses in {f'namespace {namespace}' if namespace else 'all namespaces'}"
-    listed: dict[str, Any]
+    what = f"{kind}s in {f'namespace {namespace}' if namespace else 'all namespaces'}"
     try:
         if namespace:
             listed = api.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, CLASSES, _request_timeout=10
+                *resource[:2], namespace, resource[2], _request_timeout=10
             )
         else:
-            listed = api.list_cluster_custom_object(GROUP, VERSION, CLASSES, _request_timeout=10)
+            listed = api.list_cluster_custom_object(*resource, _request_timeout=10)
     except ApiException as err:
+        if missing_ok and err.status == 404:
+            return []
         raise api_error(what, "list", err) from None
     except (HTTPError, OSError) as err:
         raise StoreUnavailable(f"{what}: API server unreachable ({type(err).__name__})") from None
-    found: list[Located] = []
     items: list[dict[str, Any]] = listed.get("items") or []
-    for item in items:
-        meta = item.get("metadata") or {}
-        item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
-        source = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
-        found += [Located(f, source) for f in check_object(item)]
-    return found
+    return items
 
 
 def _read(path: str) -> str:

@@ -3,23 +3,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
 
 from kvmount.kube.classes import GROUP
 from kvmount.secretsync import syncspec
-from kvmount.validate.checks import KIND, Finding, check_class, check_class_files
+from kvmount.validate.checks import KIND, Finding, check_class_files
 from kvmount.validate.document import documents, entries, scalar
 from kvmount.validate.sync_checks import check_sync
 
-# Each kind's check, and its apiVersion when an object comes without one.
-CHECKS: dict[str, tuple[Callable[[yaml.Node], list[Finding] | None], str]] = {
-    KIND: (check_class, f"{GROUP}/v1"),
-    syncspec.KIND: (check_sync, syncspec.API_VERSION),
-}
-KINDS = tuple(CHECKS)
+# Each kind's apiVersion, for an object that comes without one.
+API_VERSIONS = {KIND: f"{GROUP}/v1", syncspec.KIND: syncspec.API_VERSION}
+KINDS = tuple(API_VERSIONS)
 
 
 def check_documents(docs: list[yaml.Node]) -> list[list[Finding] | None]:
@@ -46,18 +43,24 @@ def _place(doc: yaml.Node) -> tuple[str, str]:
 
 
 def check_object(item: Mapping[str, Any], kind: str = KIND) -> list[Finding]:
-    """Findings for an object of ``kind`` (one of KINDS: what was listed, or what the review
-    names) as the API server holds or is sent it (JSON): its name, namespace and spec only, and
-    no lines, which mean nothing in a re-serialised object."""
-    check, api_version = CHECKS[kind]
+    """Findings for an object of ``kind`` (one of KINDS: what the review names) as the API server
+    is sent it (JSON); see check_objects."""
+    return check_objects([(kind, item)])[0]
+
+
+def check_objects(items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[list[Finding]]:
+    """Findings for each (kind, object) as the API server holds them (JSON): their names,
+    namespaces and specs only, and no lines, which mean nothing in a re-serialised object. A
+    SecretSync's sourcePaths are checked against its class's files when the class is among them."""
+    docs = [node for kind, item in items for node in documents(yaml.safe_dump(_document(kind, item)))]
+    return [[Finding(f.severity, f.field, f.message) for f in found or []] for found in check_documents(docs)]
+
+
+def _document(kind: str, item: Mapping[str, Any]) -> dict[str, Any]:
     meta = item.get("metadata") or {}
-    doc = {
-        "apiVersion": item.get("apiVersion") or api_version,
+    return {
+        "apiVersion": item.get("apiVersion") or API_VERSIONS[kind],
         "kind": kind,
         "metadata": {k: meta[k] for k in ("name", "namespace") if k in meta},
         **({"spec": item["spec"]} if "spec" in item else {}),
     }
-    found: list[Finding] = []
-    for node in documents(yaml.safe_dump(doc)):
-        found += [Finding(f.severity, f.field, f.message) for f in check(node) or []]
-    return found

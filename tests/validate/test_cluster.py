@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -185,3 +186,38 @@ def test_one_class_with_an_oversize_number_does_not_abort_the_others(
         for line in out
     ), out
     assert any(line.startswith(f"{ns}/{other}: error:") for line in out), out
+
+
+def test_secret_syncs_the_user_may_not_list_leave_the_classes_checked(
+    secrets_store_api: KubeAPIServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A user whose Role lists classes and not SecretSyncs: the classes are checked all the same."""
+    server = secrets_store_api
+    ns = f"ns-{uuid.uuid4().hex[:8]}"
+    server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    broken = _class(server, ns, "certificate")
+    rule = {"apiGroups": ["secrets-store.csi.x-k8s.io"], "resources": ["secretproviderclasses"]}
+    server.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "classes"},
+            "rules": [{**rule, "verbs": ["list"]}],
+        },
+        ns,
+    )
+    server.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "classes"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "classes"},
+            "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns}],
+        },
+        ns,
+    )
+    kubeconfig = server.write_kubeconfig(tmp_path / "reader", server.service_account_token(ns, "reader"))
+    assert main(["validate", "--cluster", "-n", ns, "--kubeconfig", str(kubeconfig)]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{ns}/{broken}: error: spec.parameters.objects[0].objectType:"), out
+    assert err == f"kvmount validate: SecretSyncs in namespace {ns} not checked: you may not list them\n"

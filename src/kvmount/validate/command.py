@@ -98,7 +98,8 @@ def check_cluster(kubeconfig: str, namespace: str, context: str = "") -> list[Lo
 
     api: Any = client.CustomObjectsApi(api_client)
     listed = [(KIND, item) for item in _list(api, namespace, KIND, (GROUP, VERSION, CLASSES))]
-    # Without the SecretSync CRD (no sync controller installed) there is none to check.
+    # Without the SecretSync CRD (no sync controller installed) there is none to check; without
+    # the right to list them, the classes are still checked.
     syncs = _list(api, namespace, syncspec.KIND, (syncspec.GROUP, syncspec.VERSION, syncspec.PLURAL), True)
     listed += [(syncspec.KIND, item) for item in syncs]
     found: list[Located] = []
@@ -113,7 +114,8 @@ def _list(
     api: Any, namespace: str, kind: str, resource: tuple[str, str, str], missing_ok: bool = False
 ) -> list[dict[str, Any]]:
     """The objects of ``resource`` (group, version, plural) in ``namespace`` ("": all); with
-    ``missing_ok``, none when the API server does not serve it (404)."""
+    ``missing_ok``, none when the API server does not serve it (404), or, said in one line on
+    stderr, when this user may not list them (403)."""
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
@@ -127,6 +129,9 @@ def _list(
             listed = api.list_cluster_custom_object(*resource, _request_timeout=10)
     except ApiException as err:
         if missing_ok and err.status == 404:
+            return []
+        if missing_ok and err.status == 403:
+            print(f"kvmount validate: {what} not checked: you may not list them", file=sys.stderr)
             return []
         raise api_error(what, "list", err) from None
     except (HTTPError, OSError) as err:

@@ -149,8 +149,9 @@ def run(contender: Contender, args: argparse.Namespace, work: Path) -> dict[str,
         phase = Phase(api, provider)
         stop.wait(args.polls * poll)  # the steady window
         result["steady"] = phase.close() | {"driver_cpu": round(cpu() - spent, 2)}
-        every = audit.calls(audit.read(api.audit_log))
-        result["watches"] = audit.open_watches(audit.by_user(every, cluster.DRIVER_USER))
+        every = audit.by_user(audit.calls(audit.read(api.audit_log)), cluster.DRIVER_USER)
+        result["watches"] = audit.open_watches(every)
+        result["watch_kinds"] = audit.tally(c for c in every if c.verb == "watch" and not c.ended)
 
         phase = Phase(api, provider)
         began = time.monotonic()

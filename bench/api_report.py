@@ -149,7 +149,11 @@ def _breakdown(run: dict[str, Any]) -> list[str]:
         polls = c["steady"]["seconds"] / float(run["poll"])
         kinds = ", ".join(f"{k} {n / volumes / polls:.3f}" for k, n in c["steady"]["driver"].items())
         first = ", ".join(f"{k} {n}" for k, n in c["first"]["driver"].items())
-        lines.append(f"* **{name}** steady: {kinds or 'none'}; first publish: {first}")
+        watches = ", ".join(f"{k.split()[1]} {n}" for k, n in c.get("watch_kinds", {}).items())
+        lines.append(
+            f"* **{name}**: steady, per volume per poll: {kinds or 'none'}; first publish, in all: "
+            f"{first}; watches open on all {run['nodes']} nodes: {watches or 'not recorded'}"
+        )
     return [*lines, ""]
 
 

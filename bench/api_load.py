@@ -12,7 +12,7 @@ against the 2-minute poll). Phases, each a window of the audit log:
 
 * start-up: the drivers start, nothing published;
 * first publish: every volume published once, until the synced Secret exists;
-* warm-up: one poll and one re-publish round (first rotation polls, token requests);
+* warm-up: --warmup polls and one re-publish round (first rotation polls, token requests);
 * steady: --polls rotation polls, nothing changed;
 * every object changed once: the provider's objects all change; until every volume and the
   synced Secret show it, then one more poll and re-publish round.
@@ -51,9 +51,11 @@ HERE = Path(__file__).resolve().parent
 
 
 def flush(api: KubeAPIServer) -> int:
-    """Where the audit log ends once every request answered so far is in it: a GET of a unique
-    name is sent last and waited for (an event is written as its response completes)."""
+    """An offset of the audit log by which every request answered so far is in it: a GET of a
+    unique name is sent last and waited for (an event is written as its response completes);
+    the offset is the end of that GET's line."""
     marker = f"audit-mark-{os.urandom(6).hex()}"
+    start = api.audit_log.stat().st_size
     try:
         cluster.k8s.CoreV1Api(api.admin).read_namespace(marker)
     except cluster.k8s.ApiException as err:
@@ -61,8 +63,12 @@ def flush(api: KubeAPIServer) -> int:
             raise
 
     def logged() -> int | None:
-        data = api.audit_log.read_bytes()
-        return len(data) if marker.encode() in data else None
+        with open(api.audit_log, "rb") as log:
+            log.seek(start)
+            data = log.read()
+        at = data.find(marker.encode())
+        end = data.find(b"\n", at) if at >= 0 else -1
+        return start + end + 1 if end >= 0 else None  # the marker's whole line, never half a line
 
     return eventually(logged, timeout=30, what=f"the audit event of {marker}")
 
@@ -139,7 +145,7 @@ def run(contender: Contender, args: argparse.Namespace, work: Path) -> dict[str,
 
         phase = Phase(api, provider)
         republisher = kubelet.republishing(republish, stop)
-        stop.wait(poll + republish)  # a window of the log, by design: the first rotation polls
+        stop.wait(args.warmup * poll + republish)  # a window of the log by design: the first polls
         result["warmup"] = phase.close()
 
         def cpu() -> float:
@@ -210,17 +216,23 @@ def main() -> int:
     parser.add_argument("--poll", type=float, default=10.0, help="--rotation-poll-interval, seconds")
     parser.add_argument("--republish", type=float, default=5.0, help="kubelet's re-publish period, seconds")
     parser.add_argument("--polls", type=int, default=3, help="rotation polls in the steady window")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="rotation polls before it (more where one poll of every "
+        "volume takes the machine longer than the poll interval)",
+    )  # fmt: skip
     parser.add_argument("--parallel", type=int, default=8, help="publishes at once per node at first")
     parser.add_argument("--results", type=Path, default=HERE / "api-load", help="where the JSON goes")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="where the section goes")
     args = parser.parse_args()
     names = [n.strip() for n in args.drivers.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONTENDERS]
-    if unknown or args.nodes < 1 or args.volumes < 1 or args.polls < 1:
-        parser.error(f"--drivers: unknown {unknown}" if unknown else "--nodes, --volumes, --polls: >= 1")
+    if unknown or min(args.nodes, args.volumes, args.polls, args.warmup) < 1:
+        parser.error(
+            f"--drivers: unknown {unknown}" if unknown else "--nodes, --volumes, --polls, --warmup: >= 1"
+        )
     settings = {
         "nodes": args.nodes, "volumes": args.volumes, "poll": args.poll,
-        "republish": args.republish, "polls": args.polls,
+        "republish": args.republish, "polls": args.polls, "warmup": args.warmup,
     }  # fmt: skip
     measured = {}
     for name in names:

@@ -95,7 +95,7 @@ def _phase(driver: dict[str, int], seconds: float = 30.0, **more: Any) -> dict[s
 
 def _run(steady: dict[str, int], first: dict[str, int]) -> dict[str, Any]:
     return {
-        "nodes": 2, "volumes": 110, "poll": 10.0, "republish": 5.0, "polls": 3,
+        "nodes": 2, "volumes": 110, "poll": 10.0, "republish": 5.0, "polls": 3, "warmup": 1,
         "when": "now", "machine": "here",
         "contenders": {
             "kvmount": {

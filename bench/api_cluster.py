@@ -1,11 +1,10 @@
 """The cluster bench/api_load.py measures: one real kube-apiserver holding what a Deployment's
 pods on M nodes would have.
 
-* the CSIDriver as kvmount's chart renders it with rotation on (``requiresRepublish: true``,
-  two ``tokenRequests`` audiences) for every driver measured, so each gets the same kubelet;
-* each driver's own RBAC, rendered from its own chart with rotation and sync on, bound to the
-  group every simulated node's driver is in (one client certificate per node: requests are
-  counted per node by user name);
+* each driver's CSIDriver and RBAC as its own chart renders them with rotation and sync on and
+  two ``tokenRequests`` audiences (so ``requiresRepublish`` and where kubelet puts the tokens
+  are what that driver is deployed with), the roles bound to the group every simulated node's
+  driver is in (one client certificate per node: requests are counted per node by user name);
 * one namespace, a ServiceAccount, one SecretProviderClass with a synced Secret shared by every
   pod, and per node one ReplicaSet owning N pods on that node (no controller runs: they stay
   Pending, which the drivers do not look at).

@@ -6,9 +6,9 @@ upstream's v1.6.1 and upstream's v1.5.6, each against a real kube-apiserver of i
 
 M simulated nodes (one driver process per node id, each its own client certificate, so the
 audit log names the node of every request) and N pods per node; the stand-in kubelet of
-bench/api_nodes.py publishes every volume, then re-publishes each once per --republish
-seconds (the CSIDriver says requiresRepublish, as kubelet's pod sync does every minute or so
-against the 2-minute poll). Phases, each a window of the audit log:
+bench/api_nodes.py publishes every volume, then, where the driver's CSIDriver says
+requiresRepublish, re-publishes each once per --republish seconds (as kubelet's pod sync does
+every minute or so against the 2-minute poll). Phases, each a window of the audit log:
 
 * start-up: the drivers start, nothing published;
 * first publish: every volume published once, until the synced Secret exists;
@@ -114,14 +114,18 @@ def run(contender: Contender, args: argparse.Namespace, work: Path) -> dict[str,
         charted = (
             cluster.upstream_chart(contender.chart_version, version) if contender.chart_version else ours
         )
-        csidriver = cluster.csidriver(ours)
+        csidriver = cluster.csidriver(charted)
         pods = cluster.setup(api, cluster.driver_rbac(charted), csidriver, args.nodes, args.volumes)
         providers = work / "providers"
         providers.mkdir()
         # v1.5.x sends the socket's path as :authority; v1.6 and kvmount send localhost.
         provider = E2EProvider(providers / f"{cluster.PROVIDER}.sock", strict_authority=False).start()
         provider.control("/validate-token-requests?audience=" + ",".join(cluster.AUDIENCES))
-        result: dict[str, Any] = {}
+        spec = csidriver["spec"]
+        result: dict[str, Any] = {
+            "requires_republish": bool(spec.get("requiresRepublish")),
+            "tokens_in_secrets": bool(spec.get("serviceAccountTokenInSecrets")),
+        }
         phase = Phase(api, provider)
         for i in range(args.nodes):
             node = cluster.node_name(i)
@@ -144,7 +148,8 @@ def run(contender: Contender, args: argparse.Namespace, work: Path) -> dict[str,
         result["rss"] = [round(procstat.rss_mib(d.pid), 1) for d in drivers.values()]
 
         phase = Phase(api, provider)
-        republisher = kubelet.republishing(republish, stop)
+        if kubelet.republishes:
+            republisher = kubelet.republishing(republish, stop)
         stop.wait(args.warmup * poll + republish)  # a window of the log by design: the first polls
         result["warmup"] = phase.close()
 

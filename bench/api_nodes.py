@@ -144,6 +144,7 @@ class Kubelet:
         spec = csidriver.get("spec", {})
         self.audiences = [str(r["audience"]) for r in spec.get("tokenRequests") or []]
         self.tokens_in_secrets = bool(spec.get("serviceAccountTokenInSecrets"))
+        self.republishes = bool(spec.get("requiresRepublish"))
         self.rest: dict[str, RestClient] = {}
         self.errors: list[str] = []
         self.publishes = 0

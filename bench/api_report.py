@@ -117,6 +117,9 @@ def _run_table(run: dict[str, Any]) -> list[str]:
     names = _names(run)
     f = {n: figures(run, n) for n in names}
     per = f"{run['volumes']} per node"
+    c = run["contenders"]
+    said = {n: (c[n].get("requires_republish"), c[n].get("tokens_in_secrets")) for n in names}
+    yes = {True: "yes", False: "no", None: "?"}
     rows: list[tuple[str, Any]] = [
         ("start-up: requests per node", lambda x: _n(x.start, 1)),
         ("first publish: requests per volume", lambda x: _n(x.first)),
@@ -137,7 +140,9 @@ def _run_table(run: dict[str, Any]) -> list[str]:
         (f"driver RSS ({per}), mean / max", lambda x: f"{_n(x.rss, 1)} / {_n(x.rss_max, 1)} MiB"),
         ("failed publishes", lambda x: str(x.errors)),
     ]
-    return table(["", *names], [[label, *(cell(f[n]) for n in names)] for label, cell in rows])
+    chart = ["CSIDriver (its chart's): requiresRepublish / tokens in secrets"]
+    chart += [f"{yes[said[n][0]]} / {yes[said[n][1]]}" for n in names]
+    return table(["", *names], [chart, *([label, *(cell(f[n]) for n in names)] for label, cell in rows)])
 
 
 def _breakdown(run: dict[str, Any]) -> list[str]:
@@ -260,7 +265,8 @@ def section(runs: list[dict[str, Any]]) -> str:
         out += [
             f"### {run['nodes']} nodes x {run['volumes']} volumes",
             "",
-            f"Poll {run['poll']:g} s, kubelet re-publish every {run['republish']:g} s, steady window "
+            f"Poll {run['poll']:g} s, kubelet's re-publish (where the CSIDriver asks for it) every "
+            f"{run['republish']:g} s, steady window "
             f"{run['polls']} polls after {run['warmup']} of warm-up; measured {run['when']} on "
             f"{run['machine']}.",
             "",

@@ -48,6 +48,7 @@ class Figures:
     steady_mounts: float  # provider calls per volume per poll
     steady_cpu_ms: float  # driver CPU per volume per poll
     steady_warnings: int
+    steady_per_node_minute: float  # the same requests per node and minute: what does not follow polls
     status_writes: float  # per changed volume
     event_writes: float  # per changed volume
     secret_writes: float  # per node
@@ -80,6 +81,7 @@ def figures(run: dict[str, Any], name: str) -> Figures:
         steady_mounts=steady["provider_mounts"] / volumes / polls,
         steady_cpu_ms=1000 * steady["driver_cpu"] / volumes / polls,
         steady_warnings=sum(steady["warnings"].values()),
+        steady_per_node_minute=60 * _sum(steady["driver"]) / nodes / steady["seconds"],
         status_writes=_sum(changed["driver"], WRITES, STATUSES) / volumes,
         event_writes=_sum(changed["driver"], WRITES, "events") / volumes,
         secret_writes=_sum(changed["driver"], WRITES, "secrets") / nodes,
@@ -163,14 +165,15 @@ def _breakdown(run: dict[str, Any]) -> list[str]:
 
 
 def _projection(runs: list[dict[str, Any]]) -> list[str]:
-    head = ["run", "driver", "polls (req/s)", "token renewals (req/s)", "total (req/s)"]
+    head = ["run", "driver", "polls (req/s)", "token renewals (req/s)", "total (req/s)", "steady, per node"]
     rows = []
     for run in runs:
         for name in _names(run):
             f = figures(run, name)
             polls, tokens = projection(f.steady, f.own_tokens)
             size = f"{run['nodes']} x {run['volumes']}"
-            rows.append([size, name, _n(polls, 0), _n(tokens, 0), f"**{_n(polls + tokens, 0)}**"])
+            per_node = f"{_n(f.steady_per_node_minute, 1)}/min"
+            rows.append([size, name, _n(polls, 0), _n(tokens, 0), f"**{_n(polls + tokens, 0)}**", per_node])
     return table(head, rows)
 
 

@@ -17,10 +17,11 @@ every minute or so against the 2-minute poll). Phases, each a window of the audi
 * every object changed once: the provider's objects all change; until every volume and the
   synced Secret show it, then one more poll and re-publish round.
 
-Results go to bench/api-load/<M>x<N>.json (a run of some drivers replaces theirs) and, from
-every such file, to the section "API server (issue 26)" of bench/RESULTS.md. Needs root
-(tmpfs mounts), kube-apiserver (scripts/peers/kube-apiserver.sh), helm, upstream's drivers
-(built on demand: scripts/install-peers --bench).
+Results go to bench/api-load/<M>x<N>.json (a run of some drivers replaces theirs, a run with
+other settings the whole file) and, from every such file, to the section "API server
+(issue 26)" of bench/RESULTS.md. Needs root (tmpfs mounts), kube-apiserver
+(scripts/peers/kube-apiserver.sh), helm, upstream's drivers (built on demand:
+scripts/install-peers --bench).
 """
 
 from __future__ import annotations

@@ -15,19 +15,19 @@ KV_LIMIT_PER_10S = 4000
 POLL_SECONDS = 120  # --rotation-poll-interval, upstream's and kvmount's default
 
 
-def _row(cells: list[str]) -> str:
+def row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-    return [_row(head), _row(["---"] * len(head)), *(_row(r) for r in rows), ""]
+def table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return [row(head), row(["---"] * len(head)), *(row(r) for r in rows), ""]
 
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-def _check(holds: bool) -> str:
+def check(holds: bool) -> str:
     return "yes" if holds else "**no**"
 
 
@@ -63,7 +63,7 @@ def _provider(r: dict[str, Any]) -> list[str]:
         ("rss_after", f"RSS after {r['many']} mounts"),
     ):
         rows.append([label, *(f"{r[key][x]:.1f} MiB" for x in NAMES), ""])
-    return _table(head, rows)
+    return table(head, rows)
 
 
 def _requests(r: dict[str, Any]) -> list[str]:
@@ -72,7 +72,7 @@ def _requests(r: dict[str, Any]) -> list[str]:
     for when in ("first", "repeat", "after a change"):
         for kind in ("read", "challenge", "token", "discovery"):
             rows.append([f"{when}: {kind}", *(str(r["requests"][x][when][kind]) for x in NAMES)])
-    return _table(head, rows)
+    return table(head, rows)
 
 
 def _rotation(r: dict[str, Any]) -> list[str]:
@@ -81,7 +81,7 @@ def _rotation(r: dict[str, Any]) -> list[str]:
         [kind, *(str(r["rotation"][x][kind]) for x in NAMES)]
         for kind in ("read", "challenge", "token", "discovery")
     ]
-    return _table(head, rows)
+    return table(head, rows)
 
 
 def _scale(r: dict[str, Any]) -> list[str]:
@@ -109,7 +109,7 @@ def _scale(r: dict[str, Any]) -> list[str]:
         cluster = shared * nodes
         spread = cluster * 10 / POLL_SECONDS
         rows.append([name, f"{cluster:,.0f}", f"{spread:,.0f}", f"{spread / KV_LIMIT_PER_10S:.0%}"])
-    return [*lines, *_table(head, rows)]
+    return [*lines, *table(head, rows)]
 
 
 def _targets(r: dict[str, Any], d: dict[str, Any] | None) -> list[str]:
@@ -118,45 +118,45 @@ def _targets(r: dict[str, Any], d: dict[str, Any] | None) -> list[str]:
     l0 = r["latency"][(50, 0)]["kvmount-fresh"] / r["latency"][(50, 0)]["upstream"]
     l20 = r["latency"][(50, 20)]["upstream"] / r["latency"][(50, 20)]["kvmount-fresh"]
     rows = [
-        ["CPU per object, fresh", "<= 1.5x upstream", f"{cpu:.2f}x", _check(cpu <= 1.5)],
+        ["CPU per object, fresh", "<= 1.5x upstream", f"{cpu:.2f}x", check(cpu <= 1.5)],
         [
             "20 concurrent mounts of 10 objects (20 ms), fresh",
             ">= upstream",
             f"{tput:.2f}x",
-            _check(tput >= 1),
+            check(tput >= 1),
         ],
-        ["mount of 50 objects, no latency, fresh", "<= 1.5x upstream", f"{l0:.2f}x", _check(l0 <= 1.5)],
-        ["mount of 50 objects, 20 ms latency, fresh", ">= 4x faster", f"{l20:.2f}x faster", _check(l20 >= 4)],
+        ["mount of 50 objects, no latency, fresh", "<= 1.5x upstream", f"{l0:.2f}x", check(l0 <= 1.5)],
+        ["mount of 50 objects, 20 ms latency, fresh", ">= 4x faster", f"{l20:.2f}x faster", check(l20 >= 4)],
     ]
     idle, after = r["rss_idle"]["kvmount"], r["rss_after"]["kvmount"]
-    rows.append(["provider RSS idle", "<= 45 MiB", f"{idle:.1f} MiB", _check(idle <= 45)])
+    rows.append(["provider RSS idle", "<= 45 MiB", f"{idle:.1f} MiB", check(idle <= 45)])
     rows.append(
-        [f"provider RSS after {r['many']} mounts", "<= 55 MiB", f"{after:.1f} MiB", _check(after <= 55)]
+        [f"provider RSS after {r['many']} mounts", "<= 55 MiB", f"{after:.1f} MiB", check(after <= 55)]
     )
     start = max(r["start"]["kvmount"], r["start"]["kvmount-fresh"])
-    rows.append(["provider start-up to a served socket", "< 1 s", f"{start:.2f} s", _check(start < 1)])
+    rows.append(["provider start-up to a served socket", "< 1 s", f"{start:.2f} s", check(start < 1)])
     if d is not None:
         rows.append(
             [
                 "driver RSS idle",
                 "<= 60 MiB",
                 f"{d['rss_idle']['kvmount']:.1f} MiB",
-                _check(d["rss_idle"]["kvmount"] <= 60),
+                check(d["rss_idle"]["kvmount"] <= 60),
             ]
         )
         busy = d["rss_volumes"]["kvmount"]
         rows.append(
-            [f"driver RSS with {d['volumes']} volumes", "<= 75 MiB", f"{busy:.1f} MiB", _check(busy <= 75)]
+            [f"driver RSS with {d['volumes']} volumes", "<= 75 MiB", f"{busy:.1f} MiB", check(busy <= 75)]
         )
         rows.append(
             [
                 "driver start-up to a served socket",
                 "< 1 s",
                 f"{d['start']['kvmount']:.2f} s",
-                _check(d["start"]["kvmount"] < 1),
+                check(d["start"]["kvmount"] < 1),
             ]
         )
-    return _table(["target", "wanted", "measured", "holds"], rows)
+    return table(["target", "wanted", "measured", "holds"], rows)
 
 
 def _driver(d: dict[str, Any]) -> list[str]:
@@ -174,7 +174,7 @@ def _driver(d: dict[str, Any]) -> list[str]:
         ],
         ["publish p50", *(_ms(d["publish_p50"][x]) for x in ("upstream", "kvmount"))],
     ]
-    return _table(head, rows)
+    return table(head, rows)
 
 
 def measured(results: dict[str, Any], machine: str, when: str) -> str:
@@ -191,13 +191,18 @@ def measured(results: dict[str, Any], machine: str, when: str) -> str:
     return "\n".join(out)
 
 
+def splice(path: Path, begin: str, end: str, block: str) -> None:
+    """Replace what is between the markers ``begin`` and ``end`` in ``path`` (``block`` holds both);
+    markers missing: the block is added at the end (the file made if need be)."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    if begin not in text or end not in text:
+        text = f"{text.rstrip()}\n\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    path.write_text(head + block + rest.split(end, 1)[1])
+
+
 def write(path: Path, results: dict[str, Any], machine: str, when: str) -> str:
     """Replace the measured part of ``path`` (or create the file with it alone)."""
     block = measured(results, machine, when)
-    text = path.read_text() if path.exists() else f"# Benchmark results\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text = f"{text.rstrip()}\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    path.write_text(head + block + tail)
+    splice(path, BEGIN, END, block)
     return block

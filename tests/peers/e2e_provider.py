@@ -6,7 +6,8 @@ serve; this is the project's own, written from what that mock checks:
 
 * every call must carry the HTTP/2 ``:authority`` ``localhost`` (what Go's gRPC
   and upstream's driver since v1.6.0 send on a unix socket); anything else is
-  refused with UNKNOWN, as the mock's interceptor does;
+  refused with UNKNOWN, as the mock's interceptor does (``strict_authority=False`` lets
+  drivers before v1.6.0 in, which send the socket's path: bench/api_load.py runs v1.5.6);
 * a Mount must carry JSON attributes, secrets and permission, a target path and
   an ``objects`` attribute (``array:`` of YAML documents with ``objectName``);
 * with audiences configured, the attribute
@@ -58,7 +59,8 @@ ROTATED = b"rotated"
 
 
 class E2EProviderServicer(pb_grpc.CSIDriverProviderServicer):
-    def __init__(self) -> None:
+    def __init__(self, strict_authority: bool = True) -> None:
+        self.strict_authority = strict_authority
         self.rotation = False
         self.audiences: list[str] = []
         self.authorities: list[str] = []  # every :authority a call carried, refused or not
@@ -74,7 +76,7 @@ class E2EProviderServicer(pb_grpc.CSIDriverProviderServicer):
         authority = host.decode(errors="replace") if isinstance(host, bytes) else "<unreadable>"
         with self._lock:
             self.authorities.append(authority)
-        if authority != AUTHORITY:
+        if self.strict_authority and authority != AUTHORITY:
             context.abort(grpc.StatusCode.UNKNOWN, f"want authority {AUTHORITY}, got [{authority}]")
 
     def Version(self, request: pb.VersionRequest, context: grpc.ServicerContext) -> pb.VersionResponse:
@@ -165,9 +167,9 @@ class _Control(http.server.BaseHTTPRequestHandler):
 class E2EProvider:
     """The provider on ``socket`` (served as NAME by a driver looking in its directory)."""
 
-    def __init__(self, socket: Path) -> None:
+    def __init__(self, socket: Path, strict_authority: bool = True) -> None:
         self.socket = socket
-        self.servicer = E2EProviderServicer()
+        self.servicer = E2EProviderServicer(strict_authority)
         self._server: grpc.Server | None = None
         handler = type("Control", (_Control,), {"servicer": self.servicer})
         self._http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

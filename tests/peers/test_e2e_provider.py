@@ -54,6 +54,17 @@ def test_a_socket_path_authority_is_refused(provider: E2EProvider) -> None:
     assert provider.servicer.mounts == []
 
 
+def test_without_the_strict_authority_a_socket_path_is_served(tmp_path: Path) -> None:
+    """What bench/api_load.py runs upstream's v1.5.6 against (it sends the socket's path)."""
+    with (
+        E2EProvider(tmp_path / f"{NAME}.sock", strict_authority=False) as lenient,
+        grpc.insecure_channel(f"unix://{lenient.socket}") as channel,
+    ):
+        response = pb_grpc.CSIDriverProviderStub(channel).Mount(request(), timeout=10)
+        assert {f.path: f.contents for f in response.files} == SECRETS
+        assert lenient.servicer.authorities != ["localhost"]  # the path, not refused
+
+
 def test_token_audiences_and_rotation_through_the_control_endpoint(provider: E2EProvider) -> None:
     clients = ProviderClients([str(provider.socket.parent)], 4 << 20)
     try:

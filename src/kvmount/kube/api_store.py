@@ -77,6 +77,7 @@ class KubeStore:
         # The CSIDriver's spec as last read (None: there is none), and when to read it again.
         self._driver: tuple[float, CSIDriverSpec | None] | None = None
         self._lock = threading.Lock()
+        self._driver_read = threading.Lock()  # one GET when it expires, not one per rotation worker
 
     def start_watches(self, stop: threading.Event) -> None:
         """Serve this node's pods, their classes and its pod statuses from watch-fed caches
@@ -248,24 +249,25 @@ class KubeStore:
     def csidriver(self) -> CSIDriverSpec | None:
         """The spec of this driver's CSIDriver object, or None when there is none; read again at
         most every CSIDRIVER_SECONDS."""
-        with self._lock:
-            held = self._driver
-        if held is not None and time.monotonic() < held[0]:
-            return held[1]
-        rest = self.rest()
-        what = f"CSIDriver {self.driver_name}"
-        try:
-            where = path("storage.k8s.io/v1", "csidrivers", name=self.driver_name)
-            spec: CSIDriverSpec | None = cast(CSIDriver, self._call(what, rest.get, where)).get("spec", {})
-        except ApiError as err:
-            if err.status != 404:
-                raise api_error(what, "get", err) from None
-            spec = None
-        # None (not installed yet, or a misconfigured cluster) is asked again sooner.
-        ttl = CSIDRIVER_SECONDS if spec is not None else CSIDRIVER_SECONDS / 10
-        with self._lock:
-            self._driver = (time.monotonic() + ttl, spec)
-        return spec
+        with self._driver_read:
+            with self._lock:
+                held = self._driver
+            if held is not None and time.monotonic() < held[0]:
+                return held[1]
+            what = f"CSIDriver {self.driver_name}"
+            try:
+                where = path("storage.k8s.io/v1", "csidrivers", name=self.driver_name)
+                got = cast(CSIDriver, self._call(what, self.rest().get, where))
+                spec: CSIDriverSpec | None = got.get("spec", {})
+            except ApiError as err:
+                if err.status != 404:
+                    raise api_error(what, "get", err) from None
+                spec = None
+            # None (not installed yet, or a misconfigured cluster) is asked again sooner.
+            ttl = CSIDRIVER_SECONDS if spec is not None else CSIDRIVER_SECONDS / 10
+            with self._lock:
+                self._driver = (time.monotonic() + ttl, spec)
+            return spec
 
     def may(self, verb: str, resource: str, subresource: str = "", group: str = "") -> bool:
         """Whether this client may ``verb`` the resource in every namespace (SelfSubjectAccessReview,

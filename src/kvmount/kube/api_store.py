@@ -12,6 +12,7 @@ import datetime
 import json
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,11 +36,10 @@ from kvmount.kube.official_client import official_client
 from kvmount.kube.podstatus import NODE_LABEL, POD_STATUSES, EventType, PodRef, PodStatus, same_status
 from kvmount.kube.rest import ApiError, RestClient, Unreachable, path
 from kvmount.kube.tokens import TokenCache, TokenKey, request_body
-from kvmount.kube.watchcache import WatchCache
+from kvmount.kube.watchcache import WatchCache, watch_seconds
 
-# A pod watch is renewed this often (the server ends it after at most this long).
-WATCH_SECONDS = 300
-# The CSIDriver is read again at most this often: a watch's renewals would cost as much.
+# The CSIDriver is read again after this long to half as long again (drawn each time, so that
+# nodes started together do not read it together): a watch's renewals would cost as much.
 CSIDRIVER_SECONDS = 300.0
 EVENT_SOURCE = "csi-secrets-store-driver"
 CUSTOM = f"{GROUP}/{VERSION}"
@@ -264,7 +264,7 @@ class KubeStore:
                     raise api_error(what, "get", err) from None
                 spec = None
             # None (not installed yet, or a misconfigured cluster) is asked again sooner.
-            ttl = CSIDRIVER_SECONDS if spec is not None else CSIDRIVER_SECONDS / 10
+            ttl = CSIDRIVER_SECONDS * random.uniform(1.0, 1.5) if spec is not None else CSIDRIVER_SECONDS / 10
             with self._lock:
                 self._driver = (time.monotonic() + ttl, spec)
             return spec
@@ -381,7 +381,7 @@ class KubeStore:
             events = cast(
                 Iterator[PodWatchEvent],
                 self.rest().watch(
-                    path("v1", "pods"), WATCH_SECONDS, fieldSelector=f"spec.nodeName={node_name}"
+                    path("v1", "pods"), watch_seconds(), fieldSelector=f"spec.nodeName={node_name}"
                 ),
             )
             yield from pod_annotations(events)

@@ -17,8 +17,16 @@ from typing import Any
 from kvmount.kube.errors import StoreError
 from kvmount.kube.rest import ApiError, RestClient, Unreachable
 
-# The server ends a watch after this long; it is then resumed from its resourceVersion.
+# The server ends a watch after WATCH_SECONDS to twice that, drawn per watch as client-go's
+# reflectors do, so that the watches of many nodes started together (after an API server
+# restart) are not renewed together; each is then resumed from its resourceVersion.
 WATCH_SECONDS = 300
+
+
+def watch_seconds() -> int:
+    return random.randint(WATCH_SECONDS, 2 * WATCH_SECONDS)
+
+
 # A list is read in pages of this many objects, so no answer is unbounded.
 PAGE = 500
 BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
@@ -143,7 +151,7 @@ class WatchCache:
     def _watch(self, version: str, stop: threading.Event) -> str:
         self.watches += 1
         events = self._rest().watch(
-            self._where, WATCH_SECONDS, version, allowWatchBookmarks="true", **self._query
+            self._where, watch_seconds(), version, allowWatchBookmarks="true", **self._query
         )
         for event in events:
             kind, obj = str(event.get("type")), event.get("object") or {}

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from kvmount.kube.rest import ApiError, RestClient, path
+from kvmount.kube.watchcache import watch_seconds
 
 log = logging.getLogger(__name__)
 
-WATCH_SECONDS = 300
 RETRY_SECONDS = 2.0
 
 Key = tuple[str, str]
@@ -87,7 +87,7 @@ class Informer:
     def _watch(self, version: str) -> str:
         """Watch from ``version``; returns where to resume, or "" to list again."""
         try:
-            for event in self._rest().watch(self._where, WATCH_SECONDS, version):
+            for event in self._rest().watch(self._where, watch_seconds(), version):
                 obj = event.get("object") or {}
                 kind = event.get("type")
                 version = str((obj.get("metadata") or {}).get("resourceVersion") or version)

@@ -221,3 +221,17 @@ def test_secret_syncs_the_user_may_not_list_leave_the_classes_checked(
     out, err = capsys.readouterr()
     assert out.startswith(f"{ns}/{broken}: error: spec.parameters.objects[0].objectType:"), out
     assert err == f"kvmount validate: SecretSyncs in namespace {ns} not checked: you may not list them\n"
+
+
+def test_a_user_who_may_not_list_classes_is_told_so(
+    secrets_store_api: KubeAPIServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    server = secrets_store_api
+    ns = f"ns-{uuid.uuid4().hex[:8]}"
+    server.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    kubeconfig = server.write_kubeconfig(tmp_path / "nobody", server.service_account_token(ns, "nobody"))
+    assert main(["validate", "--cluster", "-n", ns, "--kubeconfig", str(kubeconfig)]) == 2
+    err = capsys.readouterr().err
+    refused = f"SecretProviderClasses in namespace {ns}: the kubeconfig's user may not list it (HTTP 403)"
+    assert err.startswith(f"kvmount validate: {refused}"), err
+    assert "driver" not in err

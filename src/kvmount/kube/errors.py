@@ -53,11 +53,11 @@ class StoreUnavailable(StoreError):
         super().__init__(StoreReason.UNAVAILABLE, message)
 
 
-def api_error(what: str, verb: str, err: Any) -> StoreError:
-    """A StoreError for the API server's answer ``err`` to ``verb`` on ``what``."""
+def api_error(what: str, verb: str, err: Any, who: str = "the driver's service account") -> StoreError:
+    """A StoreError for the API server's answer ``err`` to ``verb`` on ``what``, asked as ``who``."""
     if err.status in (401, 403):
         return StoreError(
             StoreReason.FORBIDDEN,
-            f"{what}: the driver's service account may not {verb} it (HTTP {err.status}); check its RBAC",
+            f"{what}: {who} may not {verb} it (HTTP {err.status}); check its RBAC",
         )
     return StoreUnavailable(f"{what}: {verb} failed with HTTP {err.status} {err.reason}")

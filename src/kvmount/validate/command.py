@@ -119,7 +119,8 @@ def _list(
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
-    what = f"{kind}s in {f'namespace {namespace}' if namespace else 'all namespaces'}"
+    plural = f"{kind}es" if kind.endswith("s") else f"{kind}s"
+    what = f"{plural} in {f'namespace {namespace}' if namespace else 'all namespaces'}"
     try:
         if namespace:
             listed = api.list_namespaced_custom_object(
@@ -133,7 +134,7 @@ def _list(
         if missing_ok and err.status == 403:
             print(f"kvmount validate: {what} not checked: you may not list them", file=sys.stderr)
             return []
-        raise api_error(what, "list", err) from None
+        raise api_error(what, "list", err, who="the kubeconfig's user") from None
     except (HTTPError, OSError) as err:
         raise StoreUnavailable(f"{what}: API server unreachable ({type(err).__name__})") from None
     items: list[dict[str, Any]] = listed.get("items") or []

@@ -78,7 +78,8 @@ def test_registrar_registers_the_driver_it_finds_on_its_socket(short_dir: Path, 
     driver = start_driver(short_dir, provider_dir)
     try:
         eventually(socket.exists, timeout=20, what="the registration socket")
-        assert healthz(port) == 200
+        # Its /healthz may begin to listen a moment after the socket is in place.
+        eventually(lambda: healthz(port) == 200, timeout=20, what="/healthz ok with the socket in place")
         # Called as kubelet calls it: the driver's own name, the path kubelet dials.
         with unix_grpc.dial(str(socket)) as channel:
             stub = pb_grpc.RegistrationStub(channel)

@@ -104,7 +104,7 @@ def test_drip_fed_mounts_give_their_workers_back_to_another_identity(
     # loaded machine; the healthy mount below outlives them, so it passes only if their
     # workers are given back when they end (the drip itself lasts far longer).
     def drip_mount(name: str) -> None:
-        failures[name] = mount(small, name, new_sp(keyvault), timeout=15)
+        failures[name] = mount(small, name, new_sp(keyvault), timeout=30)
 
     threads = [threading.Thread(target=drip_mount, args=(name,)) for name in dripped]
     try:
@@ -115,9 +115,9 @@ def test_drip_fed_mounts_give_their_workers_back_to_another_identity(
         while len({r["path"] for r in keyvault.requests() if r.get("fault") == "drip"}) < 4:
             assert time.monotonic() < end, "the four drip-fed reads did not start"
             time.sleep(0.05)
-        assert mount(small, healthy, new_sp(keyvault), timeout=40) is None
+        assert mount(small, healthy, new_sp(keyvault), timeout=60) is None
         for thread in threads:
-            thread.join(timeout=45)
+            thread.join(timeout=65)
     finally:
         keyvault.set_faults()
     assert sorted(failures) == sorted(dripped)
